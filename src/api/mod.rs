@@ -1,0 +1,314 @@
+//! The `ApiKey` custom resource (`keyward.dev/v1alpha1`): what users write, and the status the operator reports.
+//!
+//! Spec fields are deliberately lenient Rust types (strings where admission
+//! applies a pattern) so that an object that slipped past admission still
+//! deserialises and can be given a `Ready=False` condition naming the bad
+//! field, instead of vanishing from the controller's view.
+
+mod conditions;
+mod crd;
+
+pub use conditions::{CONDITION_READY, ConditionUpdate, set_condition};
+pub use crd::{crd, crd_yaml};
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::DURATION_PATTERN;
+
+/// API group of the ApiKey resource.
+pub const GROUP: &str = "keyward.dev";
+/// Annotation whose value, when it changes, asks for an immediate rotation.
+pub const ROTATE_ANNOTATION: &str = "keyward.dev/rotate";
+
+/// Declares one API key: who may do what, until when, and how its token is rotated.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "keyward.dev",
+    version = "v1alpha1",
+    kind = "ApiKey",
+    plural = "apikeys",
+    singular = "apikey",
+    shortname = "ak",
+    category = "keyward",
+    namespaced,
+    doc = "An API key managed by keyward: its token lives in a Secret, its hash in a key set.",
+    status = "ApiKeyStatus",
+    derive = "PartialEq",
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "Active, Inactive, Rotating, Expired, Revoked, Pending or Error"
+    ),
+    printcolumn(
+        name = "Prefix",
+        type_ = "string",
+        json_path = ".status.prefix",
+        description = "The first characters of the current token"
+    ),
+    printcolumn(name = "Scopes", type_ = "string", json_path = ".spec.scopes", description = "What the key may do"),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".spec.expiresAt",
+        description = "When the key stops working; empty means never"
+    ),
+    printcolumn(
+        name = "Next rotation",
+        type_ = "string",
+        json_path = ".status.nextRotationAt",
+        description = "When the token is next rotated"
+    ),
+    printcolumn(
+        name = "Last used",
+        type_ = "date",
+        json_path = ".status.lastUsedAt",
+        description = "Last request seen with this key"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySpec {
+    /// Human-readable label such as "CRM Integration". Defaults to the object's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub display_name: Option<String>,
+
+    /// What the key may do: one or more `resource:action` grants, action one of
+    /// `read`, `write`, `admin`. `write` does not imply `read`; `admin` allows
+    /// every action on its resource. Resource `*` means every resource.
+    #[schemars(length(min = 1, max = 64), inner(length(max = 128), pattern(crate::scope::SCOPE_PATTERN)))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t == s))").message("scopes must be unique"))]
+    pub scopes: Vec<String>,
+
+    /// Whether the key works. `false` stops access without deleting anything;
+    /// setting it back to `true` restores the same token.
+    #[serde(default = "default_true")]
+    pub active: bool,
+
+    /// Revoke the key for good. The token is destroyed and its hash unpublished;
+    /// the ApiKey stays as an audit record. Cannot be set back to `false`.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self || !oldSelf").message("revoked is permanent: a revoked ApiKey cannot be un-revoked; create a new ApiKey instead"))]
+    pub revoked: bool,
+
+    /// When the key stops working (RFC 3339). Absent means never. The verifier
+    /// enforces it with its own clock, so it holds even while the operator is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+
+    /// Automatic rotation of the token. Absent means the token is rotated only on request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationSpec>,
+
+    /// The key set (verifier audience) the key is published to.
+    #[serde(default = "default_key_set")]
+    #[schemars(length(min = 1, max = 40), pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))]
+    pub key_set: String,
+
+    /// Name of the Secret the token is written to. Defaults to `<name>-apikey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: Option<String>,
+
+    /// Extra labels and annotations for the Secret, for example to have it
+    /// picked up by a secret-sync tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+
+    /// Token prefix such as `acme_live`: lowercase letters, digits and single
+    /// underscores, starting with a letter. Defaults to `kw`. Changing it rotates the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 24), pattern(crate::token::PREFIX_PATTERN))]
+    pub prefix: Option<String>,
+
+    /// Per-key request limit enforced by the verifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+
+    /// Expire the key once nobody has used it for this long (`90d`, `720h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    pub expire_after_unused: Option<String>,
+
+    /// Delete the ApiKey object itself this long after it expired (`30d`).
+    /// Absent keeps expired ApiKeys as audit records until someone deletes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    pub retain_expired_for: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_key_set() -> String {
+    "default".to_owned()
+}
+
+/// When the token is replaced, and how long the previous one keeps working.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.every) != has(self.schedule)").message("set exactly one of rotation.every and rotation.schedule"))]
+#[x_kube(validation = Rule::new(crd::grace_shorter_than_every_rule()).message("rotation.gracePeriod must be shorter than rotation.every"))]
+pub struct RotationSpec {
+    /// Rotate this long after the previous rotation (`30d`, `720h`, `1h30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    pub every: Option<String>,
+
+    /// Rotate on a cron schedule in UTC, five fields (`0 3 * * 1` is Mondays at 03:00).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 128))]
+    pub schedule: Option<String>,
+
+    /// How long the previous token keeps working after a rotation. Defaults to `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    pub grace_period: Option<String>,
+}
+
+/// Labels and annotations added to the Secret holding the token.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Labels to add to the Secret. Keys under `keyward.dev/` are reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations to add to the Secret. Keys under `keyward.dev/` are reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A token bucket: `requests` per `period`, bursts up to `burst`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Requests allowed per period.
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub requests: u32,
+    /// The period (`1s`, `1m`, `1h`, `1d`).
+    #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    pub period: String,
+    /// Largest burst allowed at once. Defaults to `requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub burst: Option<u32>,
+}
+
+/// One-word summary of a key, for `kubectl get`.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Being set up: no token published yet.
+    Pending,
+    /// The token works.
+    Active,
+    /// Switched off by `active: false`; reversible.
+    Inactive,
+    /// A rotation is under way: a new token is being published or the previous one is in its grace period.
+    Rotating,
+    /// Past `expiresAt` or unused for `expireAfterUnused`; the token is gone.
+    Expired,
+    /// Revoked for good; the token is gone.
+    Revoked,
+    /// The spec is invalid or the operator cannot act on it; see the Ready condition.
+    Error,
+}
+
+/// One token of a key, named by its key id, with when it works.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVersion {
+    /// The token's key id: the first 12 hex digits of its SHA-256.
+    pub key_id: String,
+    /// The token is accepted from this time.
+    pub not_before: Time,
+    /// The token is refused from this time; absent means no end yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+}
+
+/// Requests seen with this key, as reported by verifiers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Requests in the last 24 hours.
+    pub last24h: u64,
+    /// Requests in the last 7 days.
+    pub last7d: u64,
+    /// Requests in the last 30 days.
+    pub last30d: u64,
+}
+
+/// What the operator observed and did. Written only by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyStatus {
+    /// Current conditions; `Ready` is always first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// One-word summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<KeyState>,
+
+    /// The first characters of the current token (prefix and a few more), to
+    /// recognise it; never the whole token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+
+    /// The Secret holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+
+    /// The token in the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_key: Option<KeyVersion>,
+
+    /// The token replaced by the last rotation, valid until its `notAfter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key: Option<KeyVersion>,
+
+    /// A token minted and published by a rotation in progress, not yet swapped into the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_key: Option<KeyVersion>,
+
+    /// When the token was last rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated_at: Option<Time>,
+
+    /// When the token is next rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<Time>,
+
+    /// The value of the `keyward.dev/rotate` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_request: Option<String>,
+
+    /// When the key expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<Time>,
+
+    /// Last request seen with this key, as reported by verifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Time>,
+
+    /// Request counts, as reported by verifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+use jiff::Timestamp;
+use kube_cel::Validator;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn object(spec: &Value) -> Value {
+    json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "metadata": {"name": "k"}, "spec": spec})
+}
+
+/// The messages of every CEL rule that fails for `new` (and `old`, for transition rules).
+fn cel_failures(new: Value, old: Option<Value>) -> Vec<String> {
+    let old = old.as_ref().map(object);
+    match Validator::new().validate(&schema(), &object(&new), old.as_ref()) {
+        Ok(()) => vec![],
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+#[test]
+fn the_checked_in_crd_matches_the_rust_types() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/apikey.yaml");
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == crd_yaml(),
+        "crds/apikey.yaml is out of date: run `cargo run -- crd > crds/apikey.yaml` (or `make crds`)"
+    );
+}
+
+#[test]
+fn every_cel_rule_compiles() {
+    let compiled = kube_cel::compile_schema(&schema());
+    assert!(!compiled.has_errors(), "{:?}", compiled.compilation_errors());
+}
+
+#[test]
+fn admission_rules_accept_and_refuse_the_right_specs() {
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        ("minimal key", json!({"scopes": ["leads:read"]}), vec![]),
+        ("duplicate scopes", json!({"scopes": ["leads:read", "leads:read"]}), vec!["scopes must be unique"]),
+        ("read and write on one resource", json!({"scopes": ["leads:read", "leads:write"]}), vec![]),
+        (
+            "rotation with both every and schedule",
+            json!({"scopes": ["a:read"], "rotation": {"every": "30d", "schedule": "0 3 * * 1"}}),
+            vec!["set exactly one of rotation.every and rotation.schedule"],
+        ),
+        (
+            "rotation with neither",
+            json!({"scopes": ["a:read"], "rotation": {"gracePeriod": "1h"}}),
+            vec!["set exactly one of rotation.every and rotation.schedule"],
+        ),
+        (
+            "rotation by schedule with grace",
+            json!({"scopes": ["a:read"], "rotation": {"schedule": "0 3 * * 1", "gracePeriod": "1d"}}),
+            vec![],
+        ),
+        (
+            "grace shorter than interval, in days",
+            json!({"scopes": ["a:read"], "rotation": {"every": "90d", "gracePeriod": "1d"}}),
+            vec![],
+        ),
+        (
+            "grace equal to interval",
+            json!({"scopes": ["a:read"], "rotation": {"every": "30d", "gracePeriod": "30d"}}),
+            vec!["rotation.gracePeriod must be shorter than rotation.every"],
+        ),
+        (
+            "grace in hours longer than interval in days",
+            json!({"scopes": ["a:read"], "rotation": {"every": "30d", "gracePeriod": "721h"}}),
+            vec!["rotation.gracePeriod must be shorter than rotation.every"],
+        ),
+        (
+            "grace in hours just under interval in days",
+            json!({"scopes": ["a:read"], "rotation": {"every": "30d", "gracePeriod": "719h"}}),
+            vec![],
+        ),
+        (
+            "grace in days longer than interval in minutes",
+            json!({"scopes": ["a:read"], "rotation": {"every": "90m", "gracePeriod": "1d"}}),
+            vec!["rotation.gracePeriod must be shorter than rotation.every"],
+        ),
+        (
+            "grace with mixed units",
+            json!({"scopes": ["a:read"], "rotation": {"every": "2h", "gracePeriod": "1h30m"}}),
+            vec![],
+        ),
+    ];
+    for (name, spec, expected) in cases {
+        assert_eq!(cel_failures(spec, None), expected, "case: {name}");
+    }
+}
+
+#[test]
+fn revocation_cannot_be_undone_at_admission() {
+    let revoked = json!({"scopes": ["a:read"], "revoked": true});
+    let cases: Vec<(&str, Value, Value, bool)> = vec![
+        ("revoking", json!({"scopes": ["a:read"]}), revoked.clone(), true),
+        ("staying revoked", revoked.clone(), revoked.clone(), true),
+        ("un-revoking", revoked.clone(), json!({"scopes": ["a:read"], "revoked": false}), false),
+        ("dropping the field to un-revoke", revoked.clone(), json!({"scopes": ["a:read"]}), false),
+        ("other edits while revoked", revoked.clone(), json!({"scopes": ["a:write"], "revoked": true}), true),
+    ];
+    for (name, old, new, allowed) in cases {
+        let failures = cel_failures(new, Some(old));
+        assert_eq!(failures.is_empty(), allowed, "case {name}: {failures:?}");
+        if !allowed {
+            assert!(failures[0].starts_with("revoked is permanent"), "case {name}: {failures:?}");
+        }
+    }
+}
+
+#[test]
+fn yaml_users_write_deserialises_with_defaults() {
+    let key: ApiKey = serde_yaml::from_str(
+        r"
+apiVersion: keyward.dev/v1alpha1
+kind: ApiKey
+metadata:
+  name: crm
+  namespace: sales
+spec:
+  displayName: CRM Integration
+  scopes: [leads:read, leads:write]
+  expiresAt: 2027-01-01T00:00:00Z
+  rotation: {every: 90d, gracePeriod: 1d}
+",
+    )
+    .unwrap();
+    assert!(key.spec.active);
+    assert!(!key.spec.revoked);
+    assert_eq!(key.spec.key_set, "default");
+    assert_eq!(key.spec.expires_at.unwrap().0, "2027-01-01T00:00:00Z".parse::<Timestamp>().unwrap());
+    assert_eq!(key.spec.rotation.unwrap().every.as_deref(), Some("90d"));
+}
+
+#[test]
+fn a_spec_with_bad_values_still_deserialises_so_the_operator_can_report_it() {
+    let key: ApiKey = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "metadata": {"name": "bad"},
+        "spec": {"scopes": ["NOT A SCOPE"], "prefix": "Bad-Prefix", "rotation": {"every": "soon"}}
+    }))
+    .unwrap();
+    assert_eq!(key.spec.scopes, vec!["NOT A SCOPE".to_owned()]);
+}
+
+fn ready<'a>(status: &'a str, reason: &'a str) -> ConditionUpdate<'a> {
+    ConditionUpdate { type_: CONDITION_READY, status, reason, message: String::new() }
+}
+
+#[test]
+fn condition_transition_time_changes_only_with_the_status() {
+    let t1: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let t2: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
+    let t3: Timestamp = "2026-01-03T00:00:00Z".parse().unwrap();
+    let mut conditions = Vec::new();
+    set_condition(&mut conditions, ready("True", "A"), Some(1), t1);
+    set_condition(&mut conditions, ready("True", "B"), Some(2), t2);
+    assert_eq!(conditions[0].last_transition_time.0, t1, "same status keeps the time");
+    assert_eq!(conditions[0].reason, "B");
+    assert_eq!(conditions[0].observed_generation, Some(2));
+    set_condition(&mut conditions, ready("False", "B"), Some(3), t3);
+    assert_eq!(conditions[0].last_transition_time.0, t3, "a new status moves the time");
+}
+
+#[test]
+fn ready_is_always_the_first_condition() {
+    let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let mut conditions = Vec::new();
+    let other = ConditionUpdate { type_: "Rotating", status: "True", reason: "Scheduled", message: String::new() };
+    set_condition(&mut conditions, other, Some(1), now);
+    set_condition(&mut conditions, ready("True", "A"), Some(1), now);
+    let types: Vec<&str> = conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(types, ["Ready", "Rotating"]);
+}

@@ -1,0 +1,54 @@
+//! The command line: one binary, one subcommand per job.
+
+mod keyset_cmd;
+mod token_cmd;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// keyward: API keys as Kubernetes custom resources.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the ApiKey CustomResourceDefinition as YAML.
+    Crd,
+    /// Mint, hash and check tokens outside the cluster.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
+    /// Inspect and build key-set shards.
+    #[command(subcommand)]
+    Keyset(keyset_cmd::KeysetCommand),
+}
+
+/// Run a parsed command line; errors are printed to stderr.
+#[must_use]
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Crd => print_stdout(&crate::api::crd_yaml()),
+        Command::Token(cmd) => token_cmd::run(cmd),
+        Command::Keyset(cmd) => keyset_cmd::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // The redaction is a safety net: messages are built never to hold tokens.
+            eprintln!("keyward: {}", crate::token::redact(&format!("{err:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_stdout(text: &str) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,146 @@
+//! The duration grammar of ApiKey fields (`30d`, `720h`, `1h30m`, `90s`).
+//!
+//! Admission (an OpenAPI pattern plus CEL rules) and the operator must agree on
+//! exactly one language, so this is a small parser for that language rather
+//! than a more liberal general-purpose one: either whole days (`<n>d`), or
+//! hours, minutes and seconds in that order, each optional but at least one.
+//! CEL has no day unit, so the CRD's rules turn `<n>d` into `<24n>h` before
+//! calling `duration()`; [`CEL_DURATION_MACRO`] is that expression.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The OpenAPI pattern that admission applies to every duration field.
+pub const DURATION_PATTERN: &str =
+    r"^([0-9]{1,6}d|[0-9]{1,7}h([0-9]{1,7}m)?([0-9]{1,7}s)?|[0-9]{1,7}m([0-9]{1,7}s)?|[0-9]{1,7}s)$";
+
+/// CEL that turns the duration string `X` into a CEL `duration`, days included.
+pub const CEL_DURATION_MACRO: &str =
+    "(X.endsWith('d') ? duration(string(int(X.substring(0, X.size() - 1)) * 24) + 'h') : duration(X))";
+
+/// Build the CEL expression converting the field at `path` into a `duration`.
+#[must_use]
+pub fn cel_duration(path: &str) -> String {
+    CEL_DURATION_MACRO.replace('X', path)
+}
+
+/// A duration written the way ApiKey fields accept it; prints back as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDuration {
+    text: String,
+    value: Duration,
+}
+
+/// Why a duration string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a duration such as 30d, 720h, 1h30m or 90s")]
+pub struct DurationError(pub String);
+
+impl KeyDuration {
+    /// The length of time.
+    #[must_use]
+    pub fn get(&self) -> Duration {
+        self.value
+    }
+
+    /// The text as written.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl FromStr for KeyDuration {
+    type Err = DurationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || DurationError(s.to_owned());
+        if let Some(days) = s.strip_suffix('d') {
+            if days.is_empty() || days.len() > 6 || !days.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err());
+            }
+            let days: u64 = days.parse().map_err(|_| err())?;
+            return Ok(KeyDuration { text: s.to_owned(), value: Duration::from_secs(days * 86_400) });
+        }
+        // Hours, then minutes, then seconds; each at most once and in that order.
+        let mut rest = s;
+        let mut total: u64 = 0;
+        let mut last_unit = 0;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 || digits > 7 || digits == rest.len() {
+                return Err(err());
+            }
+            let number: u64 = rest[..digits].parse().map_err(|_| err())?;
+            let (rank, seconds) = match rest.as_bytes()[digits] {
+                b'h' => (1, 3_600),
+                b'm' => (2, 60),
+                b's' => (3, 1),
+                _ => return Err(err()),
+            };
+            if rank <= last_unit {
+                return Err(err());
+            }
+            last_unit = rank;
+            total += number * seconds;
+            rest = &rest[digits + 1..];
+        }
+        if last_unit == 0 {
+            return Err(err());
+        }
+        Ok(KeyDuration { text: s.to_owned(), value: Duration::from_secs(total) })
+    }
+}
+
+impl fmt::Display for KeyDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: &str) -> Option<u64> {
+        s.parse::<KeyDuration>().ok().map(|d| d.get().as_secs())
+    }
+
+    #[test]
+    fn accepted_durations_have_the_expected_length() {
+        let cases = [
+            ("30d", 30 * 86_400),
+            ("720h", 720 * 3_600),
+            ("1h30m", 5_400),
+            ("2h5s", 7_205),
+            ("15m", 900),
+            ("90s", 90),
+            ("0s", 0),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(secs(input), Some(expected), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn everything_outside_the_grammar_is_refused() {
+        for input in ["", "d", "h", "30", "1d12h", "30m1h", "1h1h", "1.5h", "-1h", "1w", " 1h", "1h ", "1H"] {
+            assert_eq!(secs(input), None, "input {input:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn the_admission_pattern_and_the_parser_agree() {
+        let re = regex_lite::Regex::new(DURATION_PATTERN).unwrap();
+        for input in ["30d", "720h", "1h30m", "90s", "", "1d12h", "30m1h", "1.5h", "1h1h", "5m10s", "1234567d"] {
+            assert_eq!(re.is_match(input), secs(input).is_some(), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn text_prints_back_as_written() {
+        let d: KeyDuration = "1h30m".parse().unwrap();
+        assert_eq!(d.to_string(), "1h30m");
+    }
+}

@@ -1,0 +1,96 @@
+//! Reading shards from a directory laid out the way kubelet writes ConfigMap volumes.
+//!
+//! Kubelet writes each version of a volume into a hidden timestamped directory
+//! and swaps the `..data` symlink to it atomically; the visible file names are
+//! symlinks through `..data`. Resolving `..data` once and reading every file
+//! from the directory it points to gives one consistent snapshot even if a
+//! swap happens mid-read. A plain directory without `..data` (as written by
+//! `keyward keyset build`) is read as it is.
+
+use std::path::{Path, PathBuf};
+
+use super::decode::MAX_DECODE_BYTES;
+use super::{AssembleError, DecodeError, KeySet, SHARD_FILE_SUFFIX, Shard, assemble, decode_shard};
+
+/// Why a key-set directory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory or a file in it could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path that failed.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The directory holds no shard files: the key set is missing, not empty.
+    #[error("{0}: no *{SHARD_FILE_SUFFIX} files")]
+    NoShards(PathBuf),
+    /// A shard file is larger than any ConfigMap can be.
+    #[error("{0}: larger than {MAX_DECODE_BYTES} bytes")]
+    TooLarge(PathBuf),
+    /// A shard file is malformed.
+    #[error("{path}: {error}")]
+    Decode {
+        /// The malformed file.
+        path: PathBuf,
+        /// What is wrong and where.
+        error: DecodeError,
+    },
+    /// The shards do not form whole, consistent key sets.
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
+    move |source| LoadError::Io { path: path.to_owned(), source }
+}
+
+/// The directory holding the current files: the target of `..data` if present.
+fn snapshot_root(dir: &Path) -> Result<PathBuf, LoadError> {
+    let data = dir.join("..data");
+    match std::fs::canonicalize(&data) {
+        Ok(resolved) => Ok(resolved),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(dir.to_owned()),
+        Err(e) => Err(io(&data)(e)),
+    }
+}
+
+/// Read and decode every shard file in `dir`, without assembling them.
+pub fn read_shards(dir: &Path) -> Result<Vec<Shard>, LoadError> {
+    let root = snapshot_root(dir)?;
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(&root).map_err(io(&root))? {
+        let entry = entry.map_err(io(&root))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("..") || !name.ends_with(SHARD_FILE_SUFFIX) {
+            continue;
+        }
+        paths.push(entry.path());
+    }
+    if paths.is_empty() {
+        return Err(LoadError::NoShards(dir.to_owned()));
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let len = std::fs::metadata(&path).map_err(io(&path))?.len();
+            if usize::try_from(len).map_or(true, |len| len > MAX_DECODE_BYTES) {
+                return Err(LoadError::TooLarge(path));
+            }
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            decode_shard(&bytes).map_err(|error| LoadError::Decode { path, error })
+        })
+        .collect()
+}
+
+/// Read the key sets in one or more directories, failing on any doubt.
+pub fn load_dirs(dirs: &[PathBuf]) -> Result<Vec<KeySet>, LoadError> {
+    let mut shards = Vec::new();
+    for dir in dirs {
+        shards.extend(read_shards(dir)?);
+    }
+    Ok(assemble(shards)?)
+}

@@ -1,0 +1,144 @@
+//! Writing a key set as text shards.
+
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+
+use super::{FORMAT_VERSION, KeySetId, MAGIC, Record};
+
+/// Largest shard written by default: half the 1 MiB object limit, leaving room for metadata.
+pub const DEFAULT_MAX_SHARD_BYTES: usize = 512 * 1024;
+
+/// Every shard file name ends with this; the verifier reads only such files.
+pub const SHARD_FILE_SUFFIX: &str = ".keyset";
+
+/// Room kept for the header line, whatever its numbers turn out to be.
+const HEADER_BUDGET: usize = 512;
+
+/// Why a key set could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// One record alone is larger than a shard may be.
+    #[error("a record of {namespace}/{name} does not fit in a shard of {max_bytes} bytes")]
+    RecordTooLarge {
+        /// Namespace of the ApiKey whose record is too large.
+        namespace: String,
+        /// Name of the ApiKey whose record is too large.
+        name: String,
+        /// The shard size limit.
+        max_bytes: usize,
+    },
+    /// Two records carry the same hash, which would make the verifier's answer ambiguous.
+    #[error("two records carry the same hash (key id {0})")]
+    DuplicateHash(String),
+    /// A record breaks an invariant of the format.
+    #[error("record with key id {key_id}: {reason}")]
+    InvalidRecord {
+        /// The record's key id.
+        key_id: String,
+        /// What is wrong, naming the field.
+        reason: &'static str,
+    },
+    /// The key set's name or namespace cannot be written in a header.
+    #[error("key set name {0:?} is not a valid namespace/name")]
+    InvalidName(String),
+}
+
+/// The file (ConfigMap data key) name of shard `index` (1-based) of key set `name`.
+#[must_use]
+pub fn shard_file_name(name: &str, index: usize) -> String {
+    format!("{name}.{index}{SHARD_FILE_SUFFIX}")
+}
+
+pub(super) fn format_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn record_line(record: &Record) -> String {
+    let mut line = String::with_capacity(160);
+    let scopes: Vec<String> = record.scopes.iter().map(ToString::to_string).collect();
+    // Writing into a String cannot fail.
+    let _ = write!(
+        line,
+        "{} {} {}/{} {} {} {} {}",
+        record.hash,
+        record.key_id,
+        record.namespace,
+        record.name,
+        scopes.join(","),
+        format_time(record.not_before),
+        record.not_after.map_or_else(|| "-".to_owned(), format_time),
+        record.state.as_str(),
+    );
+    match &record.rate_limit {
+        None => line.push_str(" -"),
+        Some(limit) => {
+            let _ = write!(line, " {}/{}", limit.requests, limit.period);
+            if limit.burst != limit.requests {
+                let _ = write!(line, "/{}", limit.burst);
+            }
+        }
+    }
+    line.push('\n');
+    line
+}
+
+/// Encode `records` as the shards of key set `id` at `generation`, each at most `max_bytes`.
+///
+/// Records are sorted (by namespace, name, not-before, hash) so that the same
+/// set always encodes to the same bytes and a publisher can skip writes when
+/// nothing changed. An empty set still yields one shard, so that verifiers can
+/// tell "no keys" from "no key set".
+pub fn encode(
+    id: &KeySetId,
+    generation: u64,
+    records: &[Record],
+    max_bytes: usize,
+) -> Result<Vec<String>, EncodeError> {
+    if !super::decode::valid_dns_label(&id.namespace) || !super::decode::valid_dns_label(&id.name) {
+        return Err(EncodeError::InvalidName(id.to_string()));
+    }
+    let mut sorted: Vec<&Record> = records.iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.namespace, &a.name, a.not_before, a.hash).cmp(&(&b.namespace, &b.name, b.not_before, b.hash))
+    });
+    let mut seen = std::collections::HashSet::with_capacity(sorted.len());
+    for record in &sorted {
+        record.validate().map_err(|reason| EncodeError::InvalidRecord { key_id: record.key_id.to_string(), reason })?;
+        if !seen.insert(record.hash) {
+            return Err(EncodeError::DuplicateHash(record.key_id.to_string()));
+        }
+    }
+
+    let body_budget = max_bytes.saturating_sub(HEADER_BUDGET);
+    let mut bodies: Vec<(String, usize)> = vec![(String::new(), 0)];
+    for record in sorted {
+        let line = record_line(record);
+        if line.len() > body_budget {
+            return Err(EncodeError::RecordTooLarge {
+                namespace: record.namespace.clone(),
+                name: record.name.clone(),
+                max_bytes,
+            });
+        }
+        let needs_new = bodies.last().is_some_and(|(body, _)| body.len() + line.len() > body_budget);
+        if needs_new {
+            bodies.push((String::new(), 0));
+        }
+        let (body, count) = bodies.last_mut().expect("bodies always has at least one shard");
+        body.push_str(&line);
+        *count += 1;
+    }
+
+    let total = bodies.len();
+    Ok(bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, (body, count))| {
+            format!(
+                "{MAGIC} {FORMAT_VERSION} keyset={id} generation={generation} shard={}/{total} records={count}\n{body}",
+                i + 1
+            )
+        })
+        .collect())
+}

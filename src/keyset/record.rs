@@ -1,0 +1,149 @@
+//! One published key: what the verifier needs to decide on a token with this hash.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::KeyDuration;
+use crate::scope::Scope;
+use crate::token::{KeyHash, KeyId};
+
+/// Names a key set: the namespace of its ApiKeys and the `keySet` they name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeySetId {
+    /// Namespace of the ApiKeys in the set.
+    pub namespace: String,
+    /// The key set's name (ApiKey `spec.keySet`).
+    pub name: String,
+}
+
+impl fmt::Display for KeySetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Whether the verifier may accept a key with this record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordState {
+    /// The key works (within its validity window).
+    Active,
+    /// The key is switched off for now (`active: false`); refused as inactive.
+    Inactive,
+    /// The key is revoked for good; refused as revoked. The operator removes
+    /// revoked keys instead; this state exists for hand-built sets.
+    Revoked,
+}
+
+impl RecordState {
+    /// The word used in the text format.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Active => "active",
+            RecordState::Inactive => "inactive",
+            RecordState::Revoked => "revoked",
+        }
+    }
+}
+
+impl FromStr for RecordState {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(RecordState::Active),
+            "inactive" => Ok(RecordState::Inactive),
+            "revoked" => Ok(RecordState::Revoked),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A per-key token bucket: `requests` per `period`, with bursts up to `burst`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Requests allowed per period (at least 1).
+    pub requests: u32,
+    /// The period, in the ApiKey duration grammar (`1m`, `1h`, `1d`).
+    #[serde(with = "duration_text")]
+    pub period: KeyDuration,
+    /// Largest burst (bucket size); at least 1. Defaults to `requests`.
+    pub burst: u32,
+}
+
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::duration::KeyDuration;
+
+    pub fn serialize<S: Serializer>(d: &KeyDuration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyDuration, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One published token of one ApiKey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// SHA-256 of the token.
+    pub hash: KeyHash,
+    /// The token's key id (derived from the hash).
+    pub key_id: KeyId,
+    /// Namespace of the ApiKey.
+    pub namespace: String,
+    /// Name of the ApiKey.
+    pub name: String,
+    /// What the key may do; never empty.
+    pub scopes: Vec<Scope>,
+    /// The token is refused before this time.
+    pub not_before: Timestamp,
+    /// The token is refused from this time on; `None` means never.
+    pub not_after: Option<Timestamp>,
+    /// Active, inactive or revoked.
+    pub state: RecordState,
+    /// Per-key rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Record {
+    /// Check the invariants the text format relies on, so that whatever is
+    /// encoded also decodes. The reason names the field, never its value.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        use super::decode::{valid_dns_label, valid_dns_subdomain};
+        if self.key_id != self.hash.key_id() {
+            return Err("keyId does not match the hash");
+        }
+        if !valid_dns_label(&self.namespace) {
+            return Err("namespace is not a DNS label");
+        }
+        if !valid_dns_subdomain(&self.name) {
+            return Err("name is not a DNS subdomain");
+        }
+        if self.scopes.is_empty() {
+            return Err("scopes is empty");
+        }
+        if self.scopes.iter().enumerate().any(|(i, s)| self.scopes[..i].contains(s)) {
+            return Err("a scope is listed twice");
+        }
+        if self.not_before.subsec_nanosecond() != 0 || self.not_after.is_some_and(|t| t.subsec_nanosecond() != 0) {
+            return Err("times must be whole seconds");
+        }
+        if self.not_after.is_some_and(|end| end <= self.not_before) {
+            return Err("notAfter is not later than notBefore");
+        }
+        if let Some(limit) = &self.rate_limit
+            && (limit.requests == 0 || limit.burst == 0 || limit.period.get().is_zero())
+        {
+            return Err("rateLimit needs requests, burst and period above zero");
+        }
+        Ok(())
+    }
+}
