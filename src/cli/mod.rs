@@ -2,6 +2,7 @@
 
 mod keyset_cmd;
 mod token_cmd;
+mod verifier_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     /// Inspect and build key-set shards.
     #[command(subcommand)]
     Keyset(keyset_cmd::KeysetCommand),
+    /// Run the sidecar that checks Bearer tokens against the key set (forward-auth or proxy).
+    Verifier(verifier_cmd::VerifierArgs),
 }
 
 /// Run a parsed command line; errors are printed to stderr.
@@ -35,6 +38,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd => print_stdout(&crate::api::crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
+        Command::Verifier(args) => verifier_cmd::run(args),
     };
     match result {
         Ok(code) => code,

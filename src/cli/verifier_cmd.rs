@@ -1,0 +1,91 @@
+//! `keyward verifier`: run the sidecar that checks Bearer tokens against the published key set.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::verifier::Config;
+
+/// Command-line flags of `keyward verifier`; see `docs/verifier.md`.
+#[derive(Debug, Args)]
+pub(super) struct VerifierArgs {
+    /// Directory of key-set shards (`*.keyset`), e.g. a mounted ConfigMap volume; repeat for several.
+    #[arg(long = "keyset-dir", required = true, value_name = "DIR")]
+    keyset_dirs: Vec<PathBuf>,
+    /// Address of the main listener: forward-auth `/verify`, or the proxy with `--upstream`.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Address of the admin listener: `/healthz`, `/readyz`, `/metrics`.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    admin_listen: SocketAddr,
+    /// Act as a reverse proxy to this `http://host:port` (the app in the same pod).
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// YAML routes file mapping method + path prefix to the scope required.
+    #[arg(long, value_name = "FILE")]
+    routes: Option<PathBuf>,
+    /// How often to look for key-set changes that inotify missed.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// How long a client may take to send its request head.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// How long to wait for the upstream's response head before answering 504.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    upstream_timeout: Duration,
+    /// How long in-flight requests may run on after SIGTERM.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config {
+        keyset_dirs: args.keyset_dirs,
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        upstream: args.upstream,
+        routes: args.routes,
+        poll_interval: args.poll_interval,
+        header_read_timeout: args.header_read_timeout,
+        upstream_timeout: args.upstream_timeout,
+        shutdown_grace: args.shutdown_grace,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(crate::verifier::run(config, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,30 @@
+//! The verifier sidecar: decides, for every request to the service beside it, whether its Bearer token may do what the request asks.
+//!
+//! ```text
+//!  key-set dirs ──► loader (reload, fail closed) ──► ArcSwap<KeyIndex>
+//!                                                        │
+//!  request ──► bearer ──► Token::parse ──► SHA-256 ──► decide ──► routes, rate limit
+//!                                                        │
+//!                              forward-auth answer  or  proxy to the upstream
+//! ```
+//!
+//! The decision ([`decision::decide`]) is a pure function of the request, the
+//! loaded keys, the routes and the time; everything around it is plumbing.
+//! Nothing here depends on kube.
+
+pub mod bearer;
+pub mod clock;
+pub mod decision;
+pub mod index;
+pub mod loader;
+pub mod metrics;
+pub mod ratelimit;
+pub mod respond;
+pub mod routes;
+pub mod server;
+pub mod service;
+
+pub use server::{Config, Running, run, start};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,345 @@
+//! Which scope a request needs: route rules from a file, and the default rule.
+//!
+//! The default: `GET` and `HEAD` need `<resource>:read`, every other method
+//! `<resource>:write`, where the resource is the first segment of the path.
+//! A routes file (YAML, see `docs/verifier.md`) overrides this for path
+//! prefixes, optionally per method. The longest matching prefix wins; at
+//! equal length a rule naming the method wins over one for every method.
+//!
+//! Paths are checked in the form the upstream will see them, so that no
+//! spelling of a path can reach a resource under another resource's scope:
+//! percent-encoded unreserved characters are decoded, and dot segments,
+//! empty segments, encoded slashes and backslashes are refused.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::scope::{Action, Scope};
+
+/// Longest path (without query) the verifier decides on.
+pub const MAX_PATH_LEN: usize = 8 * 1024;
+
+/// Why a request path cannot be decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// There is no path: the original URI header is missing or empty.
+    #[error("no request path")]
+    Missing,
+    /// The path does not start with `/`.
+    #[error("path does not start with '/'")]
+    NotAbsolute,
+    /// The path is longer than [`MAX_PATH_LEN`].
+    #[error("path is longer than {MAX_PATH_LEN} bytes")]
+    TooLong,
+    /// The path has bytes outside visible ASCII or a bad percent escape.
+    #[error("path has bytes outside visible ASCII or a malformed percent escape")]
+    BadEncoding,
+    /// The path has `.` or `..` segments, empty segments, or an encoded `/` or `\`.
+    #[error("path is not in canonical form")]
+    NotCanonical,
+}
+
+/// What a request needs: an action on a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement<'a> {
+    /// The resource, `""` for the root path.
+    pub resource: Cow<'a, str>,
+    /// The action.
+    pub action: Action,
+}
+
+impl std::fmt::Display for Requirement<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.resource, self.action.as_str())
+    }
+}
+
+/// One rule of a routes file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    /// Path prefix, matched on whole segments (`/leads` matches `/leads` and `/leads/7`, not `/leadsx`).
+    pub path_prefix: String,
+    /// Methods the rule applies to; absent or empty means every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// The scope a request needs; `admin` or `*` scopes on the key also satisfy it, as everywhere.
+    pub scope: Scope,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesFile {
+    routes: Vec<Rule>,
+}
+
+/// Why a routes file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutesError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML of the routes shape.
+    #[error("routes file: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// A rule's path prefix is not a canonical absolute path.
+    #[error("rule {index}: pathPrefix must be a canonical path starting with '/'")]
+    BadPrefix {
+        /// 1-based rule number.
+        index: usize,
+    },
+    /// A rule names a method that is not an uppercase HTTP method token.
+    #[error("rule {index}: methods must be uppercase HTTP method names")]
+    BadMethod {
+        /// 1-based rule number.
+        index: usize,
+    },
+}
+
+/// The route rules in force; the default rule when empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    /// Longest prefix first; at equal length, rules naming methods first.
+    rules: Vec<Rule>,
+}
+
+impl Routes {
+    /// Rules from the YAML text of a routes file.
+    pub fn from_yaml(text: &str) -> Result<Routes, RoutesError> {
+        let file: RoutesFile = serde_yaml::from_str(text)?;
+        let mut rules = file.routes;
+        for (i, rule) in rules.iter().enumerate() {
+            let index = i + 1;
+            if canonical_path(&rule.path_prefix).ok().is_none_or(|p| p != rule.path_prefix) {
+                return Err(RoutesError::BadPrefix { index });
+            }
+            if !rule.methods.iter().all(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase())) {
+                return Err(RoutesError::BadMethod { index });
+            }
+        }
+        rules.sort_by_key(|r| (std::cmp::Reverse(r.path_prefix.len()), r.methods.is_empty()));
+        Ok(Routes { rules })
+    }
+
+    /// Rules from a routes file.
+    pub fn load(path: &Path) -> Result<Routes, RoutesError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RoutesError::Io { path: path.to_owned(), source })?;
+        Routes::from_yaml(&text)
+    }
+
+    /// What a request with `method` on `uri` (path, optionally with a query) needs.
+    pub fn requirement<'a>(&'a self, method: &str, uri: &'a str) -> Result<Requirement<'a>, PathError> {
+        let path = canonical_path(uri)?;
+        for rule in &self.rules {
+            let method_ok = rule.methods.is_empty() || rule.methods.iter().any(|m| m == method);
+            if method_ok && prefix_matches(&rule.path_prefix, &path) {
+                return Ok(Requirement { resource: Cow::Borrowed(rule.scope.resource()), action: rule.scope.action() });
+            }
+        }
+        let action = if method == "GET" || method == "HEAD" { Action::Read } else { Action::Write };
+        let resource = match path {
+            Cow::Borrowed(p) => Cow::Borrowed(first_segment(p)),
+            Cow::Owned(p) => Cow::Owned(first_segment(&p).to_owned()),
+        };
+        Ok(Requirement { resource, action })
+    }
+}
+
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').next().unwrap_or("")
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
+/// The path of `uri` in the one form rules are matched against, or why there is none.
+///
+/// Accepts origin form (`/a/b?q`) and absolute form (`http://host/a/b?q`);
+/// drops the query and fragment; decodes escapes of unreserved characters.
+pub fn canonical_path(uri: &str) -> Result<Cow<'_, str>, PathError> {
+    if uri.is_empty() {
+        return Err(PathError::Missing);
+    }
+    let uri = match uri.find("://") {
+        Some(scheme_end) if !uri.starts_with('/') => {
+            let after = &uri[scheme_end + 3..];
+            after.find('/').map_or("/", |slash| &after[slash..])
+        }
+        _ => uri,
+    };
+    let path = uri.split(['?', '#']).next().unwrap_or("");
+    if path.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong);
+    }
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let bytes = path.as_bytes();
+    if !bytes.iter().all(u8::is_ascii_graphic) {
+        return Err(PathError::BadEncoding);
+    }
+    let path: Cow<'_, str> = if bytes.contains(&b'%') {
+        let mut out = String::with_capacity(path.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                let (Some(hi), Some(lo)) =
+                    (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+                else {
+                    return Err(PathError::BadEncoding);
+                };
+                let decoded = (hi << 4) | lo;
+                match decoded {
+                    b'/' | b'\\' => return Err(PathError::NotCanonical),
+                    d if d.is_ascii_alphanumeric() || matches!(d, b'-' | b'.' | b'_' | b'~') => out.push(char::from(d)),
+                    d => {
+                        // Other escapes stay escaped, in one spelling (uppercase hex).
+                        out.push('%');
+                        out.push(char::from(b"0123456789ABCDEF"[usize::from(d >> 4)]));
+                        out.push(char::from(b"0123456789ABCDEF"[usize::from(d & 0xf)]));
+                    }
+                }
+                i += 3;
+            } else {
+                out.push(char::from(bytes[i]));
+                i += 1;
+            }
+        }
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(path)
+    };
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.iter().enumerate() {
+        let empty_inside = segment.is_empty() && i != last;
+        if empty_inside || *segment == "." || *segment == ".." || segment.contains('\\') {
+            return Err(PathError::NotCanonical);
+        }
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need(routes: &Routes, method: &str, uri: &str) -> Result<String, PathError> {
+        routes.requirement(method, uri).map(|r| r.to_string())
+    }
+
+    #[test]
+    fn without_rules_get_and_head_need_read_and_other_methods_write_on_the_first_segment() {
+        let routes = Routes::default();
+        let cases = [
+            ("GET", "/leads/42", "leads:read"),
+            ("HEAD", "/leads", "leads:read"),
+            ("POST", "/leads/", "leads:write"),
+            ("DELETE", "/leads/42?force=1", "leads:write"),
+            ("OPTIONS", "/contacts", "contacts:write"),
+            ("get", "/leads", "leads:write"),
+            ("GET", "/", ":read"),
+            ("GET", "/?q=1", ":read"),
+            ("GET", "http://svc.local/orders/1?x", "orders:read"),
+            ("GET", "http://svc.local", ":read"),
+            ("GET", "/le%61ds/x", "leads:read"),
+            ("GET", "/a%20b", "a%20b:read"),
+            ("GET", "/a%2cb", "a%2Cb:read"),
+        ];
+        for (method, uri, expected) in cases {
+            assert_eq!(need(&routes, method, uri), Ok(expected.to_owned()), "{method} {uri}");
+        }
+    }
+
+    #[test]
+    fn paths_that_could_reach_another_resource_are_refused() {
+        let routes = Routes::default();
+        let cases = [
+            ("", PathError::Missing),
+            ("leads", PathError::NotAbsolute),
+            ("/leads/../admin", PathError::NotCanonical),
+            ("/leads/%2e%2e/admin", PathError::NotCanonical),
+            ("/./leads", PathError::NotCanonical),
+            ("//leads", PathError::NotCanonical),
+            ("/leads//x", PathError::NotCanonical),
+            ("/leads%2Fx", PathError::NotCanonical),
+            ("/leads%5cx", PathError::NotCanonical),
+            ("/leads\\x", PathError::NotCanonical),
+            ("/leads%zz", PathError::BadEncoding),
+            ("/leads%2", PathError::BadEncoding),
+            ("/le ads", PathError::BadEncoding),
+            ("/l\u{e9}ads", PathError::BadEncoding),
+        ];
+        for (uri, expected) in cases {
+            assert_eq!(need(&routes, "GET", uri), Err(expected), "{uri:?}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
+        assert_eq!(need(&routes, "GET", &long), Err(PathError::TooLong));
+    }
+
+    const ROUTES: &str = r#"
+routes:
+  - pathPrefix: /leads/export
+    scope: leads:admin
+  - pathPrefix: /leads
+    methods: [POST]
+    scope: crm:write
+  - pathPrefix: /public/
+    scope: "*:read"
+  - pathPrefix: /v2/orders
+    methods: [GET, HEAD]
+    scope: orders:read
+  - pathPrefix: /v2/orders
+    scope: orders:write
+"#;
+
+    #[test]
+    fn the_longest_matching_rule_decides_and_unmatched_paths_use_the_default() {
+        let routes = Routes::from_yaml(ROUTES).unwrap();
+        let cases = [
+            ("GET", "/leads/export", "leads:admin"),
+            ("GET", "/leads/export/2026?fmt=csv", "leads:admin"),
+            ("GET", "/leads/exports", "leads:read"),
+            ("GET", "/leads/ex%70ort", "leads:admin"),
+            ("POST", "/leads/7", "crm:write"),
+            ("PUT", "/leads/7", "leads:write"),
+            ("GET", "/public/logo.png", "*:read"),
+            ("GET", "/v2/orders/9", "orders:read"),
+            ("HEAD", "/v2/orders", "orders:read"),
+            ("PATCH", "/v2/orders/9", "orders:write"),
+            ("GET", "/v2/other", "v2:read"),
+        ];
+        for (method, uri, expected) in cases {
+            assert_eq!(need(&routes, method, uri), Ok(expected.to_owned()), "{method} {uri}");
+        }
+    }
+
+    #[test]
+    fn malformed_routes_files_are_refused() {
+        let cases = [
+            "routes:\n  - pathPrefix: leads\n    scope: leads:read\n",
+            "routes:\n  - pathPrefix: /a/../b\n    scope: leads:read\n",
+            "routes:\n  - pathPrefix: /a\n    scope: Leads:read\n",
+            "routes:\n  - pathPrefix: /a\n    methods: [get]\n    scope: leads:read\n",
+            "routes:\n  - pathPrefix: /a\n    scope: leads:read\n    public: true\n",
+            "rules: []\n",
+            "- not a map",
+        ];
+        for text in cases {
+            assert!(Routes::from_yaml(text).is_err(), "accepted {text:?}");
+        }
+    }
+}

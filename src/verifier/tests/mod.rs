@@ -1,0 +1,4 @@
+//! Tests of the verifier: decisions, loading and the HTTP surface, in process.
+
+mod decision;
+mod fixtures;
