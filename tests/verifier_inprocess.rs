@@ -1,0 +1,481 @@
+//! The verifier in process: every decision through the forward-auth handler, and key-set loading from real directories.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use keyward::keyset::{self, RecordState};
+use keyward::token::Token;
+use keyward::verifier::clock::ManualClock;
+use keyward::verifier::index::KeyIndex;
+use keyward::verifier::loader::{KeyStore, Loader};
+use keyward::verifier::metrics::Metrics;
+use keyward::verifier::respond::Body;
+use keyward::verifier::routes::Routes;
+use keyward::verifier::service::Verifier;
+
+struct Harness {
+    verifier: Verifier,
+    store: Arc<KeyStore>,
+    metrics: Arc<Metrics>,
+}
+
+fn harness(records: Vec<keyset::Record>) -> Harness {
+    let store = Arc::new(KeyStore::default());
+    let set = keyset::KeySet {
+        id: keyset::KeySetId { namespace: "team-a".into(), name: "default".into() },
+        generation: 1,
+        records,
+    };
+    store.install(KeyIndex::build(vec![set], None).unwrap());
+    let metrics = Arc::new(Metrics::new());
+    let routes = Routes::from_yaml("routes:\n  - pathPrefix: /leads/export\n    scope: leads:admin\n").unwrap();
+    let verifier =
+        Verifier::new(Arc::clone(&store), routes, Arc::clone(&metrics), Arc::new(ManualClock::new(now())), None);
+    Harness { verifier, store, metrics }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: serde_json::Value,
+    raw: String,
+}
+
+async fn answer(response: Response<Body>) -> Answer {
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let raw = String::from_utf8(bytes.to_vec()).unwrap();
+    let body = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
+    Answer { status: parts.status, headers: parts.headers, body, raw }
+}
+
+fn verify(method: &str, uri: &str, auth: &[&str]) -> Request<Empty<Bytes>> {
+    let mut builder = Request::builder()
+        .method("GET")
+        .uri("/verify")
+        .header("x-forwarded-method", method)
+        .header("x-forwarded-uri", uri);
+    for value in auth {
+        builder = builder.header("authorization", *value);
+    }
+    builder.body(Empty::new()).unwrap()
+}
+
+async fn send(h: &Harness, request: Request<Empty<Bytes>>) -> Answer {
+    answer(h.verifier.handle(request).await).await
+}
+
+struct Keys {
+    good: Token,
+    off: Token,
+    gone: Token,
+    old: Token,
+    reader: Token,
+    limited: Token,
+    stranger: Token,
+}
+
+fn keys() -> (Keys, Vec<keyset::Record>) {
+    let k = Keys {
+        good: token(1),
+        off: token(2),
+        gone: token(3),
+        old: token(4),
+        reader: token(5),
+        limited: token(6),
+        stranger: token(7),
+    };
+    let records = vec![
+        record(&k.good, &["leads:read", "leads:write"]),
+        with_state(record(&k.off, &["leads:read"]), RecordState::Inactive),
+        with_state(record(&k.gone, &["leads:read"]), RecordState::Revoked),
+        with_not_after(record(&k.old, &["leads:read"]), "2026-11-02T00:00:00Z"),
+        record(&k.reader, &["leads:read"]),
+        with_limit(record(&k.limited, &["leads:read"]), 10, "1m", 1),
+    ];
+    (k, records)
+}
+
+/// Method, URI, Authorization values, then the expected status, reason and challenge.
+type Case<'a> = (&'a str, &'a str, Vec<String>, StatusCode, &'a str, Option<&'a str>);
+
+#[tokio::test]
+async fn every_decision_gets_its_status_challenge_and_reason() {
+    let (k, records) = keys();
+    let h = harness(records);
+    // Spend the limited key's only token first.
+    assert_eq!(send(&h, verify("GET", "/leads", &[&bearer(&k.limited)])).await.status, StatusCode::OK);
+    let invalid = Some(r#"Bearer realm="keyward", error="invalid_token""#);
+    let cases: Vec<Case> = vec![
+        ("GET", "/leads/1", vec![bearer(&k.good)], StatusCode::OK, "allowed", None),
+        ("GET", "/leads/1", vec![], StatusCode::UNAUTHORIZED, "missing", invalid),
+        ("GET", "/leads/1", vec!["Basic YTpi".into()], StatusCode::UNAUTHORIZED, "malformed", invalid),
+        ("GET", "/leads/1", vec!["Bearer kw_short".into()], StatusCode::UNAUTHORIZED, "malformed", invalid),
+        ("GET", "/leads/1", vec![bearer(&k.good), bearer(&k.good)], StatusCode::UNAUTHORIZED, "malformed", invalid),
+        ("GET", "/leads/1", vec![bearer(&k.stranger)], StatusCode::UNAUTHORIZED, "unknown", invalid),
+        ("GET", "/leads/1", vec![bearer(&k.off)], StatusCode::UNAUTHORIZED, "inactive", invalid),
+        ("GET", "/leads/1", vec![bearer(&k.gone)], StatusCode::UNAUTHORIZED, "revoked", invalid),
+        ("GET", "/leads/1", vec![bearer(&k.old)], StatusCode::UNAUTHORIZED, "expired", invalid),
+        (
+            "POST",
+            "/leads/1",
+            vec![bearer(&k.reader)],
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            Some(r#"Bearer realm="keyward", error="insufficient_scope", scope="leads:write""#),
+        ),
+        (
+            "GET",
+            "/leads/export",
+            vec![bearer(&k.reader)],
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            Some(r#"Bearer realm="keyward", error="insufficient_scope", scope="leads:admin""#),
+        ),
+        ("GET", "/leads/1", vec![bearer(&k.limited)], StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
+        (
+            "GET",
+            "/leads/%2e%2e/x",
+            vec![bearer(&k.good)],
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some(r#"Bearer realm="keyward", error="invalid_request""#),
+        ),
+    ];
+    for (method, uri, auth, status, reason, challenge) in cases {
+        let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
+        let a = send(&h, verify(method, uri, &auth)).await;
+        let context = format!("{method} {uri}: {} {}", a.status, a.raw);
+        assert_eq!(a.status, status, "{context}");
+        assert_eq!(a.body["reason"], reason, "{context}");
+        let got = a.headers.get("www-authenticate").map(|v| v.to_str().unwrap());
+        assert_eq!(got, challenge, "{context}");
+        assert_eq!(a.headers["cache-control"], "no-store", "{context}");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limited_answer_says_when_to_retry() {
+    let (k, records) = keys();
+    let h = harness(records);
+    send(&h, verify("GET", "/leads", &[&bearer(&k.limited)])).await;
+    let a = send(&h, verify("GET", "/leads", &[&bearer(&k.limited)])).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.headers["retry-after"], "6", "10 per minute refills one every 6 s");
+    assert_eq!(a.body["retryAfter"], 6);
+}
+
+#[tokio::test]
+async fn an_allowed_answer_names_the_key_and_its_scopes_for_the_proxy_to_pass_on() {
+    let (k, records) = keys();
+    let h = harness(records);
+    let a = send(&h, verify("GET", "/leads", &[&bearer(&k.good)])).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers["x-keyward-key-id"], k.good.hash().key_id().as_str());
+    assert_eq!(a.headers["x-keyward-scopes"], "leads:read,leads:write");
+}
+
+#[tokio::test]
+async fn the_original_request_is_read_from_traefik_nginx_or_envoy_style_requests() {
+    let (k, records) = keys();
+    let h = harness(records);
+    let auth = bearer(&k.reader);
+    let build = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        let mut b = Request::builder().method(method).uri(path).header("authorization", auth.as_str());
+        for (name, value) in headers {
+            b = b.header(*name, *value);
+        }
+        b.body(Empty::<Bytes>::new()).unwrap()
+    };
+    let cases = [
+        (
+            "traefik read",
+            build("GET", "/verify", &[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/leads/1")]),
+            "allowed",
+        ),
+        (
+            "traefik write",
+            build("GET", "/verify", &[("x-forwarded-method", "PUT"), ("x-forwarded-uri", "/leads/1")]),
+            "insufficient_scope",
+        ),
+        (
+            "nginx read",
+            build("GET", "/verify", &[("x-original-method", "GET"), ("x-original-uri", "/leads/1?a=b")]),
+            "allowed",
+        ),
+        (
+            "nginx write",
+            build("POST", "/verify", &[("x-original-method", "DELETE"), ("x-original-uri", "/leads/1")]),
+            "insufficient_scope",
+        ),
+        ("envoy read", build("GET", "/verify/leads/1?x=1", &[]), "allowed"),
+        ("envoy write", build("PATCH", "/verify/leads/1", &[]), "insufficient_scope"),
+        ("no method header", build("GET", "/verify", &[("x-original-uri", "/leads/1")]), "invalid_request"),
+        ("no uri header", build("GET", "/verify", &[("x-original-method", "GET")]), "invalid_request"),
+        (
+            "client-added traefik header disagreeing with nginx's",
+            build(
+                "GET",
+                "/verify",
+                &[("x-original-method", "GET"), ("x-original-uri", "/leads/export"), ("x-forwarded-uri", "/leads/1")],
+            ),
+            "invalid_request",
+        ),
+        (
+            "client-added header disagreeing with the envoy path",
+            build("GET", "/verify/leads/export", &[("x-forwarded-uri", "/leads/1")]),
+            "invalid_request",
+        ),
+        (
+            "sources that agree",
+            build(
+                "GET",
+                "/verify",
+                &[
+                    ("x-original-method", "GET"),
+                    ("x-forwarded-method", "GET"),
+                    ("x-original-uri", "/leads/1"),
+                    ("x-forwarded-uri", "/leads/1"),
+                ],
+            ),
+            "allowed",
+        ),
+        (
+            "a repeated header",
+            build(
+                "GET",
+                "/verify",
+                &[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/leads/1"), ("x-forwarded-uri", "/leads/1")],
+            ),
+            "invalid_request",
+        ),
+    ];
+    for (name, request, reason) in cases {
+        let a = answer(h.verifier.handle(request).await).await;
+        assert_eq!(a.body["reason"], reason, "{name}: {} {}", a.status, a.raw);
+    }
+}
+
+#[tokio::test]
+async fn paths_other_than_verify_are_not_found() {
+    let (k, records) = keys();
+    let h = harness(records);
+    for path in ["/", "/verifyx", "/leads", "/healthz"] {
+        let request =
+            Request::builder().uri(path).header("authorization", bearer(&k.good)).body(Empty::<Bytes>::new()).unwrap();
+        assert_eq!(answer(h.verifier.handle(request).await).await.status, StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn before_the_first_key_set_loads_every_request_is_refused_as_not_ready() {
+    let (k, _) = keys();
+    let store = Arc::new(KeyStore::default());
+    let metrics = Arc::new(Metrics::new());
+    let verifier =
+        Verifier::new(store, Routes::default(), Arc::clone(&metrics), Arc::new(ManualClock::new(now())), None);
+    let a = answer(verifier.handle(verify("GET", "/leads", &[&bearer(&k.good)])).await).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.body["reason"], "not_ready");
+    assert!(metrics.encode().contains(r#"keyward_verifier_decisions_total{outcome="not_ready"} 1"#));
+}
+
+#[tokio::test]
+async fn no_answer_ever_contains_the_token() {
+    let (k, records) = keys();
+    let h = harness(records);
+    let all = [&k.good, &k.off, &k.gone, &k.old, &k.reader, &k.limited, &k.stranger];
+    for t in all {
+        let secret = t.expose();
+        let body_part = &secret[secret.len() - 20..];
+        for (method, uri) in [("GET", "/leads"), ("POST", "/leads"), ("GET", "/leads/export"), ("GET", "/a/../b")] {
+            for auth in
+                [bearer(t), format!("Basic {secret}"), format!("Bearer {secret} {secret}"), format!("Bearer {secret}x")]
+            {
+                let a = send(&h, verify(method, uri, &[&auth])).await;
+                let headers = format!("{:?}", a.headers);
+                assert!(
+                    !a.raw.contains(body_part) && !headers.contains(body_part),
+                    "token echoed in {} {headers}",
+                    a.raw
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_decisions_by_outcome() {
+    let (k, records) = keys();
+    let h = harness(records);
+    for t in [&k.good, &k.good, &k.off, &k.stranger] {
+        send(&h, verify("GET", "/leads", &[&bearer(t)])).await;
+    }
+    let text = h.metrics.encode();
+    for line in [
+        r#"keyward_verifier_decisions_total{outcome="allowed"} 2"#,
+        r#"keyward_verifier_decisions_total{outcome="inactive"} 1"#,
+        r#"keyward_verifier_decisions_total{outcome="unknown"} 1"#,
+        r#"keyward_verifier_decisions_total{outcome="revoked"} 0"#,
+        "keyward_verifier_decision_seconds_count 4",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(h.store.is_ready());
+}
+
+// ---- Loading key sets from kubelet-style directories ----
+
+fn loader_for(dirs: &[&KubeletDir]) -> (Loader, Arc<KeyStore>, Arc<Metrics>) {
+    let store = Arc::new(KeyStore::default());
+    let metrics = Arc::new(Metrics::new());
+    let loader = Loader::new(dirs.iter().map(|d| d.path.clone()).collect(), Arc::clone(&store), Arc::clone(&metrics));
+    (loader, store, metrics)
+}
+
+fn knows(store: &KeyStore, t: &Token) -> bool {
+    store.current().is_some_and(|index| index.get(&t.hash()).is_some())
+}
+
+#[test]
+fn a_kubelet_volume_loads_and_makes_the_verifier_ready() {
+    let (a, b) = (token(1), token(2));
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&a, &["x:read"]), record(&b, &["x:read"])]);
+    let (mut loader, store, metrics) = loader_for(&[&dir]);
+    assert!(!store.is_ready());
+    loader.reload().unwrap();
+    assert!(store.is_ready() && knows(&store, &a) && knows(&store, &b));
+    let text = metrics.encode();
+    for line in [
+        "keyward_verifier_keys_loaded 2",
+        r#"keyward_verifier_keyset_generation{keyset="team-a/default"} 1"#,
+        "keyward_verifier_ready 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
+#[test]
+fn the_verifier_is_not_ready_until_a_first_valid_set_appears() {
+    let temp = tempfile::tempdir().unwrap();
+    let missing = temp.path().join("not-yet-mounted");
+    let store = Arc::new(KeyStore::default());
+    let metrics = Arc::new(Metrics::new());
+    let mut loader = Loader::new(vec![missing.clone()], Arc::clone(&store), Arc::clone(&metrics));
+    assert!(loader.reload().is_err(), "a missing directory is an error");
+    std::fs::create_dir(&missing).unwrap();
+    assert!(loader.reload().is_err(), "an empty directory is a missing key set, not an empty one");
+    std::fs::write(missing.join("junk.keyset"), "not a key set\n").unwrap();
+    assert!(loader.reload().is_err());
+    assert!(!store.is_ready());
+    assert!(metrics.encode().contains("keyward_verifier_reload_failures_total 3"));
+    std::fs::write(missing.join("junk.keyset"), &shard_files("default", 1, &[], 4096)[0].1).unwrap();
+    loader.reload().unwrap();
+    assert!(store.is_ready(), "an empty but valid key set makes the verifier ready");
+}
+
+#[test]
+fn a_corrupt_partial_or_mixed_update_keeps_the_last_good_set() {
+    let (keep, revoke, added) = (token(1), token(2), token(3));
+    let good = vec![record(&keep, &["x:read"]), record(&revoke, &["x:read"])];
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &good);
+    let (mut loader, store, metrics) = loader_for(&[&dir]);
+    loader.reload().unwrap();
+
+    let next = vec![record(&keep, &["x:read"]), record(&added, &["x:read"])];
+    // Force three shards so that partial and mixed sets can be built.
+    let shards = shard_files("default", 2, &next, 700);
+    assert!(shards.len() >= 2, "needs several shards, got {}", shards.len());
+    let mut truncated = shards.clone();
+    let cut = truncated[0].1.len() - 10;
+    truncated[0].1.truncate(cut);
+    let mut mixed = shards.clone();
+    mixed[1].1 = mixed[1].1.replacen("generation=2", "generation=1", 1);
+    let bad_updates: Vec<(&str, Vec<(String, String)>)> = vec![
+        ("a shard missing", shards[1..].to_vec()),
+        ("a truncated shard", truncated),
+        ("shards of two generations", mixed),
+        ("no shards at all", vec![]),
+        ("a non-ASCII byte", vec![(shards[0].0.clone(), format!("{}\u{e9}", shards[0].1))]),
+    ];
+    for (n, (what, files)) in bad_updates.into_iter().enumerate() {
+        dir.publish(&files);
+        assert!(loader.reload().is_err(), "{what} was accepted");
+        assert!(knows(&store, &revoke) && !knows(&store, &added), "{what}: the last good set must stay in force");
+        let failures = format!("keyward_verifier_reload_failures_total {}", n + 1);
+        assert!(metrics.encode().contains(&failures), "{what}: failures not counted");
+    }
+    dir.publish(&shards);
+    loader.reload().unwrap();
+    assert!(knows(&store, &keep) && knows(&store, &added) && !knows(&store, &revoke), "the whole new set is in force");
+}
+
+#[test]
+fn shards_from_several_directories_merge_into_one_set() {
+    let (a, b, c) = (token(1), token(2), token(3));
+    let shards =
+        shard_files("default", 5, &[record(&a, &["x:read"]), record(&b, &["x:read"]), record(&c, &["x:read"])], 700);
+    assert!(shards.len() >= 2);
+    let mut dirs: Vec<KubeletDir> = shards.iter().map(|_| KubeletDir::new()).collect();
+    for (dir, shard) in dirs.iter_mut().zip(&shards) {
+        dir.publish(std::slice::from_ref(shard));
+    }
+    let refs: Vec<&KubeletDir> = dirs.iter().collect();
+    let (mut loader, store, _) = loader_for(&refs);
+    loader.reload().unwrap();
+    assert!(knows(&store, &a) && knows(&store, &b) && knows(&store, &c));
+
+    // Another key set with a hash already loaded is refused as a whole.
+    let mut other = KubeletDir::new();
+    other.publish_set("other", 1, &[record(&a, &["y:read"])]);
+    let mut refs = refs;
+    refs.push(&other);
+    let (mut loader, store, _) = loader_for(&refs);
+    assert!(loader.reload().is_err());
+    assert!(!store.is_ready());
+}
+
+#[test]
+fn a_data_swap_that_removes_a_key_revokes_it_on_the_next_reload() {
+    let (stay, revoke) = (token(1), token(2));
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&stay, &["x:read"]), record(&revoke, &["x:read"])]);
+    let (mut loader, store, _) = loader_for(&[&dir]);
+    loader.reload().unwrap();
+    assert!(loader.reload_if_changed().is_none(), "nothing changed, nothing read");
+    dir.publish_set("default", 2, &[record(&stay, &["x:read"])]);
+    assert!(matches!(loader.reload_if_changed(), Some(Ok(()))), "the swap is noticed by the fingerprint");
+    assert!(knows(&store, &stay) && !knows(&store, &revoke));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_notices_a_swap_through_inotify_without_polling() {
+    let (a, b) = (token(1), token(2));
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&a, &["x:read"])]);
+    let (loader, store, _) = loader_for(&[&dir]);
+    // An hour between polls: only inotify can bring the change in during this test.
+    let task = tokio::spawn(keyward::verifier::loader::watch(loader, std::time::Duration::from_secs(3600)));
+    wait_for(|| knows(&store, &a)).await;
+    dir.publish_set("default", 2, &[record(&b, &["x:read"])]);
+    wait_for(|| knows(&store, &b) && !knows(&store, &a)).await;
+    task.abort();
+}
+
+/// Wait (bounded) for a condition that the code under test makes true in its own time.
+async fn wait_for(condition: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within 10 s");
+}
