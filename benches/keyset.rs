@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 use keyward::keyset::{self, KeySetId, RateLimit, Record, RecordState};
 use keyward::token::{KeyHash, Prefix, Token};
@@ -21,7 +21,9 @@ fn realistic_records(count: usize) -> Vec<Record> {
         .map(|i| {
             let hash: KeyHash = Token::generate(&prefix, &mut rng).hash();
             let scopes = (0..2 + i % 2)
-                .map(|j| format!("{}:{}", resources[(i + j) % resources.len()], ["read", "write"][j % 2]).parse().unwrap())
+                .map(|j| {
+                    format!("{}:{}", resources[(i + j) % resources.len()], ["read", "write"][j % 2]).parse().unwrap()
+                })
                 .collect();
             Record {
                 hash,
@@ -32,7 +34,11 @@ fn realistic_records(count: usize) -> Vec<Record> {
                 not_before: start,
                 not_after: (i % 3 == 0).then(|| "2027-06-30T00:00:00Z".parse().unwrap()),
                 state: RecordState::Active,
-                rate_limit: (i % 4 == 0).then(|| RateLimit { requests: 600, period: "1m".parse().unwrap(), burst: 100 }),
+                rate_limit: (i % 4 == 0).then(|| RateLimit {
+                    requests: 600,
+                    period: "1m".parse().unwrap(),
+                    burst: 100,
+                }),
             }
         })
         .collect()
@@ -45,10 +51,11 @@ fn keyset_benches(c: &mut Criterion) {
     let first = keyset::decode_shard(shards[0].as_bytes()).unwrap();
     let bytes: usize = shards.iter().map(String::len).sum();
     eprintln!(
-        "keys per 512 KiB shard: {} (100,000 keys in {} shards, {:.1} bytes per record)",
+        "keys per 512 KiB shard: {} (100,000 keys in {} shards, {}.{:02} bytes per record)",
         first.records.len(),
         shards.len(),
-        bytes as f64 / 100_000.0
+        bytes / 100_000,
+        bytes % 100_000 / 1_000
     );
 
     let mut group = c.benchmark_group("keyset_100k");

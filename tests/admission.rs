@@ -2,8 +2,8 @@
 //! (patterns, bounds) and its CEL rules, applied to the shipped examples and
 //! to tables of specs users might write.
 
-use keyward::api::{crd, ApiKey};
-use serde_json::{json, Value};
+use keyward::api::{ApiKey, crd};
+use serde_json::{Value, json};
 
 fn schema() -> Value {
     let crd = serde_json::to_value(crd()).unwrap();
@@ -51,16 +51,35 @@ fn schema_patterns_refuse_malformed_fields() {
         ("uppercase resource", json!({"scopes": ["Leads:read"]}), "/spec/scopes/0: pattern"),
         ("prefix with a dash", json!({"scopes": ["a:read"], "prefix": "acme-live"}), "/spec/prefix: pattern"),
         ("prefix ending in underscore", json!({"scopes": ["a:read"], "prefix": "acme_"}), "/spec/prefix: pattern"),
-        ("duration in weeks", json!({"scopes": ["a:read"], "rotation": {"every": "2w"}}), "/spec/rotation/every: pattern"),
-        ("fractional hours", json!({"scopes": ["a:read"], "expireAfterUnused": "1.5h"}), "/spec/expireAfterUnused: pattern"),
-        ("secret name with capitals", json!({"scopes": ["a:read"], "secretName": "My-Secret"}), "/spec/secretName: pattern"),
+        (
+            "duration in weeks",
+            json!({"scopes": ["a:read"], "rotation": {"every": "2w"}}),
+            "/spec/rotation/every: pattern",
+        ),
+        (
+            "fractional hours",
+            json!({"scopes": ["a:read"], "expireAfterUnused": "1.5h"}),
+            "/spec/expireAfterUnused: pattern",
+        ),
+        (
+            "secret name with capitals",
+            json!({"scopes": ["a:read"], "secretName": "My-Secret"}),
+            "/spec/secretName: pattern",
+        ),
         ("key set with a dot", json!({"scopes": ["a:read"], "keySet": "a.b"}), "/spec/keySet: pattern"),
-        ("zero requests", json!({"scopes": ["a:read"], "rateLimit": {"requests": 0, "period": "1m"}}), "/spec/rateLimit/requests: minimum"),
+        (
+            "zero requests",
+            json!({"scopes": ["a:read"], "rateLimit": {"requests": 0, "period": "1m"}}),
+            "/spec/rateLimit/requests: minimum",
+        ),
         ("rate limit without period", json!({"scopes": ["a:read"], "rateLimit": {"requests": 5}}), ": required"),
     ];
     for (name, spec, expected) in cases {
         let errors = admission_errors(&object(&spec));
-        assert!(errors.iter().any(|e| e.ends_with(expected) || e == expected), "case {name}: expected {expected:?} in {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.ends_with(expected) || e == expected),
+            "case {name}: expected {expected:?} in {errors:?}"
+        );
     }
 }
 

@@ -100,11 +100,25 @@ fn keyset_build_and_inspect_round_trip() {
     }
     let out_dir = dir.path().to_str().unwrap();
     let build = keyward(
-        &["keyset", "build", "--name", "partners", "--namespace", "team-a", "--generation", "9", "--max-shard-bytes", "4096", "--out", out_dir],
+        &[
+            "keyset",
+            "build",
+            "--name",
+            "partners",
+            "--namespace",
+            "team-a",
+            "--generation",
+            "9",
+            "--max-shard-bytes",
+            "4096",
+            "--out",
+            out_dir,
+        ],
         &input,
     );
     assert!(build.status.success(), "{}", stderr(&build));
-    let files: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let files: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(files.len() > 1, "expected several shards, got {files:?}");
     assert!(files.iter().all(|f| f.starts_with("partners.") && f.ends_with(".keyset")), "{files:?}");
 
@@ -119,7 +133,20 @@ fn keyset_build_and_inspect_round_trip() {
     // Building from what inspect printed gives identical shards.
     let rebuilt = tempfile::tempdir().unwrap();
     let again = keyward(
-        &["keyset", "build", "--name", "partners", "--namespace", "team-a", "--generation", "9", "--max-shard-bytes", "4096", "--out", rebuilt.path().to_str().unwrap()],
+        &[
+            "keyset",
+            "build",
+            "--name",
+            "partners",
+            "--namespace",
+            "team-a",
+            "--generation",
+            "9",
+            "--max-shard-bytes",
+            "4096",
+            "--out",
+            rebuilt.path().to_str().unwrap(),
+        ],
         &printed,
     );
     assert!(again.status.success(), "{}", stderr(&again));
