@@ -1,5 +1,6 @@
 //! Black-box tests of the `keyward` binary's foundation commands: crd, token, keyset.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -93,10 +94,11 @@ fn keyset_build_and_inspect_round_trip() {
         let hash = stdout(&keyward(&["token", "hash"], &token)).trim_end().to_owned();
         hashes.push(hash.clone());
         let limit = if i % 2 == 0 { r#","rateLimit":{"requests":10,"period":"1m"}"# } else { "" };
-        input.push_str(&format!(
+        writeln!(
+            input,
             r#"{{"hash":"{hash}","name":"key-{i}","scopes":["orders:read"],"notBefore":"2026-11-01T00:00:00Z","state":"active"{limit}}}"#
-        ));
-        input.push('\n');
+        )
+        .unwrap();
     }
     let out_dir = dir.path().to_str().unwrap();
     let build = keyward(
