@@ -2,17 +2,14 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -122,63 +119,6 @@ async fn forward_auth_answers_over_a_real_socket_and_the_admin_listener_reports_
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
     running.shutdown().await;
-}
-
-/// What the test upstream saw of one request.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Seen {
-    method: String,
-    uri: String,
-    headers: Vec<(String, String)>,
-    body_len: usize,
-}
-
-/// A small upstream: echoes what it saw as JSON in a header, and the request body as the response body.
-struct Upstream {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-    requests: Arc<AtomicUsize>,
-}
-
-async fn upstream(delay: Duration) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let requests = Arc::new(AtomicUsize::new(0));
-    let (conns, reqs) = (Arc::clone(&connections), Arc::clone(&requests));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            conns.fetch_add(1, Ordering::SeqCst);
-            let reqs = Arc::clone(&reqs);
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                reqs.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    tokio::time::sleep(delay).await;
-                    let (parts, body) = request.into_parts();
-                    let body = body.collect().await.unwrap().to_bytes();
-                    let seen = Seen {
-                        method: parts.method.to_string(),
-                        uri: parts.uri.to_string(),
-                        headers: parts
-                            .headers
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
-                            .collect(),
-                        body_len: body.len(),
-                    };
-                    let response = Response::builder()
-                        .header("x-seen", serde_json::to_string(&seen).unwrap())
-                        .header("x-app", "yes")
-                        .body(Full::new(body))
-                        .unwrap();
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
-        }
-    });
-    Upstream { addr, connections, requests }
 }
 
 fn seen(reply: &Reply) -> Seen {

@@ -1,0 +1,79 @@
+//! The `keyward verifier` binary: starts from flags, answers, logs JSON without tokens, and stops cleanly on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// One HTTP/1.1 request with `Connection: close`; the whole answer as text.
+fn http(addr: SocketAddr, head: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(format!("{head}Host: test\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn the_binary_serves_forward_auth_and_exits_cleanly_on_sigterm() {
+    let (reader, stranger) = (token(1), token(2));
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&reader, &["leads:read"])]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["verifier", "--keyset-dir"])
+        .arg(&dir.path)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "trace")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut logs = String::new();
+    let (addr, admin): (SocketAddr, SocketAddr) = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the verifier exited early:\n{logs}");
+        logs.push_str(&line);
+        if line.contains("verifier listening") {
+            let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let field = |name: &str| json["fields"][name].as_str().unwrap().parse().unwrap();
+            break (field("addr"), field("admin_addr"));
+        }
+    };
+    let mut ready = false;
+    for _ in 0..1000 {
+        if http(admin, "GET /readyz HTTP/1.1\r\n").starts_with("HTTP/1.1 200") {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(ready, "not ready within 10 s");
+    let ask = |t: &keyward::token::Token| {
+        http(
+            addr,
+            &format!(
+                "GET /verify HTTP/1.1\r\nX-Original-Method: GET\r\nX-Original-URI: /leads\r\nAuthorization: Bearer {}\r\n",
+                t.expose()
+            ),
+        )
+    };
+    assert!(ask(&reader).starts_with("HTTP/1.1 200"));
+    assert!(ask(&stranger).starts_with("HTTP/1.1 401"));
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    logs.push_str(&rest);
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit {exit:?}; logs:\n{logs}");
+    assert!(logs.contains("shutting down") && logs.contains("\"decision\""), "logs:\n{logs}");
+    for t in [&reader, &stranger] {
+        assert!(!logs.contains(&t.expose()[3..]), "a token reached the logs:\n{logs}");
+    }
+}
