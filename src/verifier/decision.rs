@@ -141,7 +141,7 @@ where
         RecordState::Inactive => return with(Outcome::Inactive),
         RecordState::Revoked => return with(Outcome::Revoked),
     }
-    if now.wall < entry.not_before || entry.not_after.is_some_and(|end| now.wall >= end) {
+    if !entry.in_window(now.wall) {
         return with(Outcome::Expired);
     }
     let requirement = match routes.requirement(request.method, request.uri) {

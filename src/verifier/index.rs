@@ -43,34 +43,54 @@ impl Hasher for DigestHasher {
     fn write_usize(&mut self, _len: usize) {}
 }
 
+/// A key's scopes with their ready-made `X-Keyward-Scopes` value; shared by every key with the same scopes.
+#[derive(Debug)]
+pub struct Grant {
+    /// What the key may do.
+    pub scopes: Box<[Scope]>,
+    /// The scopes joined by commas, ready to send.
+    pub header: HeaderValue,
+}
+
 /// One published token, as the verifier holds it.
+///
+/// Kept small because there is one per key (up to millions): times as Unix
+/// seconds (records hold whole seconds), scopes shared through [`Grant`].
 #[derive(Debug)]
 pub struct Entry {
     /// The token's key id.
     pub key_id: KeyId,
-    /// `namespace/name` of the ApiKey, for logs.
-    pub owner: Box<str>,
-    /// What the key may do.
-    pub scopes: Box<[Scope]>,
-    /// Refused before this time.
-    pub not_before: Timestamp,
-    /// Refused from this time on.
-    pub not_after: Option<Timestamp>,
     /// Active, inactive or revoked.
     pub state: RecordState,
+    /// Refused before this Unix second.
+    not_before: i64,
+    /// Refused from this Unix second on; `i64::MAX` for never.
+    not_after: i64,
+    /// What the key may do.
+    pub grant: Arc<Grant>,
     /// The key's token bucket, if it has a rate limit.
     pub bucket: Option<Arc<Bucket>>,
-    /// `X-Keyward-Key-Id`, ready to send.
-    pub key_id_header: HeaderValue,
-    /// `X-Keyward-Scopes`: the scopes joined by commas, ready to send.
-    pub scopes_header: HeaderValue,
 }
 
 impl Entry {
     /// Whether any of the key's scopes allows `action` on `resource`.
     #[must_use]
     pub fn allows(&self, resource: &str, action: Action) -> bool {
-        self.scopes.iter().any(|s| s.allows(resource, action))
+        self.grant.scopes.iter().any(|s| s.allows(resource, action))
+    }
+
+    /// Whether `now` is inside the validity window: not-before included, not-after excluded.
+    #[must_use]
+    pub fn in_window(&self, now: Timestamp) -> bool {
+        // Whole seconds bound the window, so comparing the floor of now is exact.
+        let second = now.as_second() - i64::from(now.subsec_nanosecond() < 0);
+        self.not_before <= second && second < self.not_after
+    }
+
+    /// `X-Keyward-Key-Id`, ready to send.
+    #[must_use]
+    pub fn key_id_header(&self) -> HeaderValue {
+        header(self.key_id.as_str())
     }
 }
 
@@ -106,6 +126,7 @@ impl KeyIndex {
         let total = sets.iter().map(|s| s.records.len()).sum();
         let mut entries = HashMap::with_capacity_and_hasher(total, BuildHasherDefault::default());
         let mut infos = Vec::with_capacity(sets.len());
+        let mut grants: HashMap<Vec<Scope>, Arc<Grant>> = HashMap::new();
         for set in sets {
             infos.push(SetInfo { id: set.id.to_string(), generation: set.generation, keys: set.records.len() });
             for record in set.records {
@@ -116,16 +137,19 @@ impl KeyIndex {
                         .filter(|b| b.limit() == limit)
                         .map_or_else(|| Arc::new(Bucket::new(limit)), Arc::clone)
                 });
-                let scopes_text = record.scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+                let grant = grants
+                    .entry(record.scopes)
+                    .or_insert_with_key(|scopes| {
+                        let text = scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+                        Arc::new(Grant { scopes: scopes.clone().into(), header: header(&text) })
+                    })
+                    .clone();
                 let entry = Entry {
                     key_id: record.key_id,
-                    owner: format!("{}/{}", record.namespace, record.name).into(),
-                    key_id_header: header(record.key_id.as_str()),
-                    scopes_header: header(&scopes_text),
-                    scopes: record.scopes.into(),
-                    not_before: record.not_before,
-                    not_after: record.not_after,
                     state: record.state,
+                    not_before: record.not_before.as_second(),
+                    not_after: record.not_after.map_or(i64::MAX, Timestamp::as_second),
+                    grant,
                     bucket,
                 };
                 if entries.insert(record.hash, entry).is_some() {

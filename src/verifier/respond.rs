@@ -48,8 +48,8 @@ pub fn allowed(entry: &Entry) -> Response<Body> {
 
 /// Set `X-Keyward-Key-Id` and `X-Keyward-Scopes`, replacing any value already there.
 pub fn add_key_headers(headers: &mut http::HeaderMap, entry: &Entry) {
-    headers.insert(KEY_ID_HEADER.clone(), entry.key_id_header.clone());
-    headers.insert(SCOPES_HEADER.clone(), entry.scopes_header.clone());
+    headers.insert(KEY_ID_HEADER.clone(), entry.key_id_header());
+    headers.insert(SCOPES_HEADER.clone(), entry.grant.header.clone());
 }
 
 /// The answer to a denied request.

@@ -177,8 +177,25 @@ fn an_allowed_key_carries_ready_made_headers() {
     let idx = index(vec![record(&t, &["leads:read", "contacts:write"])]);
     let d = ask(&idx, &Routes::default(), "GET", "/leads", &[&bearer(&t)], now());
     let entry = d.entry.expect("allowed decisions name the key");
-    assert_eq!(entry.key_id_header, t.hash().key_id().as_str());
-    assert_eq!(entry.scopes_header, "leads:read,contacts:write");
+    assert_eq!(entry.key_id_header(), t.hash().key_id().as_str());
+    assert_eq!(entry.grant.header, "leads:read,contacts:write");
+}
+
+#[test]
+fn keys_with_the_same_scopes_share_one_grant() {
+    let (a, b, c) = (token(1), token(2), token(3));
+    let idx =
+        index(vec![record(&a, &["x:read", "y:write"]), record(&b, &["x:read", "y:write"]), record(&c, &["x:read"])]);
+    let grant = |t: &crate::token::Token| std::sync::Arc::clone(&idx.get(&t.hash()).unwrap().grant);
+    assert!(std::sync::Arc::ptr_eq(&grant(&a), &grant(&b)));
+    assert!(!std::sync::Arc::ptr_eq(&grant(&a), &grant(&c)));
+}
+
+#[test]
+fn outcome_all_lists_every_outcome_in_declaration_order() {
+    for (i, outcome) in Outcome::ALL.iter().enumerate() {
+        assert_eq!(*outcome as usize, i, "{outcome:?}");
+    }
 }
 
 #[test]

@@ -2,3 +2,4 @@
 
 mod decision;
 mod fixtures;
+mod props;
