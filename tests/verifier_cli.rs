@@ -28,16 +28,27 @@ fn the_binary_serves_forward_auth_and_exits_cleanly_on_sigterm() {
         .args(["verifier", "--keyset-dir"])
         .arg(&dir.path)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "trace")
+        .env("RUST_LOG", "keyward=trace,info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    // Drain stderr on a thread of its own: a full pipe would block the verifier's logging.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let drain = std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut logs = String::new();
     let (addr, admin): (SocketAddr, SocketAddr) = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "the verifier exited early:\n{logs}");
+        let line =
+            received.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}; logs so far:\n{logs}"));
         logs.push_str(&line);
+        logs.push('\n');
         if line.contains("verifier listening") {
             let json: serde_json::Value = serde_json::from_str(&line).unwrap();
             let field = |name: &str| json["fields"][name].as_str().unwrap().parse().unwrap();
@@ -67,10 +78,23 @@ fn the_binary_serves_forward_auth_and_exits_cleanly_on_sigterm() {
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    logs.push_str(&rest);
-    let exit = child.wait().unwrap();
+    let mut exit = None;
+    for _ in 0..2000 {
+        exit = child.try_wait().unwrap();
+        if exit.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let Some(exit) = exit else {
+        let _ = child.kill();
+        panic!("still running 20 s after SIGTERM; logs:\n{logs}");
+    };
+    drain.join().unwrap();
+    for line in received.try_iter() {
+        logs.push_str(&line);
+        logs.push('\n');
+    }
     assert!(exit.success(), "exit {exit:?}; logs:\n{logs}");
     assert!(logs.contains("shutting down") && logs.contains("\"decision\""), "logs:\n{logs}");
     for t in [&reader, &stranger] {
