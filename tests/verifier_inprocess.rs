@@ -469,6 +469,29 @@ async fn the_watcher_notices_a_swap_through_inotify_without_polling() {
     task.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_plain_directory_does_not_trigger_more_reloads() {
+    let a = token(1);
+    let temp = tempfile::tempdir().unwrap();
+    let shard = &shard_files("default", 1, &[record(&a, &["x:read"])], keyset::DEFAULT_MAX_SHARD_BYTES)[0];
+    std::fs::write(temp.path().join(&shard.0), &shard.1).unwrap();
+    let store = Arc::new(KeyStore::default());
+    let metrics = Arc::new(Metrics::new());
+    let loader = Loader::new(vec![temp.path().to_owned()], Arc::clone(&store), Arc::clone(&metrics));
+    let task = tokio::spawn(keyward::verifier::loader::watch(loader, std::time::Duration::from_secs(3600)));
+    wait_for(|| store.is_ready()).await;
+    // Nothing changes from here on, so nothing may reload; a reload that
+    // reacted to its own file reads would keep counting up.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let settled = metrics.encode();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let reloads =
+        |text: &str| text.lines().find(|l| l.starts_with("keyward_verifier_reloads_total")).unwrap_or("").to_owned();
+    assert_eq!(reloads(&metrics.encode()), reloads(&settled));
+    assert_eq!(reloads(&settled), "keyward_verifier_reloads_total 1");
+    task.abort();
+}
+
 /// Wait (bounded) for a condition that the code under test makes true in its own time.
 async fn wait_for(condition: impl Fn() -> bool) {
     for _ in 0..1000 {
@@ -478,4 +501,48 @@ async fn wait_for(condition: impl Fn() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("condition not met within 10 s");
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever bytes replace a shard, a reload never panics and never lets in a key that was not published whole.
+        #[test]
+        fn corrupted_shards_never_widen_the_key_set(
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            junk in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let (kept, added) = (token(1), token(2));
+            let mut dir = KubeletDir::new();
+            dir.publish_set("default", 1, &[record(&kept, &["x:read"])]);
+            let (mut loader, store, _) = loader_for(&[&dir]);
+            loader.reload().unwrap();
+
+            let good = shard_files("default", 2, &[record(&kept, &["x:read"]), record(&added, &["x:write"])], keyset::DEFAULT_MAX_SHARD_BYTES);
+            let mut bytes = good[0].1.clone().into_bytes();
+            let at = flip.index(bytes.len());
+            bytes[at] = byte;
+            bytes.truncate(cut.index(bytes.len() + 1).max(at + 1));
+            bytes.extend_from_slice(&junk);
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            dir.publish(&[(good[0].0.clone(), text)]);
+            let result = loader.reload();
+            let index = store.current().unwrap();
+            if result.is_err() {
+                prop_assert!(index.get(&added.hash()).is_none(), "a failed reload let the new key in");
+                prop_assert!(index.get(&kept.hash()).is_some(), "a failed reload dropped the last good set");
+            } else {
+                // A mutation that still decodes (a changed scope letter, say) is a whole publication
+                // of its own; a hash cannot change without its key id, so no other key can appear.
+                prop_assert!(index.len() <= 2);
+            }
+        }
+    }
 }

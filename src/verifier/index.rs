@@ -178,6 +178,23 @@ impl KeyIndex {
         self.entries.is_empty()
     }
 
+    /// Approximate heap bytes held by the index: the hash table (keys, entries,
+    /// control bytes, spare capacity), rate-limit buckets and shared grants.
+    #[must_use]
+    pub fn approx_heap_bytes(&self) -> usize {
+        // hashbrown keeps a power of two of buckets, at most 7/8 full, and one control byte per bucket.
+        let buckets = (self.entries.capacity() * 8 / 7).next_power_of_two();
+        let table = buckets * (std::mem::size_of::<(KeyHash, Entry)>() + 1);
+        // Arc allocations add two counters (16 bytes) to what they hold.
+        let arc = 2 * std::mem::size_of::<usize>();
+        let buckets_bytes =
+            self.entries.values().filter(|e| e.bucket.is_some()).count() * (std::mem::size_of::<Bucket>() + arc);
+        let mut grants: Vec<*const Grant> = self.entries.values().map(|e| Arc::as_ptr(&e.grant)).collect();
+        grants.sort_unstable();
+        grants.dedup();
+        table + buckets_bytes + grants.len() * (std::mem::size_of::<Grant>() + arc + 64)
+    }
+
     /// The loaded key sets.
     #[must_use]
     pub fn sets(&self) -> &[SetInfo] {

@@ -202,8 +202,12 @@ fn start_watcher(dirs: &[PathBuf], changed: &Arc<tokio::sync::Notify>) -> Option
     use notify::Watcher as _;
     let signal = Arc::clone(changed);
     let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Any event, even an error, is worth a look: the reload decides what changed.
-        let _ = event;
+        // Opening and reading are not changes, and the reload itself opens the
+        // files of a plain directory: reacting to that would reload forever.
+        if event.as_ref().is_ok_and(|e| e.kind.is_access()) {
+            return;
+        }
+        // Any other event, even an error, is worth a look: the reload decides what changed.
         signal.notify_one();
     }) {
         Ok(w) => w,

@@ -222,11 +222,10 @@ pub fn canonical_path(uri: &str) -> Result<Cow<'_, str>, PathError> {
     } else {
         Cow::Borrowed(path)
     };
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (i, segment) in segments.iter().enumerate() {
-        let empty_inside = segment.is_empty() && i != last;
-        if empty_inside || *segment == "." || *segment == ".." || segment.contains('\\') {
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let empty_inside = segment.is_empty() && segments.peek().is_some();
+        if empty_inside || segment == "." || segment == ".." || segment.contains('\\') {
             return Err(PathError::NotCanonical);
         }
     }
