@@ -63,19 +63,25 @@ impl FromStr for Prefix {
     type Err = PrefixError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err(PrefixError::Empty);
-        }
-        if s.len() > MAX_PREFIX_LEN {
-            return Err(PrefixError::TooLong);
-        }
-        let b = s.as_bytes();
-        let ok = b[0].is_ascii_lowercase()
-            && b[b.len() - 1] != b'_'
-            && !s.contains("__")
-            && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
-        if ok { Ok(Prefix(s.to_owned())) } else { Err(PrefixError::Invalid(s.to_owned())) }
+        check_prefix(s)?;
+        Ok(Prefix(s.to_owned()))
     }
+}
+
+/// The rules of [`Prefix::from_str`], without allocating when the prefix is valid.
+fn check_prefix(s: &str) -> Result<(), PrefixError> {
+    if s.is_empty() {
+        return Err(PrefixError::Empty);
+    }
+    if s.len() > MAX_PREFIX_LEN {
+        return Err(PrefixError::TooLong);
+    }
+    let b = s.as_bytes();
+    let ok = b[0].is_ascii_lowercase()
+        && b[b.len() - 1] != b'_'
+        && !s.contains("__")
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+    if ok { Ok(()) } else { Err(PrefixError::Invalid(s.to_owned())) }
 }
 
 impl fmt::Display for Prefix {
@@ -149,7 +155,8 @@ pub(super) fn push_checksum(out: &mut String) {
 /// Check format and checksum without copying the text.
 pub(crate) fn check(text: &str) -> Result<(), FormatError> {
     let (prefix, body) = text.rsplit_once('_').ok_or(FormatError::MissingSeparator)?;
-    prefix.parse::<Prefix>().map_err(FormatError::InvalidPrefix)?;
+    // Checked without building a Prefix: the verifier calls this on every request.
+    check_prefix(prefix).map_err(FormatError::InvalidPrefix)?;
     if !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(FormatError::InvalidCharacter);
     }

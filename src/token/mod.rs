@@ -48,6 +48,15 @@ impl Token {
         Ok(Token(Zeroizing::new(text.to_owned())))
     }
 
+    /// The hash of `text` if it is a well-formed token (format and checksum), without copying it.
+    ///
+    /// For the verifier, which hashes the text of every request's header: the
+    /// text already sits in the request buffer, so a wiped copy would protect nothing.
+    pub(crate) fn hash_if_well_formed(text: &str) -> Result<KeyHash, FormatError> {
+        format::check(text)?;
+        Ok(KeyHash::of_token_text(text))
+    }
+
     /// Like [`Token::parse`], and also require a particular prefix.
     pub fn parse_with_prefix(text: &str, prefix: &Prefix) -> Result<Token, FormatError> {
         let token = Token::parse(text)?;

@@ -59,28 +59,35 @@ where
 }
 
 fn parse_value(value: &[u8]) -> Result<&str, BearerError> {
+    // Byte-level and single-pass where it can be: this runs on every request.
     if value.len() > MAX_AUTHORIZATION_LEN {
         return Err(BearerError::TooLong);
     }
     if !value.iter().all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\t') {
         return Err(BearerError::NotAscii);
     }
-    // Every byte is ASCII (checked above), so this cannot fail.
-    let text = std::str::from_utf8(value).map_err(|_| BearerError::NotAscii)?;
-    let text = text.trim_matches([' ', '\t']);
-    if text.is_empty() {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let Some(start) = value.iter().position(|b| !blank(b)) else {
         return Err(BearerError::Missing);
-    }
-    let scheme_end = text.find([' ', '\t']).unwrap_or(text.len());
-    let (scheme, rest) = text.split_at(scheme_end);
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    };
+    let end = value.iter().rposition(|b| !blank(b)).map_or(value.len(), |last| last + 1);
+    let text = &value[start..end];
+    let (scheme, rest) = text.split_at(text.len().min(6));
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(BearerError::WrongScheme);
     }
-    let token = rest.trim_start_matches(' ');
-    if token.is_empty() || token.contains([' ', '\t']) {
+    match rest.first() {
+        None | Some(b'\t') => return Err(BearerError::BadSyntax),
+        Some(b' ') => {}
+        // `Bearerxyz`: a longer scheme name, not Bearer.
+        Some(_) => return Err(BearerError::WrongScheme),
+    }
+    let token = &rest[rest.iter().position(|b| *b != b' ').unwrap_or(rest.len())..];
+    if token.is_empty() || token.iter().any(blank) {
         return Err(BearerError::BadSyntax);
     }
-    Ok(token)
+    // Every byte is visible ASCII (checked above), so this cannot fail.
+    std::str::from_utf8(token).map_err(|_| BearerError::NotAscii)
 }
 
 #[cfg(test)]

@@ -128,13 +128,12 @@ where
         Err(BearerError::Missing) => return Decision::new(Outcome::Missing),
         Err(_) => return Decision::new(Outcome::Malformed),
     };
-    let Ok(token) = Token::parse(text) else {
+    let Ok(hash) = Token::hash_if_well_formed(text) else {
         return Decision::new(Outcome::Malformed);
     };
-    let Some(entry) = index.get(&token.hash()) else {
+    let Some(entry) = index.get(&hash) else {
         return Decision::new(Outcome::Unknown);
     };
-    drop(token);
     let with = |outcome| Decision { entry: Some(entry), ..Decision::new(outcome) };
     match entry.state {
         RecordState::Active => {}

@@ -170,66 +170,88 @@ fn hex(b: u8) -> Option<u8> {
 /// Accepts origin form (`/a/b?q`) and absolute form (`http://host/a/b?q`);
 /// drops the query and fragment; decodes escapes of unreserved characters.
 pub fn canonical_path(uri: &str) -> Result<Cow<'_, str>, PathError> {
+    // Byte-level and single-pass where it can be: this runs on every request.
     if uri.is_empty() {
         return Err(PathError::Missing);
     }
-    let uri = match uri.find("://") {
-        Some(scheme_end) if !uri.starts_with('/') => {
-            let after = &uri[scheme_end + 3..];
-            after.find('/').map_or("/", |slash| &after[slash..])
+    let uri = if uri.starts_with('/') {
+        uri
+    } else {
+        match uri.find("://") {
+            Some(scheme_end) => {
+                let after = &uri[scheme_end + 3..];
+                after.find('/').map_or("/", |slash| &after[slash..])
+            }
+            None => uri,
         }
-        _ => uri,
     };
-    let path = uri.split(['?', '#']).next().unwrap_or("");
+    let end = uri.bytes().position(|b| b == b'?' || b == b'#').unwrap_or(uri.len());
+    let path = &uri[..end];
     if path.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong);
     }
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let bytes = path.as_bytes();
-    if !bytes.iter().all(u8::is_ascii_graphic) {
-        return Err(PathError::BadEncoding);
+    let mut escaped = false;
+    for &b in path.as_bytes() {
+        if !b.is_ascii_graphic() {
+            return Err(PathError::BadEncoding);
+        }
+        escaped |= b == b'%';
     }
-    let path: Cow<'_, str> = if bytes.contains(&b'%') {
-        let mut out = String::with_capacity(path.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%' {
-                let (Some(hi), Some(lo)) =
-                    (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
-                else {
-                    return Err(PathError::BadEncoding);
-                };
-                let decoded = (hi << 4) | lo;
-                match decoded {
-                    b'/' | b'\\' => return Err(PathError::NotCanonical),
-                    d if d.is_ascii_alphanumeric() || matches!(d, b'-' | b'.' | b'_' | b'~') => out.push(char::from(d)),
-                    d => {
-                        // Other escapes stay escaped, in one spelling (uppercase hex).
-                        out.push('%');
-                        out.push(char::from(b"0123456789ABCDEF"[usize::from(d >> 4)]));
-                        out.push(char::from(b"0123456789ABCDEF"[usize::from(d & 0xf)]));
-                    }
-                }
-                i += 3;
-            } else {
-                out.push(char::from(bytes[i]));
-                i += 1;
+    let path = if escaped { Cow::Owned(decode_unreserved(path)?) } else { Cow::Borrowed(path) };
+    check_segments(&path)?;
+    Ok(path)
+}
+
+/// Decode escapes of unreserved characters; keep others escaped, in uppercase hex; refuse `/` and `\`.
+fn decode_unreserved(path: &str) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            out.push(char::from(bytes[i]));
+            i += 1;
+            continue;
+        }
+        let (Some(hi), Some(lo)) = (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+        else {
+            return Err(PathError::BadEncoding);
+        };
+        match (hi << 4) | lo {
+            b'/' | b'\\' => return Err(PathError::NotCanonical),
+            d if d.is_ascii_alphanumeric() || matches!(d, b'-' | b'.' | b'_' | b'~') => out.push(char::from(d)),
+            d => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(char::from(HEX[usize::from(d >> 4)]));
+                out.push(char::from(HEX[usize::from(d & 0xf)]));
             }
         }
-        Cow::Owned(out)
-    } else {
-        Cow::Borrowed(path)
-    };
-    let mut segments = path[1..].split('/').peekable();
-    while let Some(segment) = segments.next() {
-        let empty_inside = segment.is_empty() && segments.peek().is_some();
-        if empty_inside || segment == "." || segment == ".." || segment.contains('\\') {
+        i += 3;
+    }
+    Ok(out)
+}
+
+/// Refuse `.` and `..` segments, empty segments (except a trailing slash) and backslashes.
+fn check_segments(path: &str) -> Result<(), PathError> {
+    let bytes = path.as_bytes();
+    let mut start = 1;
+    for i in 1..=bytes.len() {
+        let at_end = i == bytes.len();
+        if at_end || bytes[i] == b'/' {
+            let segment = &bytes[start..i];
+            if (segment.is_empty() && !at_end) || segment == b"." || segment == b".." {
+                return Err(PathError::NotCanonical);
+            }
+            start = i + 1;
+        } else if bytes[i] == b'\\' {
             return Err(PathError::NotCanonical);
         }
     }
-    Ok(path)
+    Ok(())
 }
 
 #[cfg(test)]
