@@ -5,43 +5,16 @@
 //! limit did not change, so a reload neither resets nor tightens them.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use http::HeaderValue;
 use jiff::Timestamp;
 
 use super::ratelimit::Bucket;
+use super::table::Table;
 use crate::keyset::{KeySet, RecordState};
 use crate::scope::{Action, Scope};
 use crate::token::{KeyHash, KeyId};
-
-/// Hashes a [`KeyHash`] by taking its first eight bytes.
-///
-/// The keys are SHA-256 digests, already uniform; nobody can aim many tokens
-/// at one bucket without finding SHA-256 preimages, so no keyed hash is needed.
-#[derive(Default)]
-pub struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // The digest arrives as one 32-byte write (after a length prefix, which
-        // arrives through write_usize and is ignored); shorter writes are folded in.
-        if let Some(first) = bytes.first_chunk::<8>() {
-            self.0 ^= u64::from_le_bytes(*first);
-        } else {
-            for &b in bytes {
-                self.0 = self.0.rotate_left(8) ^ u64::from(b);
-            }
-        }
-    }
-
-    fn write_usize(&mut self, _len: usize) {}
-}
 
 /// A key's scopes with their ready-made `X-Keyward-Scopes` value; shared by every key with the same scopes.
 #[derive(Debug)]
@@ -108,7 +81,7 @@ pub struct SetInfo {
 /// Every loaded key, by token hash.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    entries: HashMap<KeyHash, Entry, BuildHasherDefault<DigestHasher>>,
+    entries: Table<Entry>,
     sets: Vec<SetInfo>,
 }
 
@@ -124,7 +97,7 @@ impl KeyIndex {
     /// Build an index from whole key sets, reusing the rate-limit buckets of `previous`.
     pub fn build(sets: Vec<KeySet>, previous: Option<&KeyIndex>) -> Result<KeyIndex, IndexError> {
         let total = sets.iter().map(|s| s.records.len()).sum();
-        let mut entries = HashMap::with_capacity_and_hasher(total, BuildHasherDefault::default());
+        let mut entries = Table::with_capacity(total);
         let mut infos = Vec::with_capacity(sets.len());
         let mut grants: HashMap<Vec<Scope>, Arc<Grant>> = HashMap::new();
         for set in sets {
@@ -152,7 +125,7 @@ impl KeyIndex {
                     grant,
                     bucket,
                 };
-                if entries.insert(record.hash, entry).is_some() {
+                if entries.insert(record.hash, entry).is_err() {
                     return Err(IndexError::DuplicateHash(record.key_id));
                 }
             }
@@ -178,21 +151,18 @@ impl KeyIndex {
         self.entries.is_empty()
     }
 
-    /// Approximate heap bytes held by the index: the hash table (keys, entries,
-    /// control bytes, spare capacity), rate-limit buckets and shared grants.
+    /// Approximate heap bytes held by the index: the slot array, rate-limit buckets and shared grants.
     #[must_use]
     pub fn approx_heap_bytes(&self) -> usize {
-        // hashbrown keeps a power of two of buckets, at most 7/8 full, and one control byte per bucket.
-        let buckets = (self.entries.capacity() * 8 / 7).next_power_of_two();
-        let table = buckets * (std::mem::size_of::<(KeyHash, Entry)>() + 1);
-        // Arc allocations add two counters (16 bytes) to what they hold.
+        // Arc allocations add two counters to what they hold.
         let arc = 2 * std::mem::size_of::<usize>();
-        let buckets_bytes =
+        let buckets =
             self.entries.values().filter(|e| e.bucket.is_some()).count() * (std::mem::size_of::<Bucket>() + arc);
         let mut grants: Vec<*const Grant> = self.entries.values().map(|e| Arc::as_ptr(&e.grant)).collect();
         grants.sort_unstable();
         grants.dedup();
-        table + buckets_bytes + grants.len() * (std::mem::size_of::<Grant>() + arc + 64)
+        // A grant's scope strings: a guess of 64 bytes each set.
+        self.entries.slot_bytes() + buckets + grants.len() * (std::mem::size_of::<Grant>() + arc + 64)
     }
 
     /// The loaded key sets.

@@ -23,6 +23,7 @@ pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod service;
+pub mod table;
 
 pub use server::{Config, Running, run, start};
 
