@@ -101,3 +101,38 @@ fn the_binary_serves_forward_auth_and_exits_cleanly_on_sigterm() {
         assert!(!logs.contains(&t.expose()[3..]), "a token reached the logs:\n{logs}");
     }
 }
+
+#[test]
+fn the_key_set_source_is_either_directories_or_the_api_and_bad_flags_are_refused() {
+    let dir = KubeletDir::new();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![], "--keyset-dir"),
+        (
+            vec![
+                "--keyset-dir".into(),
+                dir.path.display().to_string(),
+                "--watch-keyset".into(),
+                "team-a/default".into(),
+            ],
+            "cannot be used with",
+        ),
+        (vec!["--watch-keyset".into(), "no-slash".into()], "NAMESPACE/NAME"),
+        (vec!["--watch-keyset".into(), "Team/x".into()], "NAMESPACE/NAME"),
+        // No kubeconfig and not in a pod: the API cannot be reached, and the verifier says so.
+        (vec!["--watch-keyset".into(), "team-a/default".into()], "Kubernetes API"),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .arg("verifier")
+            .args(&args)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("KUBECONFIG", dir.path.join("no-such-kubeconfig"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in:\n{stderr}");
+    }
+}

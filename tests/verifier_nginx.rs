@@ -99,6 +99,7 @@ fn nginx_binary() -> Option<&'static str> {
 fn forward_auth(keys: &KubeletDir) -> Config {
     Config {
         keyset_dirs: vec![keys.path.clone()],
+        watch_keyset: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         upstream: None,

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 fn config(dir: &KubeletDir, upstream: Option<String>) -> Config {
     Config {
         keyset_dirs: vec![dir.path.clone()],
+        watch_keyset: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         upstream,

@@ -7,14 +7,39 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::keyset::KeySetId;
 use crate::verifier::Config;
+
+fn parse_keyset_id(text: &str) -> Result<KeySetId, String> {
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    match text.split_once('/') {
+        Some((namespace, name)) if label(namespace) && label(name) => {
+            Ok(KeySetId { namespace: namespace.to_owned(), name: name.to_owned() })
+        }
+        _ => Err("expected NAMESPACE/NAME, both DNS labels".to_owned()),
+    }
+}
 
 /// Command-line flags of `keyward verifier`; see `docs/verifier.md`.
 #[derive(Debug, Args)]
 pub(super) struct VerifierArgs {
     /// Directory of key-set shards (`*.keyset`), e.g. a mounted ConfigMap volume; repeat for several.
-    #[arg(long = "keyset-dir", required = true, value_name = "DIR")]
+    #[arg(
+        long = "keyset-dir",
+        value_name = "DIR",
+        required_unless_present = "watch_keyset",
+        conflicts_with = "watch_keyset"
+    )]
     keyset_dirs: Vec<PathBuf>,
+    /// Read key set NAMESPACE/NAME from its ConfigMaps through the Kubernetes API (label-selected watch).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_keyset_id)]
+    watch_keyset: Option<KeySetId>,
     /// Address of the main listener: forward-auth `/verify`, or the proxy with `--upstream`.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -52,6 +77,7 @@ pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
         .init();
     let config = Config {
         keyset_dirs: args.keyset_dirs,
+        watch_keyset: args.watch_keyset,
         listen: args.listen,
         admin_listen: args.admin_listen,
         upstream: args.upstream,

@@ -92,14 +92,9 @@ impl Loader {
     pub fn reload(&mut self) -> Result<(), ReloadError> {
         self.fingerprint = Some(fingerprint(&self.dirs));
         let result = self.try_reload();
-        match &result {
-            Ok(()) => {
-                self.metrics.reloads.inc();
-            }
-            Err(err) => {
-                self.metrics.reload_failures.inc();
-                tracing::warn!(error = %err, ready = self.store.is_ready(), "key-set reload failed; last good set stays in force");
-            }
+        if let Err(err) = &result {
+            self.metrics.reload_failures.inc();
+            tracing::warn!(error = %err, ready = self.store.is_ready(), "key-set reload failed; last good set stays in force");
         }
         result
     }
@@ -114,27 +109,32 @@ impl Loader {
 
     fn try_reload(&mut self) -> Result<(), ReloadError> {
         let sets = load_dirs(&self.dirs)?;
-        let previous = self.store.current();
-        let index = KeyIndex::build(sets, previous.as_deref())?;
-        if let Some(previous) = &previous {
-            for set in index.sets() {
-                let old = previous.sets().iter().find(|s| s.id == set.id);
-                if let Some(old) = old.filter(|old| old.generation > set.generation) {
-                    tracing::warn!(keyset = %set.id, from = old.generation, to = set.generation, "key-set generation went backwards");
-                }
-            }
-        }
-        self.metrics.keys_loaded.set(i64::try_from(index.len()).unwrap_or(i64::MAX));
-        self.metrics.keyset_generation.clear();
-        for set in index.sets() {
-            let generation = i64::try_from(set.generation).unwrap_or(i64::MAX);
-            self.metrics.keyset_generation.get_or_create(&KeySetLabel { keyset: set.id.clone() }).set(generation);
-            tracing::info!(keyset = %set.id, generation = set.generation, keys = set.keys, "key set loaded");
-        }
-        self.store.install(index);
-        self.metrics.ready.set(1);
+        let index = KeyIndex::build(sets, self.store.current().as_deref())?;
+        install(&self.store, &self.metrics, index);
         Ok(())
     }
+}
+
+/// Put a new index in force and bring the key-set metrics up to date; shared by every key-set source.
+pub(super) fn install(store: &KeyStore, metrics: &Metrics, index: KeyIndex) {
+    if let Some(previous) = store.current() {
+        for set in index.sets() {
+            let old = previous.sets().iter().find(|s| s.id == set.id);
+            if let Some(old) = old.filter(|old| old.generation > set.generation) {
+                tracing::warn!(keyset = %set.id, from = old.generation, to = set.generation, "key-set generation went backwards");
+            }
+        }
+    }
+    metrics.keys_loaded.set(i64::try_from(index.len()).unwrap_or(i64::MAX));
+    metrics.keyset_generation.clear();
+    for set in index.sets() {
+        let generation = i64::try_from(set.generation).unwrap_or(i64::MAX);
+        metrics.keyset_generation.get_or_create(&KeySetLabel { keyset: set.id.clone() }).set(generation);
+        tracing::info!(keyset = %set.id, generation = set.generation, keys = set.keys, "key set loaded");
+    }
+    store.install(index);
+    metrics.ready.set(1);
+    metrics.reloads.inc();
 }
 
 /// A cheap summary of what the directories hold: changes whenever kubelet swaps `..data` or a file changes.

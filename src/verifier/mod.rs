@@ -10,8 +10,9 @@
 //!
 //! The decision ([`decision::decide`]) is a pure function of the request, the
 //! loaded keys, the routes and the time; everything around it is plumbing.
-//! Nothing here depends on kube.
+//! Only [`api_source`] (the `--watch-keyset` input) depends on kube.
 
+pub mod api_source;
 pub mod bearer;
 pub mod clock;
 pub mod decision;

@@ -18,12 +18,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::api_source;
 use super::clock::{Clock, SystemClock};
 use super::loader::{KeyStore, Loader, watch as watch_keyset};
 use super::metrics::Metrics;
 use super::respond::{self, Body};
 use super::routes::Routes;
 use super::service::{Upstream, Verifier};
+use crate::keyset::KeySetId;
 
 /// Largest request head (request line plus headers) read; larger ones get `431`.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -33,6 +35,8 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub struct Config {
     /// Directories holding key-set shards (`*.keyset`), plain or kubelet ConfigMap volumes.
     pub keyset_dirs: Vec<PathBuf>,
+    /// Read this key set's ConfigMaps through the Kubernetes API instead of directories.
+    pub watch_keyset: Option<KeySetId>,
     /// Address of the main listener (forward-auth or proxy).
     pub listen: SocketAddr,
     /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
@@ -81,7 +85,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
 /// [`start`] with an injected clock.
 pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
-    anyhow::ensure!(!config.keyset_dirs.is_empty(), "at least one --keyset-dir is needed");
+    anyhow::ensure!(
+        config.keyset_dirs.is_empty() != config.watch_keyset.is_none(),
+        "give either --keyset-dir (one or more) or --watch-keyset, not both"
+    );
+    let client = match &config.watch_keyset {
+        Some(_) => {
+            Some(kube::Client::try_default().await.context("connecting to the Kubernetes API for --watch-keyset")?)
+        }
+        None => None,
+    };
     let routes = match &config.routes {
         Some(path) => Routes::load(path)?,
         None => Routes::default(),
@@ -98,12 +111,17 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
-    let loader = Loader::new(config.keyset_dirs.clone(), Arc::clone(&store), Arc::clone(&metrics));
     let mut stop_watching = stopped.clone();
-    let poll = config.poll_interval;
+    let source: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+        if let (Some(client), Some(id)) = (client, config.watch_keyset.clone()) {
+            Box::pin(api_source::watch(client, id, Arc::clone(&store), Arc::clone(&metrics)))
+        } else {
+            let loader = Loader::new(config.keyset_dirs.clone(), Arc::clone(&store), Arc::clone(&metrics));
+            Box::pin(watch_keyset(loader, config.poll_interval))
+        };
     tasks.spawn(async move {
         tokio::select! {
-            () = watch_keyset(loader, poll) => {}
+            () = source => {}
             _ = stop_watching.wait_for(|stop| *stop) => {}
         }
     });

@@ -1,5 +1,5 @@
 //! Tests of the verifier: decisions, loading and the HTTP surface, in process.
 
 mod decision;
-mod fixtures;
+pub(super) mod fixtures;
 mod props;

@@ -1,0 +1,199 @@
+//! `--watch-keyset NAMESPACE/NAME`: the key set read from its ConfigMaps through the Kubernetes API.
+//!
+//! The only verifier code that touches kube. A label-selected watch
+//! (`app.kubernetes.io/managed-by=keyward`, `keyward.dev/keyset=<name>`) keeps
+//! a copy of the key set's shard ConfigMaps; after the initial list and after
+//! every change, all `*.keyset` data keys are decoded and assembled exactly as
+//! from directories, with the same fail-closed rule: anything short of a
+//! whole, consistent key set keeps the last good one in force. A change
+//! reaches the verifier as soon as the API server sends the watch event, with
+//! no kubelet volume sync in between.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+
+use super::index::{IndexError, KeyIndex};
+use super::loader::{KeyStore, install};
+use super::metrics::Metrics;
+use crate::keyset::{AssembleError, DecodeError, KeySetId, SHARD_FILE_SUFFIX, Shard, assemble, decode_shard};
+
+/// Why the key set in the API could not be loaded; the previous one stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiSourceError {
+    /// No ConfigMap with the key set's labels holds a shard.
+    #[error("no key-set ConfigMaps found")]
+    NoShards,
+    /// A shard in a ConfigMap is malformed.
+    #[error("ConfigMap {configmap}, key {key}: {error}")]
+    Decode {
+        /// The ConfigMap's name.
+        configmap: String,
+        /// The data key holding the shard.
+        key: String,
+        /// What is wrong and where.
+        error: DecodeError,
+    },
+    /// The shards do not form a whole, consistent key set.
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    /// A ConfigMap carries the labels of this key set but holds another.
+    #[error("a ConfigMap labelled for key set {expected} holds key set {found}")]
+    WrongKeySet {
+        /// The key set being watched.
+        expected: KeySetId,
+        /// The key set found in a shard header.
+        found: KeySetId,
+    },
+    /// The key set cannot be indexed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// The label selector of key set `name`'s shard ConfigMaps.
+#[must_use]
+pub fn label_selector(name: &str) -> String {
+    format!("app.kubernetes.io/managed-by=keyward,keyward.dev/keyset={name}")
+}
+
+/// Build the index of key set `id` from its shard ConfigMaps, reusing the rate-limit buckets of `previous`.
+pub fn index_from_configmaps<'a>(
+    id: &KeySetId,
+    configmaps: impl IntoIterator<Item = &'a ConfigMap>,
+    previous: Option<&KeyIndex>,
+) -> Result<KeyIndex, ApiSourceError> {
+    let mut shards: Vec<Shard> = Vec::new();
+    for configmap in configmaps {
+        let name = configmap.metadata.name.clone().unwrap_or_default();
+        for (key, text) in configmap.data.iter().flatten() {
+            if !key.ends_with(SHARD_FILE_SUFFIX) {
+                continue;
+            }
+            let shard = decode_shard(text.as_bytes()).map_err(|error| ApiSourceError::Decode {
+                configmap: name.clone(),
+                key: key.clone(),
+                error,
+            })?;
+            if shard.id != *id {
+                return Err(ApiSourceError::WrongKeySet { expected: id.clone(), found: shard.id });
+            }
+            shards.push(shard);
+        }
+    }
+    if shards.is_empty() {
+        return Err(ApiSourceError::NoShards);
+    }
+    Ok(KeyIndex::build(assemble(shards)?, previous)?)
+}
+
+/// Watch key set `id`'s ConfigMaps and install every whole, consistent version, until dropped.
+pub async fn watch(client: kube::Client, id: KeySetId, store: Arc<KeyStore>, metrics: Arc<Metrics>) {
+    let api = kube::Api::<ConfigMap>::namespaced(client, &id.namespace);
+    let config = watcher::Config::default().labels(&label_selector(&id.name));
+    let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    // The ConfigMaps as last seen, by name; `initial` collects a fresh list after a (re)start.
+    let mut current: BTreeMap<String, ConfigMap> = BTreeMap::new();
+    let mut initial: Option<BTreeMap<String, ConfigMap>> = None;
+    while let Some(event) = events.next().await {
+        let changed = match event {
+            Ok(Event::Init) => {
+                initial = Some(BTreeMap::new());
+                false
+            }
+            Ok(Event::InitApply(cm)) => {
+                initial.get_or_insert_with(BTreeMap::new).insert(cm.metadata.name.clone().unwrap_or_default(), cm);
+                false
+            }
+            Ok(Event::InitDone) => {
+                current = initial.take().unwrap_or_default();
+                true
+            }
+            Ok(Event::Apply(cm)) => {
+                current.insert(cm.metadata.name.clone().unwrap_or_default(), cm);
+                true
+            }
+            Ok(Event::Delete(cm)) => {
+                current.remove(&cm.metadata.name.clone().unwrap_or_default());
+                true
+            }
+            Err(err) => {
+                // The backoff retries; the last good key set stays in force meanwhile.
+                metrics.reload_failures.inc();
+                tracing::warn!(error = %err, keyset = %id, "key-set watch failed; retrying");
+                false
+            }
+        };
+        if changed {
+            match index_from_configmaps(&id, current.values(), store.current().as_deref()) {
+                Ok(index) => install(&store, &metrics, index),
+                Err(err) => {
+                    metrics.reload_failures.inc();
+                    tracing::warn!(error = %err, keyset = %id, "key-set reload failed; last good set stays in force");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyset::{encode, shard_file_name};
+    use crate::verifier::tests::fixtures::{record, token};
+
+    fn id(name: &str) -> KeySetId {
+        KeySetId { namespace: "team-a".into(), name: name.into() }
+    }
+
+    /// The ConfigMaps the operator publishes: `keyset-<name>-<i>` with data key `<name>.<i>.keyset`.
+    fn configmaps(name: &str, generation: u64, records: &[crate::keyset::Record], max_bytes: usize) -> Vec<ConfigMap> {
+        encode(&id(name), generation, records, max_bytes)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let mut cm = ConfigMap::default();
+                cm.metadata.name = Some(format!("keyset-{name}-{}", i + 1));
+                cm.data = Some(BTreeMap::from([(shard_file_name(name, i + 1), text), ("README".into(), "x".into())]));
+                cm
+            })
+            .collect()
+    }
+
+    #[test]
+    fn whole_shard_sets_load_and_other_data_keys_are_ignored() {
+        let (a, b) = (token(1), token(2));
+        let cms = configmaps("default", 4, &[record(&a, &["x:read"]), record(&b, &["x:read"])], 700);
+        assert!(cms.len() >= 2, "needs several shards");
+        let index = index_from_configmaps(&id("default"), &cms, None).unwrap();
+        assert!(index.get(&a.hash()).is_some() && index.get(&b.hash()).is_some());
+        assert_eq!(index.sets()[0].generation, 4);
+    }
+
+    #[test]
+    fn partial_corrupt_foreign_or_missing_sets_are_refused() {
+        let (a, b) = (token(1), token(2));
+        let cms = configmaps("default", 4, &[record(&a, &["x:read"]), record(&b, &["x:read"])], 700);
+        let mut corrupt = cms.clone();
+        corrupt[0].data.as_mut().unwrap().values_mut().for_each(|v| v.push_str("garbage"));
+        let mixed = vec![
+            cms[0].clone(),
+            configmaps("default", 5, &[record(&a, &["x:read"]), record(&b, &["x:read"])], 700)[1].clone(),
+        ];
+        let cases: Vec<(&str, Vec<ConfigMap>, KeySetId)> = vec![
+            ("a shard missing", cms[1..].to_vec(), id("default")),
+            ("a corrupt shard", corrupt, id("default")),
+            ("two generations", mixed, id("default")),
+            ("nothing at all", vec![], id("default")),
+            ("another key set", cms.clone(), id("other")),
+        ];
+        for (what, cms, expected) in cases {
+            assert!(index_from_configmaps(&expected, &cms, None).is_err(), "{what} was accepted");
+        }
+        assert_eq!(label_selector("default"), "app.kubernetes.io/managed-by=keyward,keyward.dev/keyset=default");
+    }
+}
