@@ -95,31 +95,10 @@ pub async fn watch(client: kube::Client, id: KeySetId, store: Arc<KeyStore>, met
     let api = kube::Api::<ConfigMap>::namespaced(client, &id.namespace);
     let config = watcher::Config::default().labels(&label_selector(&id.name));
     let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
-    // The ConfigMaps as last seen, by name; `initial` collects a fresh list after a (re)start.
-    let mut current: BTreeMap<String, ConfigMap> = BTreeMap::new();
-    let mut initial: Option<BTreeMap<String, ConfigMap>> = None;
+    let mut mirror = Mirror::default();
     while let Some(event) = events.next().await {
         let changed = match event {
-            Ok(Event::Init) => {
-                initial = Some(BTreeMap::new());
-                false
-            }
-            Ok(Event::InitApply(cm)) => {
-                initial.get_or_insert_with(BTreeMap::new).insert(cm.metadata.name.clone().unwrap_or_default(), cm);
-                false
-            }
-            Ok(Event::InitDone) => {
-                current = initial.take().unwrap_or_default();
-                true
-            }
-            Ok(Event::Apply(cm)) => {
-                current.insert(cm.metadata.name.clone().unwrap_or_default(), cm);
-                true
-            }
-            Ok(Event::Delete(cm)) => {
-                current.remove(&cm.metadata.name.clone().unwrap_or_default());
-                true
-            }
+            Ok(event) => mirror.apply(event),
             Err(err) => {
                 // The backoff retries; the last good key set stays in force meanwhile.
                 metrics.reload_failures.inc();
@@ -128,7 +107,7 @@ pub async fn watch(client: kube::Client, id: KeySetId, store: Arc<KeyStore>, met
             }
         };
         if changed {
-            match index_from_configmaps(&id, current.values(), store.current().as_deref()) {
+            match index_from_configmaps(&id, mirror.configmaps(), store.current().as_deref()) {
                 Ok(index) => install(&store, &metrics, index),
                 Err(err) => {
                     metrics.reload_failures.inc();
@@ -136,6 +115,52 @@ pub async fn watch(client: kube::Client, id: KeySetId, store: Arc<KeyStore>, met
                 }
             }
         }
+    }
+}
+
+/// The watched ConfigMaps as last seen, kept from watch events.
+#[derive(Debug, Default)]
+pub struct Mirror {
+    /// The ConfigMaps in force, by name.
+    current: BTreeMap<String, ConfigMap>,
+    /// A fresh list being collected after the watch (re)started; replaces `current` when complete.
+    initial: Option<BTreeMap<String, ConfigMap>>,
+}
+
+impl Mirror {
+    /// Take in one watch event; whether the ConfigMaps in force changed (and the key set should be rebuilt).
+    ///
+    /// A relist is collected whole before it replaces what was there, so a
+    /// half-listed key set is never assembled.
+    pub fn apply(&mut self, event: Event<ConfigMap>) -> bool {
+        let name = |cm: &ConfigMap| cm.metadata.name.clone().unwrap_or_default();
+        match event {
+            Event::Init => {
+                self.initial = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(cm) => {
+                self.initial.get_or_insert_with(BTreeMap::new).insert(name(&cm), cm);
+                false
+            }
+            Event::InitDone => {
+                self.current = self.initial.take().unwrap_or_default();
+                true
+            }
+            Event::Apply(cm) => {
+                self.current.insert(name(&cm), cm);
+                true
+            }
+            Event::Delete(cm) => {
+                self.current.remove(&name(&cm));
+                true
+            }
+        }
+    }
+
+    /// The ConfigMaps in force.
+    pub fn configmaps(&self) -> impl Iterator<Item = &ConfigMap> {
+        self.current.values()
     }
 }
 
@@ -195,5 +220,31 @@ mod tests {
             assert!(index_from_configmaps(&expected, &cms, None).is_err(), "{what} was accepted");
         }
         assert_eq!(label_selector("default"), "app.kubernetes.io/managed-by=keyward,keyward.dev/keyset=default");
+    }
+
+    #[test]
+    fn the_mirror_follows_watch_events_and_swaps_a_relist_in_whole() {
+        let (a, b) = (token(1), token(2));
+        let v1 = configmaps("default", 1, &[record(&a, &["x:read"]), record(&b, &["x:read"])], 700);
+        let v2 = configmaps("default", 2, &[record(&a, &["x:read"])], 700);
+        let loads = |m: &Mirror| index_from_configmaps(&id("default"), m.configmaps(), None).ok();
+        let mut mirror = Mirror::default();
+        assert!(!mirror.apply(Event::Init));
+        assert!(!mirror.apply(Event::InitApply(v1[0].clone())), "nothing is used before the list is complete");
+        assert!(!mirror.apply(Event::InitApply(v1[1].clone())));
+        assert!(mirror.apply(Event::InitDone));
+        assert!(loads(&mirror).is_some_and(|i| i.len() == 2));
+
+        // The operator shrinks the set to one shard: shard 1 changes, shard 2 goes.
+        assert!(mirror.apply(Event::Apply(v2[0].clone())));
+        assert!(loads(&mirror).is_none(), "mixed generations in between are refused");
+        assert!(mirror.apply(Event::Delete(v1[1].clone())));
+        let index = loads(&mirror).unwrap();
+        assert!(index.get(&a.hash()).is_some() && index.get(&b.hash()).is_none());
+
+        // A restarted watch relists; objects not listed again are gone.
+        assert!(!mirror.apply(Event::Init));
+        assert!(mirror.apply(Event::InitDone));
+        assert_eq!(mirror.configmaps().count(), 0);
     }
 }
