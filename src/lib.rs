@@ -17,5 +17,6 @@ pub mod api;
 pub mod cli;
 pub mod duration;
 pub mod keyset;
+pub mod plan;
 pub mod scope;
 pub mod token;

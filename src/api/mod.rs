@@ -228,6 +228,11 @@ pub enum KeyState {
 pub struct KeyVersion {
     /// The token's key id: the first 12 hex digits of its SHA-256.
     pub key_id: String,
+    /// The token's SHA-256 (`sha256:<hex>`), as published in the key set. The
+    /// operator needs it to keep publishing a token that is no longer in the
+    /// Secret (the previous token during its grace period); it is not secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     /// The token is accepted from this time.
     pub not_before: Time,
     /// The token is refused from this time; absent means no end yet.
