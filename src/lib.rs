@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod duration;
 pub mod keyset;
 pub mod plan;

@@ -38,6 +38,7 @@ pub const ROTATE_ANNOTATION: &str = "keyward.dev/rotate";
     doc = "An API key managed by keyward: its token lives in a Secret, its hash in a key set.",
     status = "ApiKeyStatus",
     derive = "PartialEq",
+    derive = "Default",
     printcolumn(
         name = "State",
         type_ = "string",
@@ -143,6 +144,27 @@ pub struct ApiKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
     pub retain_expired_for: Option<String>,
+}
+
+/// The spec as an empty YAML body would deserialise (no scopes yet, so not valid).
+impl Default for ApiKeySpec {
+    fn default() -> Self {
+        ApiKeySpec {
+            display_name: None,
+            scopes: Vec::new(),
+            active: true,
+            revoked: false,
+            expires_at: None,
+            rotation: None,
+            key_set: default_key_set(),
+            secret_name: None,
+            secret_template: None,
+            prefix: None,
+            rate_limit: None,
+            expire_after_unused: None,
+            retain_expired_for: None,
+        }
+    }
 }
 
 fn default_true() -> bool {
