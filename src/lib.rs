@@ -17,6 +17,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod duration;
+pub mod fakeapi;
 pub mod keyset;
 pub mod plan;
 pub mod scope;

@@ -1,6 +1,7 @@
 //! The command line: one binary, one subcommand per job.
 
 mod keyset_cmd;
+mod operator_cmd;
 mod token_cmd;
 
 use std::io::Write;
@@ -26,6 +27,8 @@ enum Command {
     /// Inspect and build key-set shards.
     #[command(subcommand)]
     Keyset(keyset_cmd::KeysetCommand),
+    /// Run the operator: reconcile ApiKeys into Secrets and key sets until SIGTERM.
+    Operator(operator_cmd::OperatorArgs),
 }
 
 /// Run a parsed command line; errors are printed to stderr.
@@ -35,6 +38,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd => print_stdout(&crate::api::crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
+        Command::Operator(args) => operator_cmd::run_operator(&args),
     };
     match result {
         Ok(code) => code,

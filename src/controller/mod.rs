@@ -11,7 +11,10 @@ mod apply;
 mod error;
 mod observe;
 mod publisher;
+mod run;
 
+#[cfg(test)]
+mod loop_tests;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +34,7 @@ use crate::token::{Prefix, Token};
 
 pub use error::{Error, retry_after};
 pub use publisher::Publisher;
+pub use run::{CRD_NAME, Options, StartError, check_crd, run};
 
 /// The one field manager for every server-side apply.
 pub const FIELD_MANAGER: &str = "keyward";
