@@ -94,7 +94,11 @@ impl Context {
 /// Reconcile one ApiKey.
 #[instrument(skip_all, fields(namespace = key.namespace().unwrap_or_default(), name = key.name_any(), generation = key.metadata.generation.unwrap_or_default()))]
 pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let mut key = (*key).clone();
+    // The cached object may lag our own last status write; plan from the stored one.
+    let keys: kube::Api<ApiKey> = kube::Api::namespaced(ctx.client.clone(), namespace(&key)?);
+    let Some(mut key) = keys.get_opt(&key.name_any()).await.map_err(Error::kube("get ApiKey"))? else {
+        return Ok(Action::await_change());
+    };
     for _ in 0..MAX_PASSES {
         let now = (ctx.clock)();
         let seen = observe::observe(&ctx, &key).await?;

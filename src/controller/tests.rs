@@ -35,28 +35,39 @@ struct Harness {
     client: Client,
     ctx: Arc<Context>,
     clock: Arc<Mutex<Timestamp>>,
-    writes: Arc<Mutex<Vec<(String, Value)>>>,
-    faults: Arc<Mutex<Vec<Fault>>>,
+    tap: Arc<Tap>,
     minted: Arc<Mutex<Vec<String>>>,
 }
 
-fn record(
-    writes: &Arc<Mutex<Vec<(String, Value)>>>,
-    faults: &Arc<Mutex<Vec<Fault>>>,
-    target: String,
-    body: &Value,
-) -> kube_fake_client::Result<Option<Value>> {
-    let mut pending = faults.lock().unwrap();
-    if let Some(i) = pending.iter().position(|f| target.contains(f.target)) {
-        let fault = pending.remove(i);
-        return Err(if fault.conflict {
-            FakeError::Conflict("injected conflict".to_owned())
-        } else {
-            FakeError::Internal("injected failure".to_owned())
-        });
+/// Sees every write: records it, injects faults, and can stop the "operator".
+#[derive(Default)]
+struct Tap {
+    writes: Mutex<Vec<(String, Value)>>,
+    faults: Mutex<Vec<Fault>>,
+    /// Writes left before the operator process "dies": from then on every write fails.
+    budget: Mutex<Option<usize>>,
+}
+
+impl Tap {
+    fn record(&self, target: String, body: &Value) -> kube_fake_client::Result<Option<Value>> {
+        if let Some(left) = self.budget.lock().unwrap().as_mut() {
+            if *left == 0 {
+                return Err(FakeError::Internal("operator stopped".to_owned()));
+            }
+            *left -= 1;
+        }
+        let mut pending = self.faults.lock().unwrap();
+        if let Some(i) = pending.iter().position(|f| target.contains(f.target)) {
+            let fault = pending.remove(i);
+            return Err(if fault.conflict {
+                FakeError::Conflict("injected conflict".to_owned())
+            } else {
+                FakeError::Internal("injected failure".to_owned())
+            });
+        }
+        self.writes.lock().unwrap().push((target, body.clone()));
+        Ok(None)
     }
-    writes.lock().unwrap().push((target, body.clone()));
-    Ok(None)
 }
 
 /// What a write is aimed at, as far as the interceptor context tells.
@@ -66,26 +77,16 @@ fn target_of(verb: &str, name: &str, body: &Value) -> String {
 }
 
 async fn harness(settings: Settings) -> Harness {
-    let writes: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-    let faults: Arc<Mutex<Vec<Fault>>> = Arc::default();
-    let (w1, f1, w2, f2, w3, f3, w4, f4) = (
-        writes.clone(),
-        faults.clone(),
-        writes.clone(),
-        faults.clone(),
-        writes.clone(),
-        faults.clone(),
-        writes.clone(),
-        faults.clone(),
-    );
+    let tap = Arc::new(Tap::default());
+    let (t1, t2, t3, t4) = (tap.clone(), tap.clone(), tap.clone(), tap.clone());
     let funcs = interceptor::Funcs::new()
         .create(move |ctx| {
             let name = ctx.object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
-            record(&w1, &f1, target_of("create", &name, ctx.object), ctx.object)
+            t1.record(target_of("create", &name, ctx.object), ctx.object)
         })
-        .patch(move |ctx| record(&w2, &f2, target_of("patch", ctx.name, ctx.patch), ctx.patch))
-        .patch_status(move |ctx| record(&w3, &f3, format!("status {}", ctx.name), ctx.patch))
-        .delete(move |ctx| record(&w4, &f4, format!("delete {}", ctx.name), &Value::Null));
+        .patch(move |ctx| t2.record(target_of("patch", ctx.name, ctx.patch), ctx.patch))
+        .patch_status(move |ctx| t3.record(format!("status {}", ctx.name), ctx.patch))
+        .delete(move |ctx| t4.record(format!("delete {}", ctx.name), &Value::Null));
     let client = ClientBuilder::new()
         .with_resource::<ApiKey>()
         .with_status_subresource::<ApiKey>()
@@ -110,7 +111,7 @@ async fn harness(settings: Settings) -> Harness {
     };
     let publisher = Arc::new(Publisher::new(client.clone(), clock_fn.clone(), Duration::from_millis(10)));
     let ctx = Arc::new(Context::with(client.clone(), settings, publisher, clock_fn, mint_fn));
-    Harness { client, ctx, clock, writes, faults, minted }
+    Harness { client, ctx, clock, tap, minted }
 }
 
 impl Harness {
@@ -141,6 +142,28 @@ impl Harness {
         panic!("reconcile of {name} did not succeed in 10 attempts");
     }
 
+    /// One reconcile and publisher flush, as a (possibly dying) operator would run them.
+    async fn try_settle(&self, name: &str) -> bool {
+        let key = Arc::new(self.get(name).await);
+        let ok = reconcile(key, self.ctx.clone()).await.is_ok();
+        self.ctx.publisher.flush().await;
+        ok && !self.ctx.publisher.has_pending()
+    }
+
+    /// A new operator process: same API, clock and minter; nothing remembered.
+    fn restart(&mut self) {
+        *self.tap.budget.lock().unwrap() = None;
+        let publisher =
+            Arc::new(Publisher::new(self.client.clone(), self.ctx.clock.clone(), Duration::from_millis(10)));
+        self.ctx = Arc::new(Context::with(
+            self.client.clone(),
+            self.ctx.settings.clone(),
+            publisher,
+            self.ctx.clock.clone(),
+            self.ctx.mint.clone(),
+        ));
+    }
+
     /// Reconcile and then let the publisher write everything requested.
     async fn settle(&self, name: &str) -> kube::runtime::controller::Action {
         let action = self.reconcile(name).await;
@@ -154,11 +177,11 @@ impl Harness {
     }
 
     fn write_count(&self) -> usize {
-        self.writes.lock().unwrap().len()
+        self.tap.writes.lock().unwrap().len()
     }
 
     fn inject(&self, target: &'static str, conflict: bool) {
-        self.faults.lock().unwrap().push(Fault { target, conflict });
+        self.tap.faults.lock().unwrap().push(Fault { target, conflict });
     }
 
     async fn secret(&self, name: &str) -> Option<Secret> {
@@ -257,7 +280,7 @@ async fn reconciling_a_converged_apikey_writes_nothing() {
     let action = h.settle("crm").await;
     h.ctx.publisher.publish_now(&KeySetId { namespace: NS.to_owned(), name: "default".to_owned() }).await.unwrap();
 
-    let after: Vec<String> = h.writes.lock().unwrap()[before..].iter().map(|(t, _)| t.clone()).collect();
+    let after: Vec<String> = h.tap.writes.lock().unwrap()[before..].iter().map(|(t, _)| t.clone()).collect();
     assert!(after.is_empty(), "expected no writes, got {after:?}");
     assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(30 * 86_400)));
 }
@@ -419,8 +442,9 @@ async fn injected_conflicts_and_server_errors_converge_with_one_persisted_token(
     let token = h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap();
     assert_eq!(h.get("crm").await.status.unwrap().state, Some(KeyState::Active));
     assert_eq!(h.published("default").await.iter().map(|r| r.hash).collect::<Vec<_>>(), vec![hash_of(&token)]);
-    assert!(h.faults.lock().unwrap().is_empty(), "every fault was hit");
+    assert!(h.tap.faults.lock().unwrap().is_empty(), "every fault was hit");
     let persisted: std::collections::BTreeSet<String> = h
+        .tap
         .writes
         .lock()
         .unwrap()
@@ -428,6 +452,50 @@ async fn injected_conflicts_and_server_errors_converge_with_one_persisted_token(
         .filter_map(|(_, body)| body.pointer("/data/token").and_then(Value::as_str).map(str::to_owned))
         .collect();
     assert_eq!(persisted.len(), 1, "one token ever reached the Secret");
+}
+
+#[tokio::test]
+async fn stopping_the_operator_after_any_write_and_restarting_it_converges_safely() {
+    for crash_after in 0..30 {
+        let mut h = harness(Settings::default()).await;
+        h.create(ROTATING).await;
+        *h.tap.budget.lock().unwrap() = Some(crash_after);
+        let mut crashed = false;
+        // Creation, rotation start, swap, retirement: each step retried after a crash.
+        for advance in [0, 30 * 24 * 60, 2, 60] {
+            h.advance(SignedDuration::from_mins(advance));
+            for _ in 0..5 {
+                if h.try_settle("crm").await {
+                    break;
+                }
+                crashed = true;
+                h.restart();
+            }
+        }
+        let total = h.tap.writes.lock().unwrap().len();
+        // The last writes are Events, whose failure a reconcile survives by design.
+        assert!(crashed || crash_after + 3 >= total, "crash after write {crash_after} of {total} did not happen");
+        let token = h.secret_token("crm-apikey", DATA_TOKEN).await.expect("a token in the Secret");
+        let published: Vec<KeyHash> = h.published("default").await.iter().map(|r| r.hash).collect();
+        assert_eq!(
+            published,
+            vec![hash_of(&token)],
+            "crash after write {crash_after}: Secret token is the published one"
+        );
+        assert_eq!(h.get("crm").await.status.unwrap().state, Some(KeyState::Active), "crash after write {crash_after}");
+        let persisted: std::collections::BTreeSet<String> = h
+            .tap
+            .writes
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, body)| {
+                ["/data/token", "/data/next-token"].map(|p| body.pointer(p).and_then(Value::as_str).map(str::to_owned))
+            })
+            .flatten()
+            .collect();
+        assert_eq!(persisted.len(), 2, "crash after write {crash_after}: one rotation persists exactly two tokens");
+    }
 }
 
 #[tokio::test]
@@ -478,7 +546,7 @@ async fn many_keys_changing_together_cause_one_coalesced_key_set_write() {
 
     h.ctx.publisher.flush().await;
 
-    let shard_writes = h.writes.lock().unwrap()[before..].iter().filter(|(t, _)| t.contains("ConfigMap")).count();
+    let shard_writes = h.tap.writes.lock().unwrap()[before..].iter().filter(|(t, _)| t.contains("ConfigMap")).count();
     assert_eq!(shard_writes, 1, "one shard write for 20 keys");
     assert_eq!(h.published("default").await.len(), 20);
 }
@@ -536,7 +604,7 @@ async fn no_token_appears_in_any_write_event_status_or_log_line() {
     let tokens = h.minted.lock().unwrap().clone();
     assert!(tokens.len() >= 3, "the scenario minted tokens: {}", tokens.len());
     let mut haystack = String::new();
-    for (target, body) in h.writes.lock().unwrap().iter() {
+    for (target, body) in h.tap.writes.lock().unwrap().iter() {
         let mut body = body.clone();
         // The Secret's data is the one place a token may be written.
         if target.contains("Secret")
