@@ -50,6 +50,9 @@ pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: 
             draft.deadline(t);
         }
         draft.summarise_live();
+    } else {
+        // A token is being issued or the Secret repaired: say so.
+        draft.summarise_live();
     }
     draft.finish()
 }
@@ -320,6 +323,7 @@ impl<'a> Draft<'a> {
     /// the Secret holds instead is never published; a new token is issued.
     fn repair_secret(&mut self, spec: &ValidSpec, slot: &Slot, current_hash: Option<KeyHash>) {
         let why = match (&self.observed.secret, slot) {
+            _ if self.delete_secret.is_some() => "spec.secretName changed",
             (SecretView::Absent, _) => "the Secret was deleted",
             (_, Slot::Empty) => "the token was removed from the Secret",
             (_, Slot::Malformed) => "the Secret holds a malformed token",

@@ -418,6 +418,23 @@ fn a_deleted_secret_is_repaired_with_a_new_token_and_the_old_one_gets_a_grace_pe
 }
 
 #[test]
+fn changing_the_secret_name_issues_a_token_in_the_new_secret_and_deletes_the_old_one() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.key.spec.secret_name = Some("crm-token".to_owned());
+    world.observed.secret = SecretView::Absent;
+    world.secret_tokens = (None, None);
+
+    let first = world.step();
+
+    assert_eq!(first.delete_secret.as_deref(), Some("crm-apikey"));
+    assert!(first.events.iter().any(|e| e.note.contains("secretName")), "{:?}", first.events);
+    assert_eq!(first.status.as_ref().and_then(|s| s.state), Some(KeyState::Pending));
+    world.reconcile();
+    assert_eq!(world.status().secret_name.as_deref(), Some("crm-token"));
+    assert_eq!(world.mints, 2);
+}
+
+#[test]
 fn a_token_edited_by_hand_is_never_published() {
     let mut world = World::converged(an_api_key("crm").build(), T0);
     let planted = stranger_token();
