@@ -27,7 +27,7 @@ pub(super) enum KeysetCommand {
         /// Generation written in the headers; defaults to the current Unix time, so it grows.
         #[arg(long)]
         generation: Option<u64>,
-        /// Largest shard in bytes.
+        /// Largest shard in bytes. A set that needs more than one plain-text shard is gzip-compressed.
         #[arg(long, default_value_t = keyset::DEFAULT_MAX_SHARD_BYTES)]
         max_shard_bytes: usize,
         /// Directory to write into; other shards of the same key set there are removed.
@@ -114,7 +114,7 @@ fn read_records(input: impl BufRead, default_namespace: &str) -> anyhow::Result<
 
 /// Write the shards of a key set into `out`, replacing that set's old shards there.
 fn build(id: &KeySetId, generation: u64, records: &[Record], max: usize, out: &Path) -> anyhow::Result<usize> {
-    let shards = keyset::encode(id, generation, records, max)?;
+    let shards = keyset::encode_packed(id, generation, records, max)?;
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
     let own_prefix = format!("{}.", id.name);
     for entry in std::fs::read_dir(out).with_context(|| out.display().to_string())? {
@@ -127,7 +127,7 @@ fn build(id: &KeySetId, generation: u64, records: &[Record], max: usize, out: &P
     for (i, shard) in shards.iter().enumerate() {
         let path = out.join(keyset::shard_file_name(&id.name, i + 1));
         let tmp = out.join(format!(".{}.tmp", keyset::shard_file_name(&id.name, i + 1)));
-        std::fs::write(&tmp, shard).with_context(|| tmp.display().to_string())?;
+        std::fs::write(&tmp, shard.as_bytes()).with_context(|| tmp.display().to_string())?;
         std::fs::rename(&tmp, &path).with_context(|| path.display().to_string())?;
     }
     Ok(shards.len())

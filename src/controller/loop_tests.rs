@@ -22,8 +22,11 @@ async fn published(client: &Client) -> Vec<Record> {
     let list = cms.list(&ListParams::default().labels("keyward.dev/keyset=default")).await.unwrap();
     list.items
         .iter()
-        .flat_map(|cm| cm.data.clone().unwrap_or_default().into_values())
-        .flat_map(|text| decode_shard(text.as_bytes()).unwrap().records)
+        .flat_map(|cm| {
+            let text = cm.data.clone().unwrap_or_default().into_values().map(String::into_bytes);
+            text.chain(cm.binary_data.clone().unwrap_or_default().into_values().map(|b| b.0)).collect::<Vec<_>>()
+        })
+        .flat_map(|bytes| decode_shard(&bytes).expect("published shards decode").records)
         .collect()
 }
 

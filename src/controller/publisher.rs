@@ -8,14 +8,16 @@
 //! that would produce the bytes already stored writes nothing; a hand-edited
 //! or extra shard is rewritten or deleted.
 //!
-//! Shards are ConfigMaps `keyset-<keySet>-<i>` (i from 1), each with one data
-//! key [`shard_file_name`], labelled managed-by keyward and
-//! `keyward.dev/keyset=<keySet>`.
+//! Shards are ConfigMaps `keyset-<keySet>-<i>` (i from 1), each with one key
+//! [`shard_file_name`], labelled managed-by keyward and
+//! `keyward.dev/keyset=<keySet>`: under `data` while the set fits one plain
+//! shard, under `binaryData` (gzip) beyond ([`encode_packed`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -25,7 +27,9 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::api::ApiKey;
-use crate::keyset::{DEFAULT_MAX_SHARD_BYTES, KeySetId, Record, decode_shard, encode, shard_file_name};
+use crate::keyset::{
+    DEFAULT_MAX_SHARD_BYTES, KeySetId, Record, ShardBytes, decode_shard, encode_packed, shard_file_name,
+};
 use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, records_for};
 
 use super::{Clock, Error, FIELD_MANAGER};
@@ -86,12 +90,7 @@ impl Publisher {
         let mut known = set.lock().await;
         if known.is_none() {
             let shards = self.read_shards(id).await?;
-            let records = shards
-                .values()
-                .filter_map(|cm| cm.data.as_ref()?.values().next().cloned())
-                .filter_map(|text| decode_shard(text.as_bytes()).ok())
-                .flat_map(|shard| shard.records)
-                .collect();
+            let records = shards.values().filter_map(stored_shard).flat_map(|shard| shard.records).collect();
             *known = Some(records);
         }
         Ok(known.clone().unwrap_or_default())
@@ -106,21 +105,15 @@ impl Publisher {
         let keys = keys.list(&ListParams::default()).await.map_err(Error::kube("list ApiKeys"))?;
         let records = unique(keys.items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| records_for(k, now)));
         let existing = self.read_shards(id).await?;
-        let generation = existing
-            .values()
-            .filter_map(|cm| cm.data.as_ref()?.values().next().cloned())
-            .filter_map(|text| decode_shard(text.as_bytes()).ok())
-            .map(|shard| shard.generation)
-            .max()
-            .unwrap_or(0);
-        if matches(&existing, &shard_map(id, &encode(id, generation, &records, self.max_shard_bytes)?)) {
+        let generation = existing.values().filter_map(stored_shard).map(|shard| shard.generation).max().unwrap_or(0);
+        if matches(&existing, &shard_map(id, encode_packed(id, generation, &records, self.max_shard_bytes)?)) {
             *known = Some(records);
             return Ok(());
         }
-        let desired = shard_map(id, &encode(id, generation + 1, &records, self.max_shard_bytes)?);
+        let desired = shard_map(id, encode_packed(id, generation + 1, &records, self.max_shard_bytes)?);
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &id.namespace);
-        for (name, (file, text)) in &desired {
-            write_shard(&config_maps, id, name, file, text).await?;
+        for (name, (file, shard)) in &desired {
+            write_shard(&config_maps, id, name, file, shard).await?;
         }
         for name in existing.keys().filter(|n| !desired.contains_key(*n)) {
             match config_maps.delete(name, &DeleteParams::default()).await {
@@ -194,29 +187,55 @@ fn unique(records: impl Iterator<Item = Record>) -> Vec<Record> {
         .collect()
 }
 
-/// ConfigMap name → (data key, content) for each shard.
-fn shard_map(id: &KeySetId, shards: &[String]) -> BTreeMap<String, (String, String)> {
+/// The shard a ConfigMap stores, if it holds exactly one that decodes.
+fn stored_shard(cm: &ConfigMap) -> Option<crate::keyset::Shard> {
+    let text = cm.data.iter().flatten().map(|(_, v)| v.as_bytes());
+    let binary = cm.binary_data.iter().flatten().map(|(_, v)| v.0.as_slice());
+    let mut all = text.chain(binary);
+    let bytes = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    decode_shard(bytes).ok()
+}
+
+/// ConfigMap name → (key, stored shard) for each shard.
+fn shard_map(id: &KeySetId, shards: Vec<ShardBytes>) -> BTreeMap<String, (String, ShardBytes)> {
     shards
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, text)| (format!("keyset-{}-{}", id.name, i + 1), (shard_file_name(&id.name, i + 1), text.clone())))
+        .map(|(i, shard)| (format!("keyset-{}-{}", id.name, i + 1), (shard_file_name(&id.name, i + 1), shard)))
         .collect()
 }
 
 /// Whether the stored shards are exactly the desired ones.
-fn matches(existing: &BTreeMap<String, ConfigMap>, desired: &BTreeMap<String, (String, String)>) -> bool {
+fn matches(existing: &BTreeMap<String, ConfigMap>, desired: &BTreeMap<String, (String, ShardBytes)>) -> bool {
     existing.len() == desired.len()
-        && desired.iter().all(|(name, (file, text))| {
+        && desired.iter().all(|(name, (file, shard))| {
             existing.get(name).is_some_and(|cm| {
                 let data = cm.data.clone().unwrap_or_default();
-                data.len() == 1
-                    && data.get(file) == Some(text)
-                    && cm.binary_data.as_ref().is_none_or(BTreeMap::is_empty)
+                let binary = cm.binary_data.clone().unwrap_or_default();
+                match shard {
+                    ShardBytes::Text(text) => binary.is_empty() && data.len() == 1 && data.get(file) == Some(text),
+                    ShardBytes::Gzip(bytes) => {
+                        data.is_empty() && binary.len() == 1 && binary.get(file).is_some_and(|b| &b.0 == bytes)
+                    }
+                }
             })
         })
 }
 
-async fn write_shard(api: &Api<ConfigMap>, id: &KeySetId, name: &str, file: &str, text: &str) -> Result<(), Error> {
+async fn write_shard(
+    api: &Api<ConfigMap>,
+    id: &KeySetId,
+    name: &str,
+    file: &str,
+    shard: &ShardBytes,
+) -> Result<(), Error> {
+    let (data, binary_data) = match shard {
+        ShardBytes::Text(text) => (Some(BTreeMap::from([(file.to_owned(), text.clone())])), None),
+        ShardBytes::Gzip(bytes) => (None, Some(BTreeMap::from([(file.to_owned(), ByteString(bytes.clone()))]))),
+    };
     let cm = ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -227,25 +246,37 @@ async fn write_shard(api: &Api<ConfigMap>, id: &KeySetId, name: &str, file: &str
             ])),
             ..ObjectMeta::default()
         },
-        data: Some(BTreeMap::from([(file.to_owned(), text.to_owned())])),
+        data,
+        binary_data,
         ..ConfigMap::default()
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let written = api.patch(name, &params, &Patch::Apply(&cm)).await.map_err(Error::kube("apply key-set shard"))?;
-    // The verifier reads every `*.keyset` key: a key added by hand must go.
+    // The verifier reads every `*.keyset` key: anything else (a key added by
+    // hand, or the plain key left over when a shard became gzip) must go.
+    let (keep_text, keep_binary) = match shard {
+        ShardBytes::Text(_) => (Some(file), None),
+        ShardBytes::Gzip(_) => (None, Some(file)),
+    };
     let extra: BTreeMap<String, Value> = written
         .data
         .iter()
         .flatten()
         .map(|(k, _)| k)
-        .filter(|k| *k != file)
+        .filter(|k| Some(k.as_str()) != keep_text)
         .map(|k| (k.clone(), Value::Null))
         .collect();
-    let binary: BTreeMap<String, Value> =
-        written.binary_data.iter().flatten().map(|(k, _)| (k.clone(), Value::Null)).collect();
-    if !extra.is_empty() || !binary.is_empty() {
+    let extra_binary: BTreeMap<String, Value> = written
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| Some(k.as_str()) != keep_binary)
+        .map(|k| (k.clone(), Value::Null))
+        .collect();
+    if !extra.is_empty() || !extra_binary.is_empty() {
         debug!(namespace = %id.namespace, shard = name, "removing foreign keys from key-set shard");
-        api.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "data": extra, "binaryData": binary })))
+        api.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "data": extra, "binaryData": extra_binary })))
             .await
             .map_err(Error::kube("prune key-set shard"))?;
     }

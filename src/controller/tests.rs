@@ -199,8 +199,11 @@ impl Harness {
         let list = cms.list(&ListParams::default().labels(&format!("keyward.dev/keyset={key_set}"))).await.unwrap();
         list.items
             .iter()
-            .flat_map(|cm| cm.data.clone().unwrap_or_default().into_values())
-            .flat_map(|text| decode_shard(text.as_bytes()).expect("published shards decode").records)
+            .flat_map(|cm| {
+                let text = cm.data.clone().unwrap_or_default().into_values().map(String::into_bytes);
+                text.chain(cm.binary_data.clone().unwrap_or_default().into_values().map(|b| b.0)).collect::<Vec<_>>()
+            })
+            .flat_map(|bytes| decode_shard(&bytes).expect("published shards decode").records)
             .collect()
     }
 
@@ -557,7 +560,7 @@ async fn shards_no_longer_needed_are_deleted() {
     let small = Arc::new(
         Publisher::new(h.client.clone(), h.ctx.clock.clone(), Duration::from_millis(10)).with_max_shard_bytes(1024),
     );
-    for i in 0..8 {
+    for i in 0..40 {
         h.create(&CRM.replace("name: crm", &format!("name: crm-{i}"))).await;
         h.reconcile(&format!("crm-{i}")).await;
     }
@@ -567,13 +570,18 @@ async fn shards_no_longer_needed_are_deleted() {
     let count =
         || async { cms.list(&ListParams::default().labels("keyward.dev/keyset=default")).await.unwrap().items.len() };
     assert!(count().await > 1, "several shards at 1 KiB");
+    let first = cms.get("keyset-default-1").await.unwrap();
+    assert!(first.binary_data.is_some_and(|b| b.contains_key("default.1.keyset")), "multi-shard sets are gzip");
 
-    for i in 0..8 {
+    for i in 0..40 {
         h.patch_spec(&format!("crm-{i}"), json!({ "revoked": true })).await;
     }
     small.publish_now(&id).await.unwrap();
 
     assert_eq!(count().await, 1, "an empty set keeps exactly one shard");
+    let last = cms.get("keyset-default-1").await.unwrap();
+    assert!(last.binary_data.unwrap_or_default().is_empty(), "the gzip key of a formerly large set is gone");
+    assert_eq!(last.data.unwrap_or_default().keys().collect::<Vec<_>>(), vec!["default.1.keyset"]);
 }
 
 #[tokio::test]

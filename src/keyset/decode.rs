@@ -92,6 +92,12 @@ pub enum DecodeErrorKind {
     /// The shard is larger than [`MAX_DECODE_BYTES`].
     #[error("shard is larger than {MAX_DECODE_BYTES} bytes")]
     TooLarge,
+    /// The shard is gzip-compressed but the stream is corrupt or truncated.
+    #[error("shard is gzip-compressed but the stream is corrupt or truncated")]
+    CorruptCompression,
+    /// The shard's compressed text expands beyond [`super::MAX_TEXT_BYTES`].
+    #[error("shard expands to more than {} bytes", super::MAX_TEXT_BYTES)]
+    TextTooLarge,
     /// The shard is not text in ASCII.
     #[error("shard contains bytes other than printable ASCII")]
     NotAscii,
@@ -306,11 +312,21 @@ fn parse_record(text: &str, line: usize) -> Result<Record, DecodeError> {
     })
 }
 
-/// Decode one shard. Lines starting with `#` are comments.
-pub fn decode_shard(bytes: &[u8]) -> Result<Shard, DecodeError> {
-    if bytes.len() > MAX_DECODE_BYTES {
+/// Decode one stored shard, plain or gzip-compressed. Lines starting with `#` are comments.
+pub fn decode_shard(stored: &[u8]) -> Result<Shard, DecodeError> {
+    if stored.len() > MAX_DECODE_BYTES {
         return Err(at(0, DecodeErrorKind::TooLarge));
     }
+    let text = super::packed::unpack(stored).map_err(|e| {
+        at(
+            0,
+            match e {
+                super::packed::UnpackError::Corrupt => DecodeErrorKind::CorruptCompression,
+                super::packed::UnpackError::TooLarge => DecodeErrorKind::TextTooLarge,
+            },
+        )
+    })?;
+    let bytes: &[u8] = &text;
     if !bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\n') {
         return Err(at(0, DecodeErrorKind::NotAscii));
     }

@@ -278,6 +278,9 @@ fn arb_record() -> impl Strategy<Value = Record> {
 }
 
 proptest! {
+    // Each case encodes and decodes dozens of records; 64 cases keep the suite quick.
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
     #[test]
     fn any_set_of_records_round_trips(records in prop::collection::vec(arb_record(), 0..60), generation in any::<u64>()) {
         let mut unique = records;
@@ -289,6 +292,11 @@ proptest! {
         back.sort_by_key(|r| r.hash);
         prop_assert_eq!(back, unique);
     }
+}
+
+proptest! {
+    // Cheap cases: many of them.
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
@@ -303,5 +311,97 @@ proptest! {
         let _ = decode_shard(&text);
         text.truncate(cut.index(text.len()));
         let _ = decode_shard(&text);
+    }
+}
+
+mod packed {
+    use super::*;
+
+    fn many(count: u64) -> Vec<Record> {
+        (0..count).map(|n| record(n, &format!("integration-{n:05}"), &["orders:read", "orders:write"])).collect()
+    }
+
+    #[test]
+    fn a_set_that_fits_one_shard_stays_plain_text() {
+        let records = golden_records();
+        let packed = encode_packed(&id("team-a", "default"), 7, &records, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        let plain = encode(&id("team-a", "default"), 7, &records, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        assert_eq!(packed, vec![ShardBytes::Text(plain[0].clone())]);
+    }
+
+    #[test]
+    fn a_large_set_is_gzipped_into_fewer_shards_that_each_fit() {
+        let records = many(3_000);
+        let max = 32 * 1024;
+        let plain = encode(&id("team-a", "big"), 1, &records, max).unwrap();
+        let packed = encode_packed(&id("team-a", "big"), 1, &records, max).unwrap();
+        assert!(packed.iter().all(|s| matches!(s, ShardBytes::Gzip(_))), "expected gzip shards");
+        assert!(packed.iter().all(|s| s.as_bytes().len() <= max), "a shard exceeds {max} bytes");
+        assert!(packed.len() * 3 <= plain.len(), "gzip gave {} shards, plain {}", packed.len(), plain.len());
+        let decoded = packed.iter().map(|s| decode_shard(s.as_bytes()).unwrap()).collect();
+        let mut back = assemble(decoded).unwrap().remove(0).records;
+        let mut expected = records;
+        back.sort_by_key(|r| r.hash);
+        expected.sort_by_key(|r| r.hash);
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn packing_is_deterministic() {
+        let records = many(2_000);
+        let a = encode_packed(&id("team-a", "big"), 1, &records, 16 * 1024).unwrap();
+        let b = encode_packed(&id("team-a", "big"), 1, &records, 16 * 1024).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn corrupt_or_truncated_gzip_is_refused() {
+        let packed = encode_packed(&id("team-a", "big"), 1, &many(2_000), 16 * 1024).unwrap();
+        let mut bytes = packed[0].as_bytes().to_vec();
+        let kind = |b: &[u8]| decode_shard(b).unwrap_err().kind;
+        assert_eq!(kind(&bytes[..bytes.len() / 2]), DecodeErrorKind::CorruptCompression);
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        assert_eq!(kind(&bytes), DecodeErrorKind::CorruptCompression);
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![b'#'; MAX_TEXT_BYTES + 1]).unwrap();
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 64 * 1024, "the bomb should be small: {}", bomb.len());
+        assert_eq!(decode_shard(&bomb).unwrap_err().kind, DecodeErrorKind::TextTooLarge);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn packed_sets_round_trip(records in prop::collection::vec(arb_record(), 0..80)) {
+            let mut unique = records;
+            unique.sort_by_key(|r| r.hash);
+            unique.dedup_by_key(|r| r.hash);
+            let packed = encode_packed(&id("ns", "set"), 3, &unique, 2 * 1024).unwrap();
+            prop_assert!(packed.iter().all(|s| s.as_bytes().len() <= 2 * 1024));
+            let decoded = packed.iter().map(|s| decode_shard(s.as_bytes()).unwrap()).collect();
+            let mut back = assemble(decoded).unwrap().remove(0).records;
+            back.sort_by_key(|r| r.hash);
+            prop_assert_eq!(back, unique);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_mutated_gzip_never_panics(pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            static PACKED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+                encode_packed(&id("team-a", "big"), 1, &many(300), 4 * 1024).unwrap()[0].as_bytes().to_vec()
+            });
+            let mut bytes = PACKED.clone();
+            let i = pos.index(bytes.len());
+            bytes[i] = byte;
+            let _ = decode_shard(&bytes);
+        }
     }
 }

@@ -1,0 +1,33 @@
+# One place for the commands developers and CI run. CI calls `make ci` through .ci/run.
+.PHONY: all fmt fmt-check lint test crds bench manifests-check ci
+
+all: fmt lint test
+
+fmt:
+	cargo fmt
+
+fmt-check:
+	cargo fmt --check
+
+lint:
+	cargo clippy --all-targets --locked -- -D warnings
+
+# The README's test command.
+test:
+	cargo test --locked
+
+# Regenerate the CRD from the Rust types; a test fails when the checked-in file drifts.
+crds:
+	cargo run --quiet --locked -- crd > crds/apikey.yaml
+
+bench:
+	cargo bench
+
+# Render the kustomize base and validate every object against the Kubernetes schemas.
+VENV := target/ci-venv
+manifests-check:
+	test -x $(VENV)/bin/kubernetes-validate || (python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet kubernetes-validate)
+	kubectl kustomize manifests/ > target/manifests.yaml
+	$(VENV)/bin/kubernetes-validate --kubernetes-version 1.33.0 --strict target/manifests.yaml
+
+ci: fmt-check lint test manifests-check

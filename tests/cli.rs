@@ -1,0 +1,237 @@
+//! Black-box tests of the `keyward` binary's foundation commands: crd, token, keyset.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn keyward(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the keyward binary starts");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn new_token(prefix: &str) -> String {
+    let out = keyward(&["token", "new", "--prefix", prefix], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim_end().to_owned()
+}
+
+#[test]
+fn crd_prints_the_checked_in_crd() {
+    let out = keyward(&["crd"], "");
+    assert!(out.status.success());
+    let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/apikey.yaml")).unwrap();
+    assert_eq!(stdout(&out), checked_in);
+}
+
+#[test]
+fn a_new_token_checks_and_hashes() {
+    let token = new_token("acme_live");
+    assert!(token.starts_with("acme_live_"), "unexpected shape");
+    let check = keyward(&["token", "check", "--prefix", "acme_live"], &format!("{token}\n"));
+    assert!(check.status.success(), "{}", stderr(&check));
+
+    let hash = keyward(&["token", "hash", "--key-id"], &token);
+    assert!(hash.status.success());
+    let line = stdout(&hash);
+    let (hash_text, key_id) = line.trim_end().split_once('\t').unwrap();
+    assert!(hash_text.starts_with("sha256:") && hash_text.len() == 71, "{hash_text}");
+    assert_eq!(key_id, &hash_text[7..19]);
+}
+
+#[test]
+fn check_names_the_reason_and_fails_for_bad_tokens() {
+    let token = new_token("kw");
+    let mut typo = token.clone().into_bytes();
+    let last = typo.len() - 10;
+    typo[last] = if typo[last] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    let cases = [
+        (typo.as_str(), "checksum does not match"),
+        ("kw_short", "characters, expected 39"),
+        ("no-separator", "no '_' between prefix and body"),
+    ];
+    for (input, reason) in cases {
+        let out = keyward(&["token", "check"], input);
+        assert!(!out.status.success(), "accepted a bad token");
+        assert!(stderr(&out).contains(reason), "stderr {:?} lacks {reason:?}", stderr(&out));
+        assert!(!stderr(&out).contains(&token[3..]), "stderr echoed the token");
+    }
+    let wrong_prefix = keyward(&["token", "check", "--prefix", "acme"], &token);
+    assert!(!wrong_prefix.status.success());
+    assert!(stderr(&wrong_prefix).contains("prefix is not \"acme\""), "{}", stderr(&wrong_prefix));
+}
+
+#[test]
+fn a_bad_prefix_is_refused_with_the_rule() {
+    let out = keyward(&["token", "new", "--prefix", "Bad-Prefix"], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("must start with a lowercase letter"), "{}", stderr(&out));
+}
+
+#[test]
+fn keyset_build_and_inspect_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::new();
+    let mut hashes = Vec::new();
+    for i in 0..50 {
+        let token = new_token("kw");
+        let hash = stdout(&keyward(&["token", "hash"], &token)).trim_end().to_owned();
+        hashes.push(hash.clone());
+        let limit = if i % 2 == 0 { r#","rateLimit":{"requests":10,"period":"1m"}"# } else { "" };
+        writeln!(
+            input,
+            r#"{{"hash":"{hash}","name":"key-{i}","scopes":["orders:read"],"notBefore":"2026-11-01T00:00:00Z","state":"active"{limit}}}"#
+        )
+        .unwrap();
+    }
+    let out_dir = dir.path().to_str().unwrap();
+    let build = keyward(
+        &[
+            "keyset",
+            "build",
+            "--name",
+            "partners",
+            "--namespace",
+            "team-a",
+            "--generation",
+            "9",
+            "--max-shard-bytes",
+            "1024",
+            "--out",
+            out_dir,
+        ],
+        &input,
+    );
+    assert!(build.status.success(), "{}", stderr(&build));
+    let files: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(files.len() > 1, "expected several shards, got {files:?}");
+    assert!(files.iter().all(|f| f.starts_with("partners.") && f.ends_with(".keyset")), "{files:?}");
+
+    let inspect = keyward(&["keyset", "inspect", out_dir], "");
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let printed = stdout(&inspect);
+    assert_eq!(printed.lines().count(), 50);
+    for hash in &hashes {
+        assert!(printed.contains(hash.as_str()), "record for {hash} missing");
+    }
+
+    // Building from what inspect printed gives identical shards.
+    let rebuilt = tempfile::tempdir().unwrap();
+    let again = keyward(
+        &[
+            "keyset",
+            "build",
+            "--name",
+            "partners",
+            "--namespace",
+            "team-a",
+            "--generation",
+            "9",
+            "--max-shard-bytes",
+            "1024",
+            "--out",
+            rebuilt.path().to_str().unwrap(),
+        ],
+        &printed,
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
+    for file in &files {
+        assert_eq!(
+            std::fs::read(dir.path().join(file)).unwrap(),
+            std::fs::read(rebuilt.path().join(file)).unwrap(),
+            "{file} differs after a round trip"
+        );
+    }
+}
+
+#[test]
+fn keyset_build_replaces_old_shards_of_the_same_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("partners.7.keyset"), "stale").unwrap();
+    std::fs::write(dir.path().join("other.1.keyset"), "kept").unwrap();
+    let out = keyward(&["keyset", "build", "--name", "partners", "--out", dir.path().to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!dir.path().join("partners.7.keyset").exists());
+    assert!(dir.path().join("partners.1.keyset").exists());
+    assert_eq!(std::fs::read_to_string(dir.path().join("other.1.keyset")).unwrap(), "kept");
+}
+
+#[test]
+fn keyset_build_reports_the_line_of_a_bad_record_without_echoing_it() {
+    let token = new_token("kw");
+    let input = format!(
+        "{{\"hash\":\"{token}\",\"name\":\"a\",\"scopes\":[\"x:read\"],\"notBefore\":\"2026-11-01T00:00:00Z\",\"state\":\"active\"}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = keyward(&["keyset", "build", "--name", "s", "--out", dir.path().to_str().unwrap()], &input);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("stdin line 1"), "{err}");
+    assert!(!err.contains(&token[3..]), "the error echoed a token: {err}");
+}
+
+#[test]
+fn keyset_inspect_reads_a_kubelet_style_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/team-a.default.1.keyset");
+    let data_dir = dir.path().join("..2026_11_22_10_00_00.000000001");
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::copy(&golden, data_dir.join("default.1.keyset")).unwrap();
+    std::os::unix::fs::symlink(data_dir.file_name().unwrap(), dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/default.1.keyset", dir.path().join("default.1.keyset")).unwrap();
+    let out = keyward(&["keyset", "inspect", dir.path().to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 4);
+    assert!(stderr(&out).contains("keyset team-a/default generation 7: 4 records"), "{}", stderr(&out));
+}
+
+#[test]
+fn keyset_inspect_names_line_and_field_of_a_corrupt_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.1.keyset");
+    std::fs::write(&path, "keyward-keyset v1 keyset=a/b generation=1 shard=1/1 records=1\nsha256:zz x a/b c:read 2026-01-01T00:00:00Z - active -\n").unwrap();
+    let out = keyward(&["keyset", "inspect", path.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 2: field hash is missing or malformed"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_large_key_set_is_written_gzip_compressed_and_inspects_the_same() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut input = String::new();
+    for i in 0..2_000 {
+        let hash = keyward::token::Token::generate(&keyward::token::Prefix::default(), &mut rng).hash();
+        writeln!(
+            input,
+            r#"{{"hash":"{hash}","name":"integration-{i:05}","scopes":["orders:read","orders:write"],"notBefore":"2026-11-01T00:00:00Z","state":"active"}}"#
+        )
+        .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap();
+    let build = keyward(&["keyset", "build", "--name", "big", "--max-shard-bytes", "65536", "--out", out_dir], &input);
+    assert!(build.status.success(), "{}", stderr(&build));
+    let shard = std::fs::read(dir.path().join("big.1.keyset")).unwrap();
+    assert_eq!(shard[..2], keyward::keyset::GZIP_MAGIC, "a multi-shard set should be gzip-compressed");
+    let inspect = keyward(&["keyset", "inspect", out_dir], "");
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    assert_eq!(stdout(&inspect).lines().count(), 2_000);
+}
