@@ -142,3 +142,60 @@ async fn start_up_passes_once_the_crd_is_installed() {
     let inner = kube_fake_client::ClientBuilder::new().with_object(crate::api::crd()).build().await.unwrap();
     super::check_crd(&crate::fakeapi::with_watch(inner)).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_converged_operator_issues_no_writes_while_idle() {
+    let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = writes.clone();
+    let funcs = kube_fake_client::interceptor::Funcs::new().patch(move |_| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(None)
+    });
+    let (c2, c3) = (writes.clone(), writes.clone());
+    let funcs = funcs
+        .create(move |_| {
+            c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(None)
+        })
+        .patch_status(move |_| {
+            c3.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(None)
+        });
+    let inner = kube_fake_client::ClientBuilder::new()
+        .with_resource::<ApiKey>()
+        .with_status_subresource::<ApiKey>()
+        .with_interceptor_funcs(funcs)
+        .build()
+        .await
+        .unwrap();
+    let client = crate::fakeapi::with_watch(inner);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(run(client.clone(), Options::default(), async move {
+        let _ = stopped.await;
+    }));
+    let key: ApiKey = serde_yaml::from_str(
+        "
+apiVersion: keyward.dev/v1alpha1
+kind: ApiKey
+metadata: {name: crm, namespace: team-a}
+spec:
+  scopes: [\"orders:read\"]
+  rotation: {every: 30d}
+",
+    )
+    .unwrap();
+    Api::<ApiKey>::namespaced(client.clone(), NS).create(&PostParams::default(), &key).await.unwrap();
+    eventually("creation", 10, || async {
+        state(&client, "crm").await == Some(KeyState::Active) && published(&client).await.len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let settled = writes.load(std::sync::atomic::Ordering::SeqCst);
+
+    // Two hours: several key-set resyncs, no deadline due.
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+
+    assert_eq!(writes.load(std::sync::atomic::Ordering::SeqCst), settled, "an idle, converged operator writes nothing");
+    stop.send(()).unwrap();
+    operator.await.unwrap();
+}

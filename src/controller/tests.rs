@@ -645,6 +645,21 @@ impl std::io::Write for LogWriter {
 }
 
 #[test]
+fn conflicts_retry_at_once_other_api_failures_back_off_and_the_rest_wait_long() {
+    let api = |code| super::Error::Kube {
+        action: "test",
+        source: Box::new(kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed())),
+    };
+    let action = |e: &super::Error| super::retry_after(e);
+    assert_eq!(action(&api(409)), kube::runtime::controller::Action::requeue(Duration::from_millis(200)));
+    assert_eq!(action(&api(500)), kube::runtime::controller::Action::requeue(Duration::from_secs(5)));
+    assert_eq!(
+        action(&super::Error::MissingField("metadata.uid")),
+        kube::runtime::controller::Action::requeue(Duration::from_secs(300))
+    );
+}
+
+#[test]
 fn merge_diff_nulls_cleared_fields_and_keeps_unchanged_ones_out() {
     let old = json!({ "a": 1, "b": { "c": 2, "d": 3 }, "e": [1] });
     let new = json!({ "a": 1, "b": { "c": 2 }, "e": [2], "f": "x" });

@@ -83,6 +83,8 @@ pub struct World {
     /// Tokens in the Secret: (token, next-token).
     pub secret_tokens: (Option<Token>, Option<Token>),
     pub mints: usize,
+    /// Hashes of every token minted, in order.
+    pub minted: Vec<crate::token::KeyHash>,
     pub plans: Vec<Plan>,
     /// Whether the simulated publisher has written status.nextKey's hash.
     pub publisher_up: bool,
@@ -99,6 +101,7 @@ impl World {
             now: at(now),
             secret_tokens: (None, None),
             mints: 0,
+            minted: Vec::new(),
             plans: Vec::new(),
             publisher_up: true,
             deleted: false,
@@ -186,7 +189,9 @@ impl World {
         let minted = mint.then(|| {
             self.mints += 1;
             let prefix: Prefix = self.key.spec.prefix.as_deref().unwrap_or("kw").parse().expect("valid prefix");
-            Token::generate(&prefix, &mut self.rng)
+            let token = Token::generate(&prefix, &mut self.rng);
+            self.minted.push(token.hash());
+            token
         });
         let resolve = |source: Option<Source>| match source? {
             Source::Token => self.secret_tokens.0.clone(),

@@ -25,6 +25,8 @@ mod validate;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
