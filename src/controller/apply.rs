@@ -220,7 +220,16 @@ pub(super) fn merge_diff(old: &Value, new: &Value) -> Value {
 
 async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
     let reference = key.object_ref(&());
+    let key_id = key.status.as_ref().and_then(|s| s.current_key.as_ref()).map_or("", |k| k.key_id.as_str());
     for planned in &plan.events {
+        info!(
+            namespace = key.namespace().unwrap_or_default(),
+            name = %key.name_any(),
+            key_id,
+            reason = planned.reason,
+            note = %planned.note,
+            "lifecycle step"
+        );
         let event = Event {
             type_: match planned.kind {
                 EventKind::Normal => EventType::Normal,

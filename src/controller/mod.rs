@@ -25,7 +25,7 @@ use jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{instrument, warn};
 
 use crate::api::ApiKey;
 use crate::keyset::KeySetId;
@@ -137,9 +137,4 @@ pub(crate) fn namespace(key: &ApiKey) -> Result<&str, Error> {
 
 pub(crate) fn key_set_id(key: &ApiKey) -> Result<KeySetId, Error> {
     Ok(KeySetId { namespace: namespace(key)?.to_owned(), name: key.spec.key_set.clone() })
-}
-
-/// Log one line per finished reconcile with the outcome.
-pub fn log_outcome(namespace: &str, name: &str, action: &Action) {
-    info!(namespace, name, ?action, "reconciled");
 }

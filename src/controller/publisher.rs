@@ -34,6 +34,9 @@ use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, records_for};
 
 use super::{Clock, Error, FIELD_MANAGER};
 
+/// Pause after a flush in which some key set could not be written.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
 /// One key set's lock, guarding the records last written (`None` until first known).
 type SetLock = Arc<tokio::sync::Mutex<Option<Vec<Record>>>>;
 
@@ -136,19 +139,26 @@ impl Publisher {
                 () = &mut shutdown => return,
             }
             tokio::time::sleep(self.coalesce).await;
-            self.flush().await;
+            if self.flush().await > 0 {
+                // The API is failing: do not retry at the coalescing pace.
+                tokio::time::sleep(RETRY_AFTER_FAILURE).await;
+            }
         }
     }
 
-    /// Rebuild every key set requested so far; failed ones are requested again.
-    pub async fn flush(&self) {
+    /// Rebuild every key set requested so far; failed ones are requested
+    /// again. Returns how many failed.
+    pub async fn flush(&self) -> usize {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut failed = 0;
         for id in pending {
             if let Err(e) = self.publish_now(&id).await {
                 warn!(namespace = %id.namespace, keyset = %id.name, error = %e, "key-set publish failed; will retry");
                 self.request(id);
+                failed += 1;
             }
         }
+        failed
     }
 
     /// Whether any key set is waiting to be rebuilt.
