@@ -300,6 +300,11 @@ pub struct ApiKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
 
+    /// The key set the key is published to; when `spec.keySet` changes, the
+    /// operator unpublishes the key from this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_set: Option<String>,
+
     /// The token in the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_key: Option<KeyVersion>,

@@ -1,9 +1,9 @@
 //! Apply: carry out a plan's writes, in the order that makes a crash between any two safe.
 //!
 //! Order: finalizer (before anything is published), Secret (a token is
-//! persisted before anything refers to it), status (records the token, which
-//! makes it publishable), Events, key set, then the finalizer release and
-//! deletions. Writes are skipped when the plan says nothing changed.
+//! persisted before anything refers to it), the old key set after a `keySet`
+//! change (before status forgets it), status (records the token, which makes
+//! it publishable), Events, key set, then the finalizer release and deletions. Writes are skipped when the plan says nothing changed.
 //!
 //! Write methods, and why:
 //! - Secret and key-set ConfigMaps: server-side apply with field manager
@@ -39,6 +39,7 @@ pub(super) async fn apply(ctx: &Context, key: ApiKey, seen: &Seen, plan: &Plan) 
     let key = add_finalizer(ctx, key, plan).await?;
     write_secret(ctx, &key, seen, plan).await?;
     delete_old_secret(ctx, &key, plan).await?;
+    leave_old_key_set(ctx, &key, plan).await?;
     let key = write_status(ctx, key, plan).await?;
     emit_events(ctx, &key, plan).await;
     publish(ctx, &key, plan).await?;
@@ -179,6 +180,14 @@ async fn delete_old_secret(ctx: &Context, key: &ApiKey, plan: &Plan) -> Result<(
         secrets.delete(name, &DeleteParams::default()).await.map_err(Error::kube("delete old Secret"))?;
     }
     Ok(())
+}
+
+/// Rebuild the key set the key moved out of. It runs before status forgets
+/// the old set: the rebuild reads the new `spec.keySet`, so the key is gone from it.
+async fn leave_old_key_set(ctx: &Context, key: &ApiKey, plan: &Plan) -> Result<(), Error> {
+    let Some(name) = &plan.leave_key_set else { return Ok(()) };
+    let id = crate::keyset::KeySetId { namespace: namespace(key)?.to_owned(), name: name.clone() };
+    ctx.publisher.publish_now(&id).await
 }
 
 async fn write_status(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<ApiKey, Error> {

@@ -238,6 +238,9 @@ pub struct Plan {
     pub secret: Option<DesiredSecret>,
     /// An earlier Secret of this key (after `secretName` changed) to delete if owned.
     pub delete_secret: Option<String>,
+    /// An earlier key set of this key (after `keySet` changed) to rebuild at
+    /// once, before status forgets it, so that the key leaves it.
+    pub leave_key_set: Option<String>,
     /// This key's records in its key set, after this plan.
     pub records: Vec<Record>,
     /// Whether the key set needs publishing.

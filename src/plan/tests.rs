@@ -435,6 +435,20 @@ fn changing_the_secret_name_issues_a_token_in_the_new_secret_and_deletes_the_old
 }
 
 #[test]
+fn moving_to_another_key_set_leaves_the_old_one_at_once() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    assert_eq!(world.status().key_set.as_deref(), Some("default"));
+    world.key.spec.key_set = "partners".to_owned();
+
+    let plan = world.plan();
+
+    assert_eq!(plan.leave_key_set.as_deref(), Some("default"));
+    assert_eq!(plan.status.as_ref().and_then(|s| s.key_set.as_deref()), Some("partners"));
+    assert!(plan.mint.is_none(), "moving does not rotate");
+    assert!(plan.events.iter().any(|e| e.reason == "KeySetChanged"));
+}
+
+#[test]
 fn a_token_edited_by_hand_is_never_published() {
     let mut world = World::converged(an_api_key("crm").build(), T0);
     let planted = stranger_token();

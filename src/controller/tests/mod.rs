@@ -188,6 +188,22 @@ async fn a_deleted_secret_is_repaired_and_the_repair_is_reported() {
 }
 
 #[tokio::test]
+async fn moving_a_key_to_another_key_set_removes_it_from_the_old_one_in_the_same_reconcile() {
+    let h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle("crm").await;
+    let token = h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap();
+
+    h.patch_spec("crm", json!({ "keySet": "partners" })).await;
+    h.reconcile("crm").await;
+    assert!(h.published("default").await.is_empty(), "gone from the old set before any coalesced publish");
+    h.ctx.publisher.flush().await;
+
+    let moved: Vec<KeyHash> = h.published("partners").await.iter().map(|r| r.hash).collect();
+    assert_eq!(moved, vec![hash_of(&token)], "same token, new audience");
+}
+
+#[tokio::test]
 async fn a_hand_edited_key_set_shard_is_rewritten() {
     let h = harness(Settings::default()).await;
     h.create(CRM).await;

@@ -44,7 +44,7 @@ pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: 
     {
         return draft.secret_conflict();
     }
-    draft.forget_renamed_secret();
+    draft.follow_moves();
     if key.spec.revoked {
         draft.revoke();
     } else if draft.status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now) {
@@ -75,6 +75,7 @@ struct Draft<'a> {
     next_token: Option<Source>,
     mint: Option<Mint>,
     delete_secret: Option<String>,
+    leave_key_set: Option<String>,
     delete_apikey: bool,
     again: bool,
     deadlines: Vec<Timestamp>,
@@ -101,6 +102,7 @@ impl<'a> Draft<'a> {
             next_token,
             mint: None,
             delete_secret: None,
+            leave_key_set: None,
             delete_apikey: false,
             again: false,
             deadlines: Vec::new(),
@@ -219,6 +221,7 @@ impl<'a> Draft<'a> {
             mint: self.mint,
             secret,
             delete_secret: self.delete_secret,
+            leave_key_set: self.leave_key_set,
             records,
             publish,
             status,

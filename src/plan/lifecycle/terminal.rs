@@ -18,6 +18,7 @@ impl Draft<'_> {
             mint: None,
             secret: None,
             delete_secret: None,
+            leave_key_set: self.old.key_set.clone().filter(|old| *old != self.key.spec.key_set),
             records: Vec::new(),
             publish: if self.observed.published.is_empty() { Publish::Unchanged } else { Publish::Now },
             status: None,
@@ -61,7 +62,8 @@ impl Draft<'_> {
         self.finish_without_secret()
     }
 
-    pub(super) fn forget_renamed_secret(&mut self) {
+    /// `secretName` or `keySet` changed: the old Secret goes, the old key set is left.
+    pub(super) fn follow_moves(&mut self) {
         let desired = secret_name(self.key);
         if let Some(old) = &self.old.secret_name
             && *old != desired
@@ -69,6 +71,14 @@ impl Draft<'_> {
             self.delete_secret = Some(old.clone());
         }
         self.status.secret_name = Some(desired);
+        let key_set = &self.key.spec.key_set;
+        if let Some(old) = &self.old.key_set
+            && old != key_set
+        {
+            self.leave_key_set = Some(old.clone());
+            self.event(EventKind::Normal, "KeySetChanged", format!("Key moved from key set {old} to {key_set}"));
+        }
+        self.status.key_set = Some(key_set.clone());
     }
 
     pub(super) fn clean_up_tokens(&mut self) {
