@@ -124,11 +124,15 @@ pub fn error_policy(key: Arc<ApiKey>, error: &Error, _ctx: Arc<Context>) -> Acti
     retry_after(error)
 }
 
+/// Longest requeue: kube-runtime's scheduler (a timer wheel) cannot hold
+/// deadlines years ahead, and an occasional look at a distant key is cheap
+/// (converged keys plan no writes).
+pub const MAX_REQUEUE: Duration = Duration::from_secs(6 * 3600);
+
 fn until(now: Timestamp, at: Timestamp) -> Duration {
     let secs = at.duration_since(now).as_secs_f64().max(0.0);
-    // Kubernetes deadlines are whole seconds; a requeue exactly at `at` may
-    // land a hair early on a coarse timer, so round up.
-    Duration::from_secs_f64(secs.ceil())
+    // Deadlines are whole seconds; round up so a requeue never lands early.
+    Duration::from_secs_f64(secs.ceil().min(MAX_REQUEUE.as_secs_f64()))
 }
 
 pub(crate) fn namespace(key: &ApiKey) -> Result<&str, Error> {

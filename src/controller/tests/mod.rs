@@ -82,7 +82,7 @@ async fn reconciling_a_converged_apikey_writes_nothing() {
 
     let after: Vec<String> = h.tap.writes.lock().unwrap()[before..].iter().map(|(t, _)| t.clone()).collect();
     assert!(after.is_empty(), "expected no writes, got {after:?}");
-    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(30 * 86_400)));
+    assert_eq!(action, kube::runtime::controller::Action::requeue(super::MAX_REQUEUE), "30 days away, capped");
 }
 
 #[tokio::test]
@@ -154,11 +154,11 @@ async fn disabling_marks_the_record_inactive_at_once_and_enabling_restores_the_s
 #[tokio::test]
 async fn at_expiry_the_token_is_cleaned_up_and_the_key_marked_expired() {
     let h = harness(Settings::default()).await;
-    h.create(&format!("{CRM}  expiresAt: \"2026-01-02T00:00:00Z\"\n")).await;
+    h.create(&format!("{CRM}  expiresAt: \"2026-01-01T02:00:00Z\"\n")).await;
     let action = h.settle("crm").await;
-    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(86_400)));
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(7_200)), "requeued at expiry");
 
-    h.advance(SignedDuration::from_hours(24));
+    h.advance(SignedDuration::from_hours(2));
     h.reconcile("crm").await;
 
     assert_eq!(h.get("crm").await.status.unwrap().state, Some(KeyState::Expired));
@@ -458,6 +458,13 @@ fn conflicts_retry_at_once_other_api_failures_back_off_and_the_rest_wait_long() 
         action(&super::Error::MissingField("metadata.uid")),
         kube::runtime::controller::Action::requeue(Duration::from_secs(300))
     );
+}
+
+#[test]
+fn requeues_are_capped_so_distant_deadlines_never_reach_the_scheduler() {
+    let now: jiff::Timestamp = T0.parse().unwrap();
+    assert_eq!(super::until(now, jiff::Timestamp::MAX), super::MAX_REQUEUE);
+    assert_eq!(super::until(now, now.checked_add(SignedDuration::from_millis(1500)).unwrap()), Duration::from_secs(2));
 }
 
 #[test]
