@@ -49,15 +49,15 @@ pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: 
         draft.revoke();
     } else if draft.status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now) {
         draft.expire(&spec);
-    } else if draft.current_token(&spec) {
-        draft.rotation(&spec);
-        draft.retire_previous();
-        if let Some(t) = spec.expires_at {
-            draft.deadline(t);
-        }
-        draft.summarise_live();
     } else {
-        // A token is being issued or the Secret repaired: say so.
+        // Rotation and retirement wait while a token is issued or the Secret repaired.
+        if draft.current_token(&spec) {
+            draft.rotation(&spec);
+            draft.retire_previous();
+            if let Some(t) = spec.expires_at {
+                draft.deadline(t);
+            }
+        }
         draft.summarise_live();
     }
     draft.finish()
