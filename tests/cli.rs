@@ -235,3 +235,26 @@ fn a_large_key_set_is_written_gzip_compressed_and_inspects_the_same() {
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     assert_eq!(stdout(&inspect).lines().count(), 2_000);
 }
+
+#[test]
+fn keyset_build_refuses_misspelt_or_repeated_fields() {
+    let hash = stdout(&keyward(&["token", "hash"], &new_token("kw"))).trim_end().to_owned();
+    let base = format!(
+        r#""hash":"{hash}","name":"a","scopes":["x:read"],"notBefore":"2026-01-01T00:00:00Z","state":"active""#
+    );
+    let cases = [
+        (format!(r#"{{{base},"notafter":"2026-02-01T00:00:00Z"}}"#), "unknown field `notafter`"),
+        (format!(r#"{{{base},"ratelimit":{{"requests":1,"period":"1m"}}}}"#), "unknown field `ratelimit`"),
+        (format!(r#"{{{base},"rateLimit":{{"requests":1,"period":"1m","brust":5}}}}"#), "unknown field `brust`"),
+        (format!(r#"{{{base},"state":"inactive"}}"#), "duplicate field `state`"),
+        (format!(r#"{{{base},"rateLimit":{{"requests":1,"period":"0s"}}}}"#), "rateLimit.period"),
+        (format!(r#"{{{base},"notAfter":"2025-01-01T00:00:00Z"}}"#), "notAfter is not later than notBefore"),
+    ];
+    for (line, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = keyward(&["keyset", "build", "--name", "s", "--out", dir.path().to_str().unwrap()], &line);
+        assert!(!out.status.success(), "accepted {line}");
+        assert!(stderr(&out).contains(reason), "{reason:?} not in {}", stderr(&out));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "wrote shards for a refused input");
+    }
+}

@@ -17,6 +17,9 @@ use crate::token::{KeyHash, KeyId};
 /// Largest shard the decoder reads; a ConfigMap cannot hold more.
 pub const MAX_DECODE_BYTES: usize = 1024 * 1024;
 
+/// Most shards one key set may have.
+pub const MAX_SHARDS: usize = 10_000;
+
 /// One decoded shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shard {
@@ -189,11 +192,19 @@ fn parse_time(text: &str) -> Option<Timestamp> {
     if !shape_ok {
         return None;
     }
-    text.parse().ok()
+    // Parsing alone would accept a leap second (`23:59:60`) as `:59`; only the
+    // canonical spelling of the instant is taken.
+    let time: Timestamp = text.parse().ok()?;
+    (super::encode::format_time(time) == text).then_some(time)
 }
 
 fn parse_u64(text: &str) -> Option<u64> {
-    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+    // Digits only, no leading zeros: one number, one spelling.
+    if text.is_empty()
+        || text.len() > 20
+        || !text.bytes().all(|b| b.is_ascii_digit())
+        || (text.len() > 1 && text.starts_with('0'))
+    {
         return None;
     }
     text.parse().ok()
@@ -231,7 +242,7 @@ fn parse_header(line: &str) -> Result<(KeySetId, u64, usize, usize, usize), Deco
         .split_once('/')
         .and_then(|(i, n)| Some((parse_u64(i)?, parse_u64(n)?)))
         .and_then(|(i, n)| Some((usize::try_from(i).ok()?, usize::try_from(n).ok()?)))
-        .filter(|(i, n)| *i >= 1 && i <= n && *n <= 10_000)
+        .filter(|(i, n)| *i >= 1 && i <= n && *n <= MAX_SHARDS)
         .ok_or_else(|| invalid(1, Field::Shard))?;
     let records = value("records", Field::Records)?;
     let records = parse_u64(records).and_then(|n| usize::try_from(n).ok()).ok_or_else(|| invalid(1, Field::Records))?;
@@ -266,7 +277,8 @@ fn parse_rate_limit(text: &str, line: usize) -> Result<Option<RateLimit>, Decode
     }
     let burst = match parts.next() {
         None => requests,
-        Some(b) => parse_u32_positive(b).ok_or_else(bad)?,
+        // A burst equal to requests is written by leaving it out.
+        Some(b) => parse_u32_positive(b).filter(|b| *b != requests).ok_or_else(bad)?,
     };
     if parts.next().is_some() {
         return Err(bad());

@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 
 use flate2::Compression;
-use flate2::read::GzDecoder;
+use flate2::bufread::GzDecoder;
 use flate2::write::GzEncoder;
 
 use super::encode::{EncodeError, encode};
@@ -99,9 +99,15 @@ pub(super) fn unpack(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, UnpackE
     }
     let mut text = Vec::with_capacity(bytes.len() * 4);
     let limit = u64::try_from(MAX_TEXT_BYTES).unwrap_or(u64::MAX) + 1;
-    GzDecoder::new(bytes).take(limit).read_to_end(&mut text).map_err(|_| UnpackError::Corrupt)?;
+    let mut decoder = GzDecoder::new(bytes);
+    (&mut decoder).take(limit).read_to_end(&mut text).map_err(|_| UnpackError::Corrupt)?;
     if text.len() > MAX_TEXT_BYTES {
         return Err(UnpackError::TooLarge);
+    }
+    // One gzip member and nothing after it: appended bytes would be ignored by
+    // the decoder, so a shard carrying them is not what its writer wrote.
+    if !decoder.into_inner().is_empty() {
+        return Err(UnpackError::Corrupt);
     }
     Ok(std::borrow::Cow::Owned(text))
 }

@@ -113,6 +113,32 @@ fn encoding_the_same_records_in_any_order_gives_the_same_bytes() {
 }
 
 #[test]
+fn records_outside_the_format_are_refused_when_encoding() {
+    let mut ancient = record(1, "a", &["x:read"]);
+    ancient.not_before = "-000005-01-01T00:00:00Z".parse().unwrap();
+    let mut empty_window = record(2, "b", &["x:read"]);
+    empty_window.not_before = "2026-01-01T00:00:00.9Z".parse().unwrap();
+    empty_window.not_after = Some("2026-01-01T00:00:00.95Z".parse().unwrap());
+    for bad in [ancient, empty_window] {
+        let err = encode(&id("team-a", "default"), 1, &[bad], DEFAULT_MAX_SHARD_BYTES).unwrap_err();
+        assert!(matches!(err, EncodeError::InvalidRecord { .. }), "{err:?}");
+    }
+    let err = encode(&id("team-a", "default"), 1, &[], 2 * 1024 * 1024).unwrap_err();
+    assert_eq!(err, EncodeError::Limits);
+}
+
+#[test]
+fn sub_second_times_are_written_rounded_down() {
+    let mut precise = record(1, "a", &["x:read"]);
+    precise.not_before = "2026-01-01T00:00:00.7Z".parse().unwrap();
+    precise.not_after = Some("2026-02-01T00:00:00.7Z".parse().unwrap());
+    let shards = encode(&id("team-a", "default"), 1, &[precise], DEFAULT_MAX_SHARD_BYTES).unwrap();
+    let back = decode_shard(shards[0].as_bytes()).unwrap().records.remove(0);
+    assert_eq!(back.not_before, time("2026-01-01T00:00:00Z"));
+    assert_eq!(back.not_after, Some(time("2026-02-01T00:00:00Z")));
+}
+
+#[test]
 fn duplicate_hashes_are_refused_when_encoding() {
     let records = vec![record(1, "a", &["x:read"]), record(1, "b", &["x:read"])];
     let err = encode(&id("team-a", "default"), 1, &records, DEFAULT_MAX_SHARD_BYTES).unwrap_err();
@@ -161,6 +187,11 @@ fn every_malformed_field_is_reported_with_its_line() {
         (with_field(2, 7, "0/1m"), DecodeError { line: 2, kind: K::InvalidField(Field::RateLimit) }),
         (with_field(2, 7, "10/0s"), DecodeError { line: 2, kind: K::InvalidField(Field::RateLimit) }),
         (with_field(2, 7, "10/1m/5/1"), DecodeError { line: 2, kind: K::InvalidField(Field::RateLimit) }),
+        (with_field(1, 3, "generation=07"), DecodeError { line: 1, kind: K::InvalidField(Field::Generation) }),
+        (with_field(1, 4, "shard=01/1"), DecodeError { line: 1, kind: K::InvalidField(Field::Shard) }),
+        (with_field(2, 5, "2027-12-31T23:59:60Z"), DecodeError { line: 2, kind: K::InvalidField(Field::NotAfter) }),
+        (with_field(2, 7, "10/1m/10"), DecodeError { line: 2, kind: K::InvalidField(Field::RateLimit) }),
+        (with_field(2, 7, "010/1m"), DecodeError { line: 2, kind: K::InvalidField(Field::RateLimit) }),
         (golden_text().replacen('\n', "\n\n", 1), DecodeError { line: 2, kind: K::BlankLine }),
         (golden_text().replacen("analytics", "analytics\u{e9}", 1), DecodeError { line: 0, kind: K::NotAscii }),
         (golden_text().replacen(' ', "\t", 1), DecodeError { line: 0, kind: K::NotAscii }),
@@ -366,6 +397,15 @@ mod packed {
     }
 
     #[test]
+    fn bytes_after_the_gzip_stream_are_refused() {
+        let packed = encode_packed(&id("team-a", "big"), 1, &many(2_000), 16 * 1024).unwrap();
+        let mut bytes = packed[0].as_bytes().to_vec();
+        assert!(decode_shard(&bytes).is_ok());
+        bytes.extend_from_slice(b"trailing");
+        assert_eq!(decode_shard(&bytes).unwrap_err().kind, DecodeErrorKind::CorruptCompression);
+    }
+
+    #[test]
     fn a_decompression_bomb_is_refused() {
         use std::io::Write;
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -403,5 +443,44 @@ mod packed {
             bytes[i] = byte;
             let _ = decode_shard(&bytes);
         }
+    }
+}
+
+mod dir {
+    use super::*;
+
+    /// Lay out `files` the way kubelet writes a ConfigMap volume and return the volume directory.
+    fn kubelet_volume(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let volume = tempfile::tempdir().unwrap();
+        let data = volume.path().join("..2026_11_22_10_00_00.000000001");
+        std::fs::create_dir(&data).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(data.join(name), bytes).unwrap();
+            std::os::unix::fs::symlink(format!("..data/{name}"), volume.path().join(name)).unwrap();
+        }
+        std::os::unix::fs::symlink(data.file_name().unwrap(), volume.path().join("..data")).unwrap();
+        volume
+    }
+
+    #[test]
+    fn a_kubelet_volume_is_read_through_its_data_link_and_other_files_are_ignored() {
+        let golden = golden_text();
+        let volume = kubelet_volume(&[("default.1.keyset", golden.as_bytes()), ("README", b"not a shard")]);
+        let sets = load_dirs(&[volume.path().to_owned()]).unwrap();
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].records.len(), 4);
+    }
+
+    #[test]
+    fn a_directory_without_shards_is_an_error_not_an_empty_set() {
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(load_dirs(&[empty.path().to_owned()]), Err(LoadError::NoShards(_))));
+    }
+
+    #[test]
+    fn one_corrupt_shard_fails_the_whole_load_naming_the_file() {
+        let volume = kubelet_volume(&[("default.1.keyset", golden_text().as_bytes()), ("other.1.keyset", b"garbage")]);
+        let err = load_dirs(&[volume.path().to_owned()]).unwrap_err();
+        assert!(matches!(&err, LoadError::Decode { path, .. } if path.ends_with("other.1.keyset")), "{err}");
     }
 }

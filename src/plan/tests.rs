@@ -528,7 +528,13 @@ fn invalid_specs_name_the_field_and_wait_for_a_change() {
         ("scopes: [\"a:read\"]\nrateLimit: {requests: 5, period: \"soon\"}", "spec.rateLimit.period"),
         ("scopes: [\"a:read\"]\nretainExpiredFor: \"forever\"", "spec.retainExpiredFor"),
         ("scopes: [\"a:read\"]\nexpireAfterUnused: \"1y\"", "spec.expireAfterUnused"),
-        ("scopes: [\"a:read\"]\nsecretTemplate: {labels: {keyward.dev/x: y}}", "spec.secretTemplate"),
+        ("scopes: [\"a:read\"]\nsecretTemplate: {labels: {keyward.dev/x: y}}", "spec.secretTemplate.labels"),
+        (
+            "scopes: [\"a:read\"]\nsecretTemplate: {annotations: {app.kubernetes.io/managed-by: me}}",
+            "spec.secretTemplate.annotations",
+        ),
+        ("scopes: [\"a:read\"]\nrotation: {every: 0s}", "spec.rotation.every"),
+        ("scopes: [\"a:read\"]\nrotation: {every: 1d, gracePeriod: 0m}", "spec.rotation.gracePeriod"),
     ];
     for (yaml, field) in cases {
         let key = KeyBuilder::from_yaml(yaml).build();

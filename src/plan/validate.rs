@@ -14,6 +14,8 @@ use crate::token::Prefix;
 
 /// Longest `keySet` name, as admission has it.
 const MAX_KEY_SET_LEN: usize = 40;
+/// Most labels (and most annotations) a Secret template may add, as admission has it.
+const MAX_TEMPLATE_ENTRIES: usize = 64;
 
 /// One invalid field of a spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,9 +102,16 @@ pub fn validate(spec: &ApiKeySpec) -> Result<ValidSpec, Vec<SpecError>> {
         errors.push(err("spec.displayName", "must be 1 to 256 characters"));
     }
     if let Some(template) = &spec.secret_template {
-        let reserved = template.labels.keys().chain(template.annotations.keys()).any(|k| k.starts_with("keyward.dev/"));
-        if reserved {
-            errors.push(err("spec.secretTemplate", "keys under keyward.dev/ are reserved"));
+        for (field, map) in [
+            ("spec.secretTemplate.labels", &template.labels),
+            ("spec.secretTemplate.annotations", &template.annotations),
+        ] {
+            if map.keys().any(|k| k.starts_with("keyward.dev/") || k == super::LABEL_MANAGED_BY) {
+                errors.push(err(field, "keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"));
+            }
+            if map.len() > MAX_TEMPLATE_ENTRIES {
+                errors.push(err(field, "at most 64 entries"));
+            }
         }
     }
     if errors.is_empty() {
