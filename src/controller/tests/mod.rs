@@ -167,6 +167,67 @@ async fn at_expiry_the_token_is_cleaned_up_and_the_key_marked_expired() {
 }
 
 #[tokio::test]
+async fn an_expired_key_is_deleted_after_its_retention_and_its_finalizer_released() {
+    let h = harness(Settings::default()).await;
+    h.create(&format!("{CRM}  expiresAt: \"2026-01-01T01:00:00Z\"\n  retainExpiredFor: 1h\n")).await;
+    h.settle("crm").await;
+    h.advance(SignedDuration::from_hours(1));
+    let action = h.settle("crm").await;
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(3_600)), "until retention ends");
+
+    h.advance(SignedDuration::from_hours(1));
+    h.settle("crm").await;
+
+    assert!(h.keys().get_opt("crm").await.unwrap().is_none(), "deleted (the fake ignores finalizers)");
+    assert!(h.event_reasons().await.contains(&"Deleted".to_owned()));
+}
+
+#[tokio::test]
+async fn a_secret_that_belongs_to_someone_else_is_never_overwritten() {
+    let h = harness(Settings::default()).await;
+    let foreign: Secret = serde_yaml::from_str(
+        "
+metadata: {name: crm-apikey, namespace: team-a}
+stringData: {token: theirs}
+",
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(h.client.clone(), NS).create(&kube::api::PostParams::default(), &foreign).await.unwrap();
+    h.create(CRM).await;
+
+    let action = h.settle("crm").await;
+
+    let status = h.get("crm").await.status.unwrap();
+    assert_eq!((status.state, status.conditions[0].reason.as_str()), (Some(KeyState::Error), "SecretConflict"));
+    let secret = h.secret("crm-apikey").await.unwrap();
+    assert!(secret.metadata.owner_references.is_none(), "left as it was");
+    assert!(h.minted.lock().unwrap().is_empty());
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(300)), "no hot loop");
+}
+
+#[tokio::test]
+async fn a_new_rotate_annotation_value_rotates_once_and_reapplying_it_does_nothing() {
+    let h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle("crm").await;
+    let first = h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap();
+    let annotate = json!({ "metadata": { "annotations": { crate::api::ROTATE_ANNOTATION: "2026-01-01" } } });
+    h.keys().patch("crm", &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
+
+    h.settle("crm").await;
+    h.advance(SignedDuration::from_mins(2));
+    h.settle("crm").await;
+    let second = h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap();
+    assert_ne!(first, second, "rotated");
+
+    h.keys().patch("crm", &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
+    h.advance(SignedDuration::from_mins(5));
+    h.settle("crm").await;
+    assert_eq!(h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap(), second, "same value, no rotation");
+    assert_eq!(h.minted.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn a_deleted_secret_is_repaired_and_the_repair_is_reported() {
     let h = harness(Settings::default()).await;
     h.create(CRM).await;
