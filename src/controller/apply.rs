@@ -61,7 +61,11 @@ async fn add_finalizer(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<ApiKey
         return Ok(key);
     }
     let patch = match &key.metadata.finalizers {
-        None => json!([{ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }]),
+        // `add` would replace a list someone else created meanwhile: guard on the version read.
+        None => json!([
+            { "op": "test", "path": "/metadata/resourceVersion", "value": key.metadata.resource_version },
+            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+        ]),
         Some(list) => json!([
             { "op": "test", "path": "/metadata/finalizers", "value": list },
             { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER },
