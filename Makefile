@@ -1,5 +1,5 @@
 # One place for the commands developers and CI run. CI calls `make ci` through .ci/run.
-.PHONY: all fmt fmt-check lint test crds crds-check bench ci
+.PHONY: all fmt fmt-check lint test crds bench manifests-check ci
 
 all: fmt lint test
 
@@ -23,4 +23,11 @@ crds:
 bench:
 	cargo bench
 
-ci: fmt-check lint test
+# Render the kustomize base and validate every object against the Kubernetes schemas.
+VENV := target/ci-venv
+manifests-check:
+	test -x $(VENV)/bin/kubernetes-validate || (python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet kubernetes-validate)
+	kubectl kustomize manifests/ > target/manifests.yaml
+	$(VENV)/bin/kubernetes-validate --kubernetes-version 1.33.0 --strict target/manifests.yaml
+
+ci: fmt-check lint test manifests-check

@@ -1,4 +1,5 @@
-//! Key-set encode/decode throughput at 100,000 keys, and how many realistic keys fit in one 512 KiB shard.
+//! Key-set encode/decode throughput at 100,000 keys, plain and gzip-packed, and how many
+//! realistic keys fit in one 512 KiB shard.
 //!
 //! Run: `cargo bench --bench keyset`. The keys-per-shard figure is printed before the timings.
 
@@ -58,6 +59,17 @@ fn keyset_benches(c: &mut Criterion) {
         bytes % 100_000 / 1_000
     );
 
+    let packed = keyset::encode_packed(&id, 1, &records, keyset::DEFAULT_MAX_SHARD_BYTES).unwrap();
+    let packed_bytes: usize = packed.iter().map(|s| s.as_bytes().len()).sum();
+    let first_packed = keyset::decode_shard(packed[0].as_bytes()).unwrap();
+    eprintln!(
+        "keys per 512 KiB gzip shard: {} (100,000 keys in {} shards, {}.{:02} bytes per record)",
+        first_packed.records.len(),
+        packed.len(),
+        packed_bytes / 100_000,
+        packed_bytes % 100_000 / 1_000
+    );
+
     let mut group = c.benchmark_group("keyset_100k");
     group.sample_size(10);
     group.bench_function("encode", |b| {
@@ -66,6 +78,15 @@ fn keyset_benches(c: &mut Criterion) {
     group.bench_function("decode_and_assemble", |b| {
         b.iter(|| {
             let decoded = shards.iter().map(|s| keyset::decode_shard(black_box(s.as_bytes())).unwrap()).collect();
+            keyset::assemble(decoded).unwrap()
+        });
+    });
+    group.bench_function("encode_packed", |b| {
+        b.iter(|| keyset::encode_packed(&id, 1, black_box(&records), keyset::DEFAULT_MAX_SHARD_BYTES).unwrap());
+    });
+    group.bench_function("decode_and_assemble_packed", |b| {
+        b.iter(|| {
+            let decoded = packed.iter().map(|s| keyset::decode_shard(black_box(s.as_bytes())).unwrap()).collect();
             keyset::assemble(decoded).unwrap()
         });
     });

@@ -12,12 +12,22 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// The OpenAPI pattern that admission applies to every duration field.
+///
+/// The bounds keep every accepted value under Go's `time.Duration` maximum
+/// (2562047h), which the API server's CEL `duration()` enforces. Zero is
+/// refused separately (a CEL rule at admission, [`KeyDuration::from_str`] in code).
 pub const DURATION_PATTERN: &str =
-    r"^([0-9]{1,6}d|[0-9]{1,7}h([0-9]{1,7}m)?([0-9]{1,7}s)?|[0-9]{1,7}m([0-9]{1,7}s)?|[0-9]{1,7}s)$";
+    r"^([0-9]{1,5}d|[0-9]{1,6}h([0-9]{1,7}m)?([0-9]{1,7}s)?|[0-9]{1,7}m([0-9]{1,7}s)?|[0-9]{1,7}s)$";
 
 /// CEL that turns the duration string `X` into a CEL `duration`, days included.
 pub const CEL_DURATION_MACRO: &str =
     "(X.endsWith('d') ? duration(string(int(X.substring(0, X.size() - 1)) * 24) + 'h') : duration(X))";
+
+/// The CEL rule, for a duration field itself, that refuses zero.
+#[must_use]
+pub fn cel_positive_rule() -> String {
+    format!("{} > duration('0s')", cel_duration("self"))
+}
 
 /// Build the CEL expression converting the field at `path` into a `duration`.
 #[must_use]
@@ -34,7 +44,7 @@ pub struct KeyDuration {
 
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a duration such as 30d, 720h, 1h30m or 90s")]
+#[error("{0:?} is not a duration above zero such as 30d, 720h, 1h30m or 90s")]
 pub struct DurationError(pub String);
 
 impl KeyDuration {
@@ -57,10 +67,13 @@ impl FromStr for KeyDuration {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || DurationError(s.to_owned());
         if let Some(days) = s.strip_suffix('d') {
-            if days.is_empty() || days.len() > 6 || !days.bytes().all(|b| b.is_ascii_digit()) {
+            if days.is_empty() || days.len() > 5 || !days.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err());
             }
             let days: u64 = days.parse().map_err(|_| err())?;
+            if days == 0 {
+                return Err(err());
+            }
             return Ok(KeyDuration { text: s.to_owned(), value: Duration::from_secs(days * 86_400) });
         }
         // Hours, then minutes, then seconds; each at most once and in that order.
@@ -69,7 +82,8 @@ impl FromStr for KeyDuration {
         let mut last_unit = 0;
         while !rest.is_empty() {
             let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            if digits == 0 || digits > 7 || digits == rest.len() {
+            let max_digits = if rest.as_bytes().get(digits) == Some(&b'h') { 6 } else { 7 };
+            if digits == 0 || digits > max_digits || digits == rest.len() {
                 return Err(err());
             }
             let number: u64 = rest[..digits].parse().map_err(|_| err())?;
@@ -86,7 +100,7 @@ impl FromStr for KeyDuration {
             total += number * seconds;
             rest = &rest[digits + 1..];
         }
-        if last_unit == 0 {
+        if last_unit == 0 || total == 0 {
             return Err(err());
         }
         Ok(KeyDuration { text: s.to_owned(), value: Duration::from_secs(total) })
@@ -116,7 +130,8 @@ mod tests {
             ("2h5s", 7_205),
             ("15m", 900),
             ("90s", 90),
-            ("0s", 0),
+            ("99999d", 99_999 * 86_400),
+            ("999999h", 999_999 * 3_600),
         ];
         for (input, expected) in cases {
             assert_eq!(secs(input), Some(expected), "input {input:?}");
@@ -125,7 +140,11 @@ mod tests {
 
     #[test]
     fn everything_outside_the_grammar_is_refused() {
-        for input in ["", "d", "h", "30", "1d12h", "30m1h", "1h1h", "1.5h", "-1h", "1w", " 1h", "1h ", "1H"] {
+        let cases = [
+            "", "d", "h", "30", "1d12h", "30m1h", "1h1h", "1.5h", "-1h", "1w", " 1h", "1h ", "1H", "0s", "0d", "0h0m",
+            "100000d", "1000000h",
+        ];
+        for input in cases {
             assert_eq!(secs(input), None, "input {input:?} should be refused");
         }
     }
@@ -133,8 +152,14 @@ mod tests {
     #[test]
     fn the_admission_pattern_and_the_parser_agree() {
         let re = regex_lite::Regex::new(DURATION_PATTERN).unwrap();
-        for input in ["30d", "720h", "1h30m", "90s", "", "1d12h", "30m1h", "1.5h", "1h1h", "5m10s", "1234567d"] {
+        // The pattern admits zero; a CEL rule refuses it at admission, as the parser does.
+        for input in
+            ["30d", "720h", "1h30m", "90s", "", "1d12h", "30m1h", "1.5h", "1h1h", "5m10s", "100000d", "1000000h"]
+        {
             assert_eq!(re.is_match(input), secs(input).is_some(), "input {input:?}");
+        }
+        for zero in ["0s", "0d", "0h0m0s"] {
+            assert!(re.is_match(zero) && secs(zero).is_none(), "input {zero:?}");
         }
     }
 

@@ -15,8 +15,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod duration;
+pub mod fakeapi;
 pub mod keyset;
+pub mod plan;
 pub mod scope;
 pub mod token;
 pub mod verifier;

@@ -112,7 +112,7 @@ fn keyset_build_and_inspect_round_trip() {
             "--generation",
             "9",
             "--max-shard-bytes",
-            "4096",
+            "1024",
             "--out",
             out_dir,
         ],
@@ -145,7 +145,7 @@ fn keyset_build_and_inspect_round_trip() {
             "--generation",
             "9",
             "--max-shard-bytes",
-            "4096",
+            "1024",
             "--out",
             rebuilt.path().to_str().unwrap(),
         ],
@@ -210,4 +210,51 @@ fn keyset_inspect_names_line_and_field_of_a_corrupt_shard() {
     let out = keyward(&["keyset", "inspect", path.to_str().unwrap()], "");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("line 2: field hash is missing or malformed"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_large_key_set_is_written_gzip_compressed_and_inspects_the_same() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut input = String::new();
+    for i in 0..2_000 {
+        let hash = keyward::token::Token::generate(&keyward::token::Prefix::default(), &mut rng).hash();
+        writeln!(
+            input,
+            r#"{{"hash":"{hash}","name":"integration-{i:05}","scopes":["orders:read","orders:write"],"notBefore":"2026-11-01T00:00:00Z","state":"active"}}"#
+        )
+        .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap();
+    let build = keyward(&["keyset", "build", "--name", "big", "--max-shard-bytes", "65536", "--out", out_dir], &input);
+    assert!(build.status.success(), "{}", stderr(&build));
+    let shard = std::fs::read(dir.path().join("big.1.keyset")).unwrap();
+    assert_eq!(shard[..2], keyward::keyset::GZIP_MAGIC, "a multi-shard set should be gzip-compressed");
+    let inspect = keyward(&["keyset", "inspect", out_dir], "");
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    assert_eq!(stdout(&inspect).lines().count(), 2_000);
+}
+
+#[test]
+fn keyset_build_refuses_misspelt_or_repeated_fields() {
+    let hash = stdout(&keyward(&["token", "hash"], &new_token("kw"))).trim_end().to_owned();
+    let base = format!(
+        r#""hash":"{hash}","name":"a","scopes":["x:read"],"notBefore":"2026-01-01T00:00:00Z","state":"active""#
+    );
+    let cases = [
+        (format!(r#"{{{base},"notafter":"2026-02-01T00:00:00Z"}}"#), "unknown field `notafter`"),
+        (format!(r#"{{{base},"ratelimit":{{"requests":1,"period":"1m"}}}}"#), "unknown field `ratelimit`"),
+        (format!(r#"{{{base},"rateLimit":{{"requests":1,"period":"1m","brust":5}}}}"#), "unknown field `brust`"),
+        (format!(r#"{{{base},"state":"inactive"}}"#), "duplicate field `state`"),
+        (format!(r#"{{{base},"rateLimit":{{"requests":1,"period":"0s"}}}}"#), "rateLimit.period"),
+        (format!(r#"{{{base},"notAfter":"2025-01-01T00:00:00Z"}}"#), "notAfter is not later than notBefore"),
+    ];
+    for (line, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = keyward(&["keyset", "build", "--name", "s", "--out", dir.path().to_str().unwrap()], &line);
+        assert!(!out.status.success(), "accepted {line}");
+        assert!(stderr(&out).contains(reason), "{reason:?} not in {}", stderr(&out));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "wrote shards for a refused input");
+    }
 }

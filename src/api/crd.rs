@@ -1,6 +1,8 @@
 //! The CustomResourceDefinition, as installed into clusters and kept in `crds/apikey.yaml`.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+};
 use kube::CustomResourceExt;
 
 use super::ApiKey;
@@ -18,7 +20,31 @@ pub(super) fn grace_shorter_than_every_rule() -> String {
 /// The ApiKey CRD.
 #[must_use]
 pub fn crd() -> CustomResourceDefinition {
-    ApiKey::crd()
+    let mut crd = ApiKey::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            kubernetes_integer_formats(schema);
+        }
+    }
+    crd
+}
+
+/// Rewrite schemars' unsigned integer formats to the ones Kubernetes knows:
+/// API servers from 1.34 warn about `uint32`/`uint64` on every apply.
+fn kubernetes_integer_formats(schema: &mut JSONSchemaProps) {
+    match schema.format.as_deref() {
+        Some("uint32") => schema.format = Some("int32".to_owned()),
+        Some("uint64") => schema.format = Some("int64".to_owned()),
+        _ => {}
+    }
+    let children = schema.properties.iter_mut().flat_map(|p| p.values_mut());
+    let items = schema.items.iter_mut().filter_map(|i| match i {
+        JSONSchemaPropsOrArray::Schema(s) => Some(s.as_mut()),
+        JSONSchemaPropsOrArray::Schemas(_) => None,
+    });
+    for child in children.chain(items) {
+        kubernetes_integer_formats(child);
+    }
 }
 
 /// The ApiKey CRD as YAML, exactly what `keyward crd` prints.

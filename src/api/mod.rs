@@ -38,6 +38,7 @@ pub const ROTATE_ANNOTATION: &str = "keyward.dev/rotate";
     doc = "An API key managed by keyward: its token lives in a Secret, its hash in a key set.",
     status = "ApiKeyStatus",
     derive = "PartialEq",
+    derive = "Default",
     printcolumn(
         name = "State",
         type_ = "string",
@@ -136,13 +137,36 @@ pub struct ApiKeySpec {
     /// Expire the key once nobody has used it for this long (`90d`, `720h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub expire_after_unused: Option<String>,
 
     /// Delete the ApiKey object itself this long after it expired (`30d`).
     /// Absent keeps expired ApiKeys as audit records until someone deletes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub retain_expired_for: Option<String>,
+}
+
+/// The spec as an empty YAML body would deserialise (no scopes yet, so not valid).
+impl Default for ApiKeySpec {
+    fn default() -> Self {
+        ApiKeySpec {
+            display_name: None,
+            scopes: Vec::new(),
+            active: true,
+            revoked: false,
+            expires_at: None,
+            rotation: None,
+            key_set: default_key_set(),
+            secret_name: None,
+            secret_template: None,
+            prefix: None,
+            rate_limit: None,
+            expire_after_unused: None,
+            retain_expired_for: None,
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -162,6 +186,7 @@ pub struct RotationSpec {
     /// Rotate this long after the previous rotation (`30d`, `720h`, `1h30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub every: Option<String>,
 
     /// Rotate on a cron schedule in UTC, five fields (`0 3 * * 1` is Mondays at 03:00).
@@ -172,18 +197,27 @@ pub struct RotationSpec {
     /// How long the previous token keeps working after a rotation. Defaults to `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub grace_period: Option<String>,
 }
+
+/// The CEL rule keeping users' Secret labels and annotations off the operator's own keys.
+const RESERVED_KEYS_RULE: &str = "self.all(k, !k.startsWith('keyward.dev/') && k != 'app.kubernetes.io/managed-by')";
 
 /// Labels and annotations added to the Secret holding the token.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
-    /// Labels to add to the Secret. Keys under `keyward.dev/` are reserved.
+    /// Labels to add to the Secret. Keys under `keyward.dev/` and
+    /// `app.kubernetes.io/managed-by` are reserved for the operator.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations to add to the Secret. Keys under `keyward.dev/` are reserved.
+    /// Annotations to add to the Secret. Keys under `keyward.dev/` are reserved for the operator.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -196,6 +230,7 @@ pub struct RateLimitSpec {
     pub requests: u32,
     /// The period (`1s`, `1m`, `1h`, `1d`).
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub period: String,
     /// Largest burst allowed at once. Defaults to `requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,6 +263,11 @@ pub enum KeyState {
 pub struct KeyVersion {
     /// The token's key id: the first 12 hex digits of its SHA-256.
     pub key_id: String,
+    /// The token's SHA-256 (`sha256:<hex>`), as published in the key set. The
+    /// operator needs it to keep publishing a token that is no longer in the
+    /// Secret (the previous token during its grace period); it is not secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     /// The token is accepted from this time.
     pub not_before: Time,
     /// The token is refused from this time; absent means no end yet.
@@ -272,6 +312,11 @@ pub struct ApiKeyStatus {
     /// The Secret holding the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+
+    /// The key set the key is published to; when `spec.keySet` changes, the
+    /// operator unpublishes the key from this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_set: Option<String>,
 
     /// The token in the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -89,6 +89,43 @@ fn admission_rules_accept_and_refuse_the_right_specs() {
             json!({"scopes": ["a:read"], "rotation": {"every": "2h", "gracePeriod": "1h30m"}}),
             vec![],
         ),
+        (
+            "zero rotation interval",
+            json!({"scopes": ["a:read"], "rotation": {"every": "0d"}}),
+            vec!["must be longer than zero"],
+        ),
+        (
+            "zero rate-limit period",
+            json!({"scopes": ["a:read"], "rateLimit": {"requests": 10, "period": "0h0m0s"}}),
+            vec!["must be longer than zero"],
+        ),
+        (
+            "zero grace",
+            json!({"scopes": ["a:read"], "rotation": {"every": "1d", "gracePeriod": "0s"}}),
+            vec!["must be longer than zero"],
+        ),
+        ("zero inactivity", json!({"scopes": ["a:read"], "expireAfterUnused": "0m"}), vec!["must be longer than zero"]),
+        ("zero retention", json!({"scopes": ["a:read"], "retainExpiredFor": "0s"}), vec!["must be longer than zero"]),
+        (
+            "reserved secret label",
+            json!({"scopes": ["a:read"], "secretTemplate": {"labels": {"keyward.dev/apikey": "other"}}}),
+            vec!["keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"],
+        ),
+        (
+            "managed-by label taken over",
+            json!({"scopes": ["a:read"], "secretTemplate": {"labels": {"app.kubernetes.io/managed-by": "me"}}}),
+            vec!["keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"],
+        ),
+        (
+            "reserved secret annotation",
+            json!({"scopes": ["a:read"], "secretTemplate": {"annotations": {"keyward.dev/x": "y"}}}),
+            vec!["keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"],
+        ),
+        (
+            "ordinary secret labels",
+            json!({"scopes": ["a:read"], "secretTemplate": {"labels": {"team": "x", "app.kubernetes.io/name": "crm"}}}),
+            vec![],
+        ),
     ];
     for (name, spec, expected) in cases {
         assert_eq!(cel_failures(spec, None), expected, "case: {name}");

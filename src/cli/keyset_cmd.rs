@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 
 use crate::keyset::{self, KeySetId, Record, Shard};
@@ -27,7 +27,7 @@ pub(super) enum KeysetCommand {
         /// Generation written in the headers; defaults to the current Unix time, so it grows.
         #[arg(long)]
         generation: Option<u64>,
-        /// Largest shard in bytes.
+        /// Largest shard in bytes. A set that needs more than one plain-text shard is gzip-compressed.
         #[arg(long, default_value_t = keyset::DEFAULT_MAX_SHARD_BYTES)]
         max_shard_bytes: usize,
         /// Directory to write into; other shards of the same key set there are removed.
@@ -72,8 +72,62 @@ fn inspect(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Parse JSON-lines records. `keyId` may be left out (it is derived from the
-/// hash) and `namespace` defaults to `default_namespace`.
+/// One record as people write it by hand: like [`Record`], but `keyId`,
+/// `namespace`, `notAfter`, `rateLimit` and a rate limit's `burst` may be left
+/// out. Unknown or repeated fields are errors, so a misspelt `notafter` cannot
+/// silently produce a key that never expires.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RecordInput {
+    hash: crate::token::KeyHash,
+    key_id: Option<crate::token::KeyId>,
+    namespace: Option<String>,
+    name: String,
+    scopes: Vec<crate::scope::Scope>,
+    not_before: jiff::Timestamp,
+    not_after: Option<jiff::Timestamp>,
+    state: keyset::RecordState,
+    rate_limit: Option<RateLimitInput>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitInput {
+    requests: u32,
+    period: String,
+    burst: Option<u32>,
+}
+
+impl RecordInput {
+    fn into_record(self, default_namespace: &str) -> Result<Record, &'static str> {
+        if self.key_id.is_some_and(|id| id != self.hash.key_id()) {
+            return Err("keyId does not match the hash");
+        }
+        let rate_limit = match self.rate_limit {
+            None => None,
+            Some(limit) => Some(keyset::RateLimit {
+                requests: limit.requests,
+                period: limit.period.parse().map_err(|_| "rateLimit.period is not a duration above zero")?,
+                burst: limit.burst.unwrap_or(limit.requests),
+            }),
+        };
+        let record = Record {
+            hash: self.hash,
+            key_id: self.hash.key_id(),
+            namespace: self.namespace.unwrap_or_else(|| default_namespace.to_owned()),
+            name: self.name,
+            scopes: self.scopes,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            state: self.state,
+            rate_limit,
+        };
+        record.validate()?;
+        Ok(record)
+    }
+}
+
+/// Parse JSON-lines records (see [`RecordInput`]); blank lines are skipped.
 fn read_records(input: impl BufRead, default_namespace: &str) -> anyhow::Result<Vec<Record>> {
     let mut records = Vec::new();
     for (i, line) in input.lines().enumerate() {
@@ -82,31 +136,10 @@ fn read_records(input: impl BufRead, default_namespace: &str) -> anyhow::Result<
         if line.trim().is_empty() {
             continue;
         }
-        let mut value: serde_json::Value =
-            serde_json::from_str(&line).with_context(|| format!("stdin line {number}: not JSON"))?;
-        let Some(object) = value.as_object_mut() else {
-            bail!("stdin line {number}: expected a JSON object");
-        };
-        object.entry("namespace").or_insert_with(|| default_namespace.into());
-        object.entry("notAfter").or_insert(serde_json::Value::Null);
-        object.entry("rateLimit").or_insert(serde_json::Value::Null);
-        let derived_key_id = object
-            .get("hash")
-            .and_then(|h| h.as_str())
-            .and_then(|h| h.parse::<crate::token::KeyHash>().ok())
-            .map(|hash| hash.key_id().to_string());
-        if let Some(key_id) = derived_key_id {
-            object.entry("keyId").or_insert_with(|| key_id.into());
-        }
-        if let Some(limit) = object.get_mut("rateLimit").and_then(|l| l.as_object_mut())
-            && !limit.contains_key("burst")
-        {
-            let requests = limit.get("requests").cloned().unwrap_or_default();
-            limit.insert("burst".into(), requests);
-        }
-        let record: Record =
-            serde_json::from_value(value).with_context(|| format!("stdin line {number}: not a valid record"))?;
-        record.validate().map_err(|reason| anyhow::anyhow!("stdin line {number}: {reason}"))?;
+        let parsed: RecordInput =
+            serde_json::from_str(&line).with_context(|| format!("stdin line {number}: not a valid record"))?;
+        let record =
+            parsed.into_record(default_namespace).map_err(|reason| anyhow::anyhow!("stdin line {number}: {reason}"))?;
         records.push(record);
     }
     Ok(records)
@@ -114,7 +147,10 @@ fn read_records(input: impl BufRead, default_namespace: &str) -> anyhow::Result<
 
 /// Write the shards of a key set into `out`, replacing that set's old shards there.
 fn build(id: &KeySetId, generation: u64, records: &[Record], max: usize, out: &Path) -> anyhow::Result<usize> {
-    let shards = keyset::encode(id, generation, records, max)?;
+    let shards = keyset::encode_packed(id, generation, records, max)?;
+    // Never write what readers would refuse: check the output before it replaces anything.
+    let decoded = shards.iter().map(|s| keyset::decode_shard(s.as_bytes())).collect::<Result<Vec<_>, _>>()?;
+    keyset::assemble(decoded)?;
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
     let own_prefix = format!("{}.", id.name);
     for entry in std::fs::read_dir(out).with_context(|| out.display().to_string())? {
@@ -127,7 +163,7 @@ fn build(id: &KeySetId, generation: u64, records: &[Record], max: usize, out: &P
     for (i, shard) in shards.iter().enumerate() {
         let path = out.join(keyset::shard_file_name(&id.name, i + 1));
         let tmp = out.join(format!(".{}.tmp", keyset::shard_file_name(&id.name, i + 1)));
-        std::fs::write(&tmp, shard).with_context(|| tmp.display().to_string())?;
+        std::fs::write(&tmp, shard.as_bytes()).with_context(|| tmp.display().to_string())?;
         std::fs::rename(&tmp, &path).with_context(|| path.display().to_string())?;
     }
     Ok(shards.len())

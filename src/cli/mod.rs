@@ -1,6 +1,7 @@
 //! The command line: one binary, one subcommand per job.
 
 mod keyset_cmd;
+mod operator_cmd;
 mod token_cmd;
 mod verifier_cmd;
 
@@ -27,6 +28,8 @@ enum Command {
     /// Inspect and build key-set shards.
     #[command(subcommand)]
     Keyset(keyset_cmd::KeysetCommand),
+    /// Run the operator: reconcile ApiKeys into Secrets and key sets until SIGTERM.
+    Operator(operator_cmd::OperatorArgs),
     /// Run the sidecar that checks Bearer tokens against the key set (forward-auth or proxy).
     Verifier(verifier_cmd::VerifierArgs),
 }
@@ -38,6 +41,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd => print_stdout(&crate::api::crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
+        Command::Operator(args) => operator_cmd::run_operator(&args),
         Command::Verifier(args) => verifier_cmd::run(args),
     };
     match result {

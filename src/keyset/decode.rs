@@ -17,6 +17,9 @@ use crate::token::{KeyHash, KeyId};
 /// Largest shard the decoder reads; a ConfigMap cannot hold more.
 pub const MAX_DECODE_BYTES: usize = 1024 * 1024;
 
+/// Most shards one key set may have.
+pub const MAX_SHARDS: usize = 10_000;
+
 /// One decoded shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shard {
@@ -92,6 +95,12 @@ pub enum DecodeErrorKind {
     /// The shard is larger than [`MAX_DECODE_BYTES`].
     #[error("shard is larger than {MAX_DECODE_BYTES} bytes")]
     TooLarge,
+    /// The shard is gzip-compressed but the stream is corrupt or truncated.
+    #[error("shard is gzip-compressed but the stream is corrupt or truncated")]
+    CorruptCompression,
+    /// The shard's compressed text expands beyond [`super::MAX_TEXT_BYTES`].
+    #[error("shard expands to more than {} bytes", super::MAX_TEXT_BYTES)]
+    TextTooLarge,
     /// The shard is not text in ASCII.
     #[error("shard contains bytes other than printable ASCII")]
     NotAscii,
@@ -183,11 +192,19 @@ fn parse_time(text: &str) -> Option<Timestamp> {
     if !shape_ok {
         return None;
     }
-    text.parse().ok()
+    // Parsing alone would accept a leap second (`23:59:60`) as `:59`; only the
+    // canonical spelling of the instant is taken.
+    let time: Timestamp = text.parse().ok()?;
+    (super::encode::format_time(time) == text).then_some(time)
 }
 
 fn parse_u64(text: &str) -> Option<u64> {
-    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+    // Digits only, no leading zeros: one number, one spelling.
+    if text.is_empty()
+        || text.len() > 20
+        || !text.bytes().all(|b| b.is_ascii_digit())
+        || (text.len() > 1 && text.starts_with('0'))
+    {
         return None;
     }
     text.parse().ok()
@@ -225,7 +242,7 @@ fn parse_header(line: &str) -> Result<(KeySetId, u64, usize, usize, usize), Deco
         .split_once('/')
         .and_then(|(i, n)| Some((parse_u64(i)?, parse_u64(n)?)))
         .and_then(|(i, n)| Some((usize::try_from(i).ok()?, usize::try_from(n).ok()?)))
-        .filter(|(i, n)| *i >= 1 && i <= n && *n <= 10_000)
+        .filter(|(i, n)| *i >= 1 && i <= n && *n <= MAX_SHARDS)
         .ok_or_else(|| invalid(1, Field::Shard))?;
     let records = value("records", Field::Records)?;
     let records = parse_u64(records).and_then(|n| usize::try_from(n).ok()).ok_or_else(|| invalid(1, Field::Records))?;
@@ -260,7 +277,8 @@ fn parse_rate_limit(text: &str, line: usize) -> Result<Option<RateLimit>, Decode
     }
     let burst = match parts.next() {
         None => requests,
-        Some(b) => parse_u32_positive(b).ok_or_else(bad)?,
+        // A burst equal to requests is written by leaving it out.
+        Some(b) => parse_u32_positive(b).filter(|b| *b != requests).ok_or_else(bad)?,
     };
     if parts.next().is_some() {
         return Err(bad());
@@ -306,11 +324,21 @@ fn parse_record(text: &str, line: usize) -> Result<Record, DecodeError> {
     })
 }
 
-/// Decode one shard. Lines starting with `#` are comments.
-pub fn decode_shard(bytes: &[u8]) -> Result<Shard, DecodeError> {
-    if bytes.len() > MAX_DECODE_BYTES {
+/// Decode one stored shard, plain or gzip-compressed. Lines starting with `#` are comments.
+pub fn decode_shard(stored: &[u8]) -> Result<Shard, DecodeError> {
+    if stored.len() > MAX_DECODE_BYTES {
         return Err(at(0, DecodeErrorKind::TooLarge));
     }
+    let text = super::packed::unpack(stored).map_err(|e| {
+        at(
+            0,
+            match e {
+                super::packed::UnpackError::Corrupt => DecodeErrorKind::CorruptCompression,
+                super::packed::UnpackError::TooLarge => DecodeErrorKind::TextTooLarge,
+            },
+        )
+    })?;
+    let bytes: &[u8] = &text;
     if !bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\n') {
         return Err(at(0, DecodeErrorKind::NotAscii));
     }

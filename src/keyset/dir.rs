@@ -26,6 +26,9 @@ pub enum LoadError {
     /// The directory holds no shard files: the key set is missing, not empty.
     #[error("{0}: no *{SHARD_FILE_SUFFIX} files")]
     NoShards(PathBuf),
+    /// `..data` was swapped during every attempt to read the directory.
+    #[error("{0}: the volume changed during every read attempt")]
+    KeptChanging(PathBuf),
     /// A shard file is larger than any ConfigMap can be.
     #[error("{0}: larger than {MAX_DECODE_BYTES} bytes")]
     TooLarge(PathBuf),
@@ -57,11 +60,30 @@ fn snapshot_root(dir: &Path) -> Result<PathBuf, LoadError> {
 }
 
 /// Read and decode every shard file in `dir`, without assembling them.
+///
+/// If kubelet swaps `..data` while the files are read, the read is repeated:
+/// the old directory may be deleted under the reader, which could otherwise
+/// yield a subset of its files without any error.
 pub fn read_shards(dir: &Path) -> Result<Vec<Shard>, LoadError> {
-    let root = snapshot_root(dir)?;
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    loop {
+        let root = snapshot_root(dir)?;
+        let result = read_snapshot(dir, &root);
+        if snapshot_root(dir)? == root {
+            return result;
+        }
+        if attempt == ATTEMPTS {
+            return Err(LoadError::KeptChanging(dir.to_owned()));
+        }
+        attempt += 1;
+    }
+}
+
+fn read_snapshot(dir: &Path, root: &Path) -> Result<Vec<Shard>, LoadError> {
     let mut paths = Vec::new();
-    for entry in std::fs::read_dir(&root).map_err(io(&root))? {
-        let entry = entry.map_err(io(&root))?;
+    for entry in std::fs::read_dir(root).map_err(io(root))? {
+        let entry = entry.map_err(io(root))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with("..") || !name.ends_with(SHARD_FILE_SUFFIX) {

@@ -39,6 +39,9 @@ pub enum EncodeError {
         /// What is wrong, naming the field.
         reason: &'static str,
     },
+    /// The shard size limit is larger than readers accept, or the set needs more shards than they accept.
+    #[error("shards must be at most {max} bytes and at most {max_shards} per key set", max = super::decode::MAX_DECODE_BYTES, max_shards = super::decode::MAX_SHARDS)]
+    Limits,
     /// The key set's name or namespace cannot be written in a header.
     #[error("key set name {0:?} is not a valid namespace/name")]
     InvalidName(String),
@@ -98,6 +101,9 @@ pub fn encode(
     if !super::decode::valid_dns_label(&id.namespace) || !super::decode::valid_dns_label(&id.name) {
         return Err(EncodeError::InvalidName(id.to_string()));
     }
+    if max_bytes > super::decode::MAX_DECODE_BYTES {
+        return Err(EncodeError::Limits);
+    }
     let mut sorted: Vec<&Record> = records.iter().collect();
     sorted.sort_by(|a, b| {
         (&a.namespace, &a.name, a.not_before, a.hash).cmp(&(&b.namespace, &b.name, b.not_before, b.hash))
@@ -131,6 +137,9 @@ pub fn encode(
     }
 
     let total = bodies.len();
+    if total > super::decode::MAX_SHARDS {
+        return Err(EncodeError::Limits);
+    }
     Ok(bodies
         .into_iter()
         .enumerate()

@@ -10,11 +10,13 @@
 mod decode;
 mod dir;
 mod encode;
+mod packed;
 mod record;
 
 pub use decode::{AssembleError, DecodeError, DecodeErrorKind, Field, Shard, assemble, decode_shard};
 pub use dir::{LoadError, load_dirs, read_shards};
 pub use encode::{DEFAULT_MAX_SHARD_BYTES, EncodeError, SHARD_FILE_SUFFIX, encode, shard_file_name};
+pub use packed::{GZIP_MAGIC, MAX_TEXT_BYTES, ShardBytes, encode_packed};
 pub use record::{KeySetId, RateLimit, Record, RecordState};
 
 /// The format version this build writes and reads.

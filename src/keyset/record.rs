@@ -65,6 +65,7 @@ impl FromStr for RecordState {
 
 /// A per-key token bucket: `requests` per `period`, with bursts up to `burst`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Requests allowed per period (at least 1).
     pub requests: u32,
@@ -91,7 +92,7 @@ mod duration_text {
 
 /// One published token of one ApiKey.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Record {
     /// SHA-256 of the token.
     pub hash: KeyHash,
@@ -103,9 +104,10 @@ pub struct Record {
     pub name: String,
     /// What the key may do; never empty.
     pub scopes: Vec<Scope>,
-    /// The token is refused before this time.
+    /// The token is refused before this time. Stored in whole seconds, rounded down.
     pub not_before: Timestamp,
-    /// The token is refused from this time on; `None` means never.
+    /// The token is refused from this time on; `None` means never. Stored in
+    /// whole seconds, rounded down (so a key ends up to a second early, never late).
     pub not_after: Option<Timestamp>,
     /// Active, inactive or revoked.
     pub state: RecordState,
@@ -133,10 +135,12 @@ impl Record {
         if self.scopes.iter().enumerate().any(|(i, s)| self.scopes[..i].contains(s)) {
             return Err("a scope is listed twice");
         }
-        if self.not_before.subsec_nanosecond() != 0 || self.not_after.is_some_and(|t| t.subsec_nanosecond() != 0) {
-            return Err("times must be whole seconds");
+        let in_range = |t: Timestamp| (1970..=9999).contains(&t.to_zoned(jiff::tz::TimeZone::UTC).year());
+        if !in_range(self.not_before) || self.not_after.is_some_and(|t| !in_range(t)) {
+            return Err("times must fall in the years 1970 to 9999");
         }
-        if self.not_after.is_some_and(|end| end <= self.not_before) {
+        // Times are written in whole seconds, rounded down; compare them as written.
+        if self.not_after.is_some_and(|end| end.as_second() <= self.not_before.as_second()) {
             return Err("notAfter is not later than notBefore");
         }
         if let Some(limit) = &self.rate_limit

@@ -113,6 +113,32 @@ fn encoding_the_same_records_in_any_order_gives_the_same_bytes() {
 }
 
 #[test]
+fn records_outside_the_format_are_refused_when_encoding() {
+    let mut ancient = record(1, "a", &["x:read"]);
+    ancient.not_before = "-000005-01-01T00:00:00Z".parse().unwrap();
+    let mut empty_window = record(2, "b", &["x:read"]);
+    empty_window.not_before = "2026-01-01T00:00:00.9Z".parse().unwrap();
+    empty_window.not_after = Some("2026-01-01T00:00:00.95Z".parse().unwrap());
+    for bad in [ancient, empty_window] {
+        let err = encode(&id("team-a", "default"), 1, &[bad], DEFAULT_MAX_SHARD_BYTES).unwrap_err();
+        assert!(matches!(err, EncodeError::InvalidRecord { .. }), "{err:?}");
+    }
+    let err = encode(&id("team-a", "default"), 1, &[], 2 * 1024 * 1024).unwrap_err();
+    assert_eq!(err, EncodeError::Limits);
+}
+
+#[test]
+fn sub_second_times_are_written_rounded_down() {
+    let mut precise = record(1, "a", &["x:read"]);
+    precise.not_before = "2026-01-01T00:00:00.7Z".parse().unwrap();
+    precise.not_after = Some("2026-02-01T00:00:00.7Z".parse().unwrap());
+    let shards = encode(&id("team-a", "default"), 1, &[precise], DEFAULT_MAX_SHARD_BYTES).unwrap();
+    let back = decode_shard(shards[0].as_bytes()).unwrap().records.remove(0);
+    assert_eq!(back.not_before, time("2026-01-01T00:00:00Z"));
+    assert_eq!(back.not_after, Some(time("2026-02-01T00:00:00Z")));
+}
+
+#[test]
 fn duplicate_hashes_are_refused_when_encoding() {
     let records = vec![record(1, "a", &["x:read"]), record(1, "b", &["x:read"])];
     let err = encode(&id("team-a", "default"), 1, &records, DEFAULT_MAX_SHARD_BYTES).unwrap_err();
@@ -161,6 +187,11 @@ fn every_malformed_field_is_reported_with_its_line() {
         (with_field(2, 7, "0/1m"), DecodeError { line: 2, kind: K::InvalidField(Field::RateLimit) }),
         (with_field(2, 7, "10/0s"), DecodeError { line: 2, kind: K::InvalidField(Field::RateLimit) }),
         (with_field(2, 7, "10/1m/5/1"), DecodeError { line: 2, kind: K::InvalidField(Field::RateLimit) }),
+        (with_field(1, 3, "generation=07"), DecodeError { line: 1, kind: K::InvalidField(Field::Generation) }),
+        (with_field(1, 4, "shard=01/1"), DecodeError { line: 1, kind: K::InvalidField(Field::Shard) }),
+        (with_field(2, 5, "2027-12-31T23:59:60Z"), DecodeError { line: 2, kind: K::InvalidField(Field::NotAfter) }),
+        (with_field(2, 7, "10/1m/10"), DecodeError { line: 2, kind: K::InvalidField(Field::RateLimit) }),
+        (with_field(2, 7, "010/1m"), DecodeError { line: 2, kind: K::InvalidField(Field::RateLimit) }),
         (golden_text().replacen('\n', "\n\n", 1), DecodeError { line: 2, kind: K::BlankLine }),
         (golden_text().replacen("analytics", "analytics\u{e9}", 1), DecodeError { line: 0, kind: K::NotAscii }),
         (golden_text().replacen(' ', "\t", 1), DecodeError { line: 0, kind: K::NotAscii }),
@@ -278,6 +309,9 @@ fn arb_record() -> impl Strategy<Value = Record> {
 }
 
 proptest! {
+    // Each case encodes and decodes dozens of records; 64 cases keep the suite quick.
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
     #[test]
     fn any_set_of_records_round_trips(records in prop::collection::vec(arb_record(), 0..60), generation in any::<u64>()) {
         let mut unique = records;
@@ -289,6 +323,11 @@ proptest! {
         back.sort_by_key(|r| r.hash);
         prop_assert_eq!(back, unique);
     }
+}
+
+proptest! {
+    // Cheap cases: many of them.
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
@@ -303,5 +342,145 @@ proptest! {
         let _ = decode_shard(&text);
         text.truncate(cut.index(text.len()));
         let _ = decode_shard(&text);
+    }
+}
+
+mod packed {
+    use super::*;
+
+    fn many(count: u64) -> Vec<Record> {
+        (0..count).map(|n| record(n, &format!("integration-{n:05}"), &["orders:read", "orders:write"])).collect()
+    }
+
+    #[test]
+    fn a_set_that_fits_one_shard_stays_plain_text() {
+        let records = golden_records();
+        let packed = encode_packed(&id("team-a", "default"), 7, &records, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        let plain = encode(&id("team-a", "default"), 7, &records, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        assert_eq!(packed, vec![ShardBytes::Text(plain[0].clone())]);
+    }
+
+    #[test]
+    fn a_large_set_is_gzipped_into_fewer_shards_that_each_fit() {
+        let records = many(3_000);
+        let max = 32 * 1024;
+        let plain = encode(&id("team-a", "big"), 1, &records, max).unwrap();
+        let packed = encode_packed(&id("team-a", "big"), 1, &records, max).unwrap();
+        assert!(packed.iter().all(|s| matches!(s, ShardBytes::Gzip(_))), "expected gzip shards");
+        assert!(packed.iter().all(|s| s.as_bytes().len() <= max), "a shard exceeds {max} bytes");
+        assert!(packed.len() * 3 <= plain.len(), "gzip gave {} shards, plain {}", packed.len(), plain.len());
+        let decoded = packed.iter().map(|s| decode_shard(s.as_bytes()).unwrap()).collect();
+        let mut back = assemble(decoded).unwrap().remove(0).records;
+        let mut expected = records;
+        back.sort_by_key(|r| r.hash);
+        expected.sort_by_key(|r| r.hash);
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn packing_is_deterministic() {
+        let records = many(2_000);
+        let a = encode_packed(&id("team-a", "big"), 1, &records, 16 * 1024).unwrap();
+        let b = encode_packed(&id("team-a", "big"), 1, &records, 16 * 1024).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn corrupt_or_truncated_gzip_is_refused() {
+        let packed = encode_packed(&id("team-a", "big"), 1, &many(2_000), 16 * 1024).unwrap();
+        let mut bytes = packed[0].as_bytes().to_vec();
+        let kind = |b: &[u8]| decode_shard(b).unwrap_err().kind;
+        assert_eq!(kind(&bytes[..bytes.len() / 2]), DecodeErrorKind::CorruptCompression);
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        assert_eq!(kind(&bytes), DecodeErrorKind::CorruptCompression);
+    }
+
+    #[test]
+    fn bytes_after_the_gzip_stream_are_refused() {
+        let packed = encode_packed(&id("team-a", "big"), 1, &many(2_000), 16 * 1024).unwrap();
+        let mut bytes = packed[0].as_bytes().to_vec();
+        assert!(decode_shard(&bytes).is_ok());
+        bytes.extend_from_slice(b"trailing");
+        assert_eq!(decode_shard(&bytes).unwrap_err().kind, DecodeErrorKind::CorruptCompression);
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![b'#'; MAX_TEXT_BYTES + 1]).unwrap();
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 64 * 1024, "the bomb should be small: {}", bomb.len());
+        assert_eq!(decode_shard(&bomb).unwrap_err().kind, DecodeErrorKind::TextTooLarge);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn packed_sets_round_trip(records in prop::collection::vec(arb_record(), 0..80)) {
+            let mut unique = records;
+            unique.sort_by_key(|r| r.hash);
+            unique.dedup_by_key(|r| r.hash);
+            let packed = encode_packed(&id("ns", "set"), 3, &unique, 2 * 1024).unwrap();
+            prop_assert!(packed.iter().all(|s| s.as_bytes().len() <= 2 * 1024));
+            let decoded = packed.iter().map(|s| decode_shard(s.as_bytes()).unwrap()).collect();
+            let mut back = assemble(decoded).unwrap().remove(0).records;
+            back.sort_by_key(|r| r.hash);
+            prop_assert_eq!(back, unique);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_mutated_gzip_never_panics(pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            static PACKED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+                encode_packed(&id("team-a", "big"), 1, &many(300), 4 * 1024).unwrap()[0].as_bytes().to_vec()
+            });
+            let mut bytes = PACKED.clone();
+            let i = pos.index(bytes.len());
+            bytes[i] = byte;
+            let _ = decode_shard(&bytes);
+        }
+    }
+}
+
+mod dir {
+    use super::*;
+
+    /// Lay out `files` the way kubelet writes a ConfigMap volume and return the volume directory.
+    fn kubelet_volume(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let volume = tempfile::tempdir().unwrap();
+        let data = volume.path().join("..2026_11_22_10_00_00.000000001");
+        std::fs::create_dir(&data).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(data.join(name), bytes).unwrap();
+            std::os::unix::fs::symlink(format!("..data/{name}"), volume.path().join(name)).unwrap();
+        }
+        std::os::unix::fs::symlink(data.file_name().unwrap(), volume.path().join("..data")).unwrap();
+        volume
+    }
+
+    #[test]
+    fn a_kubelet_volume_is_read_through_its_data_link_and_other_files_are_ignored() {
+        let golden = golden_text();
+        let volume = kubelet_volume(&[("default.1.keyset", golden.as_bytes()), ("README", b"not a shard")]);
+        let sets = load_dirs(&[volume.path().to_owned()]).unwrap();
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].records.len(), 4);
+    }
+
+    #[test]
+    fn a_directory_without_shards_is_an_error_not_an_empty_set() {
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(load_dirs(&[empty.path().to_owned()]), Err(LoadError::NoShards(_))));
+    }
+
+    #[test]
+    fn one_corrupt_shard_fails_the_whole_load_naming_the_file() {
+        let volume = kubelet_volume(&[("default.1.keyset", golden_text().as_bytes()), ("other.1.keyset", b"garbage")]);
+        let err = load_dirs(&[volume.path().to_owned()]).unwrap_err();
+        assert!(matches!(&err, LoadError::Decode { path, .. } if path.ends_with("other.1.keyset")), "{err}");
     }
 }

@@ -36,9 +36,9 @@ pub enum PrefixError {
     TooLong,
     /// The prefix has a character other than a-z, 0-9 and `_`, or misplaced underscores.
     #[error(
-        "prefix {0:?} must start with a lowercase letter, end with a letter or digit, and contain only a-z, 0-9 and single underscores"
+        "prefix must start with a lowercase letter, end with a letter or digit, and contain only a-z, 0-9 and single underscores"
     )]
-    Invalid(String),
+    Invalid,
 }
 
 /// The admission pattern for prefixes; [`Prefix::from_str`] accepts exactly this language.
@@ -81,7 +81,7 @@ fn check_prefix(s: &str) -> Result<(), PrefixError> {
         && b[b.len() - 1] != b'_'
         && !s.contains("__")
         && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
-    if ok { Ok(()) } else { Err(PrefixError::Invalid(s.to_owned())) }
+    if ok { Ok(()) } else { Err(PrefixError::Invalid) }
 }
 
 impl fmt::Display for Prefix {

@@ -49,7 +49,7 @@ fn each_kind_of_malformed_token_gets_its_own_error() {
     let body = &text[3..];
     let cases: Vec<(String, FormatError)> = vec![
         (body.to_owned(), FormatError::MissingSeparator),
-        (format!("KW_{body}"), FormatError::InvalidPrefix(PrefixError::Invalid("KW".into()))),
+        (format!("KW_{body}"), FormatError::InvalidPrefix(PrefixError::Invalid)),
         (format!("_{body}"), FormatError::InvalidPrefix(PrefixError::Empty)),
         (format!("kw_{}!", &body[1..]), FormatError::InvalidCharacter),
         (format!("{text}a"), FormatError::WrongLength { found: 40, expected: 39 }),
@@ -63,6 +63,14 @@ fn each_kind_of_malformed_token_gets_its_own_error() {
         Token::parse_with_prefix(&text, &prefix("acme")).err(),
         Some(FormatError::WrongPrefix { expected: "acme".into() })
     );
+}
+
+#[test]
+fn prefix_errors_never_quote_the_input() {
+    for input in ["Ab9SecretValue12_xyz", "UPPER_abc"] {
+        let message = Token::parse(input).unwrap_err().to_string();
+        assert!(!message.contains("Secret") && !message.contains("UPPER"), "{message}");
+    }
 }
 
 #[test]

@@ -1,0 +1,283 @@
+//! Apply: carry out a plan's writes, in the order that makes a crash between any two safe.
+//!
+//! Order: finalizer (before anything is published), Secret (a token is
+//! persisted before anything refers to it), the old key set after a `keySet`
+//! change (before status forgets it), status (records the token, which makes
+//! it publishable), Events, key set, then the finalizer release and deletions. Writes are skipped when the plan says nothing changed.
+//!
+//! Write methods, and why:
+//! - Secret and key-set ConfigMaps: server-side apply with field manager
+//!   `keyward` (forced: keyward owns these fields). Data keys that must not be
+//!   there are then removed with a JSON merge patch (`null`), only if the
+//!   apply's response still shows them: real SSA already drops keys keyward
+//!   stopped applying, but not keys someone else added, and kube-fake-client
+//!   implements apply as a merge.
+//! - Status: a JSON merge patch on the status subresource holding only the
+//!   difference, with `null` for cleared fields (works the same on the fake).
+//! - Finalizer: a JSON patch guarded by a `test` of the current list.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::api::ApiKey;
+use crate::plan::{DATA_NEXT_TOKEN, DATA_TOKEN, DesiredSecret, EventKind, FINALIZER, Finalizer, Plan, Publish, Source};
+use crate::token::Token;
+
+use super::observe::{Seen, token_of};
+use super::{Context, Error, FIELD_MANAGER, key_set_id, namespace};
+
+/// Carry out `plan` for `key`; returns the key as it now is in the API.
+pub(super) async fn apply(ctx: &Context, key: ApiKey, seen: &Seen, plan: &Plan) -> Result<ApiKey, Error> {
+    let key = add_finalizer(ctx, key, plan).await?;
+    write_secret(ctx, &key, seen, plan).await?;
+    delete_old_secret(ctx, &key, plan).await?;
+    leave_old_key_set(ctx, &key, plan).await?;
+    let key = write_status(ctx, key, plan).await?;
+    emit_events(ctx, &key, plan).await;
+    publish(ctx, &key, plan).await?;
+    let key = release_finalizer(ctx, key, plan).await?;
+    delete_expired(ctx, &key, plan).await?;
+    Ok(key)
+}
+
+fn api<K>(ctx: &Context, key: &ApiKey) -> Result<Api<K>, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    Ok(Api::namespaced(ctx.client.clone(), namespace(key)?))
+}
+
+async fn add_finalizer(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<ApiKey, Error> {
+    if plan.finalizer != Finalizer::Add {
+        return Ok(key);
+    }
+    let patch = match &key.metadata.finalizers {
+        // `add` would replace a list someone else created meanwhile: guard on the version read.
+        None => json!([
+            { "op": "test", "path": "/metadata/resourceVersion", "value": key.metadata.resource_version },
+            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+        ]),
+        Some(list) => json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": list },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER },
+        ]),
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch)?;
+    api::<ApiKey>(ctx, &key)?
+        .patch(&key.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(Error::kube("add finalizer"))
+}
+
+async fn release_finalizer(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<ApiKey, Error> {
+    if plan.finalizer != Finalizer::Remove {
+        return Ok(key);
+    }
+    let Some(list) = &key.metadata.finalizers else { return Ok(key) };
+    let kept: Vec<&String> = list.iter().filter(|f| *f != FINALIZER).collect();
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "test", "path": "/metadata/finalizers", "value": list },
+        { "op": "replace", "path": "/metadata/finalizers", "value": kept },
+    ]))?;
+    let result =
+        api::<ApiKey>(ctx, &key)?.patch(&key.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await;
+    match result {
+        Ok(key) => Ok(key),
+        // The object went away as soon as its last finalizer did.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(key),
+        Err(e) => Err(Error::kube("release finalizer")(e)),
+    }
+}
+
+async fn write_secret(ctx: &Context, key: &ApiKey, seen: &Seen, plan: &Plan) -> Result<(), Error> {
+    let Some(desired) = &plan.secret else { return Ok(()) };
+    let minted = plan.mint.as_ref().map(|m| (ctx.mint)(&m.prefix));
+    let resolve = |source: Option<Source>| -> Option<Token> {
+        let held = |data_key: &str| {
+            seen.secret.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(data_key)).and_then(token_of)
+        };
+        match source? {
+            Source::Token => held(DATA_TOKEN),
+            Source::NextToken => held(DATA_NEXT_TOKEN),
+            Source::Minted => minted.clone(),
+        }
+    };
+    let secret = secret_object(key, desired, resolve(desired.token), resolve(desired.next_token))?;
+    let secrets: Api<Secret> = api(ctx, key)?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let written =
+        secrets.patch(&desired.name, &params, &Patch::Apply(&secret)).await.map_err(Error::kube("apply Secret"))?;
+    if let Some(id) = minted.as_ref().map(|t| t.hash().key_id()) {
+        info!(namespace = %namespace(key)?, name = %key.name_any(), key_id = %id, "token minted into Secret");
+    }
+    let wanted: Vec<&str> = [(DATA_TOKEN, desired.token), (DATA_NEXT_TOKEN, desired.next_token)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|_| k))
+        .collect();
+    let extra: BTreeMap<String, Value> = written
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| !wanted.contains(&k.as_str()))
+        .map(|k| (k.clone(), Value::Null))
+        .collect();
+    if !extra.is_empty() {
+        secrets
+            .patch(&desired.name, &PatchParams::default(), &Patch::Merge(json!({ "data": extra })))
+            .await
+            .map_err(Error::kube("prune Secret"))?;
+    }
+    Ok(())
+}
+
+fn secret_object(
+    key: &ApiKey,
+    desired: &DesiredSecret,
+    token: Option<Token>,
+    next_token: Option<Token>,
+) -> Result<Secret, Error> {
+    let owner = OwnerReference {
+        api_version: ApiKey::api_version(&()).into_owned(),
+        kind: ApiKey::kind(&()).into_owned(),
+        name: key.name_any(),
+        uid: key.metadata.uid.clone().ok_or(Error::MissingField("metadata.uid"))?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let mut data = BTreeMap::new();
+    for (data_key, value) in [(DATA_TOKEN, token), (DATA_NEXT_TOKEN, next_token)] {
+        if let Some(token) = value {
+            data.insert(data_key.to_owned(), ByteString(token.expose().as_bytes().to_vec()));
+        }
+    }
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(desired.name.clone()),
+            namespace: Some(namespace(key)?.to_owned()),
+            labels: Some(desired.labels.clone()),
+            annotations: (!desired.annotations.is_empty()).then(|| desired.annotations.clone()),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    })
+}
+
+async fn delete_old_secret(ctx: &Context, key: &ApiKey, plan: &Plan) -> Result<(), Error> {
+    let Some(name) = &plan.delete_secret else { return Ok(()) };
+    let secrets: Api<Secret> = api(ctx, key)?;
+    let Some(old) = secrets.get_opt(name).await.map_err(Error::kube("get old Secret"))? else { return Ok(()) };
+    let owned = old.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == key.metadata.uid.as_ref());
+    if owned {
+        secrets.delete(name, &DeleteParams::default()).await.map_err(Error::kube("delete old Secret"))?;
+    }
+    Ok(())
+}
+
+/// Rebuild the key set the key moved out of. It runs before status forgets
+/// the old set: the rebuild reads the new `spec.keySet`, so the key is gone from it.
+async fn leave_old_key_set(ctx: &Context, key: &ApiKey, plan: &Plan) -> Result<(), Error> {
+    let Some(name) = &plan.leave_key_set else { return Ok(()) };
+    let id = crate::keyset::KeySetId { namespace: namespace(key)?.to_owned(), name: name.clone() };
+    ctx.publisher.publish_now(&id).await
+}
+
+async fn write_status(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<ApiKey, Error> {
+    let Some(status) = &plan.status else { return Ok(key) };
+    let old = serde_json::to_value(key.status.clone().unwrap_or_default())?;
+    let new = serde_json::to_value(status)?;
+    let patch = json!({ "status": merge_diff(&old, &new) });
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+    api::<ApiKey>(ctx, &key)?
+        .patch_status(&key.name_any(), &params, &Patch::Merge(patch))
+        .await
+        .map_err(Error::kube("patch status"))
+}
+
+/// The JSON merge patch (RFC 7386) turning `old` into `new`.
+pub(super) fn merge_diff(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, nv) in n {
+                match o.get(k) {
+                    Some(ov) if ov == nv => {}
+                    Some(ov) if ov.is_object() && nv.is_object() => {
+                        patch.insert(k.clone(), merge_diff(ov, nv));
+                    }
+                    _ => {
+                        patch.insert(k.clone(), nv.clone());
+                    }
+                }
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
+}
+
+async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
+    let reference = key.object_ref(&());
+    let key_id = key.status.as_ref().and_then(|s| s.current_key.as_ref()).map_or("", |k| k.key_id.as_str());
+    for planned in &plan.events {
+        info!(
+            namespace = key.namespace().unwrap_or_default(),
+            name = %key.name_any(),
+            key_id,
+            reason = planned.reason,
+            note = %planned.note,
+            "lifecycle step"
+        );
+        let event = Event {
+            type_: match planned.kind {
+                EventKind::Normal => EventType::Normal,
+                EventKind::Warning => EventType::Warning,
+            },
+            reason: planned.reason.to_owned(),
+            note: Some(planned.note.clone()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        // An Event that cannot be written must not stop the lifecycle.
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            warn!(name = %key.name_any(), reason = planned.reason, error = %e, "could not publish Event");
+        }
+    }
+}
+
+async fn publish(ctx: &Context, key: &ApiKey, plan: &Plan) -> Result<(), Error> {
+    let id = key_set_id(key)?;
+    match plan.publish {
+        Publish::Unchanged => Ok(()),
+        Publish::Soon => {
+            ctx.publisher.request(id);
+            Ok(())
+        }
+        Publish::Now => ctx.publisher.publish_now(&id).await,
+    }
+}
+
+async fn delete_expired(ctx: &Context, key: &ApiKey, plan: &Plan) -> Result<(), Error> {
+    if plan.delete_apikey {
+        api::<ApiKey>(ctx, key)?
+            .delete(&key.name_any(), &DeleteParams::default())
+            .await
+            .map_err(Error::kube("delete expired ApiKey"))?;
+    }
+    Ok(())
+}

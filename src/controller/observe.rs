@@ -1,0 +1,58 @@
+//! Observe: read what the plan needs, and describe the Secret by hashes only.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use crate::api::ApiKey;
+use crate::plan::{DATA_NEXT_TOKEN, DATA_TOKEN, Observed, SecretFacts, SecretView, Slot, TokenFacts, secret_name};
+use crate::token::Token;
+
+use super::{Context, Error, key_set_id, namespace};
+
+/// What was read for one reconcile pass: the plan's view plus the raw Secret
+/// (whose tokens the apply step copies when the plan moves them).
+pub(super) struct Seen {
+    pub observed: Observed,
+    pub secret: Option<Secret>,
+}
+
+pub(super) async fn observe(ctx: &Context, key: &ApiKey) -> Result<Seen, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace(key)?);
+    let secret = secrets.get_opt(&secret_name(key)).await.map_err(Error::kube("get Secret"))?;
+    let uid = key.metadata.uid.as_deref().ok_or(Error::MissingField("metadata.uid"))?;
+    let view = secret.as_ref().map_or(SecretView::Absent, |s| SecretView::Present(Box::new(facts(s, uid))));
+    let name = key.metadata.name.as_deref().ok_or(Error::MissingField("metadata.name"))?;
+    let published = ctx.publisher.published(&key_set_id(key)?).await?;
+    let published = published.into_iter().filter(|r| r.name == name).collect();
+    Ok(Seen { observed: Observed { secret: view, published }, secret })
+}
+
+fn facts(secret: &Secret, uid: &str) -> SecretFacts {
+    let data = secret.data.clone().unwrap_or_default();
+    SecretFacts {
+        owned: secret.metadata.owner_references.iter().flatten().any(|o| o.uid == uid),
+        labels: secret.metadata.labels.clone().unwrap_or_default(),
+        annotations: secret.metadata.annotations.clone().unwrap_or_default(),
+        foreign_keys: data.keys().filter(|k| *k != DATA_TOKEN && *k != DATA_NEXT_TOKEN).cloned().collect(),
+        token: slot(data.get(DATA_TOKEN)),
+        next_token: slot(data.get(DATA_NEXT_TOKEN)),
+    }
+}
+
+fn slot(value: Option<&ByteString>) -> Slot {
+    match value.map(token_of) {
+        None => Slot::Empty,
+        Some(None) => Slot::Malformed,
+        Some(Some(token)) => Slot::Token(TokenFacts {
+            hash: token.hash(),
+            prefix: token.prefix().to_owned(),
+            display_prefix: token.display_prefix(),
+        }),
+    }
+}
+
+/// The token held in a Secret data value, if it is a well-formed one.
+pub(super) fn token_of(value: &ByteString) -> Option<Token> {
+    std::str::from_utf8(&value.0).ok().and_then(|text| Token::parse(text).ok())
+}

@@ -1,0 +1,294 @@
+//! The key-set publisher: the one writer of each key set's ConfigMap shards.
+//!
+//! A key set is rebuilt as a whole from the stored ApiKeys of its namespace
+//! and name ([`records_for`] each), so that what is published follows from
+//! persisted status alone. Requests are coalesced: many ApiKeys changing at
+//! once cause one rebuild per coalescing window. Urgent changes (access taken
+//! away) call [`Publisher::publish_now`] and wait for the write. A rebuild
+//! that would produce the bytes already stored writes nothing; a hand-edited
+//! or extra shard is rewritten or deleted.
+//!
+//! Shards are ConfigMaps `keyset-<keySet>-<i>` (i from 1), each with one key
+//! [`shard_file_name`], labelled managed-by keyward and
+//! `keyward.dev/keyset=<keySet>`: under `data` while the set fits one plain
+//! shard, under `binaryData` (gzip) beyond ([`encode_packed`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::api::ApiKey;
+use crate::keyset::{
+    DEFAULT_MAX_SHARD_BYTES, KeySetId, Record, ShardBytes, decode_shard, encode_packed, shard_file_name,
+};
+use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, records_for};
+
+use super::{Clock, Error, FIELD_MANAGER};
+
+/// Pause after a flush in which some key set could not be written.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+/// One key set's lock, guarding the records last written (`None` until first known).
+type SetLock = Arc<tokio::sync::Mutex<Option<Vec<Record>>>>;
+
+/// The one writer of every key set this operator publishes.
+pub struct Publisher {
+    client: Client,
+    clock: Clock,
+    coalesce: Duration,
+    max_shard_bytes: usize,
+    /// One lock per key set: at most one rebuild of a set at a time. Holds
+    /// the records last written (or read back), `None` until first known.
+    sets: Mutex<HashMap<KeySetId, SetLock>>,
+    pending: Mutex<BTreeSet<KeySetId>>,
+    wake: Notify,
+}
+
+impl Publisher {
+    /// A publisher writing through `client`, coalescing requests for `coalesce`.
+    #[must_use]
+    pub fn new(client: Client, clock: Clock, coalesce: Duration) -> Publisher {
+        Publisher {
+            client,
+            clock,
+            coalesce,
+            max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
+            sets: Mutex::new(HashMap::new()),
+            pending: Mutex::new(BTreeSet::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Use smaller shards (tests exercise multi-shard sets this way).
+    #[must_use]
+    pub fn with_max_shard_bytes(mut self, bytes: usize) -> Publisher {
+        self.max_shard_bytes = bytes;
+        self
+    }
+
+    fn set(&self, id: &KeySetId) -> SetLock {
+        // A poisoned map only means another task panicked mid-insert; the map itself is still sound.
+        let mut sets = self.sets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sets.entry(id.clone()).or_default().clone()
+    }
+
+    /// Ask for `id` to be rebuilt soon, together with whatever else changes meanwhile.
+    pub fn request(&self, id: KeySetId) {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
+        self.wake.notify_one();
+    }
+
+    /// The records of `id` as last published (read from the API the first time).
+    pub async fn published(&self, id: &KeySetId) -> Result<Vec<Record>, Error> {
+        let set = self.set(id);
+        let mut known = set.lock().await;
+        if known.is_none() {
+            let shards = self.read_shards(id).await?;
+            let records = shards.values().filter_map(stored_shard).flat_map(|shard| shard.records).collect();
+            *known = Some(records);
+        }
+        Ok(known.clone().unwrap_or_default())
+    }
+
+    /// Rebuild `id` now and wait until it is written.
+    pub async fn publish_now(&self, id: &KeySetId) -> Result<(), Error> {
+        let set = self.set(id);
+        let mut known = set.lock().await;
+        let now = (self.clock)();
+        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &id.namespace);
+        let keys = keys.list(&ListParams::default()).await.map_err(Error::kube("list ApiKeys"))?;
+        let records = unique(keys.items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| records_for(k, now)));
+        let existing = self.read_shards(id).await?;
+        let generation = existing.values().filter_map(stored_shard).map(|shard| shard.generation).max().unwrap_or(0);
+        if matches(&existing, &shard_map(id, encode_packed(id, generation, &records, self.max_shard_bytes)?)) {
+            *known = Some(records);
+            return Ok(());
+        }
+        let desired = shard_map(id, encode_packed(id, generation + 1, &records, self.max_shard_bytes)?);
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &id.namespace);
+        for (name, (file, shard)) in &desired {
+            write_shard(&config_maps, id, name, file, shard).await?;
+        }
+        for name in existing.keys().filter(|n| !desired.contains_key(*n)) {
+            match config_maps.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(Error::kube("delete key-set shard")(e)),
+            }
+        }
+        info!(namespace = %id.namespace, keyset = %id.name, generation = generation + 1, records = records.len(), shards = desired.len(), "key set published");
+        *known = Some(records);
+        Ok(())
+    }
+
+    /// Rebuild every requested key set, once per coalescing window, until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = &mut shutdown => return,
+            }
+            tokio::time::sleep(self.coalesce).await;
+            if self.flush().await > 0 {
+                // The API is failing: do not retry at the coalescing pace.
+                tokio::time::sleep(RETRY_AFTER_FAILURE).await;
+            }
+        }
+    }
+
+    /// Rebuild every key set requested so far; failed ones are requested
+    /// again. Returns how many failed.
+    pub async fn flush(&self) -> usize {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut failed = 0;
+        for id in pending {
+            if let Err(e) = self.publish_now(&id).await {
+                warn!(namespace = %id.namespace, keyset = %id.name, error = %e, "key-set publish failed; will retry");
+                self.request(id);
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    /// Whether any key set is waiting to be rebuilt.
+    #[must_use]
+    pub fn has_pending(&self) -> bool {
+        !self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+
+    async fn read_shards(&self, id: &KeySetId) -> Result<BTreeMap<String, ConfigMap>, Error> {
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &id.namespace);
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_KEYSET}={}", id.name);
+        let list = config_maps
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::kube("list key-set shards"))?;
+        Ok(list.items.into_iter().map(|cm| (cm.name_any(), cm)).collect())
+    }
+}
+
+/// Two records with one hash would make the verifier's answer ambiguous;
+/// neither is published (fail closed) and the clash is logged by key id.
+fn unique(records: impl Iterator<Item = Record>) -> Vec<Record> {
+    let all: Vec<Record> = records.collect();
+    let mut count: HashMap<_, usize> = HashMap::new();
+    for r in &all {
+        *count.entry(r.hash).or_default() += 1;
+    }
+    all.into_iter()
+        .filter(|r| {
+            let single = count[&r.hash] == 1;
+            if !single {
+                warn!(namespace = %r.namespace, name = %r.name, key_id = %r.key_id, "hash published by two ApiKeys; withheld");
+            }
+            single
+        })
+        .collect()
+}
+
+/// The shard a ConfigMap stores, if it holds exactly one that decodes.
+fn stored_shard(cm: &ConfigMap) -> Option<crate::keyset::Shard> {
+    let text = cm.data.iter().flatten().map(|(_, v)| v.as_bytes());
+    let binary = cm.binary_data.iter().flatten().map(|(_, v)| v.0.as_slice());
+    let mut all = text.chain(binary);
+    let bytes = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    decode_shard(bytes).ok()
+}
+
+/// ConfigMap name → (key, stored shard) for each shard.
+fn shard_map(id: &KeySetId, shards: Vec<ShardBytes>) -> BTreeMap<String, (String, ShardBytes)> {
+    shards
+        .into_iter()
+        .enumerate()
+        .map(|(i, shard)| (format!("keyset-{}-{}", id.name, i + 1), (shard_file_name(&id.name, i + 1), shard)))
+        .collect()
+}
+
+/// Whether the stored shards are exactly the desired ones.
+fn matches(existing: &BTreeMap<String, ConfigMap>, desired: &BTreeMap<String, (String, ShardBytes)>) -> bool {
+    existing.len() == desired.len()
+        && desired.iter().all(|(name, (file, shard))| {
+            existing.get(name).is_some_and(|cm| {
+                let data = cm.data.clone().unwrap_or_default();
+                let binary = cm.binary_data.clone().unwrap_or_default();
+                match shard {
+                    ShardBytes::Text(text) => binary.is_empty() && data.len() == 1 && data.get(file) == Some(text),
+                    ShardBytes::Gzip(bytes) => {
+                        data.is_empty() && binary.len() == 1 && binary.get(file).is_some_and(|b| &b.0 == bytes)
+                    }
+                }
+            })
+        })
+}
+
+async fn write_shard(
+    api: &Api<ConfigMap>,
+    id: &KeySetId,
+    name: &str,
+    file: &str,
+    shard: &ShardBytes,
+) -> Result<(), Error> {
+    let (data, binary_data) = match shard {
+        ShardBytes::Text(text) => (Some(BTreeMap::from([(file.to_owned(), text.clone())])), None),
+        ShardBytes::Gzip(bytes) => (None, Some(BTreeMap::from([(file.to_owned(), ByteString(bytes.clone()))]))),
+    };
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(id.namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+                (LABEL_KEYSET.to_owned(), id.name.clone()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        data,
+        binary_data,
+        ..ConfigMap::default()
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let written = api.patch(name, &params, &Patch::Apply(&cm)).await.map_err(Error::kube("apply key-set shard"))?;
+    // The verifier reads every `*.keyset` key: anything else (a key added by
+    // hand, or the plain key left over when a shard became gzip) must go.
+    let (keep_text, keep_binary) = match shard {
+        ShardBytes::Text(_) => (Some(file), None),
+        ShardBytes::Gzip(_) => (None, Some(file)),
+    };
+    let extra: BTreeMap<String, Value> = written
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| Some(k.as_str()) != keep_text)
+        .map(|k| (k.clone(), Value::Null))
+        .collect();
+    let extra_binary: BTreeMap<String, Value> = written
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| Some(k.as_str()) != keep_binary)
+        .map(|k| (k.clone(), Value::Null))
+        .collect();
+    if !extra.is_empty() || !extra_binary.is_empty() {
+        debug!(namespace = %id.namespace, shard = name, "removing foreign keys from key-set shard");
+        api.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "data": extra, "binaryData": extra_binary })))
+            .await
+            .map_err(Error::kube("prune key-set shard"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Wiring: the kube-runtime Controller for ApiKeys, the key-set publisher and the shard watch.
+//!
+//! Secrets are watched with a label selector only (managed-by keyward): a
+//! watch on every Secret of the cluster is the known memory trap. Key-set
+//! ConfigMaps are watched the same way; any change to one (ours included)
+//! asks the publisher to rebuild that set, which writes nothing when the
+//! stored shards are already right and repairs them when they were edited.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::ApiKey;
+use crate::keyset::KeySetId;
+use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings};
+
+use super::{Clock, Context, Minter, Publisher, error_policy, reconcile};
+
+/// The CRD's name, checked at start-up.
+pub const CRD_NAME: &str = "apikeys.keyward.dev";
+
+/// Operator options.
+#[derive(Clone)]
+pub struct Options {
+    /// Lifecycle settings.
+    pub settings: Settings,
+    /// Coalescing window of the key-set publisher.
+    pub coalesce: Duration,
+    /// Full rebuild of every known key set this often (repairs drift nobody reported).
+    pub resync: Duration,
+    /// The clock.
+    pub clock: Clock,
+    /// The token minter.
+    pub mint: Minter,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            settings: Settings::default(),
+            coalesce: Duration::from_millis(500),
+            resync: Duration::from_secs(300),
+            clock: super::system_clock(),
+            mint: super::os_minter(),
+        }
+    }
+}
+
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The ApiKey CRD is not installed.
+    #[error("the ApiKey CRD ({CRD_NAME}) is not installed; install it with `keyward crd | kubectl apply -f -`")]
+    CrdMissing,
+    /// The API server could not be asked.
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// Fail early and clearly when the CRD is missing.
+pub async fn check_crd(client: &Client) -> Result<(), StartError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds.get_opt(CRD_NAME).await? {
+        Some(_) => Ok(()),
+        None => Err(StartError::CrdMissing),
+    }
+}
+
+/// Run the operator until `shutdown` resolves, then finish in-flight reconciles and return.
+pub async fn run(client: Client, options: Options, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let shutdown = shutdown.shared();
+    let publisher = Arc::new(Publisher::new(client.clone(), options.clock.clone(), options.coalesce));
+    let ctx = Arc::new(Context::with(
+        client.clone(),
+        options.settings.clone(),
+        publisher.clone(),
+        options.clock.clone(),
+        options.mint.clone(),
+    ));
+    let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+
+    let publishing = tokio::spawn(publisher.clone().run(shutdown.clone()));
+    let shards = tokio::spawn(watch_shards(client.clone(), publisher.clone(), options.resync, shutdown.clone()));
+
+    Controller::new(Api::<ApiKey>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, action)) => {
+                    tracing::debug!(namespace = object.namespace.as_deref().unwrap_or(""), name = %object.name, ?action, "reconciled");
+                }
+                Err(e) => warn!(error = %crate::token::redact(&e.to_string()), "controller error"),
+            }
+        })
+        .await;
+    // The publisher flushes what is pending before it stops.
+    publisher.flush().await;
+    let _ = publishing.await;
+    shards.abort();
+    info!("operator stopped");
+}
+
+async fn watch_shards(client: Client, publisher: Arc<Publisher>, resync: Duration, shutdown: impl Future<Output = ()>) {
+    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_KEYSET}");
+    let events = watcher(Api::<ConfigMap>::all(client), watcher::Config::default().labels(&selector)).default_backoff();
+    let mut events = std::pin::pin!(events);
+    let mut tick = tokio::time::interval(resync);
+    let mut known: std::collections::BTreeSet<KeySetId> = std::collections::BTreeSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => known.iter().cloned().for_each(|id| publisher.request(id)),
+            event = events.next() => {
+                let Some(event) = event else { return };
+                let objects = match event {
+                    Ok(watcher::Event::Apply(cm) | watcher::Event::Delete(cm) | watcher::Event::InitApply(cm)) => vec![cm],
+                    Ok(_) => Vec::new(),
+                    Err(e) => {
+                        warn!(error = %e, "key-set shard watch failed");
+                        Vec::new()
+                    }
+                };
+                for cm in objects {
+                    let set = cm.labels().get(LABEL_KEYSET).cloned();
+                    if let (Some(namespace), Some(name)) = (cm.namespace(), set) {
+                        let id = KeySetId { namespace, name };
+                        known.insert(id.clone());
+                        publisher.request(id);
+                    }
+                }
+            }
+        }
+    }
+}

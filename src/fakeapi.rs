@@ -1,0 +1,305 @@
+//! An in-memory Kubernetes API for tests and the demo: kube-fake-client plus the watch it lacks.
+//!
+//! kube-fake-client serves get, list and writes but not watch, so the real
+//! kube-runtime `Controller` cannot run on it alone. [`client`] wraps it in a
+//! small service that turns every successful write into a watch event
+//! (`MODIFIED`, or `DELETED` for deletes) and serves `?watch=true` requests
+//! from them, replaying what happened after the `resourceVersion` the watcher
+//! asks for. List responses carry that event sequence number as their
+//! `resourceVersion`, so list-then-watch loses nothing. Watch streams end when
+//! a watcher falls too far behind (it then re-lists, as against a real server).
+//!
+//! Known differences from an API server: cascade deletes of owned objects
+//! produce no events; `ADDED` is reported as `MODIFIED` (watchers treat both
+//! as an apply); label selectors support `key=value` terms only; `limit` and
+//! `continue` are ignored (lists are never paged).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{StreamExt, stream};
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::api::ApiKey;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ResponseBody = BoxBody<Bytes, BoxError>;
+
+/// Events kept for replay to watchers that start from an older version.
+const HISTORY: usize = 50_000;
+
+/// A kube-fake-client `Client` with the ApiKey resource (and its status
+/// subresource) registered, behind a watch layer.
+pub async fn client() -> Result<kube::Client, kube_fake_client::Error> {
+    let inner = kube_fake_client::ClientBuilder::new()
+        .with_resource::<ApiKey>()
+        .with_status_subresource::<ApiKey>()
+        .build()
+        .await?;
+    Ok(with_watch(inner))
+}
+
+/// Put the watch layer in front of any kube-fake-client `Client`.
+#[must_use]
+pub fn with_watch(inner: kube::Client) -> kube::Client {
+    let (tx, _) = broadcast::channel(4096);
+    let state = Arc::new(State { log: Mutex::new(Log { seq: 0, history: VecDeque::new() }), tx });
+    kube::Client::new(WatchService { inner, state }, "default")
+}
+
+#[derive(Clone)]
+struct WatchService {
+    inner: kube::Client,
+    state: Arc<State>,
+}
+
+struct State {
+    log: Mutex<Log>,
+    tx: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+struct Log {
+    seq: u64,
+    history: VecDeque<Arc<WatchEvent>>,
+}
+
+/// One change, tagged with where it belongs.
+struct WatchEvent {
+    seq: u64,
+    resource: Target,
+    line: Bytes,
+    labels: serde_json::Map<String, Value>,
+}
+
+/// A collection: API prefix (`api/v1`, `apis/g/v`), resource plural and namespace.
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct Target {
+    prefix: String,
+    resource: String,
+    namespace: Option<String>,
+}
+
+impl Target {
+    /// Parse `/api/v1[/namespaces/ns]/res[/name[/sub]]` or the `/apis/g/v/...` form.
+    fn parse(path: &str) -> Option<(Target, Option<String>)> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (prefix, rest) = match *parts.first()? {
+            "api" => (parts.get(..2)?.join("/"), parts.get(2..)?),
+            "apis" => (parts.get(..3)?.join("/"), parts.get(3..)?),
+            _ => return None,
+        };
+        let (namespace, rest) = match rest {
+            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
+            _ => (None, rest),
+        };
+        let resource = (*rest.first()?).to_owned();
+        let name = rest.get(1).map(|n| (*n).to_owned());
+        Some((Target { prefix, resource, namespace }, name))
+    }
+
+    /// Whether an event on `other` (always namespaced or not) is seen by a watch on `self`.
+    fn covers(&self, other: &Target) -> bool {
+        self.prefix == other.prefix
+            && self.resource == other.resource
+            && (self.namespace.is_none() || self.namespace == other.namespace)
+    }
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn decode(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(b) = hex {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `key=value` terms of a label selector; other forms match nothing, to be safe.
+fn selector_matches(selector: Option<&str>, labels: &serde_json::Map<String, Value>) -> bool {
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else { return true };
+    selector.split(',').all(|term| match term.split_once('=') {
+        Some((k, v)) => labels.get(k.trim_end_matches('=')).and_then(Value::as_str) == Some(v.trim_start_matches('=')),
+        None => labels.contains_key(term),
+    })
+}
+
+impl State {
+    fn emit(&self, resource: Target, type_: &str, mut object: Value) {
+        let mut log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        log.seq += 1;
+        let seq = log.seq;
+        // Watchers resume from the version of the last object they saw: make it our sequence.
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".to_owned(), Value::String(seq.to_string()));
+        }
+        let labels = object.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+        let mut line = json!({ "type": type_, "object": object }).to_string().into_bytes();
+        line.push(b'\n');
+        let event = Arc::new(WatchEvent { seq, resource, line: Bytes::from(line), labels });
+        log.history.push_back(event.clone());
+        if log.history.len() > HISTORY {
+            log.history.pop_front();
+        }
+        // No receivers is fine: nobody is watching yet.
+        let _ = self.tx.send(event);
+    }
+
+    fn current(&self) -> u64 {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).seq
+    }
+}
+
+fn full(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+fn respond(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+impl WatchService {
+    fn watch(&self, target: Target, query: &str) -> Response<ResponseBody> {
+        let selector = query_param(query, "labelSelector").map(decode);
+        let from: u64 =
+            query_param(query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or_else(|| self.state.current());
+        let (replay, rx) = {
+            let log = self.state.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let oldest = log.history.front().map_or(log.seq + 1, |e| e.seq);
+            if from + 1 < oldest {
+                let gone = json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Expired","code":410,"message":"too old resource version"});
+                return respond(StatusCode::GONE, Bytes::from(gone.to_string()));
+            }
+            let replay: Vec<Arc<WatchEvent>> = log.history.iter().filter(|e| e.seq > from).cloned().collect();
+            (replay, self.state.tx.subscribe())
+        };
+        let live = stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(event) => Some((event, rx)),
+                // A lagging watcher ends its stream and re-lists, as with a real server.
+                Err(_) => None,
+            }
+        });
+        let events = stream::iter(replay).chain(live).filter(move |e| {
+            let keep = target.covers(&e.resource) && selector_matches(selector.as_deref(), &e.labels);
+            async move { keep }
+        });
+        let body = StreamBody::new(events.map(|e| Ok::<_, BoxError>(Frame::data(e.line.clone()))));
+        let mut response = Response::new(BodyExt::boxed(body));
+        response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+impl tower::Service<Request<Body>> for WatchService {
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_owned();
+            let query = req.uri().query().unwrap_or("").to_owned();
+            let method = req.method().clone();
+            let target = Target::parse(&path);
+            if method == http::Method::GET && matches!(query_param(&query, "watch"), Some("true" | "1")) {
+                let (target, _) = target.ok_or("watch on an unknown path")?;
+                return Ok(this.watch(target, &query));
+            }
+            let is_list = method == http::Method::GET && target.as_ref().is_some_and(|(_, name)| name.is_none());
+            if is_list {
+                // Lists are never paged here; drop `limit` so none is truncated.
+                let kept: Vec<&str> =
+                    query.split('&').filter(|kv| !kv.starts_with("limit=") && !kv.is_empty()).collect();
+                let uri = if kept.is_empty() { path.clone() } else { format!("{path}?{}", kept.join("&")) };
+                *req.uri_mut() = uri.parse()?;
+            }
+            let version = this.state.current();
+            let response = this.inner.send(req).await?;
+            let (parts, body) = response.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            let ok = parts.status.is_success();
+            let mut bytes = bytes;
+            if ok && is_list {
+                if let Ok(mut list) = serde_json::from_slice::<Value>(&bytes) {
+                    list["metadata"]["resourceVersion"] = Value::String(version.to_string());
+                    bytes = Bytes::from(list.to_string());
+                }
+            } else if ok
+                && method != http::Method::GET
+                && let (Some((mut target, _)), Ok(object)) = (target, serde_json::from_slice::<Value>(&bytes))
+                && object.get("kind").and_then(Value::as_str) != Some("Status")
+            {
+                if target.namespace.is_none() {
+                    target.namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned);
+                }
+                let type_ = if method == http::Method::DELETE { "DELETED" } else { "MODIFIED" };
+                this.state.emit(target, type_, object);
+            }
+            Ok(Response::from_parts(parts, full(bytes)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_their_collection() {
+        let (t, name) = Target::parse("/apis/keyward.dev/v1alpha1/namespaces/a/apikeys/crm/status").unwrap();
+        assert_eq!(
+            t,
+            Target {
+                prefix: "apis/keyward.dev/v1alpha1".into(),
+                resource: "apikeys".into(),
+                namespace: Some("a".into())
+            }
+        );
+        assert_eq!(name.as_deref(), Some("crm"));
+        let (all, name) = Target::parse("/api/v1/secrets").unwrap();
+        assert_eq!((all.namespace, name), (None, None));
+    }
+
+    #[test]
+    fn label_selectors_match_equality_terms() {
+        let labels = json!({"a": "1", "b": "2"}).as_object().unwrap().clone();
+        assert!(selector_matches(Some("a=1,b=2"), &labels));
+        assert!(!selector_matches(Some("a=2"), &labels));
+        assert!(selector_matches(Some(&decode("a%3D1")), &labels));
+    }
+}

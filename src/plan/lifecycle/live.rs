@@ -1,0 +1,249 @@
+//! The live key: issue the current token, repair the Secret, rotate, retire the previous token.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{KeyState, KeyVersion, ROTATE_ANNOTATION};
+use crate::plan::records::version_hash;
+use crate::plan::schedule::{after, next_rotation};
+use crate::plan::validate::ValidSpec;
+use crate::plan::{EventKind, Mint, SecretView, Slot, Source, TokenFacts};
+use crate::token::KeyHash;
+
+use super::{Draft, version};
+
+impl Draft<'_> {
+    /// Make sure the Secret holds the token status calls current. Returns
+    /// whether the rest of the lifecycle can go on in this pass.
+    pub(super) fn current_token(&mut self, spec: &ValidSpec) -> bool {
+        let slot = self.secret_slot(false).clone();
+        let Some(current) = self.status.current_key.clone() else {
+            return self.issue_current(spec, &slot);
+        };
+        let current_hash = version_hash(&current);
+        let next_hash = self.status.next_key.as_ref().and_then(version_hash);
+        match slot.facts() {
+            Some(facts) if Some(facts.hash) == current_hash => {
+                self.status.prefix = Some(facts.display_prefix.clone());
+                true
+            }
+            // The Secret was swapped but status was not written: finish the swap.
+            Some(facts) if next_hash == Some(facts.hash) => {
+                let facts = facts.clone();
+                self.complete_swap(spec, &facts, Source::Token);
+                true
+            }
+            _ => {
+                self.repair_secret(spec, &slot, current_hash);
+                false
+            }
+        }
+    }
+
+    /// No current token in status: adopt the one the Secret holds (written by
+    /// an earlier pass that crashed or just minted it), or mint one.
+    pub(super) fn issue_current(&mut self, spec: &ValidSpec, slot: &Slot) -> bool {
+        match slot.facts() {
+            Some(facts) if facts.prefix == spec.prefix.as_str() && !self.is_known(facts.hash) => {
+                self.status.current_key = Some(version(facts.hash, self.now));
+                self.status.prefix = Some(facts.display_prefix.clone());
+                self.status.last_rotation_request = self.annotation();
+                let (reason, note) = if self.old.previous_key.is_some() || self.old.last_rotated_at.is_some() {
+                    ("TokenReissued", format!("New token {} written to the Secret", facts.hash.key_id()))
+                } else {
+                    ("Created", format!("Token {} written to the Secret and published", facts.hash.key_id()))
+                };
+                self.event(EventKind::Normal, reason, note);
+                true
+            }
+            _ => {
+                self.mint = Some(Mint { prefix: spec.prefix.clone() });
+                self.token = Some(Source::Minted);
+                self.next_token = None;
+                self.again = true;
+                false
+            }
+        }
+    }
+
+    /// The Secret lost or changed the current token. The token consumers held
+    /// stays valid for the grace period (it was legitimately issued); whatever
+    /// the Secret holds instead is never published; a new token is issued.
+    pub(super) fn repair_secret(&mut self, spec: &ValidSpec, slot: &Slot, current_hash: Option<KeyHash>) {
+        let why = match (&self.observed.secret, slot) {
+            _ if self.delete_secret.is_some() => "spec.secretName changed",
+            (SecretView::Absent, _) => "the Secret was deleted",
+            (_, Slot::Empty) => "the token was removed from the Secret",
+            (_, Slot::Malformed) => "the Secret holds a malformed token",
+            (_, Slot::Token(_)) => "the Secret holds a token keyward did not issue",
+        };
+        let grace_end = after(self.now, self.grace(spec));
+        self.status.previous_key = self.status.current_key.take().filter(|_| current_hash.is_some()).map(|mut v| {
+            v.not_after = Some(Time(grace_end));
+            v
+        });
+        self.status.next_key = None;
+        self.token = None;
+        self.next_token = None;
+        self.again = true;
+        self.event(
+            EventKind::Warning,
+            "SecretRepaired",
+            format!("Repairing: {why}; issuing a new token, the previous one works until {grace_end}"),
+        );
+    }
+
+    pub(super) fn rotation(&mut self, spec: &ValidSpec) {
+        let base = self.status.last_rotated_at.as_ref().or(self.status.current_key.as_ref().map(|v| &v.not_before));
+        let due_at = spec.rotation.as_ref().zip(base).and_then(|(r, base)| next_rotation(r, base.0));
+        self.status.next_rotation_at = due_at.map(Time);
+        if let Some(next) = self.status.next_key.clone() {
+            self.continue_rotation(spec, &next);
+        } else if let Some(why) = self.rotation_trigger(spec, due_at) {
+            self.start_rotation(spec, &why);
+        } else {
+            // A next token nobody asked for (stale or planted) is removed, never published.
+            self.next_token = None;
+            if let Some(at) = due_at {
+                self.deadline(at);
+            }
+        }
+    }
+
+    pub(super) fn rotation_trigger(&self, spec: &ValidSpec, due_at: Option<Timestamp>) -> Option<String> {
+        let annotation = self.annotation();
+        let current_prefix = self.secret_slot(false).facts().map(|f| f.prefix.clone());
+        if annotation.is_some() && annotation != self.status.last_rotation_request {
+            Some(format!("requested by the {ROTATE_ANNOTATION} annotation"))
+        } else if current_prefix.is_some_and(|p| p != spec.prefix.as_str()) {
+            Some(format!("prefix changed to {}", spec.prefix.as_str()))
+        } else {
+            due_at.filter(|at| *at <= self.now).map(|at| format!("scheduled for {at}"))
+        }
+    }
+
+    /// Step 1 and 2 of the protocol: persist the next token (mint), then
+    /// record it in status so that it is published beside the current one.
+    pub(super) fn start_rotation(&mut self, spec: &ValidSpec, why: &str) {
+        let slot = self.secret_slot(true).clone();
+        match slot.facts() {
+            Some(facts) if facts.prefix == spec.prefix.as_str() && !self.is_known(facts.hash) => {
+                self.status.next_key = Some(version(facts.hash, self.now));
+                self.next_token = Some(Source::NextToken);
+                let swap_at = after(self.now, self.settings.propagation_delay);
+                self.deadline(swap_at);
+                self.event(
+                    EventKind::Normal,
+                    "RotationStarted",
+                    format!("Rotation {why}: next token {} published; swap at {swap_at}", facts.hash.key_id()),
+                );
+            }
+            _ => {
+                self.mint = Some(Mint { prefix: spec.prefix.clone() });
+                self.next_token = Some(Source::Minted);
+                self.again = true;
+            }
+        }
+    }
+
+    /// Step 3: once the next hash has had time to reach every verifier, swap.
+    pub(super) fn continue_rotation(&mut self, spec: &ValidSpec, next: &KeyVersion) {
+        let slot = self.secret_slot(true).clone();
+        match slot.facts() {
+            Some(facts) if Some(facts.hash) == version_hash(next) => {
+                let swap_at = after(next.not_before.0, self.settings.propagation_delay);
+                if swap_at > self.now {
+                    self.deadline(swap_at);
+                } else if self.observed.published.iter().any(|r| Some(r.hash) == version_hash(next)) {
+                    let facts = facts.clone();
+                    self.complete_swap(spec, &facts, Source::NextToken);
+                } else {
+                    self.deadline(after(self.now, self.settings.publish_poll));
+                }
+            }
+            _ => {
+                self.status.next_key = None;
+                self.next_token = None;
+                self.again = true;
+                self.event(
+                    EventKind::Warning,
+                    "RotationRestarted",
+                    "The next token was lost from the Secret before the swap; minting another".to_owned(),
+                );
+            }
+        }
+    }
+
+    /// Step 4: the Secret holds the new token; the old one keeps working for the grace period.
+    pub(super) fn complete_swap(&mut self, spec: &ValidSpec, next: &TokenFacts, token_from: Source) {
+        let grace_end = after(self.now, self.grace(spec));
+        let mut previous = self.status.current_key.take();
+        if let Some(p) = &mut previous {
+            p.not_after = Some(Time(grace_end));
+        }
+        let mut current = self.status.next_key.take().unwrap_or_else(|| version(next.hash, self.now));
+        current.not_after = None;
+        self.status.previous_key = previous;
+        self.status.current_key = Some(current);
+        self.status.last_rotated_at = Some(Time(self.now));
+        self.status.last_rotation_request = self.annotation().or(self.status.last_rotation_request.take());
+        self.status.prefix = Some(next.display_prefix.clone());
+        self.token = Some(token_from);
+        self.next_token = None;
+        let due_at = spec.rotation.as_ref().and_then(|r| next_rotation(r, self.now));
+        self.status.next_rotation_at = due_at.map(Time);
+        if let Some(at) = due_at {
+            self.deadline(at);
+        }
+        self.deadline(grace_end);
+        self.event(
+            EventKind::Normal,
+            "Swapped",
+            format!("Secret now holds token {}; the previous token works until {grace_end}", next.hash.key_id()),
+        );
+    }
+
+    /// Step 5: the grace period is over.
+    pub(super) fn retire_previous(&mut self) {
+        let Some(previous) = &self.status.previous_key else { return };
+        match previous.not_after.as_ref().map(|t| t.0) {
+            Some(end) if end > self.now => self.deadline(end),
+            _ => {
+                let id = previous.key_id.clone();
+                self.status.previous_key = None;
+                self.event(EventKind::Normal, "PreviousRetired", format!("Previous token {id} retired"));
+            }
+        }
+    }
+
+    pub(super) fn summarise_live(&mut self) {
+        if self.status.current_key.is_none() {
+            self.status.state = Some(KeyState::Pending);
+            self.ready(false, "Issuing", "A token is being issued".to_owned());
+            return;
+        }
+        if self.key.spec.active {
+            if self.was(KeyState::Inactive) {
+                self.event(EventKind::Normal, "Enabled", "Key enabled: its token works again".to_owned());
+            }
+            let rotating = self.status.next_key.is_some() || self.status.previous_key.is_some();
+            let (state, reason, message) = if rotating {
+                (KeyState::Rotating, "Rotating", "The key works; a rotation is under way")
+            } else {
+                (KeyState::Active, "Active", "The key works")
+            };
+            self.status.state = Some(state);
+            self.ready(true, reason, message.to_owned());
+        } else {
+            if self.was(KeyState::Active) || self.was(KeyState::Rotating) {
+                self.event(
+                    EventKind::Normal,
+                    "Disabled",
+                    "Key disabled: verifiers refuse it until active is true".to_owned(),
+                );
+            }
+            self.status.state = Some(KeyState::Inactive);
+            self.ready(false, "Disabled", "The key is switched off (spec.active is false)".to_owned());
+        }
+    }
+}

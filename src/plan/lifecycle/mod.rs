@@ -1,0 +1,257 @@
+//! The lifecycle state machine: small named steps over a draft of the new status.
+//!
+//! [`terminal`] holds the states that end the live lifecycle (deleted,
+//! invalid, conflicting, revoked, expired); [`live`] the token of a working
+//! key: issue, repair, rotate, retire.
+//!
+//! Order matters and is the policy: deletion first, then spec validity, then
+//! ownership of the Secret, then the terminal states (revoked, expired), then
+//! the current token, rotation, and retirement of the previous token.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    ApiKey, ApiKeyStatus, CONDITION_READY, ConditionUpdate, KeyState, KeyVersion, ROTATE_ANNOTATION, set_condition,
+};
+use crate::keyset::{Record, RecordState};
+use crate::token::KeyHash;
+
+use super::records::{records_for, version_hash};
+use super::validate::{ValidSpec, validate};
+use super::{
+    DesiredSecret, EventKind, Finalizer, LABEL_APIKEY, LABEL_MANAGED_BY, MANAGED_BY, Mint, Observed, Plan,
+    PlannedEvent, Publish, SecretView, Settings, Slot, Source, secret_name,
+};
+
+mod live;
+mod terminal;
+
+/// How long to wait before looking again at a Secret owned by someone else.
+const CONFLICT_RECHECK: SignedDuration = SignedDuration::from_mins(5);
+
+pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: Timestamp) -> Plan {
+    let mut draft = Draft::new(key, observed, settings, now);
+    if key.metadata.deletion_timestamp.is_some() {
+        return draft.finalize();
+    }
+    let spec = match validate(&key.spec) {
+        Ok(spec) => spec,
+        Err(errors) => return draft.invalid(errors),
+    };
+    if let SecretView::Present(facts) = &observed.secret
+        && !facts.owned
+    {
+        return draft.secret_conflict();
+    }
+    draft.follow_moves();
+    if key.spec.revoked {
+        draft.revoke();
+    } else if draft.status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now) {
+        draft.expire(&spec);
+    } else {
+        // Rotation and retirement wait while a token is issued or the Secret repaired.
+        if draft.current_token(&spec) {
+            draft.rotation(&spec);
+            draft.retire_previous();
+            if let Some(t) = spec.expires_at {
+                draft.deadline(t);
+            }
+        }
+        draft.summarise_live();
+    }
+    draft.finish()
+}
+
+struct Draft<'a> {
+    key: &'a ApiKey,
+    observed: &'a Observed,
+    settings: &'a Settings,
+    now: Timestamp,
+    old: ApiKeyStatus,
+    status: ApiKeyStatus,
+    events: Vec<PlannedEvent>,
+    token: Option<Source>,
+    next_token: Option<Source>,
+    mint: Option<Mint>,
+    delete_secret: Option<String>,
+    leave_key_set: Option<String>,
+    delete_apikey: bool,
+    again: bool,
+    deadlines: Vec<Timestamp>,
+}
+
+impl<'a> Draft<'a> {
+    fn new(key: &'a ApiKey, observed: &'a Observed, settings: &'a Settings, now: Timestamp) -> Self {
+        let old = key.status.clone().unwrap_or_default();
+        let (token, next_token) = match &observed.secret {
+            SecretView::Present(facts) => {
+                (facts.token.facts().map(|_| Source::Token), facts.next_token.facts().map(|_| Source::NextToken))
+            }
+            SecretView::Absent => (None, None),
+        };
+        Draft {
+            key,
+            observed,
+            settings,
+            now,
+            status: old.clone(),
+            old,
+            events: Vec::new(),
+            token,
+            next_token,
+            mint: None,
+            delete_secret: None,
+            leave_key_set: None,
+            delete_apikey: false,
+            again: false,
+            deadlines: Vec::new(),
+        }
+    }
+
+    fn secret_slot(&self, next: bool) -> &Slot {
+        static EMPTY: Slot = Slot::Empty;
+        match &self.observed.secret {
+            SecretView::Present(facts) if next => &facts.next_token,
+            SecretView::Present(facts) => &facts.token,
+            SecretView::Absent => &EMPTY,
+        }
+    }
+
+    fn event(&mut self, kind: EventKind, reason: &'static str, note: String) {
+        self.events.push(PlannedEvent { kind, reason, note });
+    }
+
+    fn deadline(&mut self, at: Timestamp) {
+        self.deadlines.push(at);
+    }
+
+    fn ready(&mut self, status: bool, reason: &'static str, message: String) {
+        let update =
+            ConditionUpdate { type_: CONDITION_READY, status: if status { "True" } else { "False" }, reason, message };
+        set_condition(&mut self.status.conditions, update, self.key.metadata.generation, self.now);
+    }
+
+    fn was(&self, state: KeyState) -> bool {
+        self.old.state == Some(state)
+    }
+
+    fn grace(&self, spec: &ValidSpec) -> SignedDuration {
+        spec.rotation
+            .as_ref()
+            .and_then(|r| r.grace_period.as_ref())
+            .and_then(|g| SignedDuration::try_from(g.get()).ok())
+            .unwrap_or(self.settings.default_grace_period)
+    }
+
+    /// A hash already known to status must never be adopted for a second role:
+    /// the key set would then carry it twice.
+    fn is_known(&self, hash: KeyHash) -> bool {
+        [&self.status.current_key, &self.status.next_key, &self.status.previous_key]
+            .into_iter()
+            .flatten()
+            .any(|v| version_hash(v) == Some(hash))
+    }
+
+    fn annotation(&self) -> Option<String> {
+        self.key.metadata.annotations.as_ref().and_then(|a| a.get(ROTATE_ANNOTATION)).cloned()
+    }
+
+    // ---- assembling the plan ----
+
+    fn desired_secret(&self) -> DesiredSecret {
+        let template = self.key.spec.secret_template.clone().unwrap_or_default();
+        let mut labels = template.labels;
+        labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+        labels.insert(LABEL_APIKEY.to_owned(), self.key.metadata.name.clone().unwrap_or_default());
+        DesiredSecret {
+            name: secret_name(self.key),
+            labels,
+            annotations: template.annotations,
+            token: self.token,
+            next_token: self.next_token,
+        }
+    }
+
+    /// Whether the Secret as observed differs from `desired`.
+    fn secret_differs(&self, desired: &DesiredSecret) -> bool {
+        let SecretView::Present(facts) = &self.observed.secret else {
+            return desired.token.is_some() || desired.next_token.is_some();
+        };
+        let slot_ok = |want: Option<Source>, slot: &Slot, own: Source| match (want, slot) {
+            (None, Slot::Empty) => true,
+            (Some(source), Slot::Token(_)) => source == own,
+            _ => false,
+        };
+        let subset = |want: &std::collections::BTreeMap<String, String>,
+                      have: &std::collections::BTreeMap<String, String>| {
+            want.iter().all(|(k, v)| have.get(k) == Some(v))
+        };
+        !(slot_ok(desired.token, &facts.token, Source::Token)
+            && slot_ok(desired.next_token, &facts.next_token, Source::NextToken)
+            && facts.foreign_keys.is_empty()
+            && subset(&desired.labels, &facts.labels)
+            && subset(&desired.annotations, &facts.annotations))
+    }
+
+    fn finish_without_secret(self) -> Plan {
+        self.assemble(None)
+    }
+
+    fn finish(self) -> Plan {
+        let desired = self.desired_secret();
+        let secret = self.secret_differs(&desired).then_some(desired);
+        self.assemble(secret)
+    }
+
+    fn assemble(mut self, secret: Option<DesiredSecret>) -> Plan {
+        self.status.observed_generation = self.key.metadata.generation;
+        let mut next_key = self.key.clone();
+        next_key.status = Some(self.status.clone());
+        let records = records_for(&next_key, self.now);
+        let publish = publish_urgency(&self.observed.published, &records);
+        // While a token is being minted, status waits for the pass that adopts it.
+        let status = (self.mint.is_none() && self.status != self.old).then(|| self.status.clone());
+        let requeue_at = if self.again { Some(self.now) } else { self.deadlines.iter().copied().min() };
+        let has_finalizer =
+            self.key.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == super::FINALIZER));
+        Plan {
+            spec_errors: Vec::new(),
+            finalizer: if has_finalizer { Finalizer::Keep } else { Finalizer::Add },
+            mint: self.mint,
+            secret,
+            delete_secret: self.delete_secret,
+            leave_key_set: self.leave_key_set,
+            records,
+            publish,
+            status,
+            events: self.events,
+            delete_apikey: self.delete_apikey,
+            requeue_at,
+        }
+    }
+}
+
+fn version(hash: KeyHash, not_before: Timestamp) -> KeyVersion {
+    KeyVersion {
+        key_id: hash.key_id().to_string(),
+        hash: Some(hash.to_string()),
+        not_before: Time(not_before),
+        not_after: None,
+    }
+}
+
+/// Removing a hash or switching one off takes access away: that cannot wait
+/// for coalescing. Anything else can.
+fn publish_urgency(old: &[Record], new: &[Record]) -> Publish {
+    if old == new {
+        return Publish::Unchanged;
+    }
+    let taken_away = old.iter().any(|o| {
+        new.iter().find(|n| n.hash == o.hash).is_none_or(|n| {
+            (o.state == RecordState::Active && n.state != RecordState::Active)
+                || n.not_after.is_some_and(|end| o.not_after.is_none_or(|old_end| end < old_end))
+        })
+    });
+    if taken_away { Publish::Now } else { Publish::Soon }
+}

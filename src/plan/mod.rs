@@ -1,0 +1,273 @@
+//! The pure lifecycle decision: given an ApiKey, what the controller observed and the time, what should be true.
+//!
+//! [`plan`] is a plain synchronous function: no client, no clock, no
+//! randomness. The controller reads the API into an [`Observed`], calls
+//! [`plan`], carries out the returned [`Plan`] and, when the plan asks for it
+//! ([`Plan::requeue_at`] not after `now`), plans again at once with what it
+//! just wrote. Every `if` that decides something about a key lives here.
+//!
+//! Tokens never enter this module. The Secret is described by the hashes of
+//! the tokens it holds ([`SecretView`]); a new token is an instruction
+//! ([`Mint`]) that the controller carries out with its own randomness, writing
+//! the token into the Secret *before* anything else records it. The next plan
+//! then finds the token in the Secret and adopts it into status. Because the
+//! normal path and the crash-recovery path are the same adoption rules, a
+//! crash between any two writes resumes without minting twice.
+//!
+//! The Secret layout ([`DATA_TOKEN`], [`DATA_NEXT_TOKEN`], labels) and the
+//! state machine are documented in `docs/lifecycle.md`.
+
+mod lifecycle;
+mod records;
+mod schedule;
+mod validate;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::api::{ApiKey, ApiKeyStatus};
+use crate::keyset::Record;
+use crate::token::{KeyHash, Prefix};
+
+pub use records::records_for;
+pub use validate::{SpecError, ValidSpec, validate};
+
+/// Secret data key holding the token clients use.
+pub const DATA_TOKEN: &str = "token";
+/// Secret data key holding the next token during a rotation, before it is
+/// swapped into [`DATA_TOKEN`]. Clients must not use it: its hash may not have
+/// reached every verifier yet.
+pub const DATA_NEXT_TOKEN: &str = "next-token";
+/// Label on everything the operator writes.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY: &str = "keyward";
+/// Label on a Secret naming its ApiKey.
+pub const LABEL_APIKEY: &str = "keyward.dev/apikey";
+/// Label on a key-set ConfigMap shard naming its key set.
+pub const LABEL_KEYSET: &str = "keyward.dev/keyset";
+/// Finalizer that keeps an ApiKey until its hashes have left the key set.
+pub const FINALIZER: &str = "keyward.dev/unpublish";
+
+/// Operator-wide settings the plan depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// How long a newly published hash is given to reach every verifier
+    /// before the Secret is swapped to its token. The default covers kubelet's
+    /// ConfigMap volume sync (sync period plus cache TTL, about a minute each).
+    pub propagation_delay: SignedDuration,
+    /// Grace period when `rotation.gracePeriod` is absent, and for the
+    /// previous token after the Secret had to be repaired.
+    pub default_grace_period: SignedDuration,
+    /// How soon to look again while the next hash is not published yet.
+    pub publish_poll: SignedDuration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            propagation_delay: SignedDuration::from_secs(120),
+            default_grace_period: SignedDuration::from_hours(1),
+            publish_poll: SignedDuration::from_secs(5),
+        }
+    }
+}
+
+/// What the controller read before planning.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// The Secret named by the spec.
+    pub secret: SecretView,
+    /// This key's records in its key set as last written by the publisher.
+    pub published: Vec<Record>,
+}
+
+/// The Secret as far as planning needs it: which tokens it holds, by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SecretView {
+    /// No Secret of that name.
+    #[default]
+    Absent,
+    /// The Secret exists.
+    Present(Box<SecretFacts>),
+}
+
+/// Facts about an existing Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecretFacts {
+    /// It carries an owner reference to this ApiKey (by uid).
+    pub owned: bool,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Data keys other than the two the operator writes.
+    pub foreign_keys: Vec<String>,
+    /// What [`DATA_TOKEN`] holds.
+    pub token: Slot,
+    /// What [`DATA_NEXT_TOKEN`] holds.
+    pub next_token: Slot,
+}
+
+/// One data key of the Secret that should hold a token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Slot {
+    /// The key is absent.
+    #[default]
+    Empty,
+    /// The key holds something that is not a well-formed token.
+    Malformed,
+    /// The key holds a well-formed token.
+    Token(TokenFacts),
+}
+
+/// The public facts of a token: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFacts {
+    /// Its SHA-256.
+    pub hash: KeyHash,
+    /// Its prefix (such as `kw`).
+    pub prefix: String,
+    /// What status may show of it ([`crate::token::Token::display_prefix`]).
+    pub display_prefix: String,
+}
+
+impl Slot {
+    fn facts(&self) -> Option<&TokenFacts> {
+        match self {
+            Slot::Token(facts) => Some(facts),
+            Slot::Empty | Slot::Malformed => None,
+        }
+    }
+}
+
+/// Where a Secret data key's value comes from when the Secret is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The token now in [`DATA_TOKEN`].
+    Token,
+    /// The token now in [`DATA_NEXT_TOKEN`].
+    NextToken,
+    /// The token minted for this plan ([`Plan::mint`]).
+    Minted,
+}
+
+/// The Secret the plan wants; the controller adds the owner reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredSecret {
+    /// Secret name.
+    pub name: String,
+    /// Labels (managed-by, apikey, plus the spec's template labels).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations from the spec's template.
+    pub annotations: BTreeMap<String, String>,
+    /// Value of [`DATA_TOKEN`]; `None` means the key must be absent.
+    pub token: Option<Source>,
+    /// Value of [`DATA_NEXT_TOKEN`]; `None` means the key must be absent.
+    pub next_token: Option<Source>,
+}
+
+/// A token to be minted by the controller, with its own randomness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mint {
+    /// The prefix of the new token.
+    pub prefix: Prefix,
+}
+
+/// Whether the key set must be rebuilt, and how urgently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Publish {
+    /// This key's records did not change.
+    Unchanged,
+    /// Records were added or changed; coalescing with other keys is fine.
+    Soon,
+    /// Access was taken away (a hash removed or switched off): publish before
+    /// the reconcile ends.
+    Now,
+}
+
+/// Normal or Warning, as Kubernetes Events have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A lifecycle step.
+    Normal,
+    /// Something a person should look at.
+    Warning,
+}
+
+/// A Kubernetes Event to emit. Notes never contain a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEvent {
+    /// Normal or Warning.
+    pub kind: EventKind,
+    /// CamelCase reason, such as `RotationStarted`.
+    pub reason: &'static str,
+    /// Human-readable text.
+    pub note: String,
+}
+
+/// What to do about the finalizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finalizer {
+    /// Add it before anything is published.
+    Add,
+    /// Nothing to do.
+    Keep,
+    /// The object is being deleted: unpublish, then remove the finalizer.
+    Remove,
+}
+
+/// Everything the controller should do for one ApiKey, as data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The spec problems found; empty when the spec is valid.
+    pub spec_errors: Vec<SpecError>,
+    /// Finalizer handling.
+    pub finalizer: Finalizer,
+    /// A token to mint into the slot(s) of [`Plan::secret`] marked [`Source::Minted`].
+    pub mint: Option<Mint>,
+    /// The Secret to write; `None` means leave it as it is.
+    pub secret: Option<DesiredSecret>,
+    /// An earlier Secret of this key (after `secretName` changed) to delete if owned.
+    pub delete_secret: Option<String>,
+    /// An earlier key set of this key (after `keySet` changed) to rebuild at
+    /// once, before status forgets it, so that the key leaves it.
+    pub leave_key_set: Option<String>,
+    /// This key's records in its key set, after this plan.
+    pub records: Vec<Record>,
+    /// Whether the key set needs publishing.
+    pub publish: Publish,
+    /// The status to write; `None` means it is already right.
+    pub status: Option<ApiKeyStatus>,
+    /// Events to emit.
+    pub events: Vec<PlannedEvent>,
+    /// Delete the ApiKey itself (expired past `retainExpiredFor`).
+    pub delete_apikey: bool,
+    /// When to reconcile again; not after `now` means plan again right away.
+    pub requeue_at: Option<Timestamp>,
+}
+
+/// Decide what should happen to `key`, given what was observed and the time.
+#[must_use]
+pub fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: Timestamp) -> Plan {
+    lifecycle::plan(key, observed, settings, whole_seconds(now))
+}
+
+/// Key-set times are whole seconds; so are all times the plan derives.
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// The Secret name for `key`: `spec.secretName` or `<name>-apikey`.
+#[must_use]
+pub fn secret_name(key: &ApiKey) -> String {
+    key.spec.secret_name.clone().unwrap_or_else(|| format!("{}-apikey", key.metadata.name.as_deref().unwrap_or("")))
+}

@@ -1,0 +1,114 @@
+//! Property tests: any sequence of user actions, clock jumps, crashes and tampering keeps the key set safe.
+
+use std::collections::BTreeSet;
+
+use jiff::SignedDuration;
+use proptest::prelude::*;
+
+use crate::api::KeyState;
+use crate::keyset::RecordState;
+
+use super::SecretView;
+use super::fixtures::{T0, World, an_api_key};
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Let this many minutes pass, reconciling at every deadline on the way.
+    Wait(u32),
+    ToggleActive,
+    RequestRotation(u8),
+    TogglePrefix,
+    DeleteSecret,
+    /// The operator dies after this many writes of its next plan, then restarts.
+    Crash(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0u32..3_000).prop_map(Step::Wait),
+        1 => Just(Step::ToggleActive),
+        1 => (0u8..3).prop_map(Step::RequestRotation),
+        1 => Just(Step::TogglePrefix),
+        1 => Just(Step::DeleteSecret),
+        2 => (0usize..3).prop_map(Step::Crash),
+    ]
+}
+
+fn wait(world: &mut World, minutes: u32) {
+    let target = world.now.checked_add(SignedDuration::from_mins(i64::from(minutes))).unwrap();
+    loop {
+        let plan = world.reconcile();
+        match plan.requeue_at {
+            Some(t) if t > world.now && t <= target => world.now = t,
+            _ => break,
+        }
+    }
+    world.now = target;
+    world.reconcile();
+}
+
+fn check(world: &World) -> Result<(), TestCaseError> {
+    let records = super::records_for(&world.key, world.now);
+    let hashes: BTreeSet<_> = records.iter().map(|r| r.hash).collect();
+    prop_assert_eq!(hashes.len(), records.len(), "no hash is published twice");
+    prop_assert!(records.len() <= 3, "at most previous, current and next: {}", records.len());
+    for r in &records {
+        prop_assert!(world.minted.contains(&r.hash), "only tokens the operator minted are published");
+        prop_assert!(r.not_after.is_none_or(|end| end > world.now), "nothing past its end is published");
+        if !world.key.spec.active {
+            prop_assert_eq!(r.state, RecordState::Inactive);
+        }
+    }
+    let status = world.status();
+    if matches!(status.state, Some(KeyState::Active | KeyState::Rotating)) {
+        let token = world.secret_tokens.0.as_ref().expect("a live key has a token in its Secret");
+        prop_assert!(hashes.contains(&token.hash()), "the Secret's token is published");
+        let current = status.current_key.as_ref().expect("a live key has a current key");
+        prop_assert_eq!(&current.key_id, &token.hash().key_id().to_string());
+    }
+    if let Some(next) = &status.next_key {
+        let token = world.secret_tokens.1.as_ref().expect("a rotation in progress keeps its next token in the Secret");
+        prop_assert_eq!(&next.key_id, &token.hash().key_id().to_string());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_history_keeps_the_published_set_consistent_with_the_secret(steps in proptest::collection::vec(step(), 1..25)) {
+        let key = an_api_key("crm").rotating_every("1d").with_grace("1h").build();
+        let mut world = World::converged(key, T0);
+        check(&world)?;
+        for step in steps {
+            match step {
+                Step::Wait(minutes) => wait(&mut world, minutes),
+                Step::ToggleActive => {
+                    world.key.spec.active = !world.key.spec.active;
+                    world.reconcile();
+                }
+                Step::RequestRotation(v) => {
+                    world.set_annotation(&format!("request-{v}"));
+                    world.reconcile();
+                }
+                Step::TogglePrefix => {
+                    let next = if world.key.spec.prefix.is_some() { None } else { Some("acme".to_owned()) };
+                    world.key.spec.prefix = next;
+                    world.reconcile();
+                }
+                Step::DeleteSecret => {
+                    world.observed.secret = SecretView::Absent;
+                    world.secret_tokens = (None, None);
+                    world.reconcile();
+                }
+                Step::Crash(writes) => {
+                    let plan = world.plan();
+                    world.apply(&plan, writes);
+                    world.reconcile();
+                }
+            }
+            check(&world)?;
+        }
+    }
+}

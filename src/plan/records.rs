@@ -1,0 +1,71 @@
+//! The key-set records of one ApiKey, derived from its spec and persisted status only.
+//!
+//! The publisher rebuilds a whole key set from the records of every ApiKey in
+//! it, so this must depend on nothing but the stored object: a token's hash is
+//! published only once status records it, and spec facts that take access
+//! away (revoked, inactive, expired, deleted, invalid) apply at once, even
+//! before the key's own reconcile has run.
+
+use jiff::Timestamp;
+
+use crate::api::{ApiKey, KeyVersion};
+use crate::keyset::{Record, RecordState};
+use crate::token::KeyHash;
+
+use super::validate::validate;
+
+/// The records `key` contributes to its key set at `now`.
+///
+/// Deleted, revoked, expired or invalid keys contribute nothing (fail closed);
+/// an inactive key's tokens stay listed as inactive so the verifier can say why
+/// it refuses them.
+#[must_use]
+pub fn records_for(key: &ApiKey, now: Timestamp) -> Vec<Record> {
+    let Ok(spec) = validate(&key.spec) else { return Vec::new() };
+    let (Some(namespace), Some(name)) = (key.metadata.namespace.as_deref(), key.metadata.name.as_deref()) else {
+        return Vec::new();
+    };
+    let Some(status) = &key.status else { return Vec::new() };
+    let expired = status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now);
+    if key.metadata.deletion_timestamp.is_some() || key.spec.revoked || expired {
+        return Vec::new();
+    }
+    let state = if key.spec.active { RecordState::Active } else { RecordState::Inactive };
+    let versions = [&status.previous_key, &status.current_key, &status.next_key];
+    let mut records: Vec<Record> = Vec::with_capacity(3);
+    for version in versions.into_iter().flatten() {
+        let Some(hash) = version_hash(version) else { continue };
+        let not_before = whole(version.not_before.0);
+        let not_after = match (version.not_after.as_ref().map(|t| whole(t.0)), spec.expires_at.map(whole)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let retired = not_after.is_some_and(|end| end <= not_before || end <= now);
+        if retired || records.iter().any(|r| r.hash == hash) {
+            continue;
+        }
+        records.push(Record {
+            hash,
+            key_id: hash.key_id(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            scopes: spec.scopes.clone(),
+            not_before,
+            not_after,
+            state,
+            rate_limit: spec.rate_limit.clone(),
+        });
+    }
+    records
+}
+
+/// The hash of a status key version, if it is recorded and consistent with its key id.
+pub(super) fn version_hash(version: &KeyVersion) -> Option<KeyHash> {
+    let hash: KeyHash = version.hash.as_deref()?.parse().ok()?;
+    (hash.key_id().as_str() == version.key_id).then_some(hash)
+}
+
+/// The key-set format holds whole seconds; times from hand-edited objects may not be.
+fn whole(t: Timestamp) -> Timestamp {
+    super::whole_seconds(t)
+}

@@ -1,0 +1,583 @@
+//! Lifecycle plans for every transition, with a fixed clock.
+
+use crate::api::KeyState;
+use crate::keyset::RecordState;
+
+use super::fixtures::{KeyBuilder, T0, World, an_api_key, at, managed_labels, mins, slot};
+use super::{EventKind, Finalizer, Publish, SecretView, Slot, Source, plan, validate};
+
+fn ready_reason(world: &World) -> (String, String) {
+    let c = &world.status().conditions[0];
+    (c.status.clone(), c.reason.clone())
+}
+
+// ---- create ----
+
+#[test]
+fn new_key_mints_one_token_into_the_secret_then_records_and_publishes_it() {
+    let mut world = World::new(an_api_key("crm").build(), T0);
+
+    let first = world.step();
+    assert!(first.mint.is_some(), "a new key mints: {first:#?}");
+    let secret = first.secret.as_ref().expect("the token is persisted in the Secret first");
+    assert_eq!(secret.token, Some(Source::Minted));
+    assert_eq!(secret.name, "crm-apikey");
+    assert_eq!(secret.labels, managed_labels("crm"));
+    assert!(first.status.is_none(), "status waits until the token is in the Secret: {:?}", first.status);
+    assert_eq!(first.requeue_at, Some(at(T0)), "plans again at once");
+
+    let second = world.reconcile();
+    assert!(second.mint.is_none() && second.secret.is_none(), "adopting mints nothing: {second:#?}");
+    let status = world.status();
+    let current = status.current_key.as_ref().expect("current key recorded");
+    assert_eq!(current.key_id, world.current_token().hash().key_id().to_string());
+    assert_eq!(status.state, Some(KeyState::Active));
+    assert_eq!(status.prefix.as_deref(), Some(world.current_token().display_prefix().as_str()));
+    assert_eq!(ready_reason(&world), ("True".to_owned(), "Active".to_owned()));
+    assert_eq!(second.publish, Publish::Soon);
+    assert_eq!(world.published_hashes(), vec![world.current_token().hash()]);
+    assert_eq!(world.mints, 1);
+    assert_eq!(world.event_reasons(), vec!["Created"]);
+}
+
+#[test]
+fn reapplying_unchanged_yaml_plans_no_write_at_all() {
+    let world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
+
+    let again = world.plan();
+
+    assert_eq!(again.mint, None);
+    assert_eq!(again.secret, None);
+    assert_eq!(again.status, None);
+    assert_eq!(again.publish, Publish::Unchanged);
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert_eq!(again.finalizer, Finalizer::Keep);
+}
+
+#[test]
+fn a_key_without_the_finalizer_gets_it_before_anything_is_published() {
+    let world = World::new(an_api_key("crm").without_finalizer().build(), T0);
+    assert_eq!(world.plan().finalizer, Finalizer::Add);
+}
+
+#[test]
+fn crash_after_the_secret_write_adopts_the_token_instead_of_minting_again() {
+    let mut world = World::new(an_api_key("crm").build(), T0);
+    let first = world.plan();
+    world.apply(&first, 1); // the Secret is written, then the operator dies
+
+    world.now = at("2026-01-01T00:05:00Z");
+    world.reconcile();
+
+    assert_eq!(world.mints, 1, "restart must not mint again");
+    assert_eq!(world.published_hashes(), vec![world.current_token().hash()]);
+}
+
+// ---- rotation ----
+
+#[test]
+fn rotation_every_interval_requeues_exactly_at_the_due_time() {
+    let world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
+    let plan = world.plan();
+    assert_eq!(plan.requeue_at, Some(at("2026-01-31T00:00:00Z")));
+    assert_eq!(world.status().next_rotation_at.as_ref().map(|t| t.0), Some(at("2026-01-31T00:00:00Z")));
+}
+
+#[test]
+fn due_rotation_persists_the_next_token_and_publishes_it_beside_the_current_one() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
+    let old = world.current_token().clone();
+
+    let started = world.after(jiff::SignedDuration::from_hours(24 * 30));
+
+    let next = world.secret_tokens.1.clone().expect("next token persisted in the Secret");
+    assert_eq!(world.current_token(), &old, "consumers keep the current token until the swap");
+    assert_eq!(world.published_hashes().len(), 2);
+    assert!(world.published_hashes().contains(&next.hash()));
+    assert_eq!(world.status().state, Some(KeyState::Rotating));
+    assert_eq!(started.requeue_at, Some(at("2026-01-31T00:02:00Z")), "swap after the propagation delay");
+    assert!(world.event_reasons().contains(&"RotationStarted"));
+    assert_eq!(world.mints, 2);
+}
+
+#[test]
+fn swap_waits_for_the_propagation_delay() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
+    world.after(jiff::SignedDuration::from_hours(24 * 30));
+    let before = world.current_token().clone();
+
+    world.after(mins(1));
+
+    assert_eq!(world.current_token(), &before, "no swap one minute in");
+    assert!(world.secret_tokens.1.is_some());
+}
+
+#[test]
+fn swap_waits_until_the_next_hash_is_published() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
+    world.publisher_up = false;
+    world.after(jiff::SignedDuration::from_hours(24 * 30));
+    let before = world.current_token().clone();
+
+    let plan = world.after(mins(10));
+
+    assert_eq!(world.current_token(), &before, "never swap to a token verifiers may not know");
+    assert_eq!(plan.requeue_at, Some(world.now.checked_add(world.settings.publish_poll).unwrap()));
+}
+
+#[test]
+fn after_the_swap_the_previous_token_keeps_working_for_the_grace_period() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").with_grace("2h").build(), T0);
+    let old = world.current_token().clone();
+    let started = world.after(jiff::SignedDuration::from_hours(24 * 30));
+    let next = world.secret_tokens.1.clone().unwrap();
+
+    let swapped = world.at_deadline(&started);
+
+    assert_eq!(world.current_token(), &next, "the Secret now holds the next token");
+    assert_eq!(world.secret_tokens.1, None, "next-token is removed by the swap");
+    let records = super::records_for(&world.key, world.now);
+    let previous = records.iter().find(|r| r.hash == old.hash()).expect("previous still published");
+    assert_eq!(previous.not_after, Some(at("2026-01-31T02:02:00Z")));
+    assert_eq!(swapped.requeue_at, Some(at("2026-01-31T02:02:00Z")), "requeue when the grace period ends");
+    assert_eq!(world.status().last_rotated_at.as_ref().map(|t| t.0), Some(at("2026-01-31T00:02:00Z")));
+    assert_eq!(world.status().next_rotation_at.as_ref().map(|t| t.0), Some(at("2026-03-02T00:02:00Z")));
+    assert!(world.event_reasons().contains(&"Swapped"));
+}
+
+#[test]
+fn previous_token_stops_working_after_the_grace_period() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").with_grace("2h").build(), T0);
+    let old = world.current_token().clone();
+    let started = world.after(jiff::SignedDuration::from_hours(24 * 30));
+    let swapped = world.at_deadline(&started);
+
+    let retired = world.at_deadline(&swapped);
+
+    assert_eq!(world.status().previous_key, None);
+    assert!(!world.published_hashes().contains(&old.hash()));
+    assert_eq!(world.published_hashes(), vec![world.current_token().hash()]);
+    assert_eq!(world.status().state, Some(KeyState::Active));
+    assert!(retired.events.iter().any(|e| e.reason == "PreviousRetired"));
+    assert_eq!(world.mints, 2, "one rotation, one mint");
+}
+
+#[test]
+fn crash_after_persisting_the_next_token_adopts_it_on_restart() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
+    world.now = at("2026-01-31T00:00:00Z");
+    let mint = world.plan();
+    assert!(mint.mint.is_some());
+    world.apply(&mint, 1);
+
+    world.reconcile();
+
+    assert_eq!(world.mints, 2, "the persisted next token is adopted, not replaced");
+    let next = world.secret_tokens.1.clone().unwrap();
+    assert!(world.published_hashes().contains(&next.hash()));
+}
+
+#[test]
+fn crash_after_the_swap_write_finishes_the_swap_without_minting() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
+    let started = world.after(jiff::SignedDuration::from_hours(24 * 30));
+    world.now = started.requeue_at.unwrap();
+    let swap = world.plan();
+    world.apply(&swap, 1); // Secret swapped, status not written
+
+    world.after(mins(1));
+
+    let status = world.status();
+    assert_eq!(status.current_key.as_ref().unwrap().key_id, world.current_token().hash().key_id().to_string());
+    assert!(status.previous_key.is_some() && status.next_key.is_none());
+    assert_eq!(world.mints, 2);
+}
+
+#[test]
+fn a_crash_after_any_write_of_a_whole_rotation_never_mints_twice() {
+    for crash_after in 0..10 {
+        let mut world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
+        world.now = at("2026-01-31T00:00:00Z");
+        let mut budget = crash_after;
+        let mut crashed = false;
+        for _ in 0..30 {
+            let plan = world.plan();
+            let done = world.apply(&plan, if crashed { usize::MAX } else { budget });
+            if !crashed && done < writes(&plan) {
+                crashed = true; // the rest of this plan is lost; restart from stored state
+                continue;
+            }
+            budget = budget.saturating_sub(done);
+            match plan.requeue_at {
+                Some(t) if t <= at("2026-02-02T00:00:00Z") => world.now = world.now.max(t),
+                _ => break,
+            }
+        }
+        assert_eq!(world.mints, 2, "crash after write {crash_after}: {:#?}", world.status());
+        assert_eq!(world.published_hashes(), vec![world.current_token().hash()], "crash after write {crash_after}");
+        assert_eq!(world.status().state, Some(KeyState::Active), "crash after write {crash_after}");
+    }
+}
+
+fn writes(plan: &super::Plan) -> usize {
+    usize::from(plan.finalizer == Finalizer::Add)
+        + usize::from(plan.secret.is_some())
+        + usize::from(plan.status.is_some())
+}
+
+fn stranger_token() -> crate::token::Token {
+    use rand::SeedableRng;
+    crate::token::Token::generate(&crate::token::Prefix::default(), &mut rand::rngs::StdRng::seed_from_u64(99))
+}
+
+#[test]
+fn changing_the_rotate_annotation_rotates_once() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.set_annotation("2026-01-02");
+
+    let started = world.after(mins(60));
+    assert!(world.secret_tokens.1.is_some(), "rotation started");
+    world.at_deadline(&started);
+    world.after(mins(120));
+
+    assert_eq!(world.mints, 2);
+    assert_eq!(world.status().last_rotation_request.as_deref(), Some("2026-01-02"));
+    let again = world.plan();
+    assert!(again.mint.is_none() && again.secret.is_none() && again.status.is_none(), "{again:#?}");
+}
+
+#[test]
+fn an_annotation_present_at_creation_does_not_rotate() {
+    let mut key = an_api_key("crm").build();
+    key.metadata.annotations = Some([(crate::api::ROTATE_ANNOTATION.to_owned(), "x".to_owned())].into());
+    let mut world = World::converged(key, T0);
+    world.after(mins(10));
+    assert_eq!(world.mints, 1);
+}
+
+#[test]
+fn changing_the_prefix_rotates_to_a_token_with_the_new_prefix() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.key.spec.prefix = Some("acme_live".to_owned());
+
+    let started = world.after(mins(1));
+    world.at_deadline(&started);
+
+    assert!(world.current_token().expose().starts_with("acme_live_"));
+    assert_eq!(world.mints, 2);
+}
+
+#[test]
+fn cron_schedule_sets_the_next_rotation_to_the_next_occurrence() {
+    // 2026-01-01 is a Thursday; the next Monday 03:00 is 2026-01-05.
+    let world = World::converged(an_api_key("crm").rotating_on("0 3 * * 1").build(), T0);
+    assert_eq!(world.status().next_rotation_at.as_ref().map(|t| t.0), Some(at("2026-01-05T03:00:00Z")));
+    assert_eq!(world.plan().requeue_at, Some(at("2026-01-05T03:00:00Z")));
+}
+
+#[test]
+fn a_next_token_nobody_asked_for_is_removed_and_never_published() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    let planted = stranger_token();
+    world.secret_facts_mut().next_token = slot(Some(&planted));
+
+    let plan = world.plan();
+
+    assert_eq!(plan.secret.as_ref().map(|s| s.next_token), Some(None));
+    assert_eq!(plan.records.len(), 1);
+    assert!(plan.records.iter().all(|r| r.hash != planted.hash()));
+}
+
+// ---- disable / enable ----
+
+#[test]
+fn disabling_keeps_the_token_and_publishes_it_as_inactive_at_once() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    let token = world.current_token().clone();
+    world.key.spec.active = false;
+
+    let plan = world.after(mins(1));
+
+    assert_eq!(plan.publish, Publish::Now);
+    assert_eq!(plan.records[0].state, RecordState::Inactive);
+    assert_eq!(world.current_token(), &token);
+    assert_eq!(world.status().state, Some(KeyState::Inactive));
+    assert_eq!(ready_reason(&world), ("False".to_owned(), "Disabled".to_owned()));
+    assert!(plan.events.iter().any(|e| e.reason == "Disabled"));
+}
+
+#[test]
+fn enabling_again_restores_the_same_token() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    let token = world.current_token().clone();
+    world.key.spec.active = false;
+    world.after(mins(1));
+    world.key.spec.active = true;
+
+    let plan = world.after(mins(1));
+
+    assert_eq!(world.current_token(), &token);
+    assert_eq!(plan.records[0].state, RecordState::Active);
+    assert!(plan.events.iter().any(|e| e.reason == "Enabled"));
+    assert_eq!(world.mints, 1);
+}
+
+// ---- revoke ----
+
+#[test]
+fn revoking_unpublishes_every_hash_at_once_and_removes_the_token_from_the_secret() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
+    world.after(jiff::SignedDuration::from_hours(24 * 30)); // mid-rotation: two hashes published
+    world.key.spec.revoked = true;
+
+    let plan = world.after(mins(1));
+
+    assert_eq!(plan.publish, Publish::Now);
+    assert!(plan.records.is_empty());
+    assert_eq!(plan.secret.as_ref().map(|s| (s.token, s.next_token)), Some((None, None)));
+    assert_eq!(world.secret_tokens, (None, None));
+    assert_eq!(world.status().state, Some(KeyState::Revoked));
+    assert!(world.status().current_key.as_ref().and_then(|k| k.not_after.as_ref()).is_some(), "audit record");
+    assert!(plan.events.iter().any(|e| e.reason == "Revoked"));
+    assert!(plan.events.iter().any(|e| e.reason == "CleanedUp"));
+    assert_eq!(plan.requeue_at, None);
+    let later = world.plan();
+    assert!(later.secret.is_none() && later.status.is_none() && later.events.is_empty(), "{later:#?}");
+}
+
+// ---- expiry ----
+
+#[test]
+fn a_key_requeues_exactly_at_its_expiry() {
+    let world = World::converged(an_api_key("crm").expiring_at("2026-01-10T00:00:00Z").build(), T0);
+    assert_eq!(world.plan().requeue_at, Some(at("2026-01-10T00:00:00Z")));
+    assert_eq!(world.plan().records[0].not_after, Some(at("2026-01-10T00:00:00Z")));
+}
+
+#[test]
+fn at_expiry_the_key_is_marked_expired_and_its_token_cleaned_up() {
+    let mut world = World::converged(an_api_key("crm").expiring_at("2026-01-10T00:00:00Z").build(), T0);
+    world.now = at("2026-01-10T00:00:00Z");
+
+    let plan = world.reconcile();
+
+    assert_eq!(world.status().state, Some(KeyState::Expired));
+    assert_eq!(world.status().expired_at.as_ref().map(|t| t.0), Some(at("2026-01-10T00:00:00Z")));
+    assert_eq!(world.secret_tokens, (None, None));
+    assert!(plan.records.is_empty());
+    assert_eq!(plan.requeue_at, None, "nothing left to do without retention");
+    assert!(!world.deleted);
+}
+
+#[test]
+fn an_expired_key_is_deleted_after_its_retention() {
+    let key = an_api_key("crm").expiring_at("2026-01-10T00:00:00Z").retained_after_expiry_for("7d").build();
+    let mut world = World::converged(key, T0);
+    world.now = at("2026-01-10T00:00:00Z");
+    let expired = world.reconcile();
+    assert_eq!(expired.requeue_at, Some(at("2026-01-17T00:00:00Z")));
+
+    world.at_deadline(&expired);
+
+    assert!(world.deleted);
+}
+
+#[test]
+fn moving_expires_at_into_the_future_after_expiry_does_not_revive_the_key() {
+    let mut world = World::converged(an_api_key("crm").expiring_at("2026-01-10T00:00:00Z").build(), T0);
+    world.now = at("2026-01-10T00:00:00Z");
+    world.reconcile();
+    world.key.spec.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at("2027-01-01T00:00:00Z")));
+
+    let plan = world.after(mins(1));
+
+    assert!(plan.mint.is_none() && plan.records.is_empty());
+    assert_eq!(world.status().state, Some(KeyState::Expired));
+}
+
+// ---- tampering ----
+
+#[test]
+fn a_deleted_secret_is_repaired_with_a_new_token_and_the_old_one_gets_a_grace_period() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    let old = world.current_token().clone();
+    world.observed.secret = SecretView::Absent;
+    world.secret_tokens = (None, None);
+
+    world.after(mins(1));
+
+    assert_eq!(world.mints, 2);
+    let records = super::records_for(&world.key, world.now);
+    assert_eq!(records.len(), 2, "new token plus the old one in its grace period");
+    let old_record = records.iter().find(|r| r.hash == old.hash()).unwrap();
+    assert_eq!(old_record.not_after, Some(at("2026-01-01T01:01:00Z")));
+    assert!(world.event_reasons().contains(&"SecretRepaired"));
+    let warning = world.plans.iter().flat_map(|p| &p.events).find(|e| e.reason == "SecretRepaired").unwrap();
+    assert_eq!(warning.kind, EventKind::Warning);
+    assert!(warning.note.contains("deleted"), "{}", warning.note);
+}
+
+#[test]
+fn changing_the_secret_name_issues_a_token_in_the_new_secret_and_deletes_the_old_one() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.key.spec.secret_name = Some("crm-token".to_owned());
+    world.observed.secret = SecretView::Absent;
+    world.secret_tokens = (None, None);
+
+    let first = world.step();
+
+    assert_eq!(first.delete_secret.as_deref(), Some("crm-apikey"));
+    assert!(first.events.iter().any(|e| e.note.contains("secretName")), "{:?}", first.events);
+    assert_eq!(first.status.as_ref().and_then(|s| s.state), Some(KeyState::Pending));
+    world.reconcile();
+    assert_eq!(world.status().secret_name.as_deref(), Some("crm-token"));
+    assert_eq!(world.mints, 2);
+}
+
+#[test]
+fn moving_to_another_key_set_leaves_the_old_one_at_once() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    assert_eq!(world.status().key_set.as_deref(), Some("default"));
+    world.key.spec.key_set = "partners".to_owned();
+
+    let plan = world.plan();
+
+    assert_eq!(plan.leave_key_set.as_deref(), Some("default"));
+    assert_eq!(plan.status.as_ref().and_then(|s| s.key_set.as_deref()), Some("partners"));
+    assert!(plan.mint.is_none(), "moving does not rotate");
+    assert!(plan.events.iter().any(|e| e.reason == "KeySetChanged"));
+}
+
+#[test]
+fn a_token_edited_by_hand_is_never_published() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    let planted = stranger_token();
+    world.secret_facts_mut().token = slot(Some(&planted));
+    world.secret_tokens.0 = Some(planted.clone());
+
+    world.after(mins(1));
+
+    assert!(!world.published_hashes().contains(&planted.hash()));
+    assert_ne!(world.current_token(), &planted);
+}
+
+#[test]
+fn foreign_data_keys_in_the_secret_are_removed() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.secret_facts_mut().foreign_keys = vec!["extra".to_owned()];
+    let plan = world.plan();
+    assert_eq!(plan.secret.as_ref().map(|s| s.token), Some(Some(Source::Token)));
+}
+
+#[test]
+fn a_secret_owned_by_someone_else_is_left_alone_and_reported() {
+    let mut world = World::new(an_api_key("crm").build(), T0);
+    world.observed.secret = SecretView::Present(Box::default());
+
+    let plan = world.step();
+
+    assert!(plan.secret.is_none() && plan.mint.is_none());
+    assert_eq!(ready_reason(&world), ("False".to_owned(), "SecretConflict".to_owned()));
+    assert_eq!(world.status().state, Some(KeyState::Error));
+    assert!(plan.requeue_at.is_some_and(|t| t > world.now), "no hot loop");
+}
+
+#[test]
+fn a_malformed_token_slot_counts_as_tampering() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.secret_facts_mut().token = Slot::Malformed;
+    world.secret_tokens.0 = None;
+    world.after(mins(1));
+    assert_eq!(world.mints, 2);
+    assert!(world.event_reasons().contains(&"SecretRepaired"));
+}
+
+// ---- deletion ----
+
+#[test]
+fn a_deleted_key_unpublishes_then_releases_its_finalizer() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.key.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(world.now));
+
+    let plan = world.plan();
+
+    assert_eq!(plan.finalizer, Finalizer::Remove);
+    assert!(plan.records.is_empty());
+    assert_eq!(plan.publish, Publish::Now);
+    assert!(plan.status.is_none() && plan.secret.is_none());
+}
+
+// ---- invalid specs ----
+
+#[test]
+fn invalid_specs_name_the_field_and_wait_for_a_change() {
+    let cases: &[(&str, &str)] = &[
+        ("scopes: []", "spec.scopes"),
+        ("scopes: [\"orders:delete\"]", "spec.scopes[0]"),
+        ("scopes: [\"orders:read\", \"orders:read\"]", "spec.scopes[1]"),
+        ("scopes: [\"a:read\"]\nprefix: \"Bad-Prefix\"", "spec.prefix"),
+        ("scopes: [\"a:read\"]\nsecretName: \"Not_A_Name\"", "spec.secretName"),
+        ("scopes: [\"a:read\"]\nkeySet: \"UPPER\"", "spec.keySet"),
+        ("scopes: [\"a:read\"]\nrotation: {every: \"30 days\"}", "spec.rotation.every"),
+        ("scopes: [\"a:read\"]\nrotation: {schedule: \"61 * * * *\"}", "spec.rotation.schedule"),
+        ("scopes: [\"a:read\"]\nrotation: {schedule: \"0 0 3 * * 1\"}", "spec.rotation.schedule"),
+        ("scopes: [\"a:read\"]\nrotation: {every: \"1h\", gracePeriod: \"2h\"}", "spec.rotation.gracePeriod"),
+        ("scopes: [\"a:read\"]\nrotation: {gracePeriod: \"2h\"}", "spec.rotation"),
+        ("scopes: [\"a:read\"]\nrotation: {every: \"1d\", schedule: \"0 3 * * 1\"}", "spec.rotation"),
+        ("scopes: [\"a:read\"]\nrateLimit: {requests: 0, period: \"1m\"}", "spec.rateLimit"),
+        ("scopes: [\"a:read\"]\nrateLimit: {requests: 5, period: \"soon\"}", "spec.rateLimit.period"),
+        ("scopes: [\"a:read\"]\nretainExpiredFor: \"forever\"", "spec.retainExpiredFor"),
+        ("scopes: [\"a:read\"]\nexpireAfterUnused: \"1y\"", "spec.expireAfterUnused"),
+        ("scopes: [\"a:read\"]\nsecretTemplate: {labels: {keyward.dev/x: y}}", "spec.secretTemplate.labels"),
+        (
+            "scopes: [\"a:read\"]\nsecretTemplate: {annotations: {app.kubernetes.io/managed-by: me}}",
+            "spec.secretTemplate.annotations",
+        ),
+        ("scopes: [\"a:read\"]\nrotation: {every: 0s}", "spec.rotation.every"),
+        ("scopes: [\"a:read\"]\nrotation: {every: 1d, gracePeriod: 0m}", "spec.rotation.gracePeriod"),
+    ];
+    for (yaml, field) in cases {
+        let key = KeyBuilder::from_yaml(yaml).build();
+        let errors = validate(&key.spec).expect_err(yaml);
+        assert!(errors.iter().any(|e| e.field == *field), "{yaml}: expected an error on {field}, got {errors:?}");
+
+        let plan = plan(&key, &super::Observed::default(), &super::Settings::default(), at(T0));
+        let status = plan.status.as_ref().expect("status reports the problem");
+        assert_eq!(status.state, Some(KeyState::Error), "{yaml}");
+        assert_eq!(status.conditions[0].reason, "InvalidSpec", "{yaml}");
+        assert!(status.conditions[0].message.contains(field), "{yaml}: {}", status.conditions[0].message);
+        assert!(plan.mint.is_none() && plan.secret.is_none(), "{yaml}: nothing is written");
+        assert_eq!(plan.requeue_at, None, "{yaml}: no hot loop");
+        assert_eq!(plan.events.len(), 1, "{yaml}");
+    }
+}
+
+#[test]
+fn an_invalid_spec_emits_its_event_once() {
+    let mut world = World::new(KeyBuilder::from_yaml("scopes: []").build(), T0);
+    world.step();
+    let second = world.step();
+    assert!(second.events.is_empty(), "{:?}", second.events);
+    assert!(second.status.is_none());
+}
+
+#[test]
+fn a_key_that_becomes_invalid_is_unpublished_at_once() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.key.spec.scopes = vec!["orders:fly".to_owned()];
+    let plan = world.plan();
+    assert_eq!(plan.publish, Publish::Now);
+    assert!(plan.records.is_empty());
+}
+
+#[test]
+fn valid_specs_from_the_docs_pass_validation() {
+    for yaml in [
+        "scopes: [\"orders:read\", \"orders:write\"]",
+        "scopes: [\"*:admin\"]\nprefix: acme_live\nrotation: {every: 30d, gracePeriod: 1h}",
+        "scopes: [\"a:read\"]\nrotation: {schedule: \"0 3 * * 1\"}\nrateLimit: {requests: 100, period: 1m, burst: 20}",
+        "scopes: [\"a:read\"]\nexpiresAt: \"2027-01-01T00:00:00Z\"\nretainExpiredFor: 30d\nsecretName: crm.token",
+    ] {
+        assert!(validate(&KeyBuilder::from_yaml(yaml).build().spec).is_ok(), "{yaml}");
+    }
+}

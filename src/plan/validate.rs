@@ -1,0 +1,210 @@
+//! Re-checks every invariant admission applies, for ApiKeys that bypassed it (or predate a rule).
+//!
+//! Each problem names its field (`spec.rotation.every`) and never quotes a
+//! value that could be a secret; spec fields hold no secrets, but the habit
+//! keeps Events and conditions safe to show.
+
+use jiff::Timestamp;
+
+use crate::api::ApiKeySpec;
+use crate::duration::KeyDuration;
+use crate::keyset::RateLimit;
+use crate::scope::Scope;
+use crate::token::Prefix;
+
+/// Longest `keySet` name, as admission has it.
+const MAX_KEY_SET_LEN: usize = 40;
+/// Most labels (and most annotations) a Secret template may add, as admission has it.
+const MAX_TEMPLATE_ENTRIES: usize = 64;
+
+/// One invalid field of a spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct SpecError {
+    /// The field path, such as `spec.scopes[1]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn err(field: impl Into<String>, problem: impl Into<String>) -> SpecError {
+    SpecError { field: field.into(), problem: problem.into() }
+}
+
+/// How the token is rotated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cadence {
+    /// A fixed interval after the last rotation.
+    Every(KeyDuration),
+    /// A five-field cron schedule, in UTC.
+    Schedule(Box<croner::Cron>),
+}
+
+/// Automatic rotation, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// When.
+    pub cadence: Cadence,
+    /// How long the previous token keeps working; `None` means the operator default.
+    pub grace_period: Option<KeyDuration>,
+}
+
+/// A spec whose every field has been checked and parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidSpec {
+    /// The grants, in spec order.
+    pub scopes: Vec<Scope>,
+    /// Token prefix.
+    pub prefix: Prefix,
+    /// When the key stops working.
+    pub expires_at: Option<Timestamp>,
+    /// Automatic rotation.
+    pub rotation: Option<Rotation>,
+    /// Per-key rate limit.
+    pub rate_limit: Option<RateLimit>,
+    /// How long to keep an expired ApiKey before deleting it.
+    pub retain_expired_for: Option<KeyDuration>,
+}
+
+/// Check `spec` the way admission does; collect every problem, not just the first.
+pub fn validate(spec: &ApiKeySpec) -> Result<ValidSpec, Vec<SpecError>> {
+    let mut errors = Vec::new();
+    let scopes = scopes(&spec.scopes, &mut errors);
+    let prefix = match spec.prefix.as_deref() {
+        None => Prefix::default(),
+        Some(text) => text.parse().unwrap_or_else(|e| {
+            errors.push(err("spec.prefix", format!("{e}")));
+            Prefix::default()
+        }),
+    };
+    let rotation = spec.rotation.as_ref().and_then(|r| rotation(r, &mut errors));
+    let rate_limit = spec.rate_limit.as_ref().and_then(|limit| {
+        let period = duration("spec.rateLimit.period", Some(&limit.period), &mut errors)?;
+        if limit.requests == 0 || limit.burst == Some(0) || period.get().is_zero() {
+            errors.push(err("spec.rateLimit", "requests, burst and period must be above zero"));
+            return None;
+        }
+        Some(RateLimit { requests: limit.requests, period, burst: limit.burst.unwrap_or(limit.requests) })
+    });
+    let _ = duration("spec.expireAfterUnused", spec.expire_after_unused.as_deref(), &mut errors);
+    let retain_expired_for = duration("spec.retainExpiredFor", spec.retain_expired_for.as_deref(), &mut errors);
+    if !is_dns_label(&spec.key_set) || spec.key_set.len() > MAX_KEY_SET_LEN {
+        errors.push(err("spec.keySet", "must be a DNS label of at most 40 characters"));
+    }
+    if let Some(name) = &spec.secret_name
+        && !is_dns_subdomain(name)
+    {
+        errors.push(err("spec.secretName", "must be a DNS subdomain name"));
+    }
+    if let Some(display) = &spec.display_name
+        && (display.is_empty() || display.len() > 256)
+    {
+        errors.push(err("spec.displayName", "must be 1 to 256 characters"));
+    }
+    if let Some(template) = &spec.secret_template {
+        for (field, map) in [
+            ("spec.secretTemplate.labels", &template.labels),
+            ("spec.secretTemplate.annotations", &template.annotations),
+        ] {
+            if map.keys().any(|k| k.starts_with("keyward.dev/") || k == super::LABEL_MANAGED_BY) {
+                errors.push(err(field, "keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"));
+            }
+            if map.len() > MAX_TEMPLATE_ENTRIES {
+                errors.push(err(field, "at most 64 entries"));
+            }
+        }
+    }
+    if errors.is_empty() {
+        let expires_at = spec.expires_at.as_ref().map(|t| t.0);
+        Ok(ValidSpec { scopes, prefix, expires_at, rotation, rate_limit, retain_expired_for })
+    } else {
+        Err(errors)
+    }
+}
+
+fn scopes(texts: &[String], errors: &mut Vec<SpecError>) -> Vec<Scope> {
+    if texts.is_empty() {
+        errors.push(err("spec.scopes", "at least one scope is required"));
+    }
+    if texts.len() > 64 {
+        errors.push(err("spec.scopes", "at most 64 scopes"));
+    }
+    let mut parsed: Vec<Scope> = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        match text.parse::<Scope>() {
+            Ok(scope) if parsed.contains(&scope) => errors.push(err(format!("spec.scopes[{i}]"), "listed twice")),
+            Ok(scope) => parsed.push(scope),
+            Err(e) => errors.push(err(format!("spec.scopes[{i}]"), e.to_string())),
+        }
+    }
+    parsed
+}
+
+fn duration(field: &str, text: Option<&str>, errors: &mut Vec<SpecError>) -> Option<KeyDuration> {
+    match text?.parse::<KeyDuration>() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.push(err(field, e.to_string()));
+            None
+        }
+    }
+}
+
+fn rotation(spec: &crate::api::RotationSpec, errors: &mut Vec<SpecError>) -> Option<Rotation> {
+    let every = duration("spec.rotation.every", spec.every.as_deref(), errors);
+    let grace_period = duration("spec.rotation.gracePeriod", spec.grace_period.as_deref(), errors);
+    let schedule = spec.schedule.as_deref().and_then(|text| match parse_schedule(text) {
+        Ok(cron) => Some(cron),
+        Err(problem) => {
+            errors.push(err("spec.rotation.schedule", problem));
+            None
+        }
+    });
+    if spec.every.is_some() == spec.schedule.is_some() {
+        errors.push(err("spec.rotation", "set exactly one of every and schedule"));
+        return None;
+    }
+    if let (Some(every), Some(grace)) = (&every, &grace_period)
+        && grace.get() >= every.get()
+    {
+        errors.push(err("spec.rotation.gracePeriod", "must be shorter than rotation.every"));
+        return None;
+    }
+    if every.as_ref().is_some_and(|d| d.get().is_zero()) {
+        errors.push(err("spec.rotation.every", "must be above zero"));
+        return None;
+    }
+    let cadence = match (every, schedule) {
+        (Some(every), None) => Cadence::Every(every),
+        (None, Some(cron)) => Cadence::Schedule(Box::new(cron)),
+        _ => return None,
+    };
+    Some(Rotation { cadence, grace_period })
+}
+
+/// Parse a five-field cron schedule (minute hour day-of-month month day-of-week).
+pub(super) fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    if text.split_whitespace().count() != 5 {
+        return Err("must have five fields: minute hour day-of-month month day-of-week".to_owned());
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(text)
+        .map_err(|e| format!("not a valid cron schedule: {e}"))
+}
+
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
