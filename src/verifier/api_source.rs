@@ -3,7 +3,7 @@
 //! The only verifier code that touches kube. A label-selected watch
 //! (`app.kubernetes.io/managed-by=keyward`, `keyward.dev/keyset=<name>`) keeps
 //! a copy of the key set's shard ConfigMaps; after the initial list and after
-//! every change, all `*.keyset` data keys are decoded and assembled exactly as
+//! every change, all `*.keyset` keys (`data`, or gzip in `binaryData`) are decoded and assembled exactly as
 //! from directories, with the same fail-closed rule: anything short of a
 //! whole, consistent key set keeps the last good one in force. A change
 //! reaches the verifier as soon as the API server sends the watch event, with
@@ -69,11 +69,14 @@ pub fn index_from_configmaps<'a>(
     let mut shards: Vec<Shard> = Vec::new();
     for configmap in configmaps {
         let name = configmap.metadata.name.clone().unwrap_or_default();
-        for (key, text) in configmap.data.iter().flatten() {
+        // Plain shards are `data` entries, gzip ones `binaryData` entries; both decode the same way.
+        let text = configmap.data.iter().flatten().map(|(k, v)| (k, v.as_bytes()));
+        let binary = configmap.binary_data.iter().flatten().map(|(k, v)| (k, v.0.as_slice()));
+        for (key, bytes) in text.chain(binary) {
             if !key.ends_with(SHARD_FILE_SUFFIX) {
                 continue;
             }
-            let shard = decode_shard(text.as_bytes()).map_err(|error| ApiSourceError::Decode {
+            let shard = decode_shard(bytes).map_err(|error| ApiSourceError::Decode {
                 configmap: name.clone(),
                 key: key.clone(),
                 error,
@@ -220,6 +223,30 @@ mod tests {
             assert!(index_from_configmaps(&expected, &cms, None).is_err(), "{what} was accepted");
         }
         assert_eq!(label_selector("default"), "app.kubernetes.io/managed-by=keyward,keyward.dev/keyset=default");
+    }
+
+    #[test]
+    fn gzip_shards_in_binary_data_load_like_plain_ones() {
+        use k8s_openapi::ByteString;
+
+        use crate::keyset::{ShardBytes, encode_packed};
+        let tokens: Vec<_> = (1..=40).map(token).collect();
+        let records: Vec<_> = tokens.iter().map(|t| record(t, &["x:read"])).collect();
+        let packed = encode_packed(&id("default"), 9, &records, 2048).unwrap();
+        assert!(packed.iter().all(|s| matches!(s, ShardBytes::Gzip(_))), "needs gzip shards: {packed:?}");
+        let cms: Vec<ConfigMap> = packed
+            .into_iter()
+            .enumerate()
+            .map(|(i, shard)| {
+                let mut cm = ConfigMap::default();
+                cm.metadata.name = Some(format!("keyset-default-{}", i + 1));
+                cm.binary_data =
+                    Some(BTreeMap::from([(shard_file_name("default", i + 1), ByteString(shard.as_bytes().to_vec()))]));
+                cm
+            })
+            .collect();
+        let index = index_from_configmaps(&id("default"), &cms, None).unwrap();
+        assert!(tokens.iter().all(|t| index.get(&t.hash()).is_some()));
     }
 
     #[test]
