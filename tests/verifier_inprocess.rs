@@ -362,6 +362,25 @@ fn a_kubelet_volume_loads_and_makes_the_verifier_ready() {
 }
 
 #[test]
+fn gzip_shards_as_the_operator_stores_large_sets_load_from_a_volume() {
+    let tokens: Vec<Token> = (1..=60).map(token).collect();
+    let records: Vec<_> = tokens.iter().map(|t| record(t, &["x:read"])).collect();
+    let id = keyset::KeySetId { namespace: "team-a".into(), name: "default".into() };
+    let packed = keyset::encode_packed(&id, 3, &records, 2048).unwrap();
+    assert!(packed.iter().all(|s| matches!(s, keyset::ShardBytes::Gzip(_))), "needs gzip shards");
+    let mut dir = KubeletDir::new();
+    let files: Vec<(String, Vec<u8>)> = packed
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (keyset::shard_file_name("default", i + 1), s.as_bytes().to_vec()))
+        .collect();
+    dir.publish_bytes(&files);
+    let (mut loader, store, _) = loader_for(&[&dir]);
+    loader.reload().unwrap();
+    assert!(tokens.iter().all(|t| knows(&store, t)));
+}
+
+#[test]
 fn the_verifier_is_not_ready_until_a_first_valid_set_appears() {
     let temp = tempfile::tempdir().unwrap();
     let missing = temp.path().join("not-yet-mounted");

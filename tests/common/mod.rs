@@ -100,6 +100,12 @@ impl KubeletDir {
 
     /// Publish a new version holding exactly `files`.
     pub fn publish(&mut self, files: &[(String, String)]) {
+        let files: Vec<(String, Vec<u8>)> = files.iter().map(|(n, t)| (n.clone(), t.clone().into_bytes())).collect();
+        self.publish_bytes(&files);
+    }
+
+    /// Publish a new version holding exactly `files`, as bytes (gzip shards are binary).
+    pub fn publish_bytes(&mut self, files: &[(String, Vec<u8>)]) {
         self.version += 1;
         let version_name = format!("..2026_11_22_12_00_00.{:06}", self.version);
         let version_dir = self.path.join(&version_name);
