@@ -118,6 +118,19 @@ fn the_key_set_source_is_either_directories_or_the_api_and_bad_flags_are_refused
         ),
         (vec!["--watch-keyset".into(), "no-slash".into()], "NAMESPACE/NAME"),
         (vec!["--watch-keyset".into(), "Team/x".into()], "NAMESPACE/NAME"),
+        (
+            vec![
+                "--keyset-dir".into(),
+                dir.path.display().to_string(),
+                "--routes".into(),
+                dir.path.join("none.yaml").display().to_string(),
+            ],
+            "none.yaml",
+        ),
+        (
+            vec!["--keyset-dir".into(), dir.path.display().to_string(), "--upstream".into(), "https://app:8443".into()],
+            "upstream must be http://",
+        ),
         // No kubeconfig and not in a pod: the API cannot be reached, and the verifier says so.
         (vec!["--watch-keyset".into(), "team-a/default".into()], "Kubernetes API"),
     ];
