@@ -16,6 +16,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod demo;
 pub mod duration;
 pub mod fakeapi;
 pub mod keyset;

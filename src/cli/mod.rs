@@ -1,5 +1,6 @@
 //! The command line: one binary, one subcommand per job.
 
+mod demo_cmd;
 mod keyset_cmd;
 mod operator_cmd;
 mod token_cmd;
@@ -32,6 +33,8 @@ enum Command {
     Operator(operator_cmd::OperatorArgs),
     /// Run the sidecar that checks Bearer tokens against the key set (forward-auth or proxy).
     Verifier(verifier_cmd::VerifierArgs),
+    /// Walk example keys through their whole life: operator and verifier on an in-memory cluster.
+    Demo(demo_cmd::DemoArgs),
 }
 
 /// Run a parsed command line; errors are printed to stderr.
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
         Command::Operator(args) => operator_cmd::run_operator(&args),
         Command::Verifier(args) => verifier_cmd::run(args),
+        Command::Demo(args) => demo_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -39,6 +39,8 @@ pub struct Options {
     pub clock: Clock,
     /// The token minter.
     pub mint: Minter,
+    /// When notified, reconcile every ApiKey (the demo uses it after leaping its clock).
+    pub reconcile_all: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             resync: Duration::from_secs(300),
             clock: super::system_clock(),
             mint: super::os_minter(),
+            reconcile_all: None,
         }
     }
 }
@@ -89,8 +92,16 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let publishing = tokio::spawn(publisher.clone().run(shutdown.clone()));
     let shards = tokio::spawn(watch_shards(client.clone(), publisher.clone(), options.resync, shutdown.clone()));
 
-    Controller::new(Api::<ApiKey>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed))
+    let mut controller = Controller::new(Api::<ApiKey>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed));
+    if let Some(notify) = options.reconcile_all.clone() {
+        let nudges = futures::stream::unfold(notify, |notify| async move {
+            notify.notified().await;
+            Some(((), notify))
+        });
+        controller = controller.reconcile_all_on(nudges);
+    }
+    controller
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -1,0 +1,33 @@
+//! `keyward demo`: the whole life of a key, on an in-memory cluster, in seconds.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+/// Options of `keyward demo`.
+#[derive(Debug, Args)]
+pub(super) struct DemoArgs {
+    /// Directory of ApiKey YAML files to seed the in-memory cluster with.
+    #[arg(short = 'f', long = "filename", default_value = "examples/apikeys", value_name = "DIR")]
+    examples: PathBuf,
+    /// Also write every object of the cluster at the end into DIR, one YAML file each.
+    #[arg(long, value_name = "DIR")]
+    dump: Option<PathBuf>,
+}
+
+pub(super) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    // Logs of the operator and verifier would drown the walkthrough; errors still show
+    // (RUST_LOG=info shows everything). The verifier warns until the first key set is
+    // published, which is expected here.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let passed = runtime.block_on(crate::demo::run(crate::demo::DemoOptions { examples: args.examples, dump: args.dump }))?;
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

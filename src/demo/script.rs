@@ -1,0 +1,335 @@
+//! The walkthrough: each step changes something the way a user would, waits
+//! for the operator and the verifier to act, and checks what they did.
+
+use std::future::Future;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::Api;
+use serde_json::json;
+
+use super::client::{Answer, Credential};
+use super::{Demo, NAMESPACE, apikeys_table};
+use crate::api::{ApiKey, KeyState, ROTATE_ANNOTATION};
+use crate::plan::{DATA_TOKEN, LABEL_KEYSET, secret_name};
+use crate::token::{Prefix, Token};
+use crate::verifier::Running;
+
+/// How long any one expectation may take to come true, in real time.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Checks made so far.
+struct Checks {
+    failed: Vec<String>,
+    passed: usize,
+}
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: &str) {
+        if ok {
+            self.passed += 1;
+            println!("    ok    {what}");
+        } else {
+            self.failed.push(what.to_owned());
+            println!("    FAIL  {what}");
+        }
+    }
+}
+
+fn heading(number: usize, title: &str) {
+    println!("\n== {number}. {title}");
+}
+
+/// Poll `probe` until it returns `Some`, or give up after [`PATIENCE`].
+async fn eventually<T, F, Fut>(mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Demo {
+    fn apikeys(&self) -> Api<ApiKey> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    async fn key(&self, name: &str) -> Option<ApiKey> {
+        self.apikeys().get_opt(name).await.ok().flatten()
+    }
+
+    async fn state(&self, name: &str) -> Option<KeyState> {
+        self.key(name).await.and_then(|k| k.status).and_then(|s| s.state)
+    }
+
+    /// The token a workload mounting the key's Secret would read now.
+    async fn token(&self, name: &str) -> Option<Token> {
+        let key = self.key(name).await?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let data = secrets.get_opt(&secret_name(&key)).await.ok().flatten()?.data?;
+        let text = String::from_utf8(data.get(DATA_TOKEN)?.0.clone()).ok()?;
+        Token::parse(&text).ok()
+    }
+
+    async fn wait_state(&self, name: &str, state: KeyState) -> bool {
+        eventually(|| async { (self.state(name).await == Some(state)).then_some(()) }).await.is_some()
+    }
+
+    async fn patch(&self, name: &str, patch: serde_json::Value) -> anyhow::Result<()> {
+        self.apikeys().patch(name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+        Ok(())
+    }
+
+    async fn call(&self, method: &str, path: &str, credential: &Credential<'_>, label: &str) -> Answer {
+        let answer = self.caller.send(method, path, credential).await.unwrap_or_else(|e| Answer {
+            status: 0,
+            reason: format!("request failed: {e}"),
+            upstream_key_id: None,
+            upstream_saw_authorization: false,
+            retry_after: None,
+        });
+        let via = answer.upstream_key_id.as_deref().map(|id| format!(" (API saw key {id})")).unwrap_or_default();
+        println!("    {method:<6} {path:<16} {label:<24} -> {} {}{via}", answer.status, answer.reason);
+        answer
+    }
+
+    /// Wait until the verifier answers `status` for this token, as it will once its key set has caught up.
+    async fn until_status(&self, token: &Token, path: &str, status: u16) -> bool {
+        eventually(|| async {
+            let answer = self.caller.send("GET", path, &Credential::Bearer(token)).await.ok()?;
+            (answer.status == status).then_some(())
+        })
+        .await
+        .is_some()
+    }
+
+    async fn print_table(&self) {
+        let mut keys = self.apikeys().list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+        keys.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        println!("\n  $ kubectl get apikeys -n {NAMESPACE}    # demo time {}", self.now().strftime("%Y-%m-%d %H:%M:%S UTC"));
+        for line in apikeys_table(&keys).lines() {
+            println!("  {line}");
+        }
+    }
+}
+
+/// Run every step; `Ok(true)` when all checks passed.
+pub(super) async fn walk(demo: &Demo, verifier: &Running) -> anyhow::Result<bool> {
+    let mut checks = Checks { failed: Vec::new(), passed: 0 };
+    create(demo, verifier, &mut checks).await?;
+    requests(demo, &mut checks).await?;
+    disable_and_enable(demo, &mut checks).await?;
+    revoke(demo, &mut checks).await?;
+    expire(demo, &mut checks).await?;
+    rotate(demo, &mut checks).await?;
+    demo.print_table().await;
+    println!("\n{} passed, {} failed", checks.passed, checks.failed.len());
+    for failure in &checks.failed {
+        println!("  failed: {failure}");
+    }
+    Ok(checks.failed.is_empty())
+}
+
+async fn create(demo: &Demo, verifier: &Running, checks: &mut Checks) -> anyhow::Result<()> {
+    heading(1, "Create: the operator mints tokens into Secrets and publishes their hashes");
+    for name in &demo.names {
+        let active = demo.wait_state(name, KeyState::Active).await;
+        checks.check(active, &format!("{name} is Active"));
+    }
+    demo.print_table().await;
+
+    let secrets: Api<Secret> = Api::namespaced(demo.client.clone(), NAMESPACE);
+    let configmaps: Api<ConfigMap> = Api::namespaced(demo.client.clone(), NAMESPACE);
+    println!("\n  Secrets (tokens live only here):");
+    for name in &demo.names {
+        let Some(key) = demo.key(name).await else { continue };
+        let secret = secrets.get_opt(&secret_name(&key)).await?;
+        let keys: Vec<String> = secret.and_then(|s| s.data).map(|d| d.into_keys().collect()).unwrap_or_default();
+        println!("    {:<28} data: {}", secret_name(&key), keys.join(", "));
+        checks.check(keys == [DATA_TOKEN], &format!("{name}'s Secret holds its token under `{DATA_TOKEN}`"));
+    }
+    println!("\n  Key-set ConfigMaps (hashes only):");
+    let shards = configmaps.list(&ListParams::default().labels(LABEL_KEYSET)).await?;
+    for cm in &shards.items {
+        let texts: Vec<String> = cm.data.clone().unwrap_or_default().into_values().collect();
+        let records: usize = texts.iter().map(|t| t.lines().count().saturating_sub(1)).sum();
+        println!("    {:<28} {records} records", cm.metadata.name.clone().unwrap_or_default());
+        let mut leaked = false;
+        for name in &demo.names {
+            if let Some(token) = demo.token(name).await {
+                leaked |= texts.iter().any(|t| t.contains(token.expose()));
+            }
+        }
+        checks.check(!leaked, &format!("{} holds hashes, none of the tokens", cm.metadata.name.as_deref().unwrap_or("")));
+    }
+    let ready = eventually(|| async { verifier.store.is_ready().then_some(()) }).await.is_some();
+    checks.check(ready, "the verifier loaded the key sets and is ready");
+    Ok(())
+}
+
+async fn requests(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
+    heading(2, "Requests through the verifier, proxying to a demo API");
+    let crm = demo.token("crm-integration").await.context_missing("crm-integration's token")?;
+    let analytics = demo.token("analytics-readonly").await.context_missing("analytics-readonly's token")?;
+    let admin = demo.token("internal-admin").await.context_missing("internal-admin's token")?;
+    let partner = demo.token("partner-orders").await.context_missing("partner-orders' token")?;
+    let crm_id = crm.hash().key_id().to_string();
+    let stranger = Token::generate(&Prefix::default(), &mut crate::token::os_rng());
+
+    let a = demo.call("GET", "/leads", &Credential::Bearer(&crm), "crm-integration").await;
+    checks.check(a.status == 200 && a.upstream_key_id.as_deref() == Some(crm_id.as_str()), "leads:read allows GET /leads; the API is told the key id");
+    checks.check(!a.upstream_saw_authorization, "the token does not reach the API (Authorization stripped)");
+    let a = demo.call("POST", "/contacts", &Credential::Bearer(&crm), "crm-integration").await;
+    checks.check(a.status == 200, "contacts:write allows POST /contacts");
+    let a = demo.call("GET", "/orders", &Credential::Bearer(&crm), "crm-integration").await;
+    checks.check(a.status == 403 && a.reason == "insufficient_scope", "no orders scope: 403 insufficient_scope");
+    let a = demo.call("GET", "/analytics", &Credential::Bearer(&analytics), "analytics-readonly").await;
+    checks.check(a.status == 200, "a key from the second key set (reporting) works too");
+    let a = demo.call("POST", "/analytics", &Credential::Bearer(&analytics), "analytics-readonly").await;
+    checks.check(a.status == 403, "read-only key: POST refused with 403");
+    let a = demo.call("DELETE", "/orders/42", &Credential::Bearer(&admin), "internal-admin").await;
+    checks.check(a.status == 200, "*:admin allows anything");
+    let a = demo.call("GET", "/leads", &Credential::None, "(no Authorization)").await;
+    checks.check(a.status == 401 && a.reason == "missing", "no token: 401 missing");
+    let a = demo.call("GET", "/leads", &Credential::Raw("Bearer not-a-keyward-token"), "(malformed)").await;
+    checks.check(a.status == 401 && a.reason == "malformed", "malformed token: 401 malformed");
+    let a = demo.call("GET", "/leads", &Credential::Bearer(&stranger), "(well-formed, unknown)").await;
+    checks.check(a.status == 401 && a.reason == "unknown", "unknown token: 401 unknown");
+
+    println!("    ... partner-orders allows 600 requests a minute with bursts of 100; sending 150 at once");
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..150 {
+        let answer = demo.caller.send("GET", "/orders", &Credential::Bearer(&partner)).await?;
+        if answer.status == 429 {
+            retry_after = retry_after.or(answer.retry_after);
+        }
+        statuses.push(answer.status);
+    }
+    let allowed = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    println!("    {allowed} allowed, {limited} refused with 429 (Retry-After: {})", retry_after.as_deref().unwrap_or("-"));
+    checks.check(allowed >= 100 && limited > 0 && retry_after.is_some(), "the burst is honoured, then 429 with Retry-After");
+    Ok(())
+}
+
+async fn disable_and_enable(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
+    heading(3, "Disable and re-enable (spec.active)");
+    let crm = demo.token("crm-integration").await.context_missing("crm-integration's token")?;
+    demo.patch("crm-integration", json!({"spec": {"active": false}})).await?;
+    checks.check(demo.wait_state("crm-integration", KeyState::Inactive).await, "crm-integration is Inactive");
+    checks.check(demo.until_status(&crm, "/leads", 401).await, "the verifier refuses it");
+    demo.call("GET", "/leads", &Credential::Bearer(&crm), "crm-integration").await;
+    demo.patch("crm-integration", json!({"spec": {"active": true}})).await?;
+    checks.check(demo.wait_state("crm-integration", KeyState::Active).await, "crm-integration is Active again");
+    checks.check(demo.until_status(&crm, "/leads", 200).await, "the same token works again");
+    let same = demo.token("crm-integration").await.is_some_and(|t| t == crm);
+    checks.check(same, "re-enabling kept the token (no new mint)");
+
+    println!("    re-applying the same rotate annotation value does nothing; a new value rotates");
+    let before = demo.key("crm-integration").await.and_then(|k| k.metadata.annotations).unwrap_or_default();
+    let current = before.get(ROTATE_ANNOTATION).cloned().unwrap_or_default();
+    demo.patch("crm-integration", json!({"metadata": {"annotations": {ROTATE_ANNOTATION: current}}})).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    checks.check(demo.token("crm-integration").await.is_some_and(|t| t == crm), "same annotation value: same token");
+    demo.patch("crm-integration", json!({"metadata": {"annotations": {ROTATE_ANNOTATION: "demo-rotation-1"}}})).await?;
+    let rotated = eventually(|| async { demo.token("crm-integration").await.filter(|t| *t != crm) }).await;
+    checks.check(rotated.is_some(), "a new annotation value rotated the token");
+    if let Some(new) = rotated {
+        checks.check(demo.until_status(&new, "/leads", 200).await, "the new token works");
+        checks.check(demo.until_status(&crm, "/leads", 200).await, "the old token still works during the grace period");
+    }
+    Ok(())
+}
+
+async fn revoke(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
+    heading(4, "Revoke (spec.revoked: permanent)");
+    let admin = demo.token("internal-admin").await.context_missing("internal-admin's token")?;
+    demo.patch("internal-admin", json!({"spec": {"revoked": true}})).await?;
+    checks.check(demo.wait_state("internal-admin", KeyState::Revoked).await, "internal-admin is Revoked");
+    checks.check(demo.until_status(&admin, "/orders", 401).await, "the verifier refuses the revoked token");
+    demo.call("GET", "/orders", &Credential::Bearer(&admin), "internal-admin").await;
+    checks.check(demo.token("internal-admin").await.is_none(), "the token is gone from the Secret");
+    checks.check(demo.key("internal-admin").await.is_some(), "the ApiKey stays as an audit record");
+    Ok(())
+}
+
+async fn expire(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
+    heading(5, "Expire (spec.expiresAt) and retention (spec.retainExpiredFor)");
+    let key = demo.key("migration-script").await.context_missing("the migration-script ApiKey")?;
+    let token = demo.token("migration-script").await.context_missing("migration-script's token")?;
+    let expires = key.spec.expires_at.clone().context_missing("migration-script's expiresAt")?.0;
+    let a = demo.call("GET", "/appointments", &Credential::Bearer(&token), "migration-script").await;
+    checks.check(a.status == 200, "before expiry the key works");
+    let gap = demo.now().duration_until(expires).checked_add(SignedDuration::from_mins(1)).unwrap_or_default();
+    println!("    ... the clock leaps {} to just past {expires}", friendly(gap));
+    demo.clock.advance(gap);
+    let a = demo.call("GET", "/appointments", &Credential::Bearer(&token), "migration-script").await;
+    checks.check(a.status == 401 && a.reason == "expired", "the verifier refuses it by its own clock, before the operator acts");
+    demo.leap(SignedDuration::ZERO);
+    checks.check(demo.wait_state("migration-script", KeyState::Expired).await, "the operator marks it Expired");
+    checks.check(demo.token("migration-script").await.is_none(), "and removes the token from the Secret");
+    demo.print_table().await;
+    println!("    ... the clock leaps 7 days (retainExpiredFor: 7d)");
+    demo.leap(SignedDuration::from_hours(7 * 24 + 1));
+    let gone = eventually(|| async { demo.key("migration-script").await.is_none().then_some(()) }).await.is_some();
+    checks.check(gone, "the expired ApiKey is deleted after its retention");
+    Ok(())
+}
+
+async fn rotate(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
+    heading(6, "Scheduled rotation with a grace period (partner-orders: every 90d, gracePeriod 1d)");
+    let old = demo.token("partner-orders").await.context_missing("partner-orders' token")?;
+    let due = demo
+        .key("partner-orders")
+        .await
+        .and_then(|k| k.status)
+        .and_then(|s| s.next_rotation_at)
+        .context_missing("partner-orders' nextRotationAt")?
+        .0;
+    let gap = demo.now().duration_until(due).checked_add(SignedDuration::from_secs(30)).unwrap_or_default();
+    println!("    ... the clock leaps {} to the rotation due at {due}", friendly(gap));
+    demo.leap(gap);
+    let new = eventually(|| async { demo.token("partner-orders").await.filter(|t| *t != old) }).await;
+    checks.check(new.is_some(), "the operator minted, published, waited, then swapped the Secret");
+    let Some(new) = new else { return Ok(()) };
+    let a = demo.call("GET", "/orders", &Credential::Bearer(&new), "partner-orders (new)").await;
+    checks.check(a.status == 200, "the new token works: it was published before the swap");
+    let a = demo.call("GET", "/orders", &Credential::Bearer(&old), "partner-orders (old)").await;
+    checks.check(a.status == 200, "the old token still works during the grace period");
+    demo.print_table().await;
+    println!("    ... the clock leaps 1 day and 1 minute (gracePeriod: 1d)");
+    demo.leap(SignedDuration::from_mins(24 * 60 + 1));
+    checks.check(demo.until_status(&old, "/orders", 401).await, "after the grace period the old token is refused");
+    demo.call("GET", "/orders", &Credential::Bearer(&old), "partner-orders (old)").await;
+    let a = demo.call("GET", "/orders", &Credential::Bearer(&new), "partner-orders (new)").await;
+    checks.check(a.status == 200, "the new token keeps working");
+    Ok(())
+}
+
+fn friendly(d: SignedDuration) -> String {
+    let hours = d.as_hours();
+    if hours >= 48 { format!("{} days", hours / 24) } else { format!("{hours} hours") }
+}
+
+/// `Option` → `anyhow::Result` with what was missing.
+trait MissingContext<T> {
+    fn context_missing(self, what: &str) -> anyhow::Result<T>;
+}
+
+impl<T> MissingContext<T> for Option<T> {
+    fn context_missing(self, what: &str) -> anyhow::Result<T> {
+        self.ok_or_else(|| anyhow::anyhow!("{what} is missing"))
+    }
+}
