@@ -92,7 +92,10 @@ fn admission_rules_accept_and_refuse_the_right_specs() {
         (
             "zero rotation interval",
             json!({"scopes": ["a:read"], "rotation": {"every": "0d"}}),
-            vec!["must be longer than zero"],
+            vec![
+                "rotation.every must be longer than the default gracePeriod (1h): set a shorter gracePeriod",
+                "must be longer than zero",
+            ],
         ),
         (
             "zero rate-limit period",
@@ -124,6 +127,35 @@ fn admission_rules_accept_and_refuse_the_right_specs() {
         (
             "ordinary secret labels",
             json!({"scopes": ["a:read"], "secretTemplate": {"labels": {"team": "x", "app.kubernetes.io/name": "crm"}}}),
+            vec![],
+        ),
+    ];
+    for (name, spec, expected) in cases {
+        assert_eq!(cel_failures(spec, None), expected, "case: {name}");
+    }
+}
+
+#[test]
+fn an_interval_within_the_default_grace_period_is_refused_at_admission() {
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        (
+            "interval within the default grace period",
+            json!({"scopes": ["a:read"], "rotation": {"every": "30m"}}),
+            vec!["rotation.every must be longer than the default gracePeriod (1h): set a shorter gracePeriod"],
+        ),
+        (
+            "interval equal to the default grace period",
+            json!({"scopes": ["a:read"], "rotation": {"every": "60m"}}),
+            vec!["rotation.every must be longer than the default gracePeriod (1h): set a shorter gracePeriod"],
+        ),
+        (
+            "interval beyond the default grace period",
+            json!({"scopes": ["a:read"], "rotation": {"every": "1d"}}),
+            vec![],
+        ),
+        (
+            "short interval with a shorter grace",
+            json!({"scopes": ["a:read"], "rotation": {"every": "30m", "gracePeriod": "10m"}}),
             vec![],
         ),
     ];

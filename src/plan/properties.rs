@@ -48,7 +48,7 @@ fn wait(world: &mut World, minutes: u32) {
 }
 
 fn check(world: &World) -> Result<(), TestCaseError> {
-    let records = super::records_for(&world.key, world.now);
+    let records = super::records_for(&world.key, world.settings.default_grace_period, world.now);
     let hashes: BTreeSet<_> = records.iter().map(|r| r.hash).collect();
     prop_assert_eq!(hashes.len(), records.len(), "no hash is published twice");
     prop_assert!(records.len() <= 3, "at most previous, current and next: {}", records.len());
