@@ -467,6 +467,8 @@ fn moving_to_another_key_set_leaves_the_old_one_at_once() {
     assert_eq!(plan.status.as_ref().and_then(|s| s.key_set.as_deref()), Some("partners"));
     assert!(plan.mint.is_none(), "moving does not rotate");
     assert!(plan.events.iter().any(|e| e.reason == "KeySetChanged"));
+    let status = plan.status.as_ref().unwrap();
+    assert_eq!(status.conditions[0].reason, "Publishing", "verifiers of the new set have not seen the hash yet");
 }
 
 #[test]
@@ -830,4 +832,24 @@ fn secret_template_keys_and_values_must_be_what_kubernetes_accepts() {
             }
         }
     }
+}
+
+#[test]
+fn a_repair_during_a_grace_period_says_that_the_older_previous_token_stops_working() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").with_grace("2h").build(), T0);
+    let first = world.current_token().clone();
+    let started = world.after(jiff::SignedDuration::from_hours(24 * 30));
+    swap(&mut world, &started);
+    let second = world.current_token().clone();
+    world.observed.secret = SecretView::Absent;
+    world.secret_tokens = (None, None);
+
+    world.after(mins(1));
+
+    let published = world.published_hashes();
+    assert!(published.contains(&second.hash()), "the token taken from the Secret keeps its grace");
+    assert!(!published.contains(&first.hash()), "one previous slot");
+    let warning = world.plans.iter().rev().flat_map(|p| &p.events).find(|e| e.reason == "SecretRepaired").unwrap();
+    let first_id = first.hash().key_id().to_string();
+    assert!(warning.note.contains(&first_id) && warning.note.contains("stops working now"), "{}", warning.note);
 }

@@ -279,7 +279,8 @@ impl Draft<'_> {
         // An operator before `publishedAt` existed reported Ready only for a
         // published token: keep such a key Ready instead of waiting again.
         let was_ready = self.old.conditions.first().is_some_and(|c| c.status == "True");
-        let legacy = was_ready.then_some(current.not_before.0);
+        let stored_without = self.old.current_key.as_ref().is_some_and(|k| k.published_at.is_none());
+        let legacy = (was_ready && stored_without).then_some(current.not_before.0);
         let published_at = self.note_publication(&current, legacy);
         if let Some(slot) = &mut self.status.current_key {
             slot.published_at = published_at.map(Time);
