@@ -209,6 +209,15 @@ pub struct RotationSpec {
 /// The CEL rule keeping users' Secret labels and annotations off the operator's own keys.
 const RESERVED_KEYS_RULE: &str = "self.all(k, !k.startsWith('keyward.dev/') && k != 'app.kubernetes.io/managed-by')";
 
+/// The CEL rule holding Secret template keys to Kubernetes' qualified names:
+/// `[prefix/]name`, prefix a DNS subdomain of at most 253 characters, name 1
+/// to 63 characters. Kubernetes estimates map keys as empty strings, so the
+/// rule stays within the cost budget; the `size` guard bounds it at run time.
+const QUALIFIED_KEYS_RULE: &str = r"self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.matches('^[^/]{1,253}/')))";
+
+/// What [`QUALIFIED_KEYS_RULE`] says when it fails.
+const QUALIFIED_KEYS_MESSAGE: &str = "keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then 1 to 63 letters, digits, '-', '_' or '.', alphanumeric at both ends";
+
 /// A Kubernetes label value: at most 63 characters, alphanumeric at both ends.
 const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
 
@@ -218,18 +227,19 @@ const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?
 pub struct SecretTemplate {
     /// Labels to add to the Secret. Keys under `keyward.dev/` and
     /// `app.kubernetes.io/managed-by` are reserved for the operator. Keys must
-    /// be qualified names and values valid label values (checked by the
-    /// operator for keys: CEL cannot check map keys within its cost budget).
+    /// be qualified names (`example.com/tier`) and values valid label values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN}))]
     #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"))]
+    #[x_kube(validation = Rule::new(QUALIFIED_KEYS_RULE).message(QUALIFIED_KEYS_MESSAGE))]
     pub labels: BTreeMap<String, String>,
     /// Annotations to add to the Secret. Keys under `keyward.dev/` are reserved
-    /// for the operator. Keys must be qualified names and all annotations
+    /// for the operator. Keys must be qualified names; all annotations
     /// together at most 256 KiB (checked by the operator).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
     #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"))]
+    #[x_kube(validation = Rule::new(QUALIFIED_KEYS_RULE).message(QUALIFIED_KEYS_MESSAGE))]
     pub annotations: BTreeMap<String, String>,
 }
 
