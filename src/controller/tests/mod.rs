@@ -629,3 +629,47 @@ fn event_notes_are_cut_under_one_kib_at_a_character_boundary() {
     assert!(cut.len() < 1024, "{} bytes", cut.len());
     assert!(cut.ends_with('…') && long.starts_with(cut.trim_end_matches('…')));
 }
+
+#[tokio::test]
+async fn a_key_set_at_the_largest_generation_is_not_wrapped_around() {
+    let h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle_ready("crm").await;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let last = format!("keyward-keyset v1 keyset=team-a/default generation={} shard=1/1 records=0\n", u64::MAX);
+    cms.patch(
+        "keyset-default-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "default.1.keyset": last } })),
+    )
+    .await
+    .unwrap();
+
+    let result = h.ctx.publisher.publish_now(&KeySetId { namespace: NS.to_owned(), name: "default".to_owned() }).await;
+
+    assert!(matches!(result, Err(super::Error::GenerationExhausted(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn after_a_secret_name_change_the_old_secret_stays_until_the_previous_token_retires() {
+    let h = harness(Settings::default()).await;
+    h.create(ROTATING).await;
+    h.settle_ready("crm").await;
+    let old_token = h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap();
+
+    h.patch_spec("crm", json!({ "secretName": "crm-token" })).await;
+    h.settle_ready("crm").await;
+
+    assert_eq!(h.secret_token("crm-apikey", DATA_TOKEN).await, Some(old_token.clone()), "consumers may still read it");
+    let new_token = h.secret_token("crm-token", DATA_TOKEN).await.expect("a new token in the new Secret");
+    let hashes: Vec<KeyHash> = h.published("default").await.iter().map(|r| r.hash).collect();
+    assert!(hashes.contains(&hash_of(&old_token)) && hashes.contains(&hash_of(&new_token)), "{hashes:?}");
+    assert_eq!(h.get("crm").await.status.unwrap().conditions[0].status, "True");
+
+    h.advance(SignedDuration::from_hours(1));
+    h.settle("crm").await;
+
+    assert!(h.secret("crm-apikey").await.is_none(), "deleted when the grace period ended");
+    let hashes: Vec<KeyHash> = h.published("default").await.iter().map(|r| r.hash).collect();
+    assert_eq!(hashes, vec![hash_of(&new_token)]);
+}
