@@ -9,7 +9,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{ApiKey, KeyVersion};
+use crate::api::{ApiKey, KeyState, KeyVersion};
 use crate::keyset::{Record, RecordState};
 use crate::token::KeyHash;
 
@@ -29,7 +29,7 @@ pub fn records_for(key: &ApiKey, default_grace: SignedDuration, now: Timestamp) 
     };
     let Some(status) = &key.status else { return Vec::new() };
     let expired = status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now);
-    let revoked = key.spec.revoked || status.revoked_at.is_some();
+    let revoked = key.spec.revoked || status.revoked_at.is_some() || status.state == Some(KeyState::Revoked);
     if key.metadata.deletion_timestamp.is_some() || revoked || expired {
         return Vec::new();
     }

@@ -674,14 +674,31 @@ fn clearing_revoked_after_revocation_never_publishes_the_key_again() {
 }
 
 #[test]
-fn a_token_whose_validity_ended_is_never_given_a_grace_period() {
-    // Revoked by an operator that predates status.revokedAt, then un-revoked past admission.
+fn a_revocation_recorded_before_revoked_at_existed_is_final_too() {
     let mut world = World::converged(an_api_key("crm").build(), T0);
     let first = world.current_token().clone();
     world.key.spec.revoked = true;
     world.after(mins(1));
-    world.key.status.as_mut().unwrap().revoked_at = None;
+    world.key.status.as_mut().unwrap().revoked_at = None; // as an older operator wrote it
     world.key.spec.revoked = false;
+
+    let plan = world.after(mins(1));
+
+    assert!(plan.records.is_empty() && plan.mint.is_none(), "{plan:#?}");
+    assert!(!world.published_hashes().contains(&first.hash()));
+    assert_eq!(world.status().state, Some(KeyState::Revoked));
+    assert!(world.status().revoked_at.is_some(), "recorded now");
+}
+
+#[test]
+fn a_token_whose_validity_ended_is_never_given_a_grace_period() {
+    // A status edited by hand: the current token already ended, and the Secret lost it.
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    let first = world.current_token().clone();
+    let ended = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(world.now);
+    world.key.status.as_mut().unwrap().current_key.as_mut().unwrap().not_after = Some(ended);
+    world.observed.secret = SecretView::Absent;
+    world.secret_tokens = (None, None);
 
     world.after(mins(1));
 

@@ -46,8 +46,9 @@ pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: 
     }
     draft.follow_moves();
     // Revocation recorded in status is final even if the spec says otherwise
-    // (admission refuses un-revoking, but an object can bypass admission).
-    if key.spec.revoked || draft.status.revoked_at.is_some() {
+    // (admission refuses un-revoking, but an object can bypass admission);
+    // state Revoked covers statuses written before `revokedAt` existed.
+    if key.spec.revoked || draft.status.revoked_at.is_some() || draft.was(KeyState::Revoked) {
         draft.revoke();
     } else if draft.status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now) {
         draft.expire(&spec);
