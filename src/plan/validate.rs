@@ -1,4 +1,6 @@
-//! Re-checks every invariant admission applies, for ApiKeys that bypassed it (or predate a rule).
+//! Re-checks every invariant admission applies, for ApiKeys that bypassed it (or predate a rule),
+//! and those admission cannot check: the grace period (or the operator's default) against the
+//! rotation schedule's shortest interval, and the total size of the Secret template's annotations.
 //!
 //! Each problem names its field (`spec.rotation.every`) and never quotes a
 //! value that could be a secret; spec fields hold no secrets, but the habit
