@@ -73,6 +73,21 @@ fn schema_patterns_refuse_malformed_fields() {
             "/spec/rateLimit/requests: minimum",
         ),
         ("rate limit without period", json!({"scopes": ["a:read"], "rateLimit": {"requests": 5}}), ": required"),
+        (
+            "label value with a space",
+            json!({"scopes": ["a:read"], "secretTemplate": {"labels": {"team": "two words"}}}),
+            "/spec/secretTemplate/labels/team: pattern",
+        ),
+        (
+            "label value ending in a dash",
+            json!({"scopes": ["a:read"], "secretTemplate": {"labels": {"team": "x-"}}}),
+            "/spec/secretTemplate/labels/team: pattern",
+        ),
+        (
+            "label value over 63 characters",
+            json!({"scopes": ["a:read"], "secretTemplate": {"labels": {"team": "a".repeat(64)}}}),
+            "/spec/secretTemplate/labels/team: maxLength",
+        ),
     ];
     for (name, spec, expected) in cases {
         let errors = admission_errors(&object(&spec));
@@ -94,7 +109,7 @@ fn a_full_spec_is_accepted() {
         "rotation": {"every": "1h30m", "gracePeriod": "15m"},
         "keySet": "partners",
         "secretName": "partner.token",
-        "secretTemplate": {"labels": {"team": "x"}, "annotations": {"note": "y"}},
+        "secretTemplate": {"labels": {"team": "x", "example.com/tier": "gold-1.2_a", "empty": ""}, "annotations": {"note": "any text at all"}},
         "prefix": "acme_live2",
         "rateLimit": {"requests": 100, "period": "1s", "burst": 10},
         "expireAfterUnused": "90d",

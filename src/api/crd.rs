@@ -17,6 +17,20 @@ pub(super) fn grace_shorter_than_every_rule() -> String {
     )
 }
 
+/// The operator's default grace period as documented (`--default-grace-period`),
+/// which admission can only know as this constant.
+pub(super) const DOCUMENTED_DEFAULT_GRACE: &str = "1h";
+
+/// The CEL rule comparing the documented default grace period with the
+/// interval when `gracePeriod` is absent (the operator re-checks against its
+/// actual default).
+pub(super) fn default_grace_shorter_than_every_rule() -> String {
+    format!(
+        "has(self.gracePeriod) || !has(self.every) || duration('{DOCUMENTED_DEFAULT_GRACE}') < {}",
+        cel_duration("self.every")
+    )
+}
+
 /// The ApiKey CRD.
 #[must_use]
 pub fn crd() -> CustomResourceDefinition {

@@ -182,6 +182,7 @@ fn default_key_set() -> String {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.every) != has(self.schedule)").message("set exactly one of rotation.every and rotation.schedule"))]
 #[x_kube(validation = Rule::new(crd::grace_shorter_than_every_rule()).message("rotation.gracePeriod must be shorter than rotation.every"))]
+#[x_kube(validation = Rule::new(crd::default_grace_shorter_than_every_rule()).message("rotation.every must be longer than the default gracePeriod (1h): set a shorter gracePeriod"))]
 pub struct RotationSpec {
     /// Rotate this long after the previous rotation (`30d`, `720h`, `1h30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,7 +195,11 @@ pub struct RotationSpec {
     #[schemars(length(min = 9, max = 128))]
     pub schedule: Option<String>,
 
-    /// How long the previous token keeps working after a rotation. Defaults to `1h`.
+    /// How long the previous token keeps working after a rotation. Defaults to
+    /// `1h` (the operator's `--default-grace-period`). Must be shorter than
+    /// `every`, and than the shortest interval of `schedule` (checked by the
+    /// operator): the next rotation waits until the previous token's grace
+    /// period has ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
     #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
@@ -204,20 +209,37 @@ pub struct RotationSpec {
 /// The CEL rule keeping users' Secret labels and annotations off the operator's own keys.
 const RESERVED_KEYS_RULE: &str = "self.all(k, !k.startsWith('keyward.dev/') && k != 'app.kubernetes.io/managed-by')";
 
+/// The CEL rule holding Secret template keys to Kubernetes' qualified names:
+/// `[prefix/]name`, prefix a DNS subdomain of at most 253 characters, name 1
+/// to 63 characters. Kubernetes estimates map keys as empty strings, so the
+/// rule stays within the cost budget; the `size` guard bounds it at run time.
+const QUALIFIED_KEYS_RULE: &str = r"self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.matches('^[^/]{1,253}/')))";
+
+/// What [`QUALIFIED_KEYS_RULE`] says when it fails.
+const QUALIFIED_KEYS_MESSAGE: &str = "keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then 1 to 63 letters, digits, '-', '_' or '.', alphanumeric at both ends";
+
+/// A Kubernetes label value: at most 63 characters, alphanumeric at both ends.
+const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+
 /// Labels and annotations added to the Secret holding the token.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
     /// Labels to add to the Secret. Keys under `keyward.dev/` and
-    /// `app.kubernetes.io/managed-by` are reserved for the operator.
+    /// `app.kubernetes.io/managed-by` are reserved for the operator. Keys must
+    /// be qualified names (`example.com/tier`) and values valid label values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN}))]
     #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"))]
+    #[x_kube(validation = Rule::new(QUALIFIED_KEYS_RULE).message(QUALIFIED_KEYS_MESSAGE))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations to add to the Secret. Keys under `keyward.dev/` are reserved for the operator.
+    /// Annotations to add to the Secret. Keys under `keyward.dev/` are reserved
+    /// for the operator. Keys must be qualified names; all annotations
+    /// together at most 256 KiB (checked by the operator).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
     #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("keys under keyward.dev/ and app.kubernetes.io/managed-by are reserved"))]
+    #[x_kube(validation = Rule::new(QUALIFIED_KEYS_RULE).message(QUALIFIED_KEYS_MESSAGE))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -273,6 +295,11 @@ pub struct KeyVersion {
     /// The token is refused from this time; absent means no end yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<Time>,
+    /// When the operator first saw this token's hash in the key set it had
+    /// written. Verifiers are given the propagation delay from this time
+    /// before the token is handed to consumers (swap, or Ready after issuing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<Time>,
 }
 
 /// Requests seen with this key, as reported by verifiers.
@@ -345,6 +372,16 @@ pub struct ApiKeyStatus {
     /// When the key expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_at: Option<Time>,
+
+    /// When the key was revoked. Revocation is permanent: once this is set the
+    /// operator never publishes the key again, even if `spec.revoked` is cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Time>,
+
+    /// A Secret this key wrote before `spec.secretName` changed. It still holds
+    /// the previous token and is deleted when that token's grace period ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_name: Option<String>,
 
     /// Last request seen with this key, as reported by verifiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -92,7 +92,10 @@ fn admission_rules_accept_and_refuse_the_right_specs() {
         (
             "zero rotation interval",
             json!({"scopes": ["a:read"], "rotation": {"every": "0d"}}),
-            vec!["must be longer than zero"],
+            vec![
+                "rotation.every must be longer than the default gracePeriod (1h): set a shorter gracePeriod",
+                "must be longer than zero",
+            ],
         ),
         (
             "zero rate-limit period",
@@ -129,6 +132,64 @@ fn admission_rules_accept_and_refuse_the_right_specs() {
     ];
     for (name, spec, expected) in cases {
         assert_eq!(cel_failures(spec, None), expected, "case: {name}");
+    }
+}
+
+#[test]
+fn an_interval_within_the_default_grace_period_is_refused_at_admission() {
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        (
+            "interval within the default grace period",
+            json!({"scopes": ["a:read"], "rotation": {"every": "30m"}}),
+            vec!["rotation.every must be longer than the default gracePeriod (1h): set a shorter gracePeriod"],
+        ),
+        (
+            "interval equal to the default grace period",
+            json!({"scopes": ["a:read"], "rotation": {"every": "60m"}}),
+            vec!["rotation.every must be longer than the default gracePeriod (1h): set a shorter gracePeriod"],
+        ),
+        (
+            "interval beyond the default grace period",
+            json!({"scopes": ["a:read"], "rotation": {"every": "1d"}}),
+            vec![],
+        ),
+        (
+            "short interval with a shorter grace",
+            json!({"scopes": ["a:read"], "rotation": {"every": "30m", "gracePeriod": "10m"}}),
+            vec![],
+        ),
+    ];
+    for (name, spec, expected) in cases {
+        assert_eq!(cel_failures(spec, None), expected, "case: {name}");
+    }
+}
+
+#[test]
+fn secret_template_keys_must_be_qualified_names_at_admission() {
+    const QUALIFIED: &str = "keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then 1 to 63 letters, digits, '-', '_' or '.', alphanumeric at both ends";
+    let long_name = "a".repeat(64);
+    let long_prefix =
+        format!("{}.example.com/x", ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(63)].join("."));
+    let cases: Vec<(&str, &str, bool)> = vec![
+        ("plain name", "team", true),
+        ("prefixed name", "example.com/tier", true),
+        ("dots, dashes and underscores inside", "a.b-c_d", true),
+        ("63-character name", &long_name[..63], true),
+        ("a space", "bad key", false),
+        ("leading dash", "-x", false),
+        ("trailing dot", "x.", false),
+        ("empty name after the prefix", "example.com/", false),
+        ("upper-case prefix", "Example.com/x", false),
+        ("two slashes", "a/b/c", false),
+        ("64-character name", &long_name, false),
+        ("prefix over 253 characters", &long_prefix, false),
+    ];
+    for (name, key, ok) in cases {
+        for field in ["labels", "annotations"] {
+            let spec = json!({"scopes": ["a:read"], "secretTemplate": {field: {key: "v"}}});
+            let expected: Vec<&str> = if ok { vec![] } else { vec![QUALIFIED] };
+            assert_eq!(cel_failures(spec, None), expected, "case: {name} in {field}");
+        }
     }
 }
 

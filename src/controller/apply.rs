@@ -1,9 +1,14 @@
 //! Apply: carry out a plan's writes, in the order that makes a crash between any two safe.
 //!
-//! Order: finalizer (before anything is published), Secret (a token is
-//! persisted before anything refers to it), the old key set after a `keySet`
-//! change (before status forgets it), status (records the token, which makes
-//! it publishable), Events, key set, then the finalizer release and deletions. Writes are skipped when the plan says nothing changed.
+//! Order: finalizer (before anything is published); when the plan takes
+//! access away ([`Publish::Now`]: revoked, disabled, expired, deleted,
+//! invalid, narrowed) the key set next, before any other write, so a failing
+//! Secret or status write cannot keep a withdrawn hash published (the
+//! publisher rebuilds from the stored spec, which already says so); Secret (a
+//! token is persisted before anything refers to it); the old key set after a
+//! `keySet` change (before status forgets it); status (records the token,
+//! which makes it publishable); Events; key set; then the finalizer release
+//! and deletions. Writes are skipped when the plan says nothing changed.
 //!
 //! Write methods, and why:
 //! - Secret and key-set ConfigMaps: server-side apply with field manager
@@ -37,6 +42,9 @@ use super::{Context, Error, FIELD_MANAGER, key_set_id, namespace};
 /// Carry out `plan` for `key`; returns the key as it now is in the API.
 pub(super) async fn apply(ctx: &Context, key: ApiKey, seen: &Seen, plan: &Plan) -> Result<ApiKey, Error> {
     let key = add_finalizer(ctx, key, plan).await?;
+    if plan.publish == Publish::Now {
+        withdraw(ctx, &key).await?;
+    }
     write_secret(ctx, &key, seen, plan).await?;
     delete_old_secret(ctx, &key, plan).await?;
     leave_old_key_set(ctx, &key, plan).await?;
@@ -75,7 +83,16 @@ async fn add_finalizer(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<ApiKey
     api::<ApiKey>(ctx, &key)?
         .patch(&key.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
         .await
-        .map_err(Error::kube("add finalizer"))
+        .map_err(guarded("add finalizer"))
+}
+
+/// Errors of a JSON patch guarded by `test`: a real API server answers a
+/// failed `test` with 422, which here means "changed since read", a conflict.
+pub(super) fn guarded(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |e| match e {
+        kube::Error::Api(status) if status.code == 422 => Error::Changed { action },
+        e => Error::kube(action)(e),
+    }
 }
 
 async fn release_finalizer(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<ApiKey, Error> {
@@ -94,7 +111,7 @@ async fn release_finalizer(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<Ap
         Ok(key) => Ok(key),
         // The object went away as soon as its last finalizer did.
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(key),
-        Err(e) => Err(Error::kube("release finalizer")(e)),
+        Err(e) => Err(guarded("release finalizer")(e)),
     }
 }
 
@@ -249,7 +266,7 @@ async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
                 EventKind::Warning => EventType::Warning,
             },
             reason: planned.reason.to_owned(),
-            note: Some(planned.note.clone()),
+            note: Some(truncate_note(&planned.note)),
             action: "Reconcile".to_owned(),
             secondary: None,
         };
@@ -260,6 +277,26 @@ async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
     }
 }
 
+/// Longest Event note, in bytes: the API server refuses notes of 1 KiB or more.
+const MAX_NOTE_BYTES: usize = 1000;
+
+/// `note` cut to under 1 KiB at a character boundary, marked with `…` when cut.
+pub(super) fn truncate_note(note: &str) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note.to_owned();
+    }
+    let mut end = MAX_NOTE_BYTES - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
+}
+
+/// Publish a withdrawal before anything else is written.
+async fn withdraw(ctx: &Context, key: &ApiKey) -> Result<(), Error> {
+    ctx.publisher.publish_now(&key_set_id(key)?).await
+}
+
 async fn publish(ctx: &Context, key: &ApiKey, plan: &Plan) -> Result<(), Error> {
     let id = key_set_id(key)?;
     match plan.publish {
@@ -268,6 +305,8 @@ async fn publish(ctx: &Context, key: &ApiKey, plan: &Plan) -> Result<(), Error> 
             ctx.publisher.request(id);
             Ok(())
         }
+        // Published first already; again now in case status changed the records
+        // too (writes nothing when they did not).
         Publish::Now => ctx.publisher.publish_now(&id).await,
     }
 }

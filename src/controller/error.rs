@@ -28,6 +28,16 @@ pub enum Error {
     /// A patch body could not be built.
     #[error("building patch: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A key set's generation counter reached its maximum; it cannot be written again.
+    #[error("key set {0}: generation counter exhausted")]
+    GenerationExhausted(String),
+    /// A guarded write found the object changed since it was read (a failed
+    /// JSON-patch `test`, which a real API server answers with 422).
+    #[error("{action}: the object changed since it was read")]
+    Changed {
+        /// What the controller was doing, such as `add finalizer`.
+        action: &'static str,
+    },
 }
 
 impl Error {
@@ -44,13 +54,17 @@ impl Error {
             Error::Encode(_) => "encode",
             Error::MissingField(_) => "missing_field",
             Error::Serialize(_) => "serialize",
+            Error::GenerationExhausted(_) => "generation_exhausted",
+            Error::Changed { .. } => "conflict",
         }
     }
 
-    /// Whether this is a resourceVersion conflict (HTTP 409): retry at once.
+    /// Whether this is a conflict (HTTP 409, or a guarded patch whose `test`
+    /// failed): retry at once.
     #[must_use]
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Kube { source, .. } if matches!(source.as_ref(), kube::Error::Api(status) if status.code == 409))
+        matches!(self, Error::Changed { .. })
+            || matches!(self, Error::Kube { source, .. } if matches!(source.as_ref(), kube::Error::Api(status) if status.code == 409))
     }
 }
 
@@ -59,8 +73,11 @@ impl Error {
 #[must_use]
 pub fn retry_after(error: &Error) -> Action {
     match error {
+        Error::Changed { .. } => Action::requeue(Duration::from_millis(200)),
         Error::Kube { .. } if error.is_conflict() => Action::requeue(Duration::from_millis(200)),
         Error::Kube { .. } => Action::requeue(Duration::from_secs(5)),
-        Error::Encode(_) | Error::MissingField(_) | Error::Serialize(_) => Action::requeue(Duration::from_secs(300)),
+        Error::Encode(_) | Error::MissingField(_) | Error::Serialize(_) | Error::GenerationExhausted(_) => {
+            Action::requeue(Duration::from_secs(300))
+        }
     }
 }

@@ -169,8 +169,15 @@ async fn a_converged_operator_issues_no_writes_while_idle() {
         .await
         .unwrap();
     let client = crate::fakeapi::with_watch(inner);
+    // Paused time drives the clock: a new key becomes Ready after the propagation delay.
+    let start = tokio::time::Instant::now();
+    let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let clock: super::Clock = Arc::new(move || {
+        let elapsed = SignedDuration::try_from(tokio::time::Instant::now() - start).unwrap();
+        t0.checked_add(elapsed).unwrap()
+    });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(run(client.clone(), Options::default(), async move {
+    let operator = tokio::spawn(run(client.clone(), Options { clock, ..Options::default() }, async move {
         let _ = stopped.await;
     }));
     let key: ApiKey = serde_yaml::from_str(

@@ -8,6 +8,10 @@
 //! that would produce the bytes already stored writes nothing; a hand-edited
 //! or extra shard is rewritten or deleted.
 //!
+//! The generation written never goes backwards: it is one above both the
+//! highest stored generation and the highest this process ever wrote for the
+//! set (a hand edit or deleted shard cannot rewind it), and it never wraps.
+//!
 //! Shards are ConfigMaps `keyset-<keySet>-<i>` (i from 1), each with one key
 //! [`shard_file_name`], labelled managed-by keyward and
 //! `keyward.dev/keyset=<keySet>`: under `data` while the set fits one plain
@@ -17,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jiff::SignedDuration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -28,17 +33,26 @@ use tracing::{debug, info, warn};
 
 use crate::api::ApiKey;
 use crate::keyset::{
-    DEFAULT_MAX_SHARD_BYTES, KeySetId, Record, ShardBytes, decode_shard, encode_packed, shard_file_name,
+    DEFAULT_MAX_SHARD_BYTES, KeySetId, Record, ShardBytes, assemble, decode_shard, encode_packed, shard_file_name,
 };
-use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, records_for};
+use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings, records_for};
 
 use super::{Clock, Error, FIELD_MANAGER};
 
 /// Pause after a flush in which some key set could not be written.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
-/// One key set's lock, guarding the records last written (`None` until first known).
-type SetLock = Arc<tokio::sync::Mutex<Option<Vec<Record>>>>;
+/// What the publisher knows of one key set.
+#[derive(Default)]
+struct SetState {
+    /// The records last written (or read back), `None` until first known.
+    records: Option<Vec<Record>>,
+    /// The highest generation this process wrote for the set.
+    high_water: u64,
+}
+
+/// One key set's lock: at most one rebuild of a set at a time.
+type SetLock = Arc<tokio::sync::Mutex<SetState>>;
 
 /// The one writer of every key set this operator publishes.
 pub struct Publisher {
@@ -46,8 +60,9 @@ pub struct Publisher {
     clock: Clock,
     coalesce: Duration,
     max_shard_bytes: usize,
-    /// One lock per key set: at most one rebuild of a set at a time. Holds
-    /// the records last written (or read back), `None` until first known.
+    /// The default grace period, which decides whether a spec is valid ([`records_for`]).
+    default_grace: SignedDuration,
+    /// One lock per key set: at most one rebuild of a set at a time.
     sets: Mutex<HashMap<KeySetId, SetLock>>,
     pending: Mutex<BTreeSet<KeySetId>>,
     wake: Notify,
@@ -62,6 +77,7 @@ impl Publisher {
             clock,
             coalesce,
             max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
+            default_grace: Settings::default().default_grace_period,
             sets: Mutex::new(HashMap::new()),
             pending: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
@@ -72,6 +88,13 @@ impl Publisher {
     #[must_use]
     pub fn with_max_shard_bytes(mut self, bytes: usize) -> Publisher {
         self.max_shard_bytes = bytes;
+        self
+    }
+
+    /// Judge specs with the operator's default grace period (the controller's [`Settings`]).
+    #[must_use]
+    pub fn with_default_grace(mut self, grace: SignedDuration) -> Publisher {
+        self.default_grace = grace;
         self
     }
 
@@ -88,32 +111,43 @@ impl Publisher {
     }
 
     /// The records of `id` as last published (read from the API the first time).
+    ///
+    /// Read back the way verifiers read it ([`assemble`]): a set with mixed
+    /// generations, a missing or undecodable shard counts as publishing nothing.
     pub async fn published(&self, id: &KeySetId) -> Result<Vec<Record>, Error> {
         let set = self.set(id);
-        let mut known = set.lock().await;
-        if known.is_none() {
+        let mut state = set.lock().await;
+        if state.records.is_none() {
             let shards = self.read_shards(id).await?;
-            let records = shards.values().filter_map(stored_shard).flat_map(|shard| shard.records).collect();
-            *known = Some(records);
+            state.records = Some(readable_records(id, &shards));
         }
-        Ok(known.clone().unwrap_or_default())
+        Ok(state.records.clone().unwrap_or_default())
     }
 
     /// Rebuild `id` now and wait until it is written.
     pub async fn publish_now(&self, id: &KeySetId) -> Result<(), Error> {
         let set = self.set(id);
-        let mut known = set.lock().await;
+        let mut state = set.lock().await;
         let now = (self.clock)();
         let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &id.namespace);
         let keys = keys.list(&ListParams::default()).await.map_err(Error::kube("list ApiKeys"))?;
-        let records = unique(keys.items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| records_for(k, now)));
+        let records = unique(
+            keys.items
+                .iter()
+                .filter(|k| k.spec.key_set == id.name)
+                .flat_map(|k| records_for(k, self.default_grace, now)),
+        );
         let existing = self.read_shards(id).await?;
-        let generation = existing.values().filter_map(stored_shard).map(|shard| shard.generation).max().unwrap_or(0);
+        let stored = existing.values().filter_map(stored_shard).map(|shard| shard.generation).max().unwrap_or(0);
+        let generation = stored.max(state.high_water);
         if matches(&existing, &shard_map(id, encode_packed(id, generation, &records, self.max_shard_bytes)?)) {
-            *known = Some(records);
+            state.records = Some(records);
             return Ok(());
         }
-        let desired = shard_map(id, encode_packed(id, generation + 1, &records, self.max_shard_bytes)?);
+        let next = generation.checked_add(1).ok_or_else(|| Error::GenerationExhausted(id.to_string()))?;
+        let desired = shard_map(id, encode_packed(id, next, &records, self.max_shard_bytes)?);
+        // From here on a partial write may have stored `next` somewhere: never reuse it.
+        state.high_water = next;
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &id.namespace);
         for (name, (file, shard)) in &desired {
             write_shard(&config_maps, id, name, file, shard).await?;
@@ -125,8 +159,8 @@ impl Publisher {
                 Err(e) => return Err(Error::kube("delete key-set shard")(e)),
             }
         }
-        info!(namespace = %id.namespace, keyset = %id.name, generation = generation + 1, records = records.len(), shards = desired.len(), "key set published");
-        *known = Some(records);
+        info!(namespace = %id.namespace, keyset = %id.name, generation = next, records = records.len(), shards = desired.len(), "key set published");
+        state.records = Some(records);
         Ok(())
     }
 
@@ -195,6 +229,20 @@ fn unique(records: impl Iterator<Item = Record>) -> Vec<Record> {
             single
         })
         .collect()
+}
+
+/// The records of `id` as a verifier would take them from `shards`: nothing
+/// unless every shard decodes and they form one complete set of one generation.
+fn readable_records(id: &KeySetId, shards: &BTreeMap<String, ConfigMap>) -> Vec<Record> {
+    let decoded: Option<Vec<crate::keyset::Shard>> = shards.values().map(stored_shard).collect();
+    let Some(decoded) = decoded.filter(|d| !d.is_empty()) else { return Vec::new() };
+    match assemble(decoded) {
+        Ok(sets) => sets.into_iter().filter(|set| set.id == *id).flat_map(|set| set.records).collect(),
+        Err(e) => {
+            warn!(namespace = %id.namespace, keyset = %id.name, error = %e, "stored key set is not readable; counting nothing as published");
+            Vec::new()
+        }
+    }
 }
 
 /// The shard a ConfigMap stores, if it holds exactly one that decodes.

@@ -79,7 +79,10 @@ pub async fn check_crd(client: &Client) -> Result<(), StartError> {
 /// Run the operator until `shutdown` resolves, then finish in-flight reconciles and return.
 pub async fn run(client: Client, options: Options, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = shutdown.shared();
-    let publisher = Arc::new(Publisher::new(client.clone(), options.clock.clone(), options.coalesce));
+    let publisher = Arc::new(
+        Publisher::new(client.clone(), options.clock.clone(), options.coalesce)
+            .with_default_grace(options.settings.default_grace_period),
+    );
     let ctx = Arc::new(Context::with(
         client.clone(),
         options.settings.clone(),

@@ -109,10 +109,21 @@ impl World {
         }
     }
 
-    /// A key that has been created and converged at `now`.
+    /// A key that has been created at `now` and converged: its token is
+    /// published and has had the propagation delay, so it is Ready (the clock
+    /// is then a little after `now`).
     pub fn converged(key: ApiKey, now: &str) -> World {
         let mut world = World::new(key, now);
-        world.reconcile();
+        let mut plan = world.reconcile();
+        for _ in 0..4 {
+            match plan.requeue_at {
+                Some(t) if world.status().state == Some(crate::api::KeyState::Pending) => {
+                    world.now = t;
+                    plan = world.reconcile();
+                }
+                _ => break,
+            }
+        }
         world
     }
 
@@ -157,7 +168,7 @@ impl World {
             self.deleted = true;
         }
         if self.publisher_up {
-            self.observed.published = super::records_for(&self.key, self.now);
+            self.observed.published = super::records_for(&self.key, self.settings.default_grace_period, self.now);
         }
         done
     }
@@ -226,7 +237,7 @@ impl World {
     }
 
     pub fn published_hashes(&self) -> Vec<crate::token::KeyHash> {
-        super::records_for(&self.key, self.now).iter().map(|r| r.hash).collect()
+        super::records_for(&self.key, self.settings.default_grace_period, self.now).iter().map(|r| r.hash).collect()
     }
 
     pub fn secret_facts_mut(&mut self) -> &mut SecretFacts {

@@ -65,9 +65,10 @@ pub struct Settings {
     /// ConfigMap volume sync (sync period plus cache TTL, about a minute each).
     pub propagation_delay: SignedDuration,
     /// Grace period when `rotation.gracePeriod` is absent, and for the
-    /// previous token after the Secret had to be repaired.
+    /// previous token after the Secret had to be repaired. A spec relying on
+    /// it is valid only if it is shorter than the rotation interval.
     pub default_grace_period: SignedDuration,
-    /// How soon to look again while the next hash is not published yet.
+    /// How soon to look again while a hash (next or current) is not seen published yet.
     pub publish_poll: SignedDuration,
 }
 

@@ -19,6 +19,8 @@ enum Step {
     RequestRotation(u8),
     TogglePrefix,
     DeleteSecret,
+    /// `spec.revoked` flipped, as an object that bypassed admission may be.
+    ToggleRevoked,
     /// The operator dies after this many writes of its next plan, then restarts.
     Crash(usize),
 }
@@ -30,6 +32,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..3).prop_map(Step::RequestRotation),
         1 => Just(Step::TogglePrefix),
         1 => Just(Step::DeleteSecret),
+        1 => Just(Step::ToggleRevoked),
         2 => (0usize..3).prop_map(Step::Crash),
     ]
 }
@@ -48,7 +51,7 @@ fn wait(world: &mut World, minutes: u32) {
 }
 
 fn check(world: &World) -> Result<(), TestCaseError> {
-    let records = super::records_for(&world.key, world.now);
+    let records = super::records_for(&world.key, world.settings.default_grace_period, world.now);
     let hashes: BTreeSet<_> = records.iter().map(|r| r.hash).collect();
     prop_assert_eq!(hashes.len(), records.len(), "no hash is published twice");
     prop_assert!(records.len() <= 3, "at most previous, current and next: {}", records.len());
@@ -60,6 +63,19 @@ fn check(world: &World) -> Result<(), TestCaseError> {
         }
     }
     let status = world.status();
+    if status.conditions.first().is_some_and(|c| c.status == "True") {
+        let published_at = status.current_key.as_ref().and_then(|k| k.published_at.as_ref()).map(|t| t.0);
+        let delay = world.settings.propagation_delay;
+        prop_assert!(
+            published_at.is_some_and(|t| t.checked_add(delay).unwrap() <= world.now),
+            "Ready only once the current hash has had the propagation delay: {:?}",
+            published_at
+        );
+    }
+    if status.revoked_at.is_some() {
+        prop_assert!(records.is_empty(), "a revoked key is never published again: {:?}", records);
+        prop_assert_eq!(status.state, Some(KeyState::Revoked));
+    }
     if matches!(status.state, Some(KeyState::Active | KeyState::Rotating)) {
         let token = world.secret_tokens.0.as_ref().expect("a live key has a token in its Secret");
         prop_assert!(hashes.contains(&token.hash()), "the Secret's token is published");
@@ -95,6 +111,10 @@ proptest! {
                 Step::TogglePrefix => {
                     let next = if world.key.spec.prefix.is_some() { None } else { Some("acme".to_owned()) };
                     world.key.spec.prefix = next;
+                    world.reconcile();
+                }
+                Step::ToggleRevoked => {
+                    world.key.spec.revoked = !world.key.spec.revoked;
                     world.reconcile();
                 }
                 Step::DeleteSecret => {

@@ -4,30 +4,33 @@
 //! it, so this must depend on nothing but the stored object: a token's hash is
 //! published only once status records it, and spec facts that take access
 //! away (revoked, inactive, expired, deleted, invalid) apply at once, even
-//! before the key's own reconcile has run.
+//! before the key's own reconcile has run. Revocation and expiry recorded in
+//! status (`revokedAt`, `expiredAt`) are final whatever the spec says later.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{ApiKey, KeyVersion};
+use crate::api::{ApiKey, KeyState, KeyVersion};
 use crate::keyset::{Record, RecordState};
 use crate::token::KeyHash;
 
 use super::validate::validate;
 
-/// The records `key` contributes to its key set at `now`.
+/// The records `key` contributes to its key set at `now`; `default_grace` is
+/// the operator's default grace period, which decides whether the spec is valid.
 ///
 /// Deleted, revoked, expired or invalid keys contribute nothing (fail closed);
 /// an inactive key's tokens stay listed as inactive so the verifier can say why
 /// it refuses them.
 #[must_use]
-pub fn records_for(key: &ApiKey, now: Timestamp) -> Vec<Record> {
-    let Ok(spec) = validate(&key.spec) else { return Vec::new() };
+pub fn records_for(key: &ApiKey, default_grace: SignedDuration, now: Timestamp) -> Vec<Record> {
+    let Ok(spec) = validate(&key.spec, default_grace) else { return Vec::new() };
     let (Some(namespace), Some(name)) = (key.metadata.namespace.as_deref(), key.metadata.name.as_deref()) else {
         return Vec::new();
     };
     let Some(status) = &key.status else { return Vec::new() };
     let expired = status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now);
-    if key.metadata.deletion_timestamp.is_some() || key.spec.revoked || expired {
+    let revoked = key.spec.revoked || status.revoked_at.is_some() || status.state == Some(KeyState::Revoked);
+    if key.metadata.deletion_timestamp.is_some() || revoked || expired {
         return Vec::new();
     }
     let state = if key.spec.active { RecordState::Active } else { RecordState::Inactive };

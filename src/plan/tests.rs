@@ -6,6 +6,20 @@ use crate::keyset::RecordState;
 use super::fixtures::{KeyBuilder, T0, World, an_api_key, at, managed_labels, mins, slot};
 use super::{EventKind, Finalizer, Publish, SecretView, Slot, Source, plan, validate};
 
+const DEFAULT_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+
+/// From a rotation's start, look again until the next hash is seen published,
+/// then wait the propagation delay: the swap. Returns the swapping plan.
+fn swap(world: &mut World, started: &super::Plan) -> super::Plan {
+    let seen = world.at_deadline(started);
+    assert!(world.status().next_key.as_ref().is_some_and(|k| k.published_at.is_some()), "{:#?}", world.status());
+    world.at_deadline(&seen)
+}
+
+fn later(world: &World, d: jiff::SignedDuration) -> jiff::Timestamp {
+    world.now.checked_add(d).expect("test times are in range")
+}
+
 fn ready_reason(world: &World) -> (String, String) {
     let c = &world.status().conditions[0];
     (c.status.clone(), c.reason.clone())
@@ -31,10 +45,14 @@ fn new_key_mints_one_token_into_the_secret_then_records_and_publishes_it() {
     let status = world.status();
     let current = status.current_key.as_ref().expect("current key recorded");
     assert_eq!(current.key_id, world.current_token().hash().key_id().to_string());
-    assert_eq!(status.state, Some(KeyState::Active));
+    assert_eq!(status.state, Some(KeyState::Pending), "not Ready before verifiers can have the hash");
     assert_eq!(status.prefix.as_deref(), Some(world.current_token().display_prefix().as_str()));
-    assert_eq!(ready_reason(&world), ("True".to_owned(), "Active".to_owned()));
+    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
     assert_eq!(second.publish, Publish::Soon);
+    let seen = world.at_deadline(&second);
+    world.at_deadline(&seen);
+    assert_eq!(ready_reason(&world), ("True".to_owned(), "Active".to_owned()));
+    assert_eq!(world.status().state, Some(KeyState::Active));
     assert_eq!(world.published_hashes(), vec![world.current_token().hash()]);
     assert_eq!(world.mints, 1);
     assert_eq!(world.event_reasons(), vec!["Created"]);
@@ -95,7 +113,7 @@ fn due_rotation_persists_the_next_token_and_publishes_it_beside_the_current_one(
     assert_eq!(world.published_hashes().len(), 2);
     assert!(world.published_hashes().contains(&next.hash()));
     assert_eq!(world.status().state, Some(KeyState::Rotating));
-    assert_eq!(started.requeue_at, Some(at("2026-01-31T00:02:00Z")), "swap after the propagation delay");
+    assert_eq!(started.requeue_at, Some(later(&world, world.settings.publish_poll)), "looks for the published hash");
     assert!(world.event_reasons().contains(&"RotationStarted"));
     assert_eq!(world.mints, 2);
 }
@@ -132,16 +150,18 @@ fn after_the_swap_the_previous_token_keeps_working_for_the_grace_period() {
     let started = world.after(jiff::SignedDuration::from_hours(24 * 30));
     let next = world.secret_tokens.1.clone().unwrap();
 
-    let swapped = world.at_deadline(&started);
+    let swapped = swap(&mut world, &started);
 
     assert_eq!(world.current_token(), &next, "the Secret now holds the next token");
     assert_eq!(world.secret_tokens.1, None, "next-token is removed by the swap");
-    let records = super::records_for(&world.key, world.now);
+    let records = super::records_for(&world.key, world.settings.default_grace_period, world.now);
     let previous = records.iter().find(|r| r.hash == old.hash()).expect("previous still published");
-    assert_eq!(previous.not_after, Some(at("2026-01-31T02:02:00Z")));
-    assert_eq!(swapped.requeue_at, Some(at("2026-01-31T02:02:00Z")), "requeue when the grace period ends");
-    assert_eq!(world.status().last_rotated_at.as_ref().map(|t| t.0), Some(at("2026-01-31T00:02:00Z")));
-    assert_eq!(world.status().next_rotation_at.as_ref().map(|t| t.0), Some(at("2026-03-02T00:02:00Z")));
+    let grace_end = later(&world, jiff::SignedDuration::from_hours(2));
+    assert_eq!(previous.not_after, Some(grace_end));
+    assert_eq!(swapped.requeue_at, Some(grace_end), "requeue when the grace period ends");
+    assert_eq!(world.status().last_rotated_at.as_ref().map(|t| t.0), Some(world.now));
+    let due = later(&world, jiff::SignedDuration::from_hours(24 * 30));
+    assert_eq!(world.status().next_rotation_at.as_ref().map(|t| t.0), Some(due));
     assert!(world.event_reasons().contains(&"Swapped"));
 }
 
@@ -150,7 +170,7 @@ fn previous_token_stops_working_after_the_grace_period() {
     let mut world = World::converged(an_api_key("crm").rotating_every("30d").with_grace("2h").build(), T0);
     let old = world.current_token().clone();
     let started = world.after(jiff::SignedDuration::from_hours(24 * 30));
-    let swapped = world.at_deadline(&started);
+    let swapped = swap(&mut world, &started);
 
     let retired = world.at_deadline(&swapped);
 
@@ -181,8 +201,10 @@ fn crash_after_persisting_the_next_token_adopts_it_on_restart() {
 fn crash_after_the_swap_write_finishes_the_swap_without_minting() {
     let mut world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
     let started = world.after(jiff::SignedDuration::from_hours(24 * 30));
-    world.now = started.requeue_at.unwrap();
+    let seen = world.at_deadline(&started);
+    world.now = seen.requeue_at.unwrap();
     let swap = world.plan();
+    assert!(swap.secret.is_some() && swap.status.is_some(), "{swap:#?}");
     world.apply(&swap, 1); // Secret swapped, status not written
 
     world.after(mins(1));
@@ -261,7 +283,7 @@ fn changing_the_prefix_rotates_to_a_token_with_the_new_prefix() {
     world.key.spec.prefix = Some("acme_live".to_owned());
 
     let started = world.after(mins(1));
-    world.at_deadline(&started);
+    swap(&mut world, &started);
 
     assert!(world.current_token().expose().starts_with("acme_live_"));
     assert_eq!(world.mints, 2);
@@ -407,10 +429,10 @@ fn a_deleted_secret_is_repaired_with_a_new_token_and_the_old_one_gets_a_grace_pe
     world.after(mins(1));
 
     assert_eq!(world.mints, 2);
-    let records = super::records_for(&world.key, world.now);
+    let records = super::records_for(&world.key, world.settings.default_grace_period, world.now);
     assert_eq!(records.len(), 2, "new token plus the old one in its grace period");
     let old_record = records.iter().find(|r| r.hash == old.hash()).unwrap();
-    assert_eq!(old_record.not_after, Some(at("2026-01-01T01:01:00Z")));
+    assert_eq!(old_record.not_after, Some(later(&world, jiff::SignedDuration::from_hours(1))));
     assert!(world.event_reasons().contains(&"SecretRepaired"));
     let warning = world.plans.iter().flat_map(|p| &p.events).find(|e| e.reason == "SecretRepaired").unwrap();
     assert_eq!(warning.kind, EventKind::Warning);
@@ -418,7 +440,7 @@ fn a_deleted_secret_is_repaired_with_a_new_token_and_the_old_one_gets_a_grace_pe
 }
 
 #[test]
-fn changing_the_secret_name_issues_a_token_in_the_new_secret_and_deletes_the_old_one() {
+fn changing_the_secret_name_issues_a_token_in_the_new_secret() {
     let mut world = World::converged(an_api_key("crm").build(), T0);
     world.key.spec.secret_name = Some("crm-token".to_owned());
     world.observed.secret = SecretView::Absent;
@@ -426,7 +448,6 @@ fn changing_the_secret_name_issues_a_token_in_the_new_secret_and_deletes_the_old
 
     let first = world.step();
 
-    assert_eq!(first.delete_secret.as_deref(), Some("crm-apikey"));
     assert!(first.events.iter().any(|e| e.note.contains("secretName")), "{:?}", first.events);
     assert_eq!(first.status.as_ref().and_then(|s| s.state), Some(KeyState::Pending));
     world.reconcile();
@@ -446,6 +467,8 @@ fn moving_to_another_key_set_leaves_the_old_one_at_once() {
     assert_eq!(plan.status.as_ref().and_then(|s| s.key_set.as_deref()), Some("partners"));
     assert!(plan.mint.is_none(), "moving does not rotate");
     assert!(plan.events.iter().any(|e| e.reason == "KeySetChanged"));
+    let status = plan.status.as_ref().unwrap();
+    assert_eq!(status.conditions[0].reason, "Publishing", "verifiers of the new set have not seen the hash yet");
 }
 
 #[test]
@@ -538,7 +561,7 @@ fn invalid_specs_name_the_field_and_wait_for_a_change() {
     ];
     for (yaml, field) in cases {
         let key = KeyBuilder::from_yaml(yaml).build();
-        let errors = validate(&key.spec).expect_err(yaml);
+        let errors = validate(&key.spec, DEFAULT_GRACE).expect_err(yaml);
         assert!(errors.iter().any(|e| e.field == *field), "{yaml}: expected an error on {field}, got {errors:?}");
 
         let plan = plan(&key, &super::Observed::default(), &super::Settings::default(), at(T0));
@@ -578,6 +601,272 @@ fn valid_specs_from_the_docs_pass_validation() {
         "scopes: [\"a:read\"]\nrotation: {schedule: \"0 3 * * 1\"}\nrateLimit: {requests: 100, period: 1m, burst: 20}",
         "scopes: [\"a:read\"]\nexpiresAt: \"2027-01-01T00:00:00Z\"\nretainExpiredFor: 30d\nsecretName: crm.token",
     ] {
-        assert!(validate(&KeyBuilder::from_yaml(yaml).build().spec).is_ok(), "{yaml}");
+        assert!(validate(&KeyBuilder::from_yaml(yaml).build().spec, DEFAULT_GRACE).is_ok(), "{yaml}");
     }
+}
+
+// ---- found in review: swap timing, rotation during grace, sticky revocation, readiness ----
+
+#[test]
+fn swap_waits_the_propagation_delay_after_the_hash_is_first_published() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").build(), T0);
+    world.publisher_up = false;
+    world.after(jiff::SignedDuration::from_hours(24 * 30));
+    world.after(mins(10)); // the key-set write has been failing for ten minutes
+    world.publisher_up = true;
+    world.after(jiff::SignedDuration::from_secs(5)); // the publisher writes the hash now
+    world.after(jiff::SignedDuration::from_secs(5)); // and the next look sees it
+    let first_seen = world.now;
+    assert_eq!(world.status().next_key.as_ref().and_then(|k| k.published_at.as_ref()).map(|t| t.0), Some(first_seen));
+
+    let plan = world.after(jiff::SignedDuration::from_secs(5));
+
+    assert!(world.status().last_rotated_at.is_none(), "swapped 5 s after the hash was first published");
+    let swap_at = first_seen.checked_add(world.settings.propagation_delay).unwrap();
+    assert_eq!(plan.requeue_at, Some(swap_at), "the swap is due a propagation delay after first publication");
+    world.at_deadline(&plan);
+    assert_eq!(world.status().last_rotated_at.as_ref().map(|t| t.0), Some(swap_at));
+}
+
+#[test]
+fn a_second_rotation_requested_within_the_grace_period_waits_until_the_previous_token_retires() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").with_grace("2h").build(), T0);
+    let first = world.current_token().clone();
+    world.set_annotation("a");
+    let started = world.after(mins(1));
+    let started = world.at_deadline(&started); // the hash is seen published
+    let swapped = world.at_deadline(&started); // swap 1: the first token is previous for 2 h
+    assert!(world.event_reasons().contains(&"Swapped"), "{:?}", world.event_reasons());
+    let grace_end = world.status().previous_key.as_ref().and_then(|k| k.not_after.as_ref()).map(|t| t.0).unwrap();
+    world.set_annotation("b");
+
+    let held = world.after(mins(10));
+
+    assert!(world.published_hashes().contains(&first.hash()), "first token dropped before its grace ended");
+    assert!(world.secret_tokens.1.is_none() && world.status().next_key.is_none(), "no rotation during grace");
+    assert_eq!(held.requeue_at, Some(grace_end), "looks again when the grace period ends");
+    assert_eq!(swapped.requeue_at, Some(grace_end));
+
+    world.at_deadline(&held);
+
+    assert!(!world.published_hashes().contains(&first.hash()), "retired at the end of its grace");
+    assert!(world.status().next_key.is_some(), "the held request starts its rotation then");
+    assert_eq!(world.mints, 3);
+}
+
+#[test]
+fn clearing_revoked_after_revocation_never_publishes_the_key_again() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    let first = world.current_token().clone();
+    world.key.spec.revoked = true;
+    world.after(mins(1));
+    let revoked_at = world.status().revoked_at.clone().expect("revocation recorded in status");
+    world.key.spec.revoked = false; // admission bypassed
+
+    let plan = world.after(mins(1));
+
+    assert!(plan.records.is_empty() && world.published_hashes().is_empty(), "{:?}", plan.records);
+    assert!(!world.published_hashes().contains(&first.hash()), "revoked token published again");
+    assert!(plan.mint.is_none(), "no new token for a revoked key");
+    assert_eq!(world.status().state, Some(KeyState::Revoked));
+    assert_eq!(world.status().revoked_at, Some(revoked_at));
+    assert!(world.status().conditions[0].message.contains("does not undo"), "{:?}", world.status().conditions[0]);
+}
+
+#[test]
+fn a_revocation_recorded_before_revoked_at_existed_is_final_too() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    let first = world.current_token().clone();
+    world.key.spec.revoked = true;
+    world.after(mins(1));
+    world.key.status.as_mut().unwrap().revoked_at = None; // as an older operator wrote it
+    world.key.spec.revoked = false;
+
+    let plan = world.after(mins(1));
+
+    assert!(plan.records.is_empty() && plan.mint.is_none(), "{plan:#?}");
+    assert!(!world.published_hashes().contains(&first.hash()));
+    assert_eq!(world.status().state, Some(KeyState::Revoked));
+    assert!(world.status().revoked_at.is_some(), "recorded now");
+}
+
+#[test]
+fn a_token_whose_validity_ended_is_never_given_a_grace_period() {
+    // A status edited by hand: the current token already ended, and the Secret lost it.
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    let first = world.current_token().clone();
+    let ended = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(world.now);
+    world.key.status.as_mut().unwrap().current_key.as_mut().unwrap().not_after = Some(ended);
+    world.observed.secret = SecretView::Absent;
+    world.secret_tokens = (None, None);
+
+    world.after(mins(1));
+
+    assert!(!world.published_hashes().contains(&first.hash()), "{:#?}", world.status());
+    assert!(world.status().previous_key.is_none(), "{:?}", world.status().previous_key);
+}
+
+#[test]
+fn a_new_key_is_not_ready_until_its_hash_is_published_and_has_had_the_propagation_delay() {
+    let mut world = World::new(an_api_key("crm").build(), T0);
+
+    let adopted = world.reconcile();
+    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
+    assert_eq!(world.status().state, Some(KeyState::Pending));
+    assert_eq!(adopted.requeue_at, Some(world.now.checked_add(world.settings.publish_poll).unwrap()));
+
+    let seen = world.at_deadline(&adopted);
+    let published_at = world.status().current_key.as_ref().and_then(|k| k.published_at.as_ref()).map(|t| t.0);
+    assert_eq!(published_at, Some(world.now));
+    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
+    assert_eq!(seen.requeue_at, Some(world.now.checked_add(world.settings.propagation_delay).unwrap()));
+
+    world.at_deadline(&seen);
+    assert_eq!(ready_reason(&world), ("True".to_owned(), "Active".to_owned()));
+    assert_eq!(world.status().state, Some(KeyState::Active));
+}
+
+#[test]
+fn a_key_is_not_ready_while_its_hash_is_not_in_the_key_set() {
+    let mut world = World::new(an_api_key("crm").build(), T0);
+    world.publisher_up = false;
+
+    world.reconcile();
+    let plan = world.after(mins(10));
+
+    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
+    assert!(plan.requeue_at.is_some_and(|t| t > world.now), "polls, no hot loop");
+}
+
+#[test]
+fn a_status_from_before_published_at_existed_stays_ready() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.key.status.as_mut().unwrap().current_key.as_mut().unwrap().published_at = None;
+
+    world.after(mins(1));
+
+    assert_eq!(ready_reason(&world), ("True".to_owned(), "Active".to_owned()));
+}
+
+#[test]
+fn a_repaired_secret_is_not_ready_until_the_new_token_is_published() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.observed.secret = SecretView::Absent;
+    world.secret_tokens = (None, None);
+
+    world.after(mins(1));
+
+    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
+}
+
+#[test]
+fn changing_the_secret_name_keeps_the_old_secret_until_the_previous_token_retires() {
+    let mut world = World::converged(an_api_key("crm").with_grace("2h").rotating_every("30d").build(), T0);
+    world.key.spec.secret_name = Some("crm-token".to_owned());
+    world.observed.secret = SecretView::Absent;
+    world.secret_tokens = (None, None);
+
+    let first = world.step();
+    assert_eq!(first.delete_secret, None, "the old Secret still holds the token in its grace period");
+    world.reconcile();
+    assert_eq!(world.status().previous_secret_name.as_deref(), Some("crm-apikey"));
+    let grace_end = world.status().previous_key.as_ref().and_then(|k| k.not_after.as_ref()).map(|t| t.0).unwrap();
+
+    world.now = grace_end;
+    let retired = world.reconcile();
+
+    let deleting: Vec<_> = world.plans.iter().filter_map(|p| p.delete_secret.clone()).collect();
+    assert_eq!(deleting, vec!["crm-apikey".to_owned()], "deleted once, when the grace period ended");
+    assert_eq!(world.status().previous_secret_name, None);
+    assert_eq!(retired.delete_secret.as_deref(), Some("crm-apikey"), "deleted by the pass that retires the token");
+}
+
+#[test]
+fn narrowing_scopes_or_tightening_the_rate_limit_publishes_at_once() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.key.spec.scopes = vec!["orders:read".to_owned(), "orders:write".to_owned()];
+    assert_eq!(world.after(mins(1)).publish, Publish::Soon, "a wider grant can wait for coalescing");
+    world.key.spec.scopes = vec!["orders:write".to_owned()];
+    assert_eq!(world.after(mins(1)).publish, Publish::Now, "a narrower grant cannot");
+    world.key.spec.rate_limit = Some(crate::api::RateLimitSpec { requests: 100, period: "1m".to_owned(), burst: None });
+    assert_eq!(world.after(mins(1)).publish, Publish::Now, "a new limit cannot");
+    world.key.spec.rate_limit = None;
+    assert_eq!(world.after(mins(1)).publish, Publish::Soon, "dropping the limit can");
+}
+
+#[test]
+fn grace_periods_must_be_shorter_than_any_interval_between_rotations() {
+    let cases: &[(&str, bool)] = &[
+        ("rotation: {every: 30m}", false),
+        ("rotation: {every: 1h}", false),
+        ("rotation: {every: 2h}", true),
+        ("rotation: {every: 30m, gracePeriod: 10m}", true),
+        ("rotation: {schedule: \"*/30 * * * *\"}", false),
+        ("rotation: {schedule: \"*/30 * * * *\", gracePeriod: 20m}", true),
+        ("rotation: {schedule: \"0 3,4 * * *\"}", false),
+        ("rotation: {schedule: \"0 3 * * *\", gracePeriod: 1d}", false),
+        ("rotation: {schedule: \"0 23 * * *\", gracePeriod: 23h}", true),
+        ("rotation: {schedule: \"0 0 * * 1,2\", gracePeriod: 2d}", false),
+        ("rotation: {schedule: \"0 0 * * 1\", gracePeriod: 2d}", true),
+    ];
+    for (rotation, valid) in cases {
+        let yaml = format!("scopes: [\"a:read\"]\n{rotation}");
+        let result = validate(&KeyBuilder::from_yaml(&yaml).build().spec, DEFAULT_GRACE);
+        assert_eq!(result.is_ok(), *valid, "{rotation}: {result:?}");
+        if let Err(errors) = result {
+            assert!(errors.iter().any(|e| e.field == "spec.rotation.gracePeriod"), "{rotation}: {errors:?}");
+        }
+    }
+}
+
+#[test]
+fn secret_template_keys_and_values_must_be_what_kubernetes_accepts() {
+    let long = "a".repeat(64);
+    let huge = "a".repeat(200 * 1024);
+    let cases: Vec<(String, Option<&str>)> = vec![
+        ("labels: {team: x, app.kubernetes.io/name: crm, empty: \"\"}".to_owned(), None),
+        ("annotations: {example.com/note: \"any text, even spaces\"}".to_owned(), None),
+        ("labels: {\"bad key\": x}".to_owned(), Some("spec.secretTemplate.labels[bad key]")),
+        ("labels: {\"-x\": y}".to_owned(), Some("spec.secretTemplate.labels[-x]")),
+        ("labels: {\"Example.com/x\": y}".to_owned(), Some("spec.secretTemplate.labels[Example.com/x]")),
+        (format!("labels: {{{long}: y}}"), Some("spec.secretTemplate.labels")),
+        ("labels: {team: \"two words\"}".to_owned(), Some("spec.secretTemplate.labels[team]")),
+        (format!("labels: {{team: {long}}}"), Some("spec.secretTemplate.labels[team]")),
+        ("annotations: {\"a/b/c\": x}".to_owned(), Some("spec.secretTemplate.annotations[a/b/c]")),
+        (format!("annotations: {{a: {huge}, b: {huge}}}"), Some("spec.secretTemplate.annotations")),
+    ];
+    for (template, field) in cases {
+        let yaml = format!("scopes: [\"a:read\"]\nsecretTemplate: {{{template}}}");
+        let result = validate(&KeyBuilder::from_yaml(&yaml).build().spec, DEFAULT_GRACE);
+        match field {
+            None => assert!(result.is_ok(), "{template}: {result:?}"),
+            Some(field) => {
+                let errors = result.expect_err(&template);
+                assert!(
+                    errors.iter().any(|e| e.field.starts_with(field)),
+                    "{template}: expected {field} in {errors:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_repair_during_a_grace_period_says_that_the_older_previous_token_stops_working() {
+    let mut world = World::converged(an_api_key("crm").rotating_every("30d").with_grace("2h").build(), T0);
+    let first = world.current_token().clone();
+    let started = world.after(jiff::SignedDuration::from_hours(24 * 30));
+    swap(&mut world, &started);
+    let second = world.current_token().clone();
+    world.observed.secret = SecretView::Absent;
+    world.secret_tokens = (None, None);
+
+    world.after(mins(1));
+
+    let published = world.published_hashes();
+    assert!(published.contains(&second.hash()), "the token taken from the Secret keeps its grace");
+    assert!(!published.contains(&first.hash()), "one previous slot");
+    let warning = world.plans.iter().rev().flat_map(|p| &p.events).find(|e| e.reason == "SecretRepaired").unwrap();
+    let first_id = first.hash().key_id().to_string();
+    assert!(warning.note.contains(&first_id) && warning.note.contains("stops working now"), "{}", warning.note);
 }

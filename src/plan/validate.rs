@@ -1,10 +1,12 @@
-//! Re-checks every invariant admission applies, for ApiKeys that bypassed it (or predate a rule).
+//! Re-checks every invariant admission applies, for ApiKeys that bypassed it (or predate a rule),
+//! and those admission cannot check: the grace period (or the operator's default) against the
+//! rotation schedule's shortest interval, and the total size of the Secret template's annotations.
 //!
 //! Each problem names its field (`spec.rotation.every`) and never quotes a
 //! value that could be a secret; spec fields hold no secrets, but the habit
 //! keeps Events and conditions safe to show.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::api::ApiKeySpec;
 use crate::duration::KeyDuration;
@@ -16,6 +18,16 @@ use crate::token::Prefix;
 const MAX_KEY_SET_LEN: usize = 40;
 /// Most labels (and most annotations) a Secret template may add, as admission has it.
 const MAX_TEMPLATE_ENTRIES: usize = 64;
+/// Longest label value, and longest name part of a label or annotation key (Kubernetes' limit).
+const MAX_NAME_LEN: usize = 63;
+/// Longest prefix (`example.com/`) of a label or annotation key (Kubernetes' limit).
+const MAX_KEY_PREFIX_LEN: usize = 253;
+/// Most bytes all annotations of an object may hold, keys included (Kubernetes' limit).
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+/// Start of the window in which a cron schedule's intervals across days are examined (a leap year).
+const SCHEDULE_SCAN_START: &str = "2024-01-01T00:00:00Z";
+/// End of that window: a year and a week later, so every wrap is seen once.
+const SCHEDULE_SCAN_END: &str = "2025-01-08T00:00:00Z";
 
 /// One invalid field of a spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +79,11 @@ pub struct ValidSpec {
 }
 
 /// Check `spec` the way admission does; collect every problem, not just the first.
-pub fn validate(spec: &ApiKeySpec) -> Result<ValidSpec, Vec<SpecError>> {
+///
+/// `default_grace` is the operator's grace period for keys that set none: it
+/// must be shorter than the rotation interval like an explicit one (admission
+/// checks this against the documented default, `1h`).
+pub fn validate(spec: &ApiKeySpec, default_grace: SignedDuration) -> Result<ValidSpec, Vec<SpecError>> {
     let mut errors = Vec::new();
     let scopes = scopes(&spec.scopes, &mut errors);
     let prefix = match spec.prefix.as_deref() {
@@ -77,7 +93,7 @@ pub fn validate(spec: &ApiKeySpec) -> Result<ValidSpec, Vec<SpecError>> {
             Prefix::default()
         }),
     };
-    let rotation = spec.rotation.as_ref().and_then(|r| rotation(r, &mut errors));
+    let rotation = spec.rotation.as_ref().and_then(|r| rotation(r, default_grace, &mut errors));
     let rate_limit = spec.rate_limit.as_ref().and_then(|limit| {
         let period = duration("spec.rateLimit.period", Some(&limit.period), &mut errors)?;
         if limit.requests == 0 || limit.burst == Some(0) || period.get().is_zero() {
@@ -112,6 +128,23 @@ pub fn validate(spec: &ApiKeySpec) -> Result<ValidSpec, Vec<SpecError>> {
             if map.len() > MAX_TEMPLATE_ENTRIES {
                 errors.push(err(field, "at most 64 entries"));
             }
+            if let Some(key) = map.keys().find(|k| !is_qualified_name(k)) {
+                // The key is the user's own text, not a secret; it names the offender.
+                errors.push(err(
+                    format!("{field}[{}]", shortened(key)),
+                    "not a valid key: an optional DNS subdomain prefix and '/', then 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+                ));
+            }
+        }
+        if let Some(key) = template.labels.iter().find(|(_, v)| !is_label_value(v)).map(|(k, _)| k) {
+            errors.push(err(
+                format!("spec.secretTemplate.labels[{}]", shortened(key)),
+                "not a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            ));
+        }
+        let annotation_bytes: usize = template.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if annotation_bytes > MAX_ANNOTATIONS_BYTES {
+            errors.push(err("spec.secretTemplate.annotations", "at most 256 KiB in total, keys included"));
         }
     }
     if errors.is_empty() {
@@ -150,7 +183,11 @@ fn duration(field: &str, text: Option<&str>, errors: &mut Vec<SpecError>) -> Opt
     }
 }
 
-fn rotation(spec: &crate::api::RotationSpec, errors: &mut Vec<SpecError>) -> Option<Rotation> {
+fn rotation(
+    spec: &crate::api::RotationSpec,
+    default_grace: SignedDuration,
+    errors: &mut Vec<SpecError>,
+) -> Option<Rotation> {
     let every = duration("spec.rotation.every", spec.every.as_deref(), errors);
     let grace_period = duration("spec.rotation.gracePeriod", spec.grace_period.as_deref(), errors);
     let schedule = spec.schedule.as_deref().and_then(|text| match parse_schedule(text) {
@@ -174,12 +211,79 @@ fn rotation(spec: &crate::api::RotationSpec, errors: &mut Vec<SpecError>) -> Opt
         errors.push(err("spec.rotation.every", "must be above zero"));
         return None;
     }
+    // A rotation is held while the previous token is in its grace period (so
+    // that token is never cut short); a grace as long as the interval would
+    // hold every rotation. The default grace applies when none is set.
+    let (grace, whose) = match &grace_period {
+        Some(g) => (SignedDuration::try_from(g.get()).unwrap_or(SignedDuration::MAX), "must be shorter"),
+        None => (default_grace, "is absent, so the operator default applies; it must be shorter"),
+    };
+    if grace_period.is_none()
+        && let Some(every) = &every
+        && SignedDuration::try_from(every.get()).is_ok_and(|every| default_grace >= every)
+    {
+        errors.push(err(
+            "spec.rotation.gracePeriod",
+            format!("{whose} than rotation.every (default {default_grace:#}); set a shorter gracePeriod"),
+        ));
+        return None;
+    }
+    if let Some(cron) = &schedule
+        && let Some(gap) = min_interval_at_most(cron, grace)
+    {
+        errors.push(err(
+            "spec.rotation.gracePeriod",
+            format!("{whose} than the shortest interval of rotation.schedule ({gap:#}, grace {grace:#})"),
+        ));
+        return None;
+    }
     let cadence = match (every, schedule) {
         (Some(every), None) => Cadence::Every(every),
         (None, Some(cron)) => Cadence::Schedule(Box::new(cron)),
         _ => return None,
     };
     Some(Rotation { cadence, grace_period })
+}
+
+/// An interval between two consecutive occurrences of `cron` that is at most
+/// `limit`, if there is one.
+///
+/// Cron's minute and hour fields are the same every day, so the intervals
+/// within a day are known from those fields alone, and any interval across
+/// days is at least the wrap from a day's last time to the next day's first.
+/// Only when `limit` reaches that far are occurrences walked, over one leap
+/// year ([`SCHEDULE_SCAN_START`] to [`SCHEDULE_SCAN_END`]), which covers
+/// every day-of-month, month and weekday pattern at least once. Pure: no clock.
+fn min_interval_at_most(cron: &croner::Cron, limit: SignedDuration) -> Option<SignedDuration> {
+    let pattern = &cron.pattern;
+    let hours: Vec<i64> = (0..24).filter(|h| pattern.hour_match(*h).unwrap_or(false)).map(i64::from).collect();
+    let minutes: Vec<i64> = (0..60).filter(|m| pattern.minute_match(*m).unwrap_or(false)).map(i64::from).collect();
+    let times: Vec<i64> = hours.iter().flat_map(|h| minutes.iter().map(move |m| h * 60 + m)).collect();
+    let (first, last) = (*times.first()?, *times.last()?);
+    if let Some(within_day) = times.windows(2).map(|w| SignedDuration::from_mins(w[1] - w[0])).min()
+        && within_day <= limit
+    {
+        return Some(within_day);
+    }
+    if limit < SignedDuration::from_mins(24 * 60 - (last - first)) {
+        return None;
+    }
+    let start: Timestamp = SCHEDULE_SCAN_START.parse().ok()?;
+    let end: Timestamp = SCHEDULE_SCAN_END.parse().ok()?;
+    let mut previous: Option<Timestamp> = None;
+    for occurrence in cron.iter_after(start.to_zoned(jiff::tz::TimeZone::UTC)) {
+        let t = occurrence.timestamp();
+        if let Some(p) = previous
+            && t.duration_since(p) <= limit
+        {
+            return Some(t.duration_since(p));
+        }
+        if t > end {
+            break;
+        }
+        previous = Some(t);
+    }
+    None
 }
 
 /// Parse a five-field cron schedule (minute hour day-of-month month day-of-week).
@@ -207,4 +311,35 @@ fn is_dns_label(s: &str) -> bool {
 
 fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// `key` as a field name in a message: long keys are cut, so a message stays short.
+fn shortened(key: &str) -> String {
+    match key.char_indices().nth(MAX_NAME_LEN) {
+        Some((end, _)) => format!("{}…", &key[..end]),
+        None => key.to_owned(),
+    }
+}
+
+/// A Kubernetes qualified name, as label and annotation keys must be:
+/// `[prefix/]name`, prefix a DNS subdomain, name as [`is_label_value`] but not empty.
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    prefix.is_none_or(|p| !p.is_empty() && p.len() <= MAX_KEY_PREFIX_LEN && is_dns_subdomain(p))
+        && !name.is_empty()
+        && is_label_value(name)
+}
+
+/// A Kubernetes label value: empty, or at most 63 of `[A-Za-z0-9-_.]`,
+/// starting and ending with a letter or digit.
+fn is_label_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.is_empty()
+        || (b.len() <= MAX_NAME_LEN
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric())
 }

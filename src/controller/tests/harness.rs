@@ -170,6 +170,16 @@ impl Harness {
         action
     }
 
+    /// Reconcile until the key is Ready: its hash is published (seen on the
+    /// next look, a publish poll later) and has had the propagation delay.
+    pub async fn settle_ready(&self, name: &str) -> kube::runtime::controller::Action {
+        self.settle(name).await;
+        self.advance(self.ctx.settings.publish_poll);
+        self.settle(name).await;
+        self.advance(self.ctx.settings.propagation_delay);
+        self.settle(name).await
+    }
+
     pub fn advance(&self, d: SignedDuration) {
         let mut now = self.clock.lock().unwrap();
         *now = now.checked_add(d).unwrap();

@@ -45,6 +45,10 @@ async fn creating_an_apikey_writes_an_owned_secret_publishes_the_hash_and_become
     let created = h.create(CRM).await;
 
     h.settle("crm").await;
+    let pending = h.get("crm").await.status.unwrap();
+    assert_eq!(pending.state, Some(KeyState::Pending), "not Ready before verifiers can have the hash");
+    assert_eq!((pending.conditions[0].status.as_str(), pending.conditions[0].reason.as_str()), ("False", "Publishing"));
+    h.settle_ready("crm").await;
 
     let secret = h.secret("crm-apikey").await.expect("Secret written");
     let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
@@ -74,7 +78,7 @@ async fn creating_an_apikey_writes_an_owned_secret_publishes_the_hash_and_become
 async fn reconciling_a_converged_apikey_writes_nothing() {
     let h = harness(Settings::default()).await;
     h.create(ROTATING).await;
-    h.settle("crm").await;
+    h.settle_ready("crm").await;
     let before = h.write_count();
 
     let action = h.settle("crm").await;
@@ -89,10 +93,13 @@ async fn reconciling_a_converged_apikey_writes_nothing() {
 async fn rotation_publishes_the_next_hash_swaps_after_the_delay_and_retires_after_grace() {
     let h = harness(Settings::default()).await;
     h.create(ROTATING).await;
-    h.settle("crm").await;
+    h.settle_ready("crm").await;
     let first = h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap();
 
     h.advance(SignedDuration::from_hours(24 * 30));
+    let action = h.settle("crm").await;
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(5)), "looks for the hash");
+    h.advance(SignedDuration::from_secs(5));
     let action = h.settle("crm").await;
     let next = h.secret_token("crm-apikey", DATA_NEXT_TOKEN).await.expect("next token persisted first");
     assert_eq!(h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap(), first, "no swap yet");
@@ -155,10 +162,11 @@ async fn disabling_marks_the_record_inactive_at_once_and_enabling_restores_the_s
 async fn at_expiry_the_token_is_cleaned_up_and_the_key_marked_expired() {
     let h = harness(Settings::default()).await;
     h.create(&format!("{CRM}  expiresAt: \"2026-01-01T02:00:00Z\"\n")).await;
-    let action = h.settle("crm").await;
-    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(7_200)), "requeued at expiry");
+    let action = h.settle_ready("crm").await;
+    // Ready 125 s after creation (publish poll plus propagation delay).
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(7_075)), "requeued at expiry");
 
-    h.advance(SignedDuration::from_hours(2));
+    h.advance(SignedDuration::from_secs(7_075));
     h.reconcile("crm").await;
 
     assert_eq!(h.get("crm").await.status.unwrap().state, Some(KeyState::Expired));
@@ -209,11 +217,13 @@ stringData: {token: theirs}
 async fn a_new_rotate_annotation_value_rotates_once_and_reapplying_it_does_nothing() {
     let h = harness(Settings::default()).await;
     h.create(CRM).await;
-    h.settle("crm").await;
+    h.settle_ready("crm").await;
     let first = h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap();
     let annotate = json!({ "metadata": { "annotations": { crate::api::ROTATE_ANNOTATION: "2026-01-01" } } });
     h.keys().patch("crm", &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
 
+    h.settle("crm").await;
+    h.advance(SignedDuration::from_secs(5));
     h.settle("crm").await;
     h.advance(SignedDuration::from_mins(2));
     h.settle("crm").await;
@@ -315,6 +325,7 @@ async fn injected_conflicts_and_server_errors_converge_with_one_persisted_token(
 
     h.settle("crm").await;
     h.ctx.publisher.flush().await; // the failed publish was requested again
+    h.settle_ready("crm").await;
 
     let token = h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap();
     assert_eq!(h.get("crm").await.status.unwrap().state, Some(KeyState::Active));
@@ -339,8 +350,9 @@ async fn stopping_the_operator_after_any_write_and_restarting_it_converges_safel
         *h.tap.budget.lock().unwrap() = Some(crash_after);
         let mut crashed = false;
         // Creation, rotation start, swap, retirement: each step retried after a crash.
-        for advance in [0, 30 * 24 * 60, 2, 60] {
-            h.advance(SignedDuration::from_mins(advance));
+        // Creation: publish poll, propagation delay; then rotation, poll, delay, grace.
+        for advance in [0, 5, 120, 30 * 24 * 3600, 5, 120, 3600] {
+            h.advance(SignedDuration::from_secs(advance));
             for _ in 0..5 {
                 if h.try_settle("crm").await {
                     break;
@@ -534,4 +546,134 @@ fn merge_diff_nulls_cleared_fields_and_keeps_unchanged_ones_out() {
     let new = json!({ "a": 1, "b": { "c": 2 }, "e": [2], "f": "x" });
     assert_eq!(super::apply::merge_diff(&old, &new), json!({ "b": { "d": null }, "e": [2], "f": "x" }));
     let _ = BTreeMap::<String, String>::new();
+}
+
+// ---- found in review ----
+
+#[tokio::test]
+async fn revocation_is_published_before_the_secret_write_so_a_failing_write_cannot_keep_it_published() {
+    let h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle_ready("crm").await;
+    assert!(!h.published("default").await.is_empty());
+    h.patch_spec("crm", json!({ "revoked": true })).await;
+    h.inject("patch Secret", false);
+
+    let result = reconcile(Arc::new(h.get("crm").await), h.ctx.clone()).await;
+
+    assert!(result.is_err(), "the Secret write failed: {:?}", result.map_err(|e| e.to_string()));
+    assert!(h.published("default").await.is_empty(), "revoked key still published after its reconcile");
+}
+
+#[tokio::test]
+async fn a_stored_key_set_with_a_missing_shard_counts_as_publishing_nothing() {
+    let mut h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle_ready("crm").await;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let text = cms.get("keyset-default-1").await.unwrap().data.unwrap()["default.1.keyset"].clone();
+    assert!(text.contains("shard=1/1"), "{text}");
+    let broken = json!({ "data": { "default.1.keyset": text.replace("shard=1/1", "shard=1/2") } });
+    cms.patch("keyset-default-1", &PatchParams::default(), &Patch::Merge(broken)).await.unwrap();
+    h.restart();
+
+    let id = KeySetId { namespace: NS.to_owned(), name: "default".to_owned() };
+    let published = h.ctx.publisher.published(&id).await.unwrap();
+
+    assert!(published.is_empty(), "verifiers refuse an incomplete set: {published:?}");
+}
+
+fn generation_of(text: &str) -> u64 {
+    let field = text.split_whitespace().find_map(|w| w.strip_prefix("generation=")).expect("header has a generation");
+    field.parse().expect("generation is a number")
+}
+
+#[tokio::test]
+async fn the_key_set_generation_never_goes_backwards_even_after_a_hand_edit() {
+    let h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle_ready("crm").await;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let shard = || async { cms.get("keyset-default-1").await.unwrap().data.unwrap()["default.1.keyset"].clone() };
+    for active in [false, true] {
+        h.patch_spec("crm", json!({ "active": active })).await;
+        h.settle("crm").await;
+    }
+    let before = generation_of(&shard().await);
+    assert!(before >= 3, "created, disabled, enabled: {before}");
+    let rewound = json!({ "data": { "default.1.keyset": "keyward-keyset v1 keyset=team-a/default generation=1 shard=1/1 records=0\n" } });
+    cms.patch("keyset-default-1", &PatchParams::default(), &Patch::Merge(rewound)).await.unwrap();
+
+    h.ctx.publisher.publish_now(&KeySetId { namespace: NS.to_owned(), name: "default".to_owned() }).await.unwrap();
+
+    let after = generation_of(&shard().await);
+    assert!(after > before, "generation went from {before} to {after}");
+    assert_eq!(h.published("default").await.len(), 1);
+}
+
+#[test]
+fn a_failed_json_patch_test_is_retried_like_a_conflict() {
+    let status = |code| kube::Error::Api(kube::core::Status::failure("test failed", "Invalid").with_code(code).boxed());
+    let failed_test = super::apply::guarded("add finalizer")(status(422));
+    assert!(failed_test.is_conflict(), "{failed_test}");
+    assert_eq!(
+        super::retry_after(&failed_test),
+        kube::runtime::controller::Action::requeue(Duration::from_millis(200))
+    );
+    let other = super::apply::guarded("add finalizer")(status(500));
+    assert!(!other.is_conflict(), "{other}");
+}
+
+#[test]
+fn event_notes_are_cut_under_one_kib_at_a_character_boundary() {
+    let short = "Token abc written";
+    assert_eq!(super::apply::truncate_note(short), short);
+    let long = "é".repeat(800);
+    let cut = super::apply::truncate_note(&long);
+    assert!(cut.len() < 1024, "{} bytes", cut.len());
+    assert!(cut.ends_with('…') && long.starts_with(cut.trim_end_matches('…')));
+}
+
+#[tokio::test]
+async fn a_key_set_at_the_largest_generation_is_not_wrapped_around() {
+    let h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle_ready("crm").await;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let last = format!("keyward-keyset v1 keyset=team-a/default generation={} shard=1/1 records=0\n", u64::MAX);
+    cms.patch(
+        "keyset-default-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "default.1.keyset": last } })),
+    )
+    .await
+    .unwrap();
+
+    let result = h.ctx.publisher.publish_now(&KeySetId { namespace: NS.to_owned(), name: "default".to_owned() }).await;
+
+    assert!(matches!(result, Err(super::Error::GenerationExhausted(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn after_a_secret_name_change_the_old_secret_stays_until_the_previous_token_retires() {
+    let h = harness(Settings::default()).await;
+    h.create(ROTATING).await;
+    h.settle_ready("crm").await;
+    let old_token = h.secret_token("crm-apikey", DATA_TOKEN).await.unwrap();
+
+    h.patch_spec("crm", json!({ "secretName": "crm-token" })).await;
+    h.settle_ready("crm").await;
+
+    assert_eq!(h.secret_token("crm-apikey", DATA_TOKEN).await, Some(old_token.clone()), "consumers may still read it");
+    let new_token = h.secret_token("crm-token", DATA_TOKEN).await.expect("a new token in the new Secret");
+    let hashes: Vec<KeyHash> = h.published("default").await.iter().map(|r| r.hash).collect();
+    assert!(hashes.contains(&hash_of(&old_token)) && hashes.contains(&hash_of(&new_token)), "{hashes:?}");
+    assert_eq!(h.get("crm").await.status.unwrap().conditions[0].status, "True");
+
+    h.advance(SignedDuration::from_hours(1));
+    h.settle("crm").await;
+
+    assert!(h.secret("crm-apikey").await.is_none(), "deleted when the grace period ended");
+    let hashes: Vec<KeyHash> = h.published("default").await.iter().map(|r| r.hash).collect();
+    assert_eq!(hashes, vec![hash_of(&new_token)]);
 }

@@ -25,6 +25,7 @@ impl Draft<'_> {
         match slot.facts() {
             Some(facts) if Some(facts.hash) == current_hash => {
                 self.status.prefix = Some(facts.display_prefix.clone());
+                self.note_current_publication();
                 true
             }
             // The Secret was swapped but status was not written: finish the swap.
@@ -49,9 +50,9 @@ impl Draft<'_> {
                 self.status.prefix = Some(facts.display_prefix.clone());
                 self.status.last_rotation_request = self.annotation();
                 let (reason, note) = if self.old.previous_key.is_some() || self.old.last_rotated_at.is_some() {
-                    ("TokenReissued", format!("New token {} written to the Secret", facts.hash.key_id()))
+                    ("TokenReissued", format!("New token {} written to the Secret; publishing it", facts.hash.key_id()))
                 } else {
-                    ("Created", format!("Token {} written to the Secret and published", facts.hash.key_id()))
+                    ("Created", format!("Token {} written to the Secret; publishing it", facts.hash.key_id()))
                 };
                 self.event(EventKind::Normal, reason, note);
                 true
@@ -67,30 +68,56 @@ impl Draft<'_> {
     }
 
     /// The Secret lost or changed the current token. The token consumers held
-    /// stays valid for the grace period (it was legitimately issued); whatever
-    /// the Secret holds instead is never published; a new token is issued.
+    /// stays valid for the grace period (it was legitimately issued) unless its
+    /// validity already ended; whatever the Secret holds instead is never
+    /// published; a new token is issued.
+    ///
+    /// There is one previous slot: a repair during a grace period ends the
+    /// older previous token's grace early (the Event says so), because the
+    /// token just taken from the Secret is the one most consumers hold.
     pub(super) fn repair_secret(&mut self, spec: &ValidSpec, slot: &Slot, current_hash: Option<KeyHash>) {
         let why = match (&self.observed.secret, slot) {
-            _ if self.delete_secret.is_some() => "spec.secretName changed",
+            _ if self.moved_secret => "spec.secretName changed",
             (SecretView::Absent, _) => "the Secret was deleted",
             (_, Slot::Empty) => "the token was removed from the Secret",
             (_, Slot::Malformed) => "the Secret holds a malformed token",
             (_, Slot::Token(_)) => "the Secret holds a token keyward did not issue",
         };
         let grace_end = after(self.now, self.grace(spec));
-        self.status.previous_key = self.status.current_key.take().filter(|_| current_hash.is_some()).map(|mut v| {
-            v.not_after = Some(Time(grace_end));
-            v
+        let now = self.now;
+        let graced = self.status.current_key.take().filter(|_| current_hash.is_some()).and_then(|mut v| {
+            // Never extend a token whose validity already ended.
+            if v.not_after.as_ref().is_some_and(|end| end.0 <= now) {
+                return None;
+            }
+            v.not_after = Some(Time(v.not_after.as_ref().map_or(grace_end, |end| end.0.min(grace_end))));
+            Some(v)
         });
+        let dropped = match (&self.status.previous_key, &graced) {
+            (Some(older), Some(_)) if older.not_after.as_ref().is_some_and(|end| end.0 > now) => {
+                Some(older.key_id.clone())
+            }
+            _ => None,
+        };
+        if graced.is_some() {
+            self.status.previous_key = graced;
+        }
         self.status.next_key = None;
         self.token = None;
         self.next_token = None;
         self.again = true;
-        self.event(
-            EventKind::Warning,
-            "SecretRepaired",
-            format!("Repairing: {why}; issuing a new token, the previous one works until {grace_end}"),
-        );
+        let note = match &self.status.previous_key {
+            Some(previous) if previous.not_after.as_ref().is_some_and(|end| end.0 > now) => format!(
+                "Repairing: {why}; issuing a new token, the previous one works until {}",
+                previous.not_after.as_ref().map_or(grace_end, |end| end.0)
+            ),
+            _ => format!("Repairing: {why}; issuing a new token"),
+        };
+        let note = match dropped {
+            Some(id) => format!("{note}; the older previous token {id} stops working now"),
+            None => note,
+        };
+        self.event(EventKind::Warning, "SecretRepaired", note);
     }
 
     pub(super) fn rotation(&mut self, spec: &ValidSpec) {
@@ -100,7 +127,14 @@ impl Draft<'_> {
         if let Some(next) = self.status.next_key.clone() {
             self.continue_rotation(spec, &next);
         } else if let Some(why) = self.rotation_trigger(spec, due_at) {
-            self.start_rotation(spec, &why);
+            if self.status.previous_key.is_some() {
+                // Held: a swap now would replace the previous token before its
+                // grace period ends. `retire_previous` requeued for that end;
+                // the trigger is still pending then.
+                self.next_token = None;
+            } else {
+                self.start_rotation(spec, &why);
+            }
         } else {
             // A next token nobody asked for (stale or planted) is removed, never published.
             self.next_token = None;
@@ -130,12 +164,16 @@ impl Draft<'_> {
             Some(facts) if facts.prefix == spec.prefix.as_str() && !self.is_known(facts.hash) => {
                 self.status.next_key = Some(version(facts.hash, self.now));
                 self.next_token = Some(Source::NextToken);
-                let swap_at = after(self.now, self.settings.propagation_delay);
-                self.deadline(swap_at);
+                // The swap is counted from when the hash is seen published: look again soon.
+                self.deadline(after(self.now, self.settings.publish_poll));
+                let delay = self.settings.propagation_delay;
                 self.event(
                     EventKind::Normal,
                     "RotationStarted",
-                    format!("Rotation {why}: next token {} published; swap at {swap_at}", facts.hash.key_id()),
+                    format!(
+                        "Rotation {why}: publishing next token {}; swap {delay:#} after it is published",
+                        facts.hash.key_id()
+                    ),
                 );
             }
             _ => {
@@ -151,14 +189,20 @@ impl Draft<'_> {
         let slot = self.secret_slot(true).clone();
         match slot.facts() {
             Some(facts) if Some(facts.hash) == version_hash(next) => {
-                let swap_at = after(next.not_before.0, self.settings.propagation_delay);
-                if swap_at > self.now {
-                    self.deadline(swap_at);
-                } else if self.observed.published.iter().any(|r| Some(r.hash) == version_hash(next)) {
-                    let facts = facts.clone();
-                    self.complete_swap(spec, &facts, Source::NextToken);
-                } else {
-                    self.deadline(after(self.now, self.settings.publish_poll));
+                // Counted from when the hash was first seen in the key set as
+                // written, not from when status named it: the publisher may have
+                // been failing, or the operator down, in between.
+                let published_at = self.note_publication(next, None);
+                if let Some(slot) = &mut self.status.next_key {
+                    slot.published_at = published_at.map(Time);
+                }
+                match published_at.map(|t| after(t, self.settings.propagation_delay)) {
+                    Some(swap_at) if swap_at <= self.now => {
+                        let facts = facts.clone();
+                        self.complete_swap(spec, &facts, Source::NextToken);
+                    }
+                    Some(swap_at) => self.deadline(swap_at),
+                    None => self.deadline(after(self.now, self.settings.publish_poll)),
                 }
             }
             _ => {
@@ -177,10 +221,13 @@ impl Draft<'_> {
     /// Step 4: the Secret holds the new token; the old one keeps working for the grace period.
     pub(super) fn complete_swap(&mut self, spec: &ValidSpec, next: &TokenFacts, token_from: Source) {
         let grace_end = after(self.now, self.grace(spec));
-        let mut previous = self.status.current_key.take();
-        if let Some(p) = &mut previous {
-            p.not_after = Some(Time(grace_end));
-        }
+        let now = self.now;
+        // Never extend a token whose validity already ended.
+        let previous = self.status.current_key.take().filter(|p| p.not_after.as_ref().is_none_or(|end| end.0 > now));
+        let previous = previous.map(|mut p| {
+            p.not_after = Some(Time(p.not_after.as_ref().map_or(grace_end, |end| end.0.min(grace_end))));
+            p
+        });
         let mut current = self.status.next_key.take().unwrap_or_else(|| version(next.hash, self.now));
         current.not_after = None;
         self.status.previous_key = previous;
@@ -216,6 +263,39 @@ impl Draft<'_> {
         }
     }
 
+    /// When the current token's hash was first seen published, or `None` if it
+    /// is not published (then `publishedAt` is cleared: verifiers may lose it).
+    /// `legacy` is used for a version recorded before `publishedAt` existed.
+    fn note_publication(&self, version: &KeyVersion, legacy: Option<Timestamp>) -> Option<Timestamp> {
+        let hash = version_hash(version)?;
+        if !self.observed.published.iter().any(|r| r.hash == hash) {
+            return None;
+        }
+        Some(version.published_at.as_ref().map(|t| t.0).or(legacy).unwrap_or(self.now))
+    }
+
+    fn note_current_publication(&mut self) {
+        let Some(current) = self.status.current_key.clone() else { return };
+        // An operator before `publishedAt` existed reported Ready only for a
+        // published token: keep such a key Ready instead of waiting again.
+        let was_ready = self.old.conditions.first().is_some_and(|c| c.status == "True");
+        let stored_without = self.old.current_key.as_ref().is_some_and(|k| k.published_at.is_none());
+        let legacy = (was_ready && stored_without).then_some(current.not_before.0);
+        let published_at = self.note_publication(&current, legacy);
+        if let Some(slot) = &mut self.status.current_key {
+            slot.published_at = published_at.map(Time);
+        }
+    }
+
+    /// When the current token will work at every verifier, if not yet.
+    fn current_ready_at(&self) -> Option<Timestamp> {
+        let current = self.status.current_key.as_ref()?;
+        match current.published_at.as_ref() {
+            None => Some(after(self.now, self.settings.publish_poll)),
+            Some(t) => Some(after(t.0, self.settings.propagation_delay)).filter(|at| *at > self.now),
+        }
+    }
+
     pub(super) fn summarise_live(&mut self) {
         if self.status.current_key.is_none() {
             self.status.state = Some(KeyState::Pending);
@@ -225,6 +305,17 @@ impl Draft<'_> {
         if self.key.spec.active {
             if self.was(KeyState::Inactive) {
                 self.event(EventKind::Normal, "Enabled", "Key enabled: its token works again".to_owned());
+            }
+            if let Some(ready_at) = self.current_ready_at() {
+                // Ready means the token in the Secret works at verifiers.
+                self.deadline(ready_at);
+                self.status.state = Some(KeyState::Pending);
+                self.ready(
+                    false,
+                    "Publishing",
+                    "The token is in the Secret; its hash is being published to verifiers".to_owned(),
+                );
+                return;
             }
             let rotating = self.status.next_key.is_some() || self.status.previous_key.is_some();
             let (state, reason, message) = if rotating {

@@ -35,7 +35,7 @@ pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: 
     if key.metadata.deletion_timestamp.is_some() {
         return draft.finalize();
     }
-    let spec = match validate(&key.spec) {
+    let spec = match validate(&key.spec, settings.default_grace_period) {
         Ok(spec) => spec,
         Err(errors) => return draft.invalid(errors),
     };
@@ -45,15 +45,20 @@ pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: 
         return draft.secret_conflict();
     }
     draft.follow_moves();
-    if key.spec.revoked {
+    // Revocation recorded in status is final even if the spec says otherwise
+    // (admission refuses un-revoking, but an object can bypass admission);
+    // state Revoked covers statuses written before `revokedAt` existed.
+    if key.spec.revoked || draft.status.revoked_at.is_some() || draft.was(KeyState::Revoked) {
         draft.revoke();
     } else if draft.status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now) {
         draft.expire(&spec);
     } else {
         // Rotation and retirement wait while a token is issued or the Secret repaired.
         if draft.current_token(&spec) {
-            draft.rotation(&spec);
+            // Retire first: a rotation is held while the previous token is in its grace period.
             draft.retire_previous();
+            draft.rotation(&spec);
+            draft.release_previous_secret();
             if let Some(t) = spec.expires_at {
                 draft.deadline(t);
             }
@@ -75,6 +80,8 @@ struct Draft<'a> {
     next_token: Option<Source>,
     mint: Option<Mint>,
     delete_secret: Option<String>,
+    /// `spec.secretName` changed in this pass.
+    moved_secret: bool,
     leave_key_set: Option<String>,
     delete_apikey: bool,
     again: bool,
@@ -102,6 +109,7 @@ impl<'a> Draft<'a> {
             next_token,
             mint: None,
             delete_secret: None,
+            moved_secret: false,
             leave_key_set: None,
             delete_apikey: false,
             again: false,
@@ -208,7 +216,7 @@ impl<'a> Draft<'a> {
         self.status.observed_generation = self.key.metadata.generation;
         let mut next_key = self.key.clone();
         next_key.status = Some(self.status.clone());
-        let records = records_for(&next_key, self.now);
+        let records = records_for(&next_key, self.settings.default_grace_period, self.now);
         let publish = publish_urgency(&self.observed.published, &records);
         // While a token is being minted, status waits for the pass that adopts it.
         let status = (self.mint.is_none() && self.status != self.old).then(|| self.status.clone());
@@ -238,11 +246,13 @@ fn version(hash: KeyHash, not_before: Timestamp) -> KeyVersion {
         hash: Some(hash.to_string()),
         not_before: Time(not_before),
         not_after: None,
+        published_at: None,
     }
 }
 
-/// Removing a hash or switching one off takes access away: that cannot wait
-/// for coalescing. Anything else can.
+/// Removing a hash, switching one off, shortening its validity, narrowing its
+/// scopes or changing its rate limit (other than dropping it) takes access
+/// away: that cannot wait for coalescing. Anything else can.
 fn publish_urgency(old: &[Record], new: &[Record]) -> Publish {
     if old == new {
         return Publish::Unchanged;
@@ -251,6 +261,8 @@ fn publish_urgency(old: &[Record], new: &[Record]) -> Publish {
         new.iter().find(|n| n.hash == o.hash).is_none_or(|n| {
             (o.state == RecordState::Active && n.state != RecordState::Active)
                 || n.not_after.is_some_and(|end| o.not_after.is_none_or(|old_end| end < old_end))
+                || !o.scopes.iter().all(|s| n.scopes.contains(s))
+                || (n.rate_limit.is_some() && n.rate_limit != o.rate_limit)
         })
     });
     if taken_away { Publish::Now } else { Publish::Soon }

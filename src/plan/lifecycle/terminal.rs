@@ -62,13 +62,22 @@ impl Draft<'_> {
         self.finish_without_secret()
     }
 
-    /// `secretName` or `keySet` changed: the old Secret goes, the old key set is left.
+    /// `secretName` or `keySet` changed. The old Secret still holds the token
+    /// that becomes the previous one, so it is kept until that token's grace
+    /// period ends ([`Draft::release_previous_secret`]); the old key set is left at once.
     pub(super) fn follow_moves(&mut self) {
         let desired = secret_name(self.key);
-        if let Some(old) = &self.old.secret_name
-            && *old != desired
+        if let Some(old) = self.old.secret_name.clone()
+            && old != desired
         {
-            self.delete_secret = Some(old.clone());
+            self.moved_secret = true;
+            let retained = self.status.previous_secret_name.take();
+            if let Some(earlier) = retained.filter(|earlier| *earlier != desired) {
+                // A second move within the grace period: the repair that follows
+                // gives the grace to the token of `old`, so `earlier` has no use left.
+                self.delete_secret = Some(earlier);
+            }
+            self.status.previous_secret_name = Some(old);
         }
         self.status.secret_name = Some(desired);
         let key_set = &self.key.spec.key_set;
@@ -77,8 +86,23 @@ impl Draft<'_> {
         {
             self.leave_key_set = Some(old.clone());
             self.event(EventKind::Normal, "KeySetChanged", format!("Key moved from key set {old} to {key_set}"));
+            // Verifiers of the new set have not seen these hashes yet.
+            for version in [&mut self.status.current_key, &mut self.status.next_key].into_iter().flatten() {
+                version.published_at = None;
+            }
         }
         self.status.key_set = Some(key_set.clone());
+    }
+
+    /// Delete the Secret used before `spec.secretName` changed once no token
+    /// in it is still in its grace period.
+    pub(super) fn release_previous_secret(&mut self) {
+        if self.status.previous_key.is_none()
+            && self.delete_secret.is_none()
+            && let Some(name) = self.status.previous_secret_name.take()
+        {
+            self.delete_secret = Some(name);
+        }
     }
 
     pub(super) fn clean_up_tokens(&mut self) {
@@ -91,6 +115,7 @@ impl Draft<'_> {
         self.status.next_key = None;
         self.status.previous_key = None;
         self.status.next_rotation_at = None;
+        self.release_previous_secret();
     }
 
     pub(super) fn revoke(&mut self) {
@@ -99,11 +124,19 @@ impl Draft<'_> {
         }
         self.clean_up_tokens();
         let now = self.now;
+        let revoked_at = self.status.revoked_at.get_or_insert(Time(now)).0;
         if let Some(current) = &mut self.status.current_key {
-            current.not_after.get_or_insert(Time(now));
+            current.not_after.get_or_insert(Time(revoked_at));
         }
         self.status.state = Some(KeyState::Revoked);
-        self.ready(false, "Revoked", "The key is revoked; create a new ApiKey to grant access again".to_owned());
+        let message = if self.key.spec.revoked {
+            "The key is revoked; create a new ApiKey to grant access again".to_owned()
+        } else {
+            format!(
+                "The key was revoked at {revoked_at}; clearing spec.revoked does not undo that: create a new ApiKey"
+            )
+        };
+        self.ready(false, "Revoked", message);
     }
 
     pub(super) fn expire(&mut self, spec: &ValidSpec) {
