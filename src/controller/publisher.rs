@@ -32,7 +32,7 @@ use crate::keyset::{
 };
 use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, records_for};
 
-use super::{Clock, Error, FIELD_MANAGER};
+use super::{Clock, Error, FIELD_MANAGER, Metrics};
 
 /// Pause after a flush in which some key set could not be written.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
@@ -51,6 +51,7 @@ pub struct Publisher {
     sets: Mutex<HashMap<KeySetId, SetLock>>,
     pending: Mutex<BTreeSet<KeySetId>>,
     wake: Notify,
+    metrics: Arc<Metrics>,
 }
 
 impl Publisher {
@@ -65,7 +66,15 @@ impl Publisher {
             sets: Mutex::new(HashMap::new()),
             pending: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Report key-set sizes and writes to `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Publisher {
+        self.metrics = metrics;
+        self
     }
 
     /// Use smaller shards (tests exercise multi-shard sets this way).
@@ -109,23 +118,27 @@ impl Publisher {
         let records = unique(keys.items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| records_for(k, now)));
         let existing = self.read_shards(id).await?;
         let generation = existing.values().filter_map(stored_shard).map(|shard| shard.generation).max().unwrap_or(0);
-        if matches(&existing, &shard_map(id, encode_packed(id, generation, &records, self.max_shard_bytes)?)) {
+        let current = shard_map(id, encode_packed(id, generation, &records, self.max_shard_bytes)?);
+        if matches(&existing, &current) {
+            self.metrics.keyset_size(id, records.len(), current.len());
             *known = Some(records);
             return Ok(());
         }
         let desired = shard_map(id, encode_packed(id, generation + 1, &records, self.max_shard_bytes)?);
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &id.namespace);
         for (name, (file, shard)) in &desired {
-            write_shard(&config_maps, id, name, file, shard).await?;
+            let writes = write_shard(&config_maps, id, name, file, shard).await?;
+            self.metrics.keyset_written(id, writes);
         }
         for name in existing.keys().filter(|n| !desired.contains_key(*n)) {
             match config_maps.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {}
+                Ok(_) => self.metrics.keyset_written(id, 1),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(e) => return Err(Error::kube("delete key-set shard")(e)),
             }
         }
         info!(namespace = %id.namespace, keyset = %id.name, generation = generation + 1, records = records.len(), shards = desired.len(), "key set published");
+        self.metrics.keyset_size(id, records.len(), desired.len());
         *known = Some(records);
         Ok(())
     }
@@ -241,7 +254,7 @@ async fn write_shard(
     name: &str,
     file: &str,
     shard: &ShardBytes,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
     let (data, binary_data) = match shard {
         ShardBytes::Text(text) => (Some(BTreeMap::from([(file.to_owned(), text.clone())])), None),
         ShardBytes::Gzip(bytes) => (None, Some(BTreeMap::from([(file.to_owned(), ByteString(bytes.clone()))]))),
@@ -289,6 +302,7 @@ async fn write_shard(
         api.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "data": extra, "binaryData": extra_binary })))
             .await
             .map_err(Error::kube("prune key-set shard"))?;
+        return Ok(2);
     }
-    Ok(())
+    Ok(1)
 }
