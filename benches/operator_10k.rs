@@ -72,7 +72,11 @@ fn gauge(text: &str, prefix: &str) -> u64 {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing to parse.
+    // `cargo bench` passes `--bench`; nothing to parse. Warnings (failed publishes, conflicts) go to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,keyward::controller::publisher=info"))
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(bench());
 }
@@ -100,15 +104,35 @@ async fn bench() {
         }))
         .unwrap();
         keys.create(&PostParams::default(), &key).await.unwrap();
+        if (i + 1) % 1000 == 0 {
+            eprintln!(
+                "  created {} at {:.1} s, RSS peak {} MiB",
+                i + 1,
+                started.elapsed().as_secs_f64(),
+                vm_hwm_kib() / 1024
+            );
+        }
     }
     let created = started.elapsed();
 
     let active_line = "keyward_keys{state=\"Active\"} ";
     let records_line = format!("keyward_keyset_records{{namespace=\"{NAMESPACE}\",keyset=\"default\"}} ");
     let (mut all_ready, mut all_published) = (None, None);
+    let mut last_report = Instant::now();
     while all_ready.is_none() || all_published.is_none() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let text = metrics.encode();
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            eprintln!(
+                "  {:.0} s: active {}, published {}, reconciles {}, writes {}",
+                started.elapsed().as_secs_f64(),
+                gauge(&text, active_line),
+                gauge(&text, &records_line),
+                gauge(&text, "keyward_reconciles_total "),
+                writes.lock().unwrap().values().sum::<u64>()
+            );
+        }
         if all_ready.is_none() && gauge(&text, active_line) == KEYS as u64 {
             all_ready = Some(started.elapsed());
         }

@@ -156,7 +156,7 @@ mod tests {
             "keyward_keyset_shards{namespace=\"team-a\",keyset=\"default\"} 1",
             "keyward_keys{state=\"Active\"} 3",
             "keyward_keys{state=\"Revoked\"} 0",
-            "keyward_leader 0",
+            "\nkeyward_leader 0\n",
             "# TYPE keyward_reconcile_duration_seconds histogram",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
@@ -198,7 +198,7 @@ mod tests {
         let mut reply = String::new();
         tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut reply).await.unwrap();
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-        assert!(reply.contains("keyward_leader 0"), "{reply}");
+        assert!(reply.contains("\nkeyward_leader 0\n"), "{reply}");
         stop.send(()).unwrap();
         server.await.unwrap();
     }

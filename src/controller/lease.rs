@@ -271,20 +271,24 @@ pub async fn run_elected(
     };
 
     let _ = stop.send(());
-    match &outcome {
-        Ok(()) => {
-            // A graceful shutdown lets in-flight reconciles and the publisher finish, then hands over.
-            let _ = (&mut work).await;
-            if let Err(e) = elector.release().await {
-                warn!(error = %e, "could not release the leader Lease; the other replica takes over when it expires");
-            }
-        }
+    // The work must end while the Lease is still ours: by the renew deadline after the last renewal
+    // on shutdown, within what is left of the lease duration once lost. What has not finished is aborted.
+    let since_renewal = Duration::try_from(clock().duration_since(renewed)).unwrap_or_default();
+    let allowed = match &outcome {
+        Ok(()) => renew_deadline.saturating_sub(since_renewal),
         Err(e) => {
             error!(error = %e, "stopping: no longer the leader");
-            if !work.is_finished() && tokio::time::timeout(stop_within, &mut work).await.is_err() {
-                work.abort();
-            }
+            stop_within
         }
+    };
+    if !work.is_finished() && tokio::time::timeout(allowed, &mut work).await.is_err() {
+        warn!("in-flight work did not finish in time; aborted");
+        work.abort();
+    }
+    if outcome.is_ok()
+        && let Err(e) = elector.release().await
+    {
+        warn!(error = %e, "could not release the leader Lease; the other replica takes over when it expires");
     }
     metrics.set_leader(false);
     outcome

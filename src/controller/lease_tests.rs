@@ -196,7 +196,7 @@ async fn a_follower_does_nothing_while_another_replica_leads_then_takes_over() {
     create_key(&client).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(key_state(&client).await, None, "a follower must not reconcile");
-    assert!(metrics.encode().contains("keyward_leader 0"), "{}", metrics.encode());
+    assert!(metrics.encode().contains("\nkeyward_leader 0\n"), "{}", metrics.encode());
 
     stop_b.send(()).unwrap();
     renewing.await.unwrap();
@@ -208,12 +208,12 @@ async fn a_follower_does_nothing_while_another_replica_leads_then_takes_over() {
     }
     assert_eq!(key_state(&client).await, Some(KeyState::Active), "a took over after the Lease expired");
     assert_eq!(holder(&client).await.as_deref(), Some("a"));
-    assert!(metrics.encode().contains("keyward_leader 1"));
+    assert!(metrics.encode().contains("\nkeyward_leader 1\n"));
 
     stop_a.send(()).unwrap();
     a.await.unwrap().expect("a graceful shutdown is not an error");
     assert_eq!(holder(&client).await, None, "the Lease is released on shutdown");
-    assert!(metrics.encode().contains("keyward_leader 0"));
+    assert!(metrics.encode().contains("\nkeyward_leader 0\n"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,7 +244,7 @@ async fn a_leader_that_finds_another_holder_stops_and_reports_the_lost_lease() {
 
     let outcome = tokio::time::timeout(Duration::from_secs(30), a).await.expect("a stops").unwrap();
     assert!(matches!(outcome, Err(LeaseError::Lost(ref why)) if why.contains('b')), "{outcome:?}");
-    assert!(metrics.encode().contains("keyward_leader 0"));
+    assert!(metrics.encode().contains("\nkeyward_leader 0\n"));
     assert!(!health.ready(), "no CRD check ran here, and a stopped replica is not ready");
     assert_eq!(holder(&client).await.as_deref(), Some("b"), "a lost leader does not touch the Lease");
 }
@@ -255,4 +255,44 @@ async fn durations_must_nest() {
     settings.renew_deadline = settings.lease_duration;
     let outcome = run_elected(plain_client().await, Options::default(), settings, std::future::ready(())).await;
     assert!(matches!(outcome, Err(LeaseError::Settings)), "{outcome:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_cannot_renew_within_the_deadline_stops_and_reports_the_lost_lease() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fail = failing.clone();
+    let funcs = kube_fake_client::interceptor::Funcs::new().get(move |ctx| {
+        if fail.load(Ordering::SeqCst) && ctx.name == "keyward-operator" {
+            return Err(kube_fake_client::Error::Internal("etcd unavailable".into()));
+        }
+        Ok(None)
+    });
+    let inner = kube_fake_client::ClientBuilder::new()
+        .with_resource::<ApiKey>()
+        .with_status_subresource::<ApiKey>()
+        .with_interceptor_funcs(funcs)
+        .build()
+        .await
+        .unwrap();
+    let client = crate::fakeapi::with_watch(inner);
+    let options = Options { clock: tokio_clock(), ..Options::default() };
+    let metrics = options.metrics.clone();
+    let a = tokio::spawn(run_elected(
+        client.clone(),
+        options,
+        LeaseSettings::new("keyward-operator", NS, "a"),
+        std::future::pending(),
+    ));
+    for _ in 0..10 {
+        if metrics.encode().contains("\nkeyward_leader 1\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(metrics.encode().contains("\nkeyward_leader 1\n"), "a leads");
+
+    failing.store(true, Ordering::SeqCst);
+    let outcome = tokio::time::timeout(Duration::from_secs(60), a).await.expect("a stops").unwrap();
+    assert!(matches!(outcome, Err(LeaseError::Lost(ref why)) if why.contains("not renewed")), "{outcome:?}");
+    assert!(metrics.encode().contains("\nkeyward_leader 0\n"));
 }

@@ -97,7 +97,7 @@ impl Metrics {
         let keyset_writes = Family::<KeySetLabels, Counter>::default();
         registry.register("keyset_writes", "Key-set ConfigMap writes and deletes", keyset_writes.clone());
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register("leader", "Whether this replica holds the leader Lease (1) or not (0)", leader.clone());
         Metrics {
             registry: root,
             reconciles,
