@@ -85,6 +85,8 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         retry_period: args.retry_period,
         ..LeaseSettings::new(&args.lease_name, &args.lease_namespace, &identity(args.identity.as_deref()))
     };
+    // Refuse bad flags before touching the network.
+    lease.check()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.admin_listen).await?;

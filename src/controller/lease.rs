@@ -59,7 +59,8 @@ impl LeaseSettings {
         }
     }
 
-    fn check(&self) -> Result<(), LeaseError> {
+    /// The durations must nest: retry period < renew deadline < lease duration.
+    pub fn check(&self) -> Result<(), LeaseError> {
         if self.retry_period < self.renew_deadline && self.renew_deadline < self.lease_duration {
             Ok(())
         } else {
