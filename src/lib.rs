@@ -13,6 +13,7 @@
 // Test helpers take owned fixtures so that tables of cases read as plain values.
 #![cfg_attr(test, allow(clippy::needless_pass_by_value))]
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod controller;

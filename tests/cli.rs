@@ -1,4 +1,4 @@
-//! Black-box tests of the `keyward` binary's foundation commands: crd, token, keyset.
+//! Black-box tests of the `keyward` binary: crd, token, keyset, and the operator's flags.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -257,4 +257,30 @@ fn keyset_build_refuses_misspelt_or_repeated_fields() {
         assert!(stderr(&out).contains(reason), "{reason:?} not in {}", stderr(&out));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "wrote shards for a refused input");
     }
+}
+
+#[test]
+fn operator_help_documents_leader_election_and_the_admin_listener() {
+    let out = keyward(&["operator", "--help"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let help = stdout(&out);
+    for flag in [
+        "--admin-listen",
+        "--lease-name",
+        "--lease-namespace",
+        "--identity",
+        "--lease-duration",
+        "--renew-deadline",
+        "--retry-period",
+    ] {
+        assert!(help.contains(flag), "missing {flag} in\n{help}");
+    }
+    assert!(help.contains("0.0.0.0:9090"), "{help}");
+}
+
+#[test]
+fn operator_refuses_lease_durations_that_do_not_nest_before_connecting() {
+    let out = keyward(&["operator", "--lease-duration", "5s", "--renew-deadline", "10s"], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("renew deadline"), "{}", stderr(&out));
 }

@@ -28,6 +28,7 @@ pub(super) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
-    let passed = runtime.block_on(crate::demo::run(crate::demo::DemoOptions { examples: args.examples, dump: args.dump }))?;
+    let passed =
+        runtime.block_on(crate::demo::run(crate::demo::DemoOptions { examples: args.examples, dump: args.dump }))?;
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -1,11 +1,14 @@
 //! `keyward operator`: run the ApiKey controller against the cluster.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::controller::{Options, check_crd, run};
+use crate::admin::{Admin, serve};
+use crate::controller::{Health, LeaseError, LeaseSettings, Metrics, Options, check_crd, run_elected};
 use crate::plan::Settings;
 
 /// Options of `keyward operator`.
@@ -24,6 +27,34 @@ pub struct OperatorArgs {
     #[arg(long, env = "KEYWARD_COALESCE", default_value = "500ms", value_parser = humantime::parse_duration)]
     coalesce: Duration,
 
+    /// Address of the admin listener: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, env = "KEYWARD_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    admin_listen: SocketAddr,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "KEYWARD_LEASE_NAME", default_value = "keyward-operator")]
+    lease_name: String,
+
+    /// Namespace of the leader-election Lease: the operator's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "keyward-system")]
+    lease_namespace: String,
+
+    /// This replica's identity in the Lease (defaults to the host name, which is the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// How long a Lease its holder stops renewing stays held.
+    #[arg(long, env = "KEYWARD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+
+    /// How long the leader keeps working without renewing; it then stops and exits.
+    #[arg(long, env = "KEYWARD_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    renew_deadline: Duration,
+
+    /// How often the leader renews and a follower tries to acquire.
+    #[arg(long, env = "KEYWARD_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    retry_period: Duration,
+
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -40,16 +71,55 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         default_grace_period: jiff::SignedDuration::try_from(args.default_grace_period)?,
         ..Settings::default()
     };
-    let options = Options { settings, coalesce: args.coalesce, ..Options::default() };
+    let admin = Admin { metrics: Arc::new(Metrics::new()), health: Arc::new(Health::default()) };
+    let options = Options {
+        settings,
+        coalesce: args.coalesce,
+        metrics: admin.metrics.clone(),
+        health: admin.health.clone(),
+        ..Options::default()
+    };
+    let lease = LeaseSettings {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+        ..LeaseSettings::new(&args.lease_name, &args.lease_namespace, &identity(args.identity.as_deref()))
+    };
+    // Refuse bad flags before touching the network.
+    lease.check()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.admin_listen).await?;
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(serve(listener, admin.clone(), async move {
+            let _ = admin_stopped.await;
+        }));
         // The usual kubeconfig, or the in-cluster service account.
         let client = kube::Client::try_default().await?;
         check_crd(&client).await?;
-        tracing::info!("keyward operator starting");
-        run(client, options, shutdown_signal()).await;
-        Ok(ExitCode::SUCCESS)
+        admin.health.crd_checked();
+        tracing::info!(identity = %lease.identity, lease = %lease.name, "keyward operator starting");
+        let outcome = run_elected(client, options, lease, shutdown_signal()).await;
+        let _ = stop_admin.send(());
+        let _ = admin_task.await;
+        match outcome {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            // Exit so that Kubernetes restarts this replica as a follower with empty caches.
+            Err(e @ (LeaseError::Lost(_) | LeaseError::ControllerStopped)) => {
+                tracing::error!(error = %e, "exiting");
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e @ (LeaseError::Kube { .. } | LeaseError::Settings)) => Err(e.into()),
+        }
     })
+}
+
+/// `--identity`, else the host name (a pod's name), else a name unique to this process.
+fn identity(flag: Option<&str>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("keyward-{}", std::process::id()))
 }
 
 /// SIGTERM (what Kubernetes sends) or Ctrl-C.

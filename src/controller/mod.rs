@@ -9,10 +9,14 @@
 
 mod apply;
 mod error;
+mod lease;
+mod metrics;
 mod observe;
 mod publisher;
 mod run;
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod loop_tests;
 #[cfg(test)]
@@ -33,6 +37,8 @@ use crate::plan::{Finalizer, Settings, plan};
 use crate::token::{Prefix, Token};
 
 pub use error::{Error, retry_after};
+pub use lease::{Elector, LeaseError, LeaseSettings, Standing, run_elected};
+pub use metrics::{Health, Metrics};
 pub use publisher::Publisher;
 pub use run::{CRD_NAME, Options, StartError, check_crd, run};
 

@@ -23,8 +23,7 @@ pub(super) async fn observe(ctx: &Context, key: &ApiKey) -> Result<Seen, Error> 
     let uid = key.metadata.uid.as_deref().ok_or(Error::MissingField("metadata.uid"))?;
     let view = secret.as_ref().map_or(SecretView::Absent, |s| SecretView::Present(Box::new(facts(s, uid))));
     let name = key.metadata.name.as_deref().ok_or(Error::MissingField("metadata.name"))?;
-    let published = ctx.publisher.published(&key_set_id(key)?).await?;
-    let published = published.into_iter().filter(|r| r.name == name).collect();
+    let published = ctx.publisher.published_by(&key_set_id(key)?, name).await?;
     Ok(Seen { observed: Observed { secret: view, published }, secret })
 }
 

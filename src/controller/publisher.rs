@@ -37,7 +37,7 @@ use crate::keyset::{
 };
 use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings, records_for};
 
-use super::{Clock, Error, FIELD_MANAGER};
+use super::{Clock, Error, FIELD_MANAGER, Metrics};
 
 /// Pause after a flush in which some key set could not be written.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
@@ -66,6 +66,7 @@ pub struct Publisher {
     sets: Mutex<HashMap<KeySetId, SetLock>>,
     pending: Mutex<BTreeSet<KeySetId>>,
     wake: Notify,
+    metrics: Arc<Metrics>,
 }
 
 impl Publisher {
@@ -81,7 +82,15 @@ impl Publisher {
             sets: Mutex::new(HashMap::new()),
             pending: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Report key-set sizes and writes to `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Publisher {
+        self.metrics = metrics;
+        self
     }
 
     /// Use smaller shards (tests exercise multi-shard sets this way).
@@ -115,13 +124,23 @@ impl Publisher {
     /// Read back the way verifiers read it ([`assemble`]): a set with mixed
     /// generations, a missing or undecodable shard counts as publishing nothing.
     pub async fn published(&self, id: &KeySetId) -> Result<Vec<Record>, Error> {
+        self.published_where(id, |_| true).await
+    }
+
+    /// The records of ApiKey `name` in `id` as last published. Every reconcile asks this, so
+    /// only the matching records are copied out, not the whole set (10,000 keys made that quadratic).
+    pub async fn published_by(&self, id: &KeySetId, name: &str) -> Result<Vec<Record>, Error> {
+        self.published_where(id, |r| r.name == name).await
+    }
+
+    async fn published_where(&self, id: &KeySetId, keep: impl Fn(&Record) -> bool) -> Result<Vec<Record>, Error> {
         let set = self.set(id);
         let mut state = set.lock().await;
         if state.records.is_none() {
             let shards = self.read_shards(id).await?;
             state.records = Some(readable_records(id, &shards));
         }
-        Ok(state.records.clone().unwrap_or_default())
+        Ok(state.records.iter().flatten().filter(|r| keep(r)).cloned().collect())
     }
 
     /// Rebuild `id` now and wait until it is written.
@@ -140,7 +159,9 @@ impl Publisher {
         let existing = self.read_shards(id).await?;
         let stored = existing.values().filter_map(stored_shard).map(|shard| shard.generation).max().unwrap_or(0);
         let generation = stored.max(state.high_water);
-        if matches(&existing, &shard_map(id, encode_packed(id, generation, &records, self.max_shard_bytes)?)) {
+        let current = shard_map(id, encode_packed(id, generation, &records, self.max_shard_bytes)?);
+        if matches(&existing, &current) {
+            self.metrics.keyset_size(id, records.len(), current.len());
             state.records = Some(records);
             return Ok(());
         }
@@ -150,16 +171,18 @@ impl Publisher {
         state.high_water = next;
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &id.namespace);
         for (name, (file, shard)) in &desired {
-            write_shard(&config_maps, id, name, file, shard).await?;
+            let writes = write_shard(&config_maps, id, name, file, shard).await?;
+            self.metrics.keyset_written(id, writes);
         }
         for name in existing.keys().filter(|n| !desired.contains_key(*n)) {
             match config_maps.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {}
+                Ok(_) => self.metrics.keyset_written(id, 1),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(e) => return Err(Error::kube("delete key-set shard")(e)),
             }
         }
         info!(namespace = %id.namespace, keyset = %id.name, generation = next, records = records.len(), shards = desired.len(), "key set published");
+        self.metrics.keyset_size(id, records.len(), desired.len());
         state.records = Some(records);
         Ok(())
     }
@@ -289,7 +312,7 @@ async fn write_shard(
     name: &str,
     file: &str,
     shard: &ShardBytes,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
     let (data, binary_data) = match shard {
         ShardBytes::Text(text) => (Some(BTreeMap::from([(file.to_owned(), text.clone())])), None),
         ShardBytes::Gzip(bytes) => (None, Some(BTreeMap::from([(file.to_owned(), ByteString(bytes.clone()))]))),
@@ -337,6 +360,7 @@ async fn write_shard(
         api.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "data": extra, "binaryData": extra_binary })))
             .await
             .map_err(Error::kube("prune key-set shard"))?;
+        return Ok(2);
     }
-    Ok(())
+    Ok(1)
 }

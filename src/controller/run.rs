@@ -21,7 +21,7 @@ use crate::api::ApiKey;
 use crate::keyset::KeySetId;
 use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings};
 
-use super::{Clock, Context, Minter, Publisher, error_policy, reconcile};
+use super::{Clock, Context, Health, Metrics, Minter, Publisher, error_policy, reconcile};
 
 /// The CRD's name, checked at start-up.
 pub const CRD_NAME: &str = "apikeys.keyward.dev";
@@ -39,6 +39,10 @@ pub struct Options {
     pub clock: Clock,
     /// The token minter.
     pub mint: Minter,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness, for `/readyz`.
+    pub health: Arc<Health>,
     /// When notified, reconcile every ApiKey (the demo uses it after leaping its clock).
     pub reconcile_all: Option<Arc<tokio::sync::Notify>>,
 }
@@ -51,6 +55,8 @@ impl Default for Options {
             resync: Duration::from_secs(300),
             clock: super::system_clock(),
             mint: super::os_minter(),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
             reconcile_all: None,
         }
     }
@@ -79,9 +85,12 @@ pub async fn check_crd(client: &Client) -> Result<(), StartError> {
 /// Run the operator until `shutdown` resolves, then finish in-flight reconciles and return.
 pub async fn run(client: Client, options: Options, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = shutdown.shared();
+    let (metrics, health) = (options.metrics.clone(), options.health.clone());
+    health.set_leading(true);
     let publisher = Arc::new(
         Publisher::new(client.clone(), options.clock.clone(), options.coalesce)
-            .with_default_grace(options.settings.default_grace_period),
+            .with_default_grace(options.settings.default_grace_period)
+            .with_metrics(metrics.clone()),
     );
     let ctx = Arc::new(Context::with(
         client.clone(),
@@ -95,8 +104,26 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let publishing = tokio::spawn(publisher.clone().run(shutdown.clone()));
     let shards = tokio::spawn(watch_shards(client.clone(), publisher.clone(), options.resync, shutdown.clone()));
 
-    let mut controller = Controller::new(Api::<ApiKey>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed));
+    let controller = Controller::new(Api::<ApiKey>::all(client.clone()), watcher::Config::default());
+    let store = controller.store();
+    metrics.count_keys_from(Some(store.clone()));
+    let synced = {
+        let health = health.clone();
+        tokio::spawn(async move {
+            // Poll again now and then: kube-runtime's readiness signal keeps a single waker, and the
+            // Controller waits on the same store, so one waiter's wake-up can be lost.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                    Ok(Ok(())) => return health.synced(),
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let measured = metrics.clone();
+    let mut controller =
+        controller.owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed));
     if let Some(notify) = options.reconcile_all.clone() {
         let nudges = futures::stream::unfold(notify, |notify| async move {
             notify.notified().await;
@@ -106,7 +133,20 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     }
     controller
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |key, ctx| {
+                let metrics = measured.clone();
+                async move {
+                    // Measures work, not decisions: the one place std's monotonic clock is read.
+                    let started = std::time::Instant::now();
+                    let result = reconcile(key, ctx).await;
+                    metrics.reconciled(started.elapsed(), result.as_ref().err());
+                    result
+                }
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             match result {
                 Ok((object, action)) => {
@@ -120,6 +160,9 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     publisher.flush().await;
     let _ = publishing.await;
     shards.abort();
+    synced.abort();
+    metrics.count_keys_from(None);
+    health.set_leading(false);
     info!("operator stopped");
 }
 

@@ -73,7 +73,10 @@ impl Caller {
                 json.get("reason").and_then(|r| r.as_str()).unwrap_or("").to_owned()
             },
             upstream_key_id: json.get("keyId").and_then(|k| k.as_str()).map(str::to_owned),
-            upstream_saw_authorization: json.get("sawAuthorization").and_then(serde_json::Value::as_bool).unwrap_or(false),
+            upstream_saw_authorization: json
+                .get("sawAuthorization")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
             retry_after,
         })
     }

@@ -27,7 +27,8 @@ async fn dump_kind<K>(client: &Client, dir: &Path, kind: &str) -> anyhow::Result
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
-    let list = Api::<K>::all(client.clone()).list(&ListParams::default()).await.with_context(|| format!("listing {kind}s"))?;
+    let list =
+        Api::<K>::all(client.clone()).list(&ListParams::default()).await.with_context(|| format!("listing {kind}s"))?;
     for object in &list.items {
         let namespace = object.namespace().unwrap_or_else(|| "cluster".to_owned());
         let path = dir.join(format!("{kind}.{namespace}.{}.yaml", object.name_any()));

@@ -135,7 +135,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     .await?;
 
     println!("keyward demo: operator and verifier on an in-memory cluster (namespace {NAMESPACE})");
-    println!("  verifier (proxy) on {}, admin on {}; demo clock starts at {ORIGIN}", verifier.addr, verifier.admin_addr);
+    println!(
+        "  verifier (proxy) on {}, admin on {}; demo clock starts at {ORIGIN}",
+        verifier.addr, verifier.admin_addr
+    );
     println!("  seeding {} ApiKeys from {}", examples.len(), options.examples.display());
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), NAMESPACE);
     let mut names = Vec::new();

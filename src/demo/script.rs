@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::client::{Answer, Credential};
@@ -117,7 +117,10 @@ impl Demo {
     async fn print_table(&self) {
         let mut keys = self.apikeys().list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
         keys.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        println!("\n  $ kubectl get apikeys -n {NAMESPACE}    # demo time {}", self.now().strftime("%Y-%m-%d %H:%M:%S UTC"));
+        println!(
+            "\n  $ kubectl get apikeys -n {NAMESPACE}    # demo time {}",
+            self.now().strftime("%Y-%m-%d %H:%M:%S UTC")
+        );
         for line in apikeys_table(&keys).lines() {
             println!("  {line}");
         }
@@ -171,7 +174,8 @@ async fn create(demo: &Demo, verifier: &Running, checks: &mut Checks) -> anyhow:
                 leaked |= texts.iter().any(|t| t.contains(token.expose()));
             }
         }
-        checks.check(!leaked, &format!("{} holds hashes, none of the tokens", cm.metadata.name.as_deref().unwrap_or("")));
+        checks
+            .check(!leaked, &format!("{} holds hashes, none of the tokens", cm.metadata.name.as_deref().unwrap_or("")));
     }
     let ready = eventually(|| async { verifier.store.is_ready().then_some(()) }).await.is_some();
     checks.check(ready, "the verifier loaded the key sets and is ready");
@@ -188,7 +192,10 @@ async fn requests(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
     let stranger = Token::generate(&Prefix::default(), &mut crate::token::os_rng());
 
     let a = demo.call("GET", "/leads", &Credential::Bearer(&crm), "crm-integration").await;
-    checks.check(a.status == 200 && a.upstream_key_id.as_deref() == Some(crm_id.as_str()), "leads:read allows GET /leads; the API is told the key id");
+    checks.check(
+        a.status == 200 && a.upstream_key_id.as_deref() == Some(crm_id.as_str()),
+        "leads:read allows GET /leads; the API is told the key id",
+    );
     checks.check(!a.upstream_saw_authorization, "the token does not reach the API (Authorization stripped)");
     let a = demo.call("POST", "/contacts", &Credential::Bearer(&crm), "crm-integration").await;
     checks.check(a.status == 200, "contacts:write allows POST /contacts");
@@ -219,8 +226,14 @@ async fn requests(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
     }
     let allowed = statuses.iter().filter(|s| **s == 200).count();
     let limited = statuses.iter().filter(|s| **s == 429).count();
-    println!("    {allowed} allowed, {limited} refused with 429 (Retry-After: {})", retry_after.as_deref().unwrap_or("-"));
-    checks.check(allowed >= 100 && limited > 0 && retry_after.is_some(), "the burst is honoured, then 429 with Retry-After");
+    println!(
+        "    {allowed} allowed, {limited} refused with 429 (Retry-After: {})",
+        retry_after.as_deref().unwrap_or("-")
+    );
+    checks.check(
+        allowed >= 100 && limited > 0 && retry_after.is_some(),
+        "the burst is honoured, then 429 with Retry-After",
+    );
     Ok(())
 }
 
@@ -276,7 +289,10 @@ async fn expire(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
     println!("    ... the clock leaps {} to just past {expires}", friendly(gap));
     demo.clock.advance(gap);
     let a = demo.call("GET", "/appointments", &Credential::Bearer(&token), "migration-script").await;
-    checks.check(a.status == 401 && a.reason == "expired", "the verifier refuses it by its own clock, before the operator acts");
+    checks.check(
+        a.status == 401 && a.reason == "expired",
+        "the verifier refuses it by its own clock, before the operator acts",
+    );
     demo.leap(SignedDuration::ZERO);
     checks.check(demo.wait_state("migration-script", KeyState::Expired).await, "the operator marks it Expired");
     checks.check(demo.token("migration-script").await.is_none(), "and removes the token from the Secret");

@@ -484,3 +484,16 @@ mod dir {
         assert!(matches!(&err, LoadError::Decode { path, .. } if path.ends_with("other.1.keyset")), "{err}");
     }
 }
+
+#[test]
+fn a_key_set_beyond_one_plain_shard_packs_at_the_default_shard_size() {
+    // 5,000 keys need more than one plain 512 KiB shard, so the text budget for gzip shards
+    // (four times the stored limit) exceeds what a stored shard may be; that must not be refused.
+    let records: Vec<Record> =
+        (0..5_000).map(|n| record(n, &format!("integration-{n:05}"), &["orders:read", "invoices:write"])).collect();
+    let packed = encode_packed(&id("team-a", "default"), 2, &records, DEFAULT_MAX_SHARD_BYTES).unwrap();
+    assert!(packed.iter().all(|s| matches!(s, ShardBytes::Gzip(_))), "stored gzip-compressed");
+    assert!(packed.iter().all(|s| s.as_bytes().len() <= DEFAULT_MAX_SHARD_BYTES));
+    let decoded: Vec<Shard> = packed.iter().map(|s| decode_shard(s.as_bytes()).unwrap()).collect();
+    assert_eq!(assemble(decoded).unwrap()[0].records.len(), 5_000);
+}

@@ -1,0 +1,53 @@
+//! `keyward demo` end to end: the operator and the verifier on the in-memory
+//! cluster, seeded with `examples/apikeys`, must pass every step; the dump must
+//! hold every object, and no token may appear anywhere but in Secrets.
+
+use std::path::Path;
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::Secret;
+
+fn token_shapes(text: &str) -> Vec<String> {
+    let re = regex_lite::Regex::new(keyward::token::SCANNER_REGEX).unwrap();
+    re.find_iter(text).map(|m| m.as_str().to_owned()).filter(|t| keyward::token::Token::parse(t).is_ok()).collect()
+}
+
+#[test]
+fn the_demo_passes_every_step_and_its_dump_holds_tokens_only_in_secrets() {
+    let dump = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["demo", "--dump", dump.path().to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the keyward binary runs");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    assert!(token_shapes(&stdout).is_empty() && token_shapes(&stderr).is_empty(), "the demo printed a token");
+
+    let mut secrets_tokens = Vec::new();
+    let mut other_text = String::new();
+    let mut kinds = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dump.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        kinds.insert(name.split('.').next().unwrap().to_owned());
+        let text = std::fs::read_to_string(&path).unwrap();
+        if name.starts_with("secret.") {
+            let secret: Secret = serde_yaml::from_str(&text).unwrap();
+            for value in secret.data.unwrap_or_default().into_values() {
+                secrets_tokens.push(String::from_utf8(value.0).unwrap());
+            }
+        } else {
+            other_text.push_str(&text);
+        }
+    }
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["apikey", "configmap", "event", "secret"]);
+    assert!(!secrets_tokens.is_empty(), "the live keys' Secrets hold tokens");
+    for token in &secrets_tokens {
+        assert!(!other_text.contains(token.as_str()), "a token appears outside its Secret");
+    }
+    assert!(token_shapes(&other_text).is_empty(), "a token-shaped string appears outside Secrets");
+    assert!(Path::new(dump.path()).join("apikey.demo.partner-orders.yaml").exists());
+}
