@@ -4,7 +4,9 @@
 # Ready, then calls the verifier sidecar (Service crm-api) through
 # `kubectl port-forward` with the CRM key's token: 200 for GET /leads
 # (leads:read), 403 for GET /orders (it has no orders scope), 401 without a
-# token and with a made-up one.
+# token and with a made-up one; the same through nginx auth_request (Service
+# crm-api-nginx); and that the --watch-keyset verifier's ServiceAccount may
+# read ConfigMaps in its namespace and nothing else.
 #
 # Not run by CI (no cluster there). Usage, from the repository root:
 #   docker build -t keyward:dev . && kind load docker-image keyward:dev
@@ -38,9 +40,6 @@ echo "== wait for every ApiKey to be Ready"
 kubectl -n "$NS" wait --for=condition=Ready apikey --all --timeout=300s
 kubectl -n "$NS" get apikeys
 
-echo "== wait for the verifier sidecar (ready once a key set has loaded)"
-kubectl -n "$NS" rollout status deploy/crm-api --timeout=300s
-
 # The token stays in this shell variable: never echoed, never written to disk.
 TOKEN="$(kubectl -n "$NS" get secret crm-integration-apikey -o jsonpath='{.data.token}' | base64 -d)"
 if [ -z "$TOKEN" ]; then
@@ -48,19 +47,11 @@ if [ -z "$TOKEN" ]; then
   exit 1
 fi
 
-kubectl -n "$NS" port-forward svc/crm-api "${LOCAL_PORT}:8080" >/dev/null 2>&1 &
-PF_PID=$!
-trap 'kill "$PF_PID" 2>/dev/null || true' EXIT
-for _ in $(seq 1 30); do
-  curl -s -o /dev/null "http://127.0.0.1:${LOCAL_PORT}/" && break
-  sleep 1
-done
-
-# status PATH [AUTH_HEADER...]: the HTTP status of GET PATH through the verifier.
+# status PORT PATH [CURL_ARGS...]: the HTTP status of GET PATH through a port-forward.
 status() {
-  local path="$1"
-  shift
-  curl -s -o /dev/null -w '%{http_code}' "$@" "http://127.0.0.1:${LOCAL_PORT}${path}"
+  local port="$1" path="$2"
+  shift 2
+  curl -s -o /dev/null -w '%{http_code}' "$@" "http://127.0.0.1:${port}${path}"
 }
 
 FAILED=0
@@ -74,18 +65,42 @@ expect() {
   fi
 }
 
-# A new key's hash reaches the verifier through kubelet's ConfigMap volume sync
-# (up to about two minutes), so the first allowed request is retried.
-GOT=""
-for _ in $(seq 1 36); do
-  GOT="$(status /leads -H "Authorization: Bearer ${TOKEN}")"
-  [ "$GOT" = 200 ] && break
-  sleep 5
-done
-expect 200 "$GOT" "GET /leads with the CRM token (leads:read)"
-expect 403 "$(status /orders -H "Authorization: Bearer ${TOKEN}")" "GET /orders with the CRM token (no orders scope)"
-expect 401 "$(status /leads)" "GET /leads without a token"
-expect 401 "$(status /leads -H "Authorization: Bearer not-a-keyward-token")" "GET /leads with a made-up token"
+PF_PIDS=()
+trap 'for p in "${PF_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+
+# check SERVICE SERVICE_PORT LOCAL_PORT: 200 / 403 / 401 / 401 through SERVICE.
+check() {
+  local svc="$1" svc_port="$2" port="$3"
+  echo "== $svc"
+  kubectl -n "$NS" rollout status "deploy/$svc" --timeout=300s
+  kubectl -n "$NS" port-forward "svc/$svc" "${port}:${svc_port}" >/dev/null 2>&1 &
+  PF_PIDS+=("$!")
+  for _ in $(seq 1 30); do
+    curl -s -o /dev/null "http://127.0.0.1:${port}/" && break
+    sleep 1
+  done
+  # A new key's hash reaches the verifier through kubelet's ConfigMap volume
+  # sync (up to about two minutes), so the first allowed request is retried.
+  local got=""
+  for _ in $(seq 1 36); do
+    got="$(status "$port" /leads -H "Authorization: Bearer ${TOKEN}")"
+    [ "$got" = 200 ] && break
+    sleep 5
+  done
+  expect 200 "$got" "$svc: GET /leads with the CRM token (leads:read)"
+  expect 403 "$(status "$port" /orders -H "Authorization: Bearer ${TOKEN}")" "$svc: GET /orders with the CRM token (no orders scope)"
+  expect 401 "$(status "$port" /leads)" "$svc: GET /leads without a token"
+  expect 401 "$(status "$port" /leads -H "Authorization: Bearer not-a-keyward-token")" "$svc: GET /leads with a made-up token"
+}
+
+check crm-api 8080 "$LOCAL_PORT"                # the verifier as a proxy sidecar
+check crm-api-nginx 8000 "$((LOCAL_PORT + 1))"  # nginx auth_request to the verifier's /verify
+
+echo "== RBAC of a --watch-keyset verifier (verifier-watch-rbac.yaml)"
+SA="system:serviceaccount:${NS}:keyward-verifier"
+expect yes "$(kubectl auth can-i watch configmaps -n "$NS" --as "$SA" 2>/dev/null || true)" "can watch ConfigMaps in $NS"
+expect no "$(kubectl auth can-i get secrets -n "$NS" --as "$SA" 2>/dev/null || true)" "cannot read Secrets"
+expect no "$(kubectl auth can-i list configmaps -n default --as "$SA" 2>/dev/null || true)" "cannot list ConfigMaps elsewhere"
 
 if [ "$FAILED" != 0 ]; then
   echo "FAILED" >&2
