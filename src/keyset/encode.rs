@@ -98,10 +98,22 @@ pub fn encode(
     records: &[Record],
     max_bytes: usize,
 ) -> Result<Vec<String>, EncodeError> {
+    encode_within(id, generation, records, max_bytes, super::decode::MAX_DECODE_BYTES)
+}
+
+/// [`encode`] with the largest allowed `max_bytes` given: stored plain shards are
+/// bounded by what readers accept, text to be compressed by what they inflate.
+pub(super) fn encode_within(
+    id: &KeySetId,
+    generation: u64,
+    records: &[Record],
+    max_bytes: usize,
+    limit: usize,
+) -> Result<Vec<String>, EncodeError> {
     if !super::decode::valid_dns_label(&id.namespace) || !super::decode::valid_dns_label(&id.name) {
         return Err(EncodeError::InvalidName(id.to_string()));
     }
-    if max_bytes > super::decode::MAX_DECODE_BYTES {
+    if max_bytes > limit {
         return Err(EncodeError::Limits);
     }
     let mut sorted: Vec<&Record> = records.iter().collect();

@@ -12,7 +12,7 @@ use flate2::Compression;
 use flate2::bufread::GzDecoder;
 use flate2::write::GzEncoder;
 
-use super::encode::{EncodeError, encode};
+use super::encode::{EncodeError, encode, encode_within};
 use super::{KeySetId, Record};
 
 /// Largest text a gzip shard may expand to; a bigger one is refused as a decompression bomb.
@@ -66,7 +66,8 @@ pub fn encode_packed(
     // ratio is steady for real key sets, so the first or second try succeeds.
     let mut text_budget = (max_bytes * 4).min(MAX_TEXT_BYTES);
     loop {
-        let texts = encode(id, generation, records, text_budget)?;
+        // The text is bounded by what readers inflate, not by the stored shard's limit.
+        let texts = encode_within(id, generation, records, text_budget, MAX_TEXT_BYTES)?;
         let packed: Vec<Vec<u8>> = texts.iter().map(|t| gzip(t)).collect();
         let largest = packed.iter().map(Vec::len).max().unwrap_or(0);
         if largest <= max_bytes {
