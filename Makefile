@@ -1,5 +1,5 @@
 # One place for the commands developers and CI run. CI calls `make ci` through .ci/run.
-.PHONY: all fmt fmt-check lint test crds bench manifests-check ci
+.PHONY: all fmt fmt-check lint test crds bench load manifests-check ci
 
 all: fmt lint test
 
@@ -22,6 +22,10 @@ crds:
 
 bench:
 	cargo bench
+
+# The verifier's side-by-side load benchmark (wrk, nginx; loopback only). Not a test: CI does not run it.
+load:
+	bash bench/load.sh
 
 # Render the kustomize base and the examples and validate every object against the Kubernetes schemas.
 # kubernetes-validate has no CRD support: for the examples it validates the built-in kinds and

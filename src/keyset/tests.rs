@@ -378,6 +378,17 @@ mod packed {
     }
 
     #[test]
+    fn a_set_larger_than_one_plain_shard_packs_at_the_default_shard_size() {
+        // The text budget for gzip shards (four times the stored size) is above the
+        // stored-shard limit; it must be bounded by the inflate limit instead.
+        let records = many(5_000);
+        let packed = encode_packed(&id("team-a", "big"), 1, &records, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        assert!(packed.iter().all(|s| matches!(s, ShardBytes::Gzip(_))), "expected gzip shards");
+        let decoded = packed.iter().map(|s| decode_shard(s.as_bytes()).unwrap()).collect();
+        assert_eq!(assemble(decoded).unwrap().remove(0).records.len(), records.len());
+    }
+
+    #[test]
     fn packing_is_deterministic() {
         let records = many(2_000);
         let a = encode_packed(&id("team-a", "big"), 1, &records, 16 * 1024).unwrap();

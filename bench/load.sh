@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# Load benchmark for the verifier (issue 4): one run, one load generator (wrk), loopback only.
+#
+# Measures side by side, with the same wrk settings:
+#   upstream     the bare upstream (nginx `return 200` on a loopback port)
+#   keyward      keyward verifier in proxy mode (--upstream) in front of it
+#   nginx+auth   nginx auth_request -> keyward forward-auth /verify, then proxy_pass to the upstream
+#   nginx        nginx proxy_pass to the upstream, no auth
+# Every request carries a real token (`keyward token new`) of a real key set
+# (`keyward keyset build`, KEYS records) as `Authorization: Bearer`; tokens are
+# handed to wrk through its Lua script's environment and never printed.
+#
+# Prints a markdown table of medians over ROUNDS rounds (requests/s, p50, p99),
+# the ratios the issue asks for, and the same at one connection (unloaded latency).
+#
+# Needs: wrk, nginx (Debian: apt-get install wrk nginx-light), curl, cargo (for the
+# release build; or set KEYWARD_BIN). Settings (environment): THREADS (2),
+# CONNECTIONS (32), DURATION (10s), ROUNDS (3), KEYS (100000), LATENCY_DURATION (5s;
+# 0 skips the one-connection pass). Everything stops by itself and is cleaned up.
+set -euo pipefail
+
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+KEYS=${KEYS:-100000}
+LATENCY_DURATION=${LATENCY_DURATION:-5s}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+NGINX=$(command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
+[ -n "$NGINX" ] || missing+=(nginx-light)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "missing: ${missing[*]}; install with: apt-get install ${missing[*]}" >&2
+  exit 2
+fi
+
+if [ -z "${KEYWARD_BIN:-}" ]; then
+  echo "== cargo build --release" >&2
+  (cd "$ROOT" && cargo build --release --locked --quiet)
+  KEYWARD_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/keyward
+fi
+[ -x "$KEYWARD_BIN" ] || { echo "no keyward binary at $KEYWARD_BIN" >&2; exit 2; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyward-load.XXXXXX")
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free loopback port: bind-test candidates above the ephemeral range's usual start.
+used_ports=" "
+free_port() {
+  local port
+  for _ in $(seq 200); do
+    port=$((20000 + RANDOM % 20000))
+    case "$used_ports" in *" $port "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      used_ports+="$port "
+      echo "$port"
+      return
+    fi
+  done
+  echo "no free port found" >&2
+  exit 1
+}
+UPSTREAM=$(free_port); PROXY=$(free_port); PROXY_ADMIN=$(free_port)
+FWD=$(free_port); FWD_ADMIN=$(free_port); NGINX_AUTH=$(free_port); NGINX_PLAIN=$(free_port)
+
+# --- the key set: KEYS-1 records with random hashes plus the one whose token wrk sends.
+echo "== key set: $KEYS keys" >&2
+TOKEN=$("$KEYWARD_BIN" token new)
+HASH=$(printf '%s' "$TOKEN" | "$KEYWARD_BIN" token hash)
+{
+  printf '{"hash":"%s","name":"load-bench","scopes":["bench:read"],"notBefore":"2026-01-01T00:00:00Z","state":"active"}\n' "$HASH"
+  head -c $((32 * (KEYS - 1))) /dev/urandom | od -An -v -tx1 | tr -d ' \n' | fold -w64 |
+    awk '{ printf "{\"hash\":\"sha256:%s\",\"name\":\"filler-%07d\",\"scopes\":[\"bench:read\",\"other:write\"],\"notBefore\":\"2026-01-01T00:00:00Z\",\"state\":\"active\"}\n", $0, NR }'
+} | "$KEYWARD_BIN" keyset build --name default --namespace bench --generation 1 --out "$WORK/keys" 2>"$WORK/build.log"
+
+# --- processes
+"$KEYWARD_BIN" verifier --keyset-dir "$WORK/keys" --listen "127.0.0.1:$PROXY" --admin-listen "127.0.0.1:$PROXY_ADMIN" \
+  --upstream "http://127.0.0.1:$UPSTREAM" >"$WORK/proxy.log" 2>&1 &
+PIDS+=($!)
+"$KEYWARD_BIN" verifier --keyset-dir "$WORK/keys" --listen "127.0.0.1:$FWD" --admin-listen "127.0.0.1:$FWD_ADMIN" \
+  >"$WORK/forward-auth.log" 2>&1 &
+PIDS+=($!)
+
+nginx_common() {
+  local d=$1
+  cat <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $d/body;
+  proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi;
+  uwsgi_temp_path $d/uwsgi;
+  scgi_temp_path $d/scgi;
+  keepalive_requests 1000000;
+EOF
+}
+
+# The upstream: its own nginx, so the front nginx does not share a worker with it.
+mkdir -p "$WORK/up" "$WORK/front"
+{
+  nginx_common "$WORK/up"
+  cat <<EOF
+  server { listen 127.0.0.1:$UPSTREAM; location / { return 200 "ok\n"; } }
+}
+EOF
+} >"$WORK/up/nginx.conf"
+
+# The front: auth_request as docs/verifier.md documents it, and plain proxy_pass.
+{
+  nginx_common "$WORK/front"
+  cat <<EOF
+  upstream app { server 127.0.0.1:$UPSTREAM; keepalive 64; }
+  upstream keyward { server 127.0.0.1:$FWD; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_AUTH;
+    location / {
+      auth_request /_keyward;
+      auth_request_set \$keyward_key_id \$upstream_http_x_keyward_key_id;
+      auth_request_set \$keyward_scopes \$upstream_http_x_keyward_scopes;
+      proxy_set_header Authorization "";
+      proxy_set_header X-Keyward-Key-Id \$keyward_key_id;
+      proxy_set_header X-Keyward-Scopes \$keyward_scopes;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass http://app;
+    }
+    location = /_keyward {
+      internal;
+      proxy_pass http://keyward/verify;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-Method \$request_method;
+      proxy_set_header X-Original-URI \$request_uri;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PLAIN;
+    location / {
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass http://app;
+    }
+  }
+}
+EOF
+} >"$WORK/front/nginx.conf"
+"$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" 2>>"$WORK/up/stderr" &
+PIDS+=($!)
+"$NGINX" -p "$WORK/front" -c "$WORK/front/nginx.conf" 2>>"$WORK/front/stderr" &
+PIDS+=($!)
+
+# --- wait (bounded) until everything answers, and check that auth is really on.
+export KW_TOKEN=$TOKEN
+unset TOKEN
+status() { # url [with-token]
+  if [ "${2:-}" = token ]; then
+    curl -s -o /dev/null -w '%{http_code}' -H @- "$1" <<<"Authorization: Bearer $KW_TOKEN" || true
+  else
+    curl -s -o /dev/null -w '%{http_code}' "$1" || true
+  fi
+}
+for _ in $(seq 300); do
+  if [ "$(status "http://127.0.0.1:$PROXY_ADMIN/readyz")" = 200 ] && [ "$(status "http://127.0.0.1:$FWD_ADMIN/readyz")" = 200 ] &&
+    [ "$(status "http://127.0.0.1:$UPSTREAM/")" = 200 ] && [ "$(status "http://127.0.0.1:$NGINX_PLAIN/")" = 200 ]; then
+    break
+  fi
+  sleep 0.1
+done
+PATH_=/bench/1
+for url in "$UPSTREAM" "$PROXY" "$NGINX_AUTH" "$NGINX_PLAIN"; do
+  got=$(status "http://127.0.0.1:$url$PATH_" token)
+  if [ "$got" != 200 ]; then
+    echo "setup check failed: 127.0.0.1:$url$PATH_ with the token answered $got" >&2
+    tail -n 5 "$WORK"/*.log "$WORK"/*/error.log >&2 || true
+    exit 1
+  fi
+done
+for url in "$PROXY" "$NGINX_AUTH"; do
+  got=$(status "http://127.0.0.1:$url$PATH_")
+  [ "$got" = 401 ] || { echo "setup check failed: 127.0.0.1:$url without a token answered $got, not 401" >&2; exit 1; }
+done
+
+# wrk reports latencies in microseconds through its Lua done() hook; errors count non-2xx too.
+cat >"$WORK/report.lua" <<'EOF'
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("KW_TOKEN")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %.1f %d %d %d\n",
+    summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+EOF
+
+NAMES=(upstream keyward nginx+auth nginx)
+PORTS=("$UPSTREAM" "$PROXY" "$NGINX_AUTH" "$NGINX_PLAIN")
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# run_pass LABEL THREADS CONNECTIONS DURATION: ROUNDS rounds, the setups interleaved in each.
+run_pass() {
+  local label=$1 t=$2 c=$3 d=$4 round i line
+  : >"$WORK/results.$label"
+  for round in $(seq "$ROUNDS"); do
+    for i in "${!NAMES[@]}"; do
+      echo "== $label round $round/$ROUNDS: ${NAMES[$i]}" >&2
+      line=$(wrk -t"$t" -c"$c" -d"$d" --timeout 2s -s "$WORK/report.lua" "http://127.0.0.1:${PORTS[$i]}$PATH_" | grep '^RESULT')
+      echo "${NAMES[$i]} ${line#RESULT }" >>"$WORK/results.$label"
+    done
+  done
+}
+
+# table LABEL: medians per setup, and the ratios.
+table() {
+  local label=$1 name rps p50 p99 err
+  declare -gA RPS P50 P99
+  echo "| setup | requests/s | p50 (µs) | p99 (µs) | errors (all rounds) |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+  for name in "${NAMES[@]}"; do
+    rps=$(awk -v n="$name" '$1 == n { print $2 }' "$WORK/results.$label" | median)
+    p50=$(awk -v n="$name" '$1 == n { print $3 }' "$WORK/results.$label" | median)
+    p99=$(awk -v n="$name" '$1 == n { print $4 }' "$WORK/results.$label" | median)
+    err=$(awk -v n="$name" '$1 == n { s += $5 } END { print s + 0 }' "$WORK/results.$label")
+    RPS[$name]=$rps; P50[$name]=$p50; P99[$name]=$p99
+    printf '| %s | %.0f | %.0f | %.0f | %s |\n' "$name" "$rps" "$p50" "$p99" "$err"
+  done
+  echo
+  awk -v a="${P99[keyward]}" -v b="${P99[upstream]}" -v c="${P50[keyward]}" -v d="${P50[upstream]}" \
+    'BEGIN { printf "- keyward proxy adds %.0f µs at p99 and %.0f µs at p50 over the bare upstream (aim: ≤ 50 µs at p99)\n", a - b, c - d }'
+  awk -v a="${RPS[keyward]}" -v b="${RPS[nginx+auth]}" \
+    'BEGIN { printf "- keyward proxy throughput is %.2fx the nginx auth_request setup (aim: ≥ 3x)\n", a / b }'
+  awk -v a="${RPS[nginx]}" -v b="${RPS[nginx+auth]}" -v c="${RPS[keyward]}" \
+    'BEGIN { printf "- nginx proxy_pass alone: %.2fx the auth_request setup; keyward proxy is %.2fx nginx proxy_pass\n", a / b, c / a }'
+}
+
+run_pass loaded "$THREADS" "$CONNECTIONS" "$DURATION"
+if [ "$LATENCY_DURATION" != 0 ] && [ "$LATENCY_DURATION" != 0s ]; then
+  run_pass unloaded 1 1 "$LATENCY_DURATION"
+fi
+
+echo
+echo "### Verifier load, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores; $KEYS keys; medians of $ROUNDS rounds"
+echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET $PATH_ with a valid token:"
+echo
+table loaded
+if [ -s "$WORK/results.unloaded" ]; then
+  echo
+  echo "wrk -t1 -c1 -d$LATENCY_DURATION (one connection: latency without queueing):"
+  echo
+  table unloaded
+fi
