@@ -68,7 +68,7 @@ pub const ROTATE_ANNOTATION: &str = "keyward.dev/rotate";
         name = "Last used",
         type_ = "date",
         json_path = ".status.lastUsedAt",
-        description = "Last request seen with this key"
+        description = "Last request seen with this key (usage reporting is not built yet; stays empty)"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -135,6 +135,7 @@ pub struct ApiKeySpec {
     pub rate_limit: Option<RateLimitSpec>,
 
     /// Expire the key once nobody has used it for this long (`90d`, `720h`).
+    /// Validated but not enforced yet: verifiers do not report usage yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
     #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
@@ -383,7 +384,7 @@ pub struct ApiKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_name: Option<String>,
 
-    /// Last request seen with this key, as reported by verifiers.
+    /// Last request seen with this key, as reported by verifiers (not reported yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<Time>,
 
