@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 use crate::api::{ApiKey, KeyState};
-use crate::keyset::{Record, decode_shard};
+use crate::keyset::Record;
 use crate::plan::{DATA_TOKEN, Settings};
 
 use super::{Options, run};
@@ -18,16 +18,7 @@ use super::{Options, run};
 const NS: &str = "team-a";
 
 async fn published(client: &Client) -> Vec<Record> {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    let list = cms.list(&ListParams::default().labels("keyward.dev/keyset=default")).await.unwrap();
-    list.items
-        .iter()
-        .flat_map(|cm| {
-            let text = cm.data.clone().unwrap_or_default().into_values().map(String::into_bytes);
-            text.chain(cm.binary_data.clone().unwrap_or_default().into_values().map(|b| b.0)).collect::<Vec<_>>()
-        })
-        .flat_map(|bytes| decode_shard(&bytes).expect("published shards decode").records)
-        .collect()
+    super::tests::harness::published_records(client, "default").await
 }
 
 async fn state(client: &Client, name: &str) -> Option<KeyState> {

@@ -204,16 +204,7 @@ impl Harness {
     }
 
     pub async fn published(&self, key_set: &str) -> Vec<Record> {
-        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), NS);
-        let list = cms.list(&ListParams::default().labels(&format!("keyward.dev/keyset={key_set}"))).await.unwrap();
-        list.items
-            .iter()
-            .flat_map(|cm| {
-                let text = cm.data.clone().unwrap_or_default().into_values().map(String::into_bytes);
-                text.chain(cm.binary_data.clone().unwrap_or_default().into_values().map(|b| b.0)).collect::<Vec<_>>()
-            })
-            .flat_map(|bytes| decode_shard(&bytes).expect("published shards decode").records)
-            .collect()
+        published_records(&self.client, key_set).await
     }
 
     pub async fn events(&self) -> Vec<K8sEvent> {
@@ -243,4 +234,18 @@ impl std::io::Write for LogWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Every record in the stored shards of `key_set` in [`NS`], plain or gzip.
+pub async fn published_records(client: &Client, key_set: &str) -> Vec<Record> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let list = cms.list(&ListParams::default().labels(&format!("keyward.dev/keyset={key_set}"))).await.unwrap();
+    list.items
+        .iter()
+        .flat_map(|cm| {
+            let text = cm.data.clone().unwrap_or_default().into_values().map(String::into_bytes);
+            text.chain(cm.binary_data.clone().unwrap_or_default().into_values().map(|b| b.0)).collect::<Vec<_>>()
+        })
+        .flat_map(|bytes| decode_shard(&bytes).expect("published shards decode").records)
+        .collect()
 }

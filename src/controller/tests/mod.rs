@@ -1,6 +1,6 @@
 //! Controller tests against kube-fake-client: each lifecycle path, injected faults, idempotence, no leaks.
 
-mod harness;
+pub(super) mod harness;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
