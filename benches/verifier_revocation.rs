@@ -160,6 +160,7 @@ fn config(dir: &KubeletDir) -> Config {
         header_read_timeout: Duration::from_secs(10),
         upstream_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(1),
+        workers: 0,
     }
 }
 

@@ -108,6 +108,7 @@ fn forward_auth(keys: &KubeletDir) -> Config {
         header_read_timeout: Duration::from_secs(10),
         upstream_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(1),
+        workers: 1,
     }
 }
 

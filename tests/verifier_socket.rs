@@ -29,6 +29,7 @@ fn config(dir: &KubeletDir, upstream: Option<String>) -> Config {
         header_read_timeout: Duration::from_secs(10),
         upstream_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(5),
+        workers: 2,
     }
 }
 

@@ -64,6 +64,9 @@ pub(super) struct VerifierArgs {
     /// How long in-flight requests may run on after SIGTERM.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// Threads serving the main listener, each on a runtime of its own [default: the CPUs available].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
@@ -86,8 +89,13 @@ pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
         header_read_timeout: args.header_read_timeout,
         upstream_timeout: args.upstream_timeout,
         shutdown_grace: args.shutdown_grace,
+        workers: args
+            .workers
+            .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get), usize::from),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Requests are served on the workers' own runtimes; this one only accepts,
+    // watches the key set and serves the admin listener.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(crate::verifier::run(config, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -129,6 +129,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             header_read_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(1),
+            workers: 0,
         },
         verifier_clock,
     )

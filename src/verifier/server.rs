@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::api_source;
@@ -53,6 +54,9 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// How long in-flight requests may run on after shutdown starts.
     pub shutdown_grace: Duration,
+    /// Threads serving the main listener, each with a single-threaded runtime of
+    /// its own; 0 serves it on the caller's runtime (tests, the demo).
+    pub workers: usize,
 }
 
 /// A started verifier: its bound addresses and a way to stop it.
@@ -112,7 +116,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let mut tasks = JoinSet::new();
 
     let mut stop_watching = stopped.clone();
-    let source: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+    let source: Pin<Box<dyn Future<Output = ()> + Send>> =
         if let (Some(client), Some(id)) = (client, config.watch_keyset.clone()) {
             Box::pin(api_source::watch(client, id, Arc::clone(&store), Arc::clone(&metrics)))
         } else {
@@ -126,18 +130,20 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         }
     });
 
-    let main_handler = move |request: Request<Incoming>| {
-        let verifier = Arc::clone(&verifier);
-        async move { Ok::<_, Infallible>(verifier.handle(request).await) }
-    };
-    tasks.spawn(serve(listener, main_handler, config.header_read_timeout, config.shutdown_grace, stopped.clone()));
+    let timeouts = Timeouts { header_read: config.header_read_timeout, grace: config.shutdown_grace };
+    if config.workers == 0 {
+        tasks.spawn(serve(listener, main_handler(Arc::clone(&verifier)), timeouts, stopped.clone()));
+    } else {
+        let workers = start_workers(&verifier, config.workers, timeouts, &stopped)?;
+        tasks.spawn(hand_out(listener, workers, stopped.clone()));
+    }
 
     let admin_state = (Arc::clone(&store), Arc::clone(&metrics));
     let admin_handler = move |request: Request<Incoming>| {
         let (store, metrics) = admin_state.clone();
         async move { Ok::<_, Infallible>(admin_answer(&store, &metrics, &request)) }
     };
-    tasks.spawn(serve(admin, admin_handler, config.header_read_timeout, config.shutdown_grace, stopped));
+    tasks.spawn(serve(admin, admin_handler, timeouts, stopped));
 
     tracing::info!(%addr, %admin_addr, mode = if config.upstream.is_some() { "proxy" } else { "forward-auth" }, "verifier listening");
     Ok(Running { addr, admin_addr, store, metrics, stop, tasks })
@@ -178,51 +184,160 @@ fn admin_answer<B>(store: &KeyStore, metrics: &Metrics, request: &Request<B>) ->
     }
 }
 
-/// Accept connections until told to stop, then wait for open ones (up to `grace`).
-async fn serve<H, F>(
-    listener: TcpListener,
-    handler: H,
-    header_read_timeout: Duration,
+/// How long clients may take: to send a request head, and to finish after shutdown starts.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
     grace: Duration,
-    mut stop: watch::Receiver<bool>,
-) where
+}
+
+/// The main listener's answer to one request, boxed.
+type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+/// The main listener's request handler around one [`Verifier`].
+fn main_handler(verifier: Arc<Verifier>) -> impl Fn(Request<Incoming>) -> Answer + Clone + Send + Sync + 'static {
+    move |request: Request<Incoming>| {
+        let verifier = Arc::clone(&verifier);
+        Box::pin(async move { Ok::<_, Infallible>(verifier.handle(request).await) })
+    }
+}
+
+/// The HTTP/1 settings of every listener.
+fn http1_builder(timeouts: Timeouts) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    builder
+}
+
+/// Accept connections until told to stop, then wait for open ones (up to the grace period).
+async fn serve<H, F>(listener: TcpListener, handler: H, timeouts: Timeouts, mut stop: watch::Receiver<bool>)
+where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
+    let builder = http1_builder(timeouts);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let stream = tokio::select! {
+            accepted = accept(&listener) => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler.clone()));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                // hyper's messages name the failure (timeout, too large), never request contents.
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
-        });
+        serve_connection(&builder, &graceful, stream, handler.clone());
     }
     drop(listener);
+    finish(graceful, timeouts.grace).await;
+}
+
+/// The next accepted connection; accept errors (out of file descriptors and the like) back off instead of spinning.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => return stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serve one connection on the current runtime, watched by `graceful`.
+fn serve_connection<H, F>(builder: &http1::Builder, graceful: &GracefulShutdown, stream: TcpStream, handler: H)
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler));
+    let connection = graceful.watch(connection);
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            // hyper's messages name the failure (timeout, too large), never request contents.
+            tracing::debug!(error = %err, "connection ended with an error");
+        }
+    });
+}
+
+/// Let open connections finish, for at most `grace`.
+async fn finish(graceful: GracefulShutdown, grace: Duration) {
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing open connections"),
     }
+}
+
+/// The serving threads of the main listener: where to send accepted connections, and the threads.
+struct Workers {
+    inboxes: Vec<mpsc::Sender<std::net::TcpStream>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Start `count` threads, each serving connections it is handed on a
+/// single-threaded runtime of its own, with its own [`Verifier`] (and so its
+/// own upstream connection pool): a request and its upstream exchange never
+/// leave one thread, so no wakeup crosses threads on the request path.
+fn start_workers(
+    verifier: &Verifier,
+    count: usize,
+    timeouts: Timeouts,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Workers> {
+    let mut workers = Workers { inboxes: Vec::with_capacity(count), threads: Vec::with_capacity(count) };
+    for i in 0..count {
+        let (inbox, mut streams) = mpsc::channel::<std::net::TcpStream>(1024);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handler = main_handler(Arc::new(verifier.for_worker()));
+        let mut stop = stop.clone();
+        let thread = std::thread::Builder::new().name(format!("keyward-worker-{i}")).spawn(move || {
+            runtime.block_on(async move {
+                let graceful = GracefulShutdown::new();
+                let builder = http1_builder(timeouts);
+                loop {
+                    let std_stream = tokio::select! {
+                        received = streams.recv() => match received {
+                            Some(stream) => stream,
+                            None => break,
+                        },
+                        _ = stop.wait_for(|stop| *stop) => break,
+                    };
+                    match TcpStream::from_std(std_stream) {
+                        Ok(stream) => serve_connection(&builder, &graceful, stream, handler.clone()),
+                        Err(err) => tracing::warn!(error = %err, "could not take over a connection"),
+                    }
+                }
+                finish(graceful, timeouts.grace).await;
+            });
+        })?;
+        workers.inboxes.push(inbox);
+        workers.threads.push(thread);
+    }
+    Ok(workers)
+}
+
+/// Accept connections and hand them to the workers in turn; on stop, wait for the workers to finish.
+async fn hand_out(listener: TcpListener, workers: Workers, mut stop: watch::Receiver<bool>) {
+    let Workers { inboxes, threads } = workers;
+    let mut next = 0;
+    loop {
+        let stream = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let Ok(stream) = stream.into_std() else { continue };
+        // A worker that is gone (it only stops on shutdown) drops the connection.
+        let _ = inboxes[next].send(stream).await;
+        next = (next + 1) % inboxes.len();
+    }
+    drop(listener);
+    drop(inboxes);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
 }

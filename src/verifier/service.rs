@@ -66,12 +66,22 @@ impl Upstream {
             (Some("http"), Some(a)) if path_ok && !a.as_str().contains('@') => a.clone(),
             _ => return Err(UpstreamError::Unsupported),
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Upstream { authority, client, timeout })
+        Ok(Upstream { authority, client: pool(timeout), timeout })
     }
+
+    /// The same upstream with a connection pool of its own (for another serving thread).
+    #[must_use]
+    pub fn with_own_pool(&self) -> Upstream {
+        Upstream { authority: self.authority.clone(), client: pool(self.timeout), timeout: self.timeout }
+    }
+}
+
+/// An empty pool of keep-alive connections; connections run on the runtime that opens them.
+fn pool(timeout: Duration) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(timeout));
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 /// Everything the main listener needs to answer a request.
@@ -103,6 +113,19 @@ impl Verifier {
         upstream: Option<Upstream>,
     ) -> Verifier {
         Verifier { store, routes, metrics, clock, upstream }
+    }
+
+    /// A verifier sharing this one's key store, routes, metrics and clock, with
+    /// an upstream connection pool of its own: one per serving thread.
+    #[must_use]
+    pub fn for_worker(&self) -> Verifier {
+        Verifier {
+            store: Arc::clone(&self.store),
+            routes: self.routes.clone(),
+            metrics: Arc::clone(&self.metrics),
+            clock: Arc::clone(&self.clock),
+            upstream: self.upstream.as_ref().map(Upstream::with_own_pool),
+        }
     }
 
     /// Answer one request.
