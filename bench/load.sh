@@ -10,13 +10,17 @@
 # (`keyward keyset build`, KEYS records) as `Authorization: Bearer`; tokens are
 # handed to wrk through its Lua script's environment and never printed.
 #
-# Prints a markdown table of medians over ROUNDS rounds (requests/s, p50, p99),
-# the ratios the issue asks for, and the same at one connection (unloaded latency).
+# Prints a markdown table of medians over ROUNDS rounds (requests/s, p50, p99)
+# and the ratios the issue asks for; then the paired latency probe
+# (benches/paired_latency.rs): one keep-alive connection per setup, requests
+# interleaved one by one so every setup sees the same machine noise, giving
+# the latency each setup adds over the bare upstream at p50/p90/p99/p99.9.
 #
 # Needs: wrk, nginx (Debian: apt-get install wrk nginx-light), curl, cargo (for the
 # release build; or set KEYWARD_BIN). Settings (environment): THREADS (2),
-# CONNECTIONS (32), DURATION (10s), ROUNDS (3), KEYS (100000), LATENCY_DURATION (5s;
-# 0 skips the one-connection pass). Everything stops by itself and is cleaned up.
+# CONNECTIONS (32), DURATION (10s), ROUNDS (3), KEYS (100000), PAIRED_REQUESTS (50000
+# per setup; 0 skips the probe), LATENCY_DURATION (0: a wrk -c1 pass of that length
+# when set). Everything stops by itself and is cleaned up.
 set -euo pipefail
 
 THREADS=${THREADS:-2}
@@ -24,7 +28,8 @@ CONNECTIONS=${CONNECTIONS:-32}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 KEYS=${KEYS:-100000}
-LATENCY_DURATION=${LATENCY_DURATION:-5s}
+LATENCY_DURATION=${LATENCY_DURATION:-0}
+PAIRED_REQUESTS=${PAIRED_REQUESTS:-50000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 missing=()
@@ -41,6 +46,10 @@ if [ -z "${KEYWARD_BIN:-}" ]; then
   echo "== cargo build --release" >&2
   (cd "$ROOT" && cargo build --release --locked --quiet)
   KEYWARD_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/keyward
+fi
+if [ "$PAIRED_REQUESTS" != 0 ]; then
+  echo "== cargo bench --no-run --bench paired_latency" >&2
+  (cd "$ROOT" && cargo bench --locked --quiet --no-run --bench paired_latency 2>/dev/null)
 fi
 [ -x "$KEYWARD_BIN" ] || { echo "no keyward binary at $KEYWARD_BIN" >&2; exit 2; }
 
@@ -268,4 +277,12 @@ if [ -s "$WORK/results.unloaded" ]; then
   echo "wrk -t1 -c1 -d$LATENCY_DURATION (one connection: latency without queueing):"
   echo
   table unloaded
+fi
+if [ "$PAIRED_REQUESTS" != 0 ]; then
+  echo "== paired latency probe: $PAIRED_REQUESTS requests per setup" >&2
+  echo
+  echo "Paired latency (benches/paired_latency.rs), no other load:"
+  echo
+  (cd "$ROOT" && PAIRED_REQUESTS=$PAIRED_REQUESTS cargo bench --locked --quiet --bench paired_latency -- \
+    "upstream=127.0.0.1:$UPSTREAM" "keyward=127.0.0.1:$PROXY" "nginx+auth=127.0.0.1:$NGINX_AUTH" "nginx=127.0.0.1:$NGINX_PLAIN")
 fi
