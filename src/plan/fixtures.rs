@@ -202,12 +202,11 @@ impl World {
             let same = previous.as_ref().filter(|p| {
                 p.version.hash == h.version.hash && p.key_set == h.key_set && p.secret_name == h.secret_name
             });
-            h.version.published_at = match same {
-                Some(p) => p.version.published_at.clone(),
-                None => {
-                    let already = h.hash().is_some_and(|hash| self.observed.published.iter().any(|r| r.hash == hash));
-                    already.then_some(Time(self.now))
-                }
+            h.version.published_at = if let Some(p) = same {
+                p.version.published_at.clone()
+            } else {
+                let already = h.hash().is_some_and(|hash| self.observed.published.iter().any(|r| r.hash == hash));
+                already.then_some(Time(self.now))
             };
             h
         });

@@ -41,18 +41,18 @@ fn new_key_mints_into_the_secret_holds_the_token_until_ready_and_writes_status_o
     assert!(first.hold.is_none(), "nothing to hold before the Secret has it");
     assert_eq!(first.requeue_at, Some(at(T0)), "plans again at once");
 
-    let held = world.step();
-    assert!(held.mint.is_none() && held.secret.is_none(), "adopting mints nothing: {held:#?}");
-    assert_eq!(held.status, None, "no status write while the token waits to be Ready");
-    let hold = held.hold.as_ref().expect("the publisher is handed the token");
+    let adopted = world.step();
+    assert!(adopted.mint.is_none() && adopted.secret.is_none(), "adopting mints nothing: {adopted:#?}");
+    assert_eq!(adopted.status, None, "no status write while the token waits to be Ready");
+    let hold = adopted.hold.as_ref().expect("the publisher is handed the token");
     assert_eq!(hold.hash(), Some(world.current_token().hash()));
     assert_eq!(hold.version.not_before.0, at(T0));
-    assert_eq!(held.publish, Publish::Soon);
-    assert_eq!(held.requeue_at, Some(later(&world, world.settings.publish_poll)), "looks for the publication");
+    assert_eq!(adopted.publish, Publish::Soon);
+    assert_eq!(adopted.requeue_at, Some(later(&world, world.settings.publish_poll)), "looks for the publication");
     assert_eq!(world.published_hashes(), vec![world.current_token().hash()], "published before status names it");
     assert!(world.key.status.is_none(), "{:?}", world.key.status);
 
-    let seen = world.at_deadline(&held);
+    let seen = world.at_deadline(&adopted);
     assert_eq!(seen.status, None, "published, not yet Ready: still no status write");
     let published_at = world.held.as_ref().and_then(|h| h.version.published_at.as_ref()).map(|t| t.0);
     assert_eq!(published_at, Some(at(T0)), "the publisher wrote it when it was handed over");

@@ -101,7 +101,6 @@ impl Draft<'_> {
         if self.may_hold() {
             self.deadline(after(self.now, self.settings.publish_poll));
             self.hold = Some(held);
-            self.holding = true;
             false
         } else {
             self.record(held, facts);
@@ -129,13 +128,11 @@ impl Draft<'_> {
             Some(at) if at > self.now => {
                 self.deadline(at);
                 self.hold = Some(held);
-                self.holding = true;
                 return false;
             }
             None if report_at > self.now => {
                 self.deadline(after(self.now, self.settings.publish_poll));
                 self.hold = Some(held);
-                self.holding = true;
                 return false;
             }
             Some(_) | None => {}

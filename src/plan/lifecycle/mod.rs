@@ -84,10 +84,10 @@ struct Draft<'a> {
     /// `spec.secretName` changed in this pass.
     moved_secret: bool,
     leave_key_set: Option<String>,
-    /// The new current token the publisher is to hold ([`Held`]).
+    /// The new current token the publisher is to hold ([`Held`]). While
+    /// status names no current token, it is waiting to be Ready and status is
+    /// not written.
     hold: Option<Held>,
-    /// Status is not written in this pass: a held token is waiting to be Ready.
-    holding: bool,
     delete_apikey: bool,
     again: bool,
     deadlines: Vec<Timestamp>,
@@ -117,7 +117,6 @@ impl<'a> Draft<'a> {
             moved_secret: false,
             leave_key_set: None,
             hold: None,
-            holding: false,
             delete_apikey: false,
             again: false,
             deadlines: Vec::new(),
@@ -226,7 +225,8 @@ impl<'a> Draft<'a> {
         let publish = publish_urgency(&self.observed.published, &records);
         // While a token is being minted, status waits for the pass that adopts
         // it; while a new token is held, for the pass that finds it Ready.
-        let status = (self.mint.is_none() && !self.holding && self.status != self.old).then(|| self.status.clone());
+        let holding = self.hold.is_some() && self.status.current_key.is_none();
+        let status = (self.mint.is_none() && !holding && self.status != self.old).then(|| self.status.clone());
         let requeue_at = if self.again { Some(self.now) } else { self.deadlines.iter().copied().min() };
         let has_finalizer =
             self.key.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == super::FINALIZER));
