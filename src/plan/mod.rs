@@ -10,9 +10,11 @@
 //! the tokens it holds ([`SecretView`]); a new token is an instruction
 //! ([`Mint`]) that the controller carries out with its own randomness, writing
 //! the token into the Secret *before* anything else records it. The next plan
-//! then finds the token in the Secret and adopts it into status. Because the
-//! normal path and the crash-recovery path are the same adoption rules, a
-//! crash between any two writes resumes without minting twice.
+//! then finds the token in the Secret and adopts it: a new key's token is
+//! handed to the publisher in memory ([`Held`]) and recorded in status once it
+//! is Ready; any other token is recorded in status first. Because the normal
+//! path and the crash-recovery path are the same adoption rules, a crash
+//! between any two writes resumes without minting twice.
 //!
 //! The Secret layout ([`DATA_TOKEN`], [`DATA_NEXT_TOKEN`], labels) and the
 //! state machine are documented in `docs/lifecycle.md`.

@@ -1,10 +1,11 @@
-//! The key-set records of one ApiKey, derived from its spec and persisted status only.
+//! The key-set records of one ApiKey, derived from its spec and persisted status (and a held new token).
 //!
 //! The publisher rebuilds a whole key set from the records of every ApiKey in
-//! it, so this must depend on nothing but the stored object: a token's hash is
-//! published only once status records it, and spec facts that take access
-//! away (revoked, inactive, expired, deleted, invalid) apply at once, even
-//! before the key's own reconcile has run. Revocation and expiry recorded in
+//! it, so this must depend on nothing but the stored object and, for a new
+//! key, the token the publisher holds for it ([`records_with`]): any other
+//! token's hash is published only once status records it, and spec facts
+//! that take access away (revoked, inactive, expired, deleted, invalid) apply
+//! at once, even before the key's own reconcile has run. Revocation and expiry recorded in
 //! status (`revokedAt`, `expiredAt`) are final whatever the spec says later.
 
 use jiff::{SignedDuration, Timestamp};
