@@ -4,8 +4,9 @@
 //! and name ([`records_with`] each), so that what is published follows from
 //! persisted status, plus one thing kept in memory: the token of a new key
 //! that the plan holds until it is Ready ([`Publisher::hold`], see
-//! [`Held`]), which the Secret already records crash-safely. Requests are coalesced: many ApiKeys changing at
-//! once cause one rebuild per coalescing window. Urgent changes (access taken
+//! [`Held`]), which the Secret already records crash-safely. Requests are
+//! coalesced: many ApiKeys changing at once cause one rebuild per coalescing
+//! window. Urgent changes (access taken
 //! away) call [`Publisher::publish_now`] and wait for the write. A rebuild
 //! that would produce the bytes already stored writes nothing; a hand-edited
 //! or extra shard is rewritten or deleted.
@@ -26,7 +27,7 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -37,8 +38,6 @@ use crate::api::ApiKey;
 use crate::keyset::{
     DEFAULT_MAX_SHARD_BYTES, KeySetId, Record, ShardBytes, assemble, decode_shard, encode_packed, shard_file_name,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 use crate::plan::{Held, LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings, records_with};
 
 use super::{Clock, Error, FIELD_MANAGER, Metrics, namespace};

@@ -806,3 +806,43 @@ async fn stopping_the_operator_after_any_write_of_the_creation_path_mints_once_a
         assert_eq!(statuses, 1, "crash after write {crash_after}: one status write, at Ready");
     }
 }
+
+#[tokio::test]
+async fn revoking_a_key_whose_token_is_held_unpublishes_it_within_the_reconcile() {
+    let h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle("crm").await;
+    assert!(h.get("crm").await.status.is_none(), "the token is held, status not written yet");
+    assert_eq!(h.published("default").await.len(), 1, "published from the publisher's memory");
+
+    h.patch_spec("crm", json!({ "revoked": true })).await;
+    h.reconcile("crm").await; // no publisher flush: revocation must not wait for coalescing
+
+    assert!(h.published("default").await.is_empty(), "the held token was let go before the withdrawal");
+    assert_eq!(h.secret_token("crm-apikey", DATA_TOKEN).await, None);
+    assert_eq!(h.get("crm").await.status.unwrap().state, Some(KeyState::Revoked));
+    h.ctx.publisher.flush().await;
+    assert!(h.published("default").await.is_empty(), "and never comes back");
+}
+
+#[tokio::test]
+async fn a_held_token_whose_secret_is_taken_over_leaves_the_key_set_at_once() {
+    let h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle("crm").await;
+    assert_eq!(h.published("default").await.len(), 1);
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
+    let disowned = json!({ "metadata": { "ownerReferences": null } });
+    secrets.patch("crm-apikey", &PatchParams::default(), &Patch::Merge(disowned)).await.unwrap();
+
+    h.inject("status crm", false);
+
+    let result = reconcile(Arc::new(h.get("crm").await), h.ctx.clone()).await;
+
+    assert!(result.is_err(), "the status write failed");
+    assert!(h.published("default").await.is_empty(), "the held token was let go and withdrawn before any write");
+    h.reconcile("crm").await;
+    let status = h.get("crm").await.status.unwrap();
+    assert_eq!((status.state, status.conditions[0].reason.as_str()), (Some(KeyState::Error), "SecretConflict"));
+    assert!(h.published("default").await.is_empty());
+}
