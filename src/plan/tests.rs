@@ -1015,3 +1015,19 @@ fn a_repair_during_a_grace_period_says_that_the_older_previous_token_stops_worki
     let first_id = first.hash().key_id().to_string();
     assert!(warning.note.contains(&first_id) && warning.note.contains("stops working now"), "{}", warning.note);
 }
+
+#[test]
+fn a_key_that_expires_while_its_token_is_held_is_looked_at_at_expiry_and_withdrawn() {
+    let mut world = World::new(an_api_key("crm").expiring_at("2026-01-01T00:01:00Z").build(), T0);
+    let adopted = world.reconcile();
+    let seen = world.at_deadline(&adopted);
+    assert_eq!(seen.requeue_at, Some(at("2026-01-01T00:01:00Z")), "expiry comes before Ready");
+
+    let expired = world.at_deadline(&seen);
+
+    assert_eq!(world.status().state, Some(KeyState::Expired));
+    assert_eq!(expired.hold, None);
+    assert_eq!(expired.publish, Publish::Now);
+    assert!(world.published_hashes().is_empty());
+    assert_eq!(world.secret_tokens, (None, None));
+}
