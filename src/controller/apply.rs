@@ -1,6 +1,7 @@
 //! Apply: carry out a plan's writes, in the order that makes a crash between any two safe.
 //!
-//! Order: finalizer (before anything is published); when the plan takes
+//! Order: finalizer (before anything is published); the token the publisher
+//! holds in memory for a new key ([`crate::plan::Held`]); when the plan takes
 //! access away ([`Publish::Now`]: revoked, disabled, expired, deleted,
 //! invalid, narrowed) the key set next, before any other write, so a failing
 //! Secret or status write cannot keep a withdrawn hash published (the
@@ -42,6 +43,9 @@ use super::{Context, Error, FIELD_MANAGER, key_set_id, namespace};
 /// Carry out `plan` for `key`; returns the key as it now is in the API.
 pub(super) async fn apply(ctx: &Context, key: ApiKey, seen: &Seen, plan: &Plan) -> Result<ApiKey, Error> {
     let key = add_finalizer(ctx, key, plan).await?;
+    // After the finalizer (nothing is published without it), before a
+    // withdrawal (which must not list a token the plan let go).
+    ctx.publisher.hold(&key, plan.hold.as_ref()).await?;
     if plan.publish == Publish::Now {
         withdraw(ctx, &key).await?;
     }

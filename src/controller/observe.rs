@@ -24,7 +24,8 @@ pub(super) async fn observe(ctx: &Context, key: &ApiKey) -> Result<Seen, Error> 
     let view = secret.as_ref().map_or(SecretView::Absent, |s| SecretView::Present(Box::new(facts(s, uid))));
     let name = key.metadata.name.as_deref().ok_or(Error::MissingField("metadata.name"))?;
     let published = ctx.publisher.published_by(&key_set_id(key)?, name).await?;
-    Ok(Seen { observed: Observed { secret: view, published }, secret })
+    let held = ctx.publisher.held(uid);
+    Ok(Seen { observed: Observed { secret: view, published, held }, secret })
 }
 
 fn facts(secret: &Secret, uid: &str) -> SecretFacts {

@@ -1,9 +1,12 @@
 //! The key-set publisher: the one writer of each key set's ConfigMap shards.
 //!
 //! A key set is rebuilt as a whole from the stored ApiKeys of its namespace
-//! and name ([`records_for`] each), so that what is published follows from
-//! persisted status alone. Requests are coalesced: many ApiKeys changing at
-//! once cause one rebuild per coalescing window. Urgent changes (access taken
+//! and name ([`records_with`] each), so that what is published follows from
+//! persisted status, plus one thing kept in memory: the token of a new key
+//! that the plan holds until it is Ready ([`Publisher::hold`], see
+//! [`Held`]), which the Secret already records crash-safely. Requests are
+//! coalesced: many ApiKeys changing at once cause one rebuild per coalescing
+//! window. Urgent changes (access taken
 //! away) call [`Publisher::publish_now`] and wait for the write. A rebuild
 //! that would produce the bytes already stored writes nothing; a hand-edited
 //! or extra shard is rewritten or deleted.
@@ -17,14 +20,14 @@
 //! `keyward.dev/keyset=<keySet>`: under `data` while the set fits one plain
 //! shard, under `binaryData` (gzip) beyond ([`encode_packed`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::SignedDuration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -35,9 +38,9 @@ use crate::api::ApiKey;
 use crate::keyset::{
     DEFAULT_MAX_SHARD_BYTES, KeySetId, Record, ShardBytes, assemble, decode_shard, encode_packed, shard_file_name,
 };
-use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings, records_for};
+use crate::plan::{Held, LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings, records_with};
 
-use super::{Clock, Error, FIELD_MANAGER, Metrics};
+use super::{Clock, Error, FIELD_MANAGER, Metrics, namespace};
 
 /// Pause after a flush in which some key set could not be written.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
@@ -54,17 +57,25 @@ struct SetState {
 /// One key set's lock: at most one rebuild of a set at a time.
 type SetLock = Arc<tokio::sync::Mutex<SetState>>;
 
+/// A new key's token listed from memory until its status names it ([`Held`]).
+struct HeldEntry {
+    namespace: String,
+    held: Held,
+}
+
 /// The one writer of every key set this operator publishes.
 pub struct Publisher {
     client: Client,
     clock: Clock,
     coalesce: Duration,
     max_shard_bytes: usize,
-    /// The default grace period, which decides whether a spec is valid ([`records_for`]).
+    /// The default grace period, which decides whether a spec is valid ([`records_with`]).
     default_grace: SignedDuration,
     /// One lock per key set: at most one rebuild of a set at a time.
     sets: Mutex<HashMap<KeySetId, SetLock>>,
     pending: Mutex<BTreeSet<KeySetId>>,
+    /// Held tokens by ApiKey uid; `publishedAt` set when a rebuild wrote the hash.
+    holds: Mutex<HashMap<String, HeldEntry>>,
     wake: Notify,
     metrics: Arc<Metrics>,
 }
@@ -81,6 +92,7 @@ impl Publisher {
             default_grace: Settings::default().default_grace_period,
             sets: Mutex::new(HashMap::new()),
             pending: Mutex::new(BTreeSet::new()),
+            holds: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             metrics: Arc::new(Metrics::new()),
         }
@@ -111,6 +123,96 @@ impl Publisher {
         // A poisoned map only means another task panicked mid-insert; the map itself is still sound.
         let mut sets = self.sets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         sets.entry(id.clone()).or_default().clone()
+    }
+
+    fn holds(&self) -> std::sync::MutexGuard<'_, HashMap<String, HeldEntry>> {
+        // Poisoning only means another task panicked mid-update; entries are whole values.
+        self.holds.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The token held for the ApiKey with `uid`, with `publishedAt` once a
+    /// rebuild wrote its hash into the key set.
+    #[must_use]
+    pub fn held(&self, uid: &str) -> Option<Held> {
+        self.holds().get(uid).map(|e| e.held.clone())
+    }
+
+    /// List `held` as `key`'s current token while its stored status names
+    /// none, or stop listing anything for it (`None`). Call it only once the
+    /// finalizer is on `key` and the token is in its Secret.
+    ///
+    /// A hash the key set already holds when it is first held (a restart
+    /// after publication) counts as published from now: later than the truth,
+    /// never earlier.
+    pub async fn hold(&self, key: &ApiKey, held: Option<&Held>) -> Result<(), Error> {
+        let uid = key.metadata.uid.as_deref().ok_or(Error::MissingField("metadata.uid"))?;
+        let Some(held) = held else {
+            self.holds().remove(uid);
+            return Ok(());
+        };
+        let same = |e: &HeldEntry| {
+            e.held.version.hash == held.version.hash
+                && e.held.key_set == held.key_set
+                && e.held.secret_name == held.secret_name
+        };
+        if self.holds().get(uid).is_some_and(same) {
+            return Ok(());
+        }
+        let id = KeySetId { namespace: namespace(key)?.to_owned(), name: held.key_set.clone() };
+        // Under the set's lock, so that no rebuild of the set runs between the look and the insert.
+        let set = self.set(&id);
+        let mut state = set.lock().await;
+        if state.records.is_none() {
+            let shards = self.read_shards(&id).await?;
+            state.records = Some(readable_records(&id, &shards));
+        }
+        let hash = held.hash();
+        let already = state.records.iter().flatten().any(|r| Some(r.hash) == hash);
+        let mut held = held.clone();
+        held.version.published_at = already.then(|| Time((self.clock)()));
+        self.holds().insert(uid.to_owned(), HeldEntry { namespace: id.namespace.clone(), held });
+        Ok(())
+    }
+
+    /// After `records` were written (or found stored) for `id`: note when each
+    /// token held for `id` was first written, and forget it when it is not.
+    fn note_published(&self, id: &KeySetId, records: &[Record]) {
+        let now = Time((self.clock)());
+        let written: HashSet<_> = records.iter().map(|r| r.hash).collect();
+        for entry in self.holds().values_mut() {
+            if entry.namespace == id.namespace && entry.held.key_set == id.name {
+                if entry.held.hash().is_some_and(|h| written.contains(&h)) {
+                    entry.held.version.published_at.get_or_insert_with(|| now.clone());
+                } else {
+                    entry.held.version.published_at = None;
+                }
+            }
+        }
+    }
+
+    /// The tokens held in `id`'s namespace, by uid. Taken before the ApiKeys
+    /// are listed: a token released after this copy was recorded in status
+    /// before it was released, so the list that follows shows it.
+    fn held_in(&self, id: &KeySetId) -> HashMap<String, Held> {
+        let holds = self.holds();
+        holds
+            .iter()
+            .filter(|(_, e)| e.namespace == id.namespace)
+            .map(|(uid, e)| (uid.clone(), e.held.clone()))
+            .collect()
+    }
+
+    /// Forget tokens held for `id` whose key is gone or whose stored status
+    /// now names a current token (status is the record from then on).
+    fn forget_recorded(&self, id: &KeySetId, keys: &[ApiKey]) {
+        let unrecorded: HashSet<&str> = keys
+            .iter()
+            .filter(|k| k.status.as_ref().is_none_or(|s| s.current_key.is_none()))
+            .filter_map(|k| k.metadata.uid.as_deref())
+            .collect();
+        self.holds().retain(|uid, e| {
+            e.namespace != id.namespace || e.held.key_set != id.name || unrecorded.contains(uid.as_str())
+        });
     }
 
     /// Ask for `id` to be rebuilt soon, together with whatever else changes meanwhile.
@@ -148,20 +250,21 @@ impl Publisher {
         let set = self.set(id);
         let mut state = set.lock().await;
         let now = (self.clock)();
+        let held = self.held_in(id);
         let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &id.namespace);
         let keys = keys.list(&ListParams::default()).await.map_err(Error::kube("list ApiKeys"))?;
-        let records = unique(
-            keys.items
-                .iter()
-                .filter(|k| k.spec.key_set == id.name)
-                .flat_map(|k| records_for(k, self.default_grace, now)),
-        );
+        self.forget_recorded(id, &keys.items);
+        let records = unique(keys.items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| {
+            let held = k.metadata.uid.as_deref().and_then(|uid| held.get(uid));
+            records_with(k, held, self.default_grace, now)
+        }));
         let existing = self.read_shards(id).await?;
         let stored = existing.values().filter_map(stored_shard).map(|shard| shard.generation).max().unwrap_or(0);
         let generation = stored.max(state.high_water);
         let current = shard_map(id, encode_packed(id, generation, &records, self.max_shard_bytes)?);
         if matches(&existing, &current) {
             self.metrics.keyset_size(id, records.len(), current.len());
+            self.note_published(id, &records);
             state.records = Some(records);
             return Ok(());
         }
@@ -183,6 +286,7 @@ impl Publisher {
         }
         info!(namespace = %id.namespace, keyset = %id.name, generation = next, records = records.len(), shards = desired.len(), "key set published");
         self.metrics.keyset_size(id, records.len(), desired.len());
+        self.note_published(id, &records);
         state.records = Some(records);
         Ok(())
     }

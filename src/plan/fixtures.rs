@@ -10,9 +10,10 @@ use crate::api::{ApiKey, ApiKeySpec, ROTATE_ANNOTATION, RotationSpec};
 use crate::token::{Prefix, Token};
 
 use super::{
-    DesiredSecret, FINALIZER, Finalizer, LABEL_APIKEY, LABEL_MANAGED_BY, MANAGED_BY, Observed, Plan, SecretFacts,
+    DesiredSecret, FINALIZER, Finalizer, Held, LABEL_APIKEY, LABEL_MANAGED_BY, MANAGED_BY, Observed, Plan, SecretFacts,
     SecretView, Settings, Slot, Source, TokenFacts, plan,
 };
+use crate::token::KeyHash;
 
 pub const T0: &str = "2026-01-01T00:00:00Z";
 
@@ -86,8 +87,12 @@ pub struct World {
     /// Hashes of every token minted, in order.
     pub minted: Vec<crate::token::KeyHash>,
     pub plans: Vec<Plan>,
-    /// Whether the simulated publisher has written status.nextKey's hash.
+    /// Whether the simulated publisher writes the key set.
     pub publisher_up: bool,
+    /// What the simulated publisher holds in memory for the key (lost by [`World::restart`]).
+    pub held: Option<Held>,
+    /// Since when each hash in the key set as written has been in it without a break.
+    pub published_since: BTreeMap<KeyHash, Timestamp>,
     pub deleted: bool,
     rng: rand::rngs::StdRng,
 }
@@ -104,6 +109,8 @@ impl World {
             minted: Vec::new(),
             plans: Vec::new(),
             publisher_up: true,
+            held: None,
+            published_since: BTreeMap::new(),
             deleted: false,
             rng: rand::rngs::StdRng::seed_from_u64(7),
         }
@@ -116,8 +123,9 @@ impl World {
         let mut world = World::new(key, now);
         let mut plan = world.reconcile();
         for _ in 0..4 {
+            let pending = world.key.status.as_ref().is_none_or(|s| s.state == Some(crate::api::KeyState::Pending));
             match plan.requeue_at {
-                Some(t) if world.status().state == Some(crate::api::KeyState::Pending) => {
+                Some(t) if pending => {
                     world.now = t;
                     plan = world.reconcile();
                 }
@@ -140,7 +148,9 @@ impl World {
     }
 
     /// Carry out at most `writes` of the plan's writes, in the controller's
-    /// order (finalizer, Secret, status), as a crash after that many would.
+    /// order (finalizer, hold, Secret, status), as a crash after that many
+    /// would. The publisher may rebuild at any moment once the plan's token is
+    /// held: it does so at once, and again at the end.
     pub fn apply(&mut self, plan: &Plan, writes: usize) -> usize {
         let mut done = 0;
         if plan.finalizer == Finalizer::Add {
@@ -149,6 +159,10 @@ impl World {
             }
             self.key.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
             done += 1;
+        }
+        self.hold(plan.hold.as_ref());
+        if self.publisher_up {
+            self.publish();
         }
         if let Some(secret) = &plan.secret {
             if done == writes {
@@ -168,9 +182,62 @@ impl World {
             self.deleted = true;
         }
         if self.publisher_up {
-            self.observed.published = super::records_for(&self.key, self.settings.default_grace_period, self.now);
+            self.publish();
         }
         done
+    }
+
+    /// The operator process dies and a new one starts: what the publisher held in memory is lost.
+    pub fn restart(&mut self) {
+        self.held = None;
+        self.observed.held = None;
+    }
+
+    /// The publisher's `hold`: keeps `publishedAt` for the same token, and
+    /// counts a hash already in the key set as published from now.
+    fn hold(&mut self, held: Option<&Held>) {
+        let previous = self.held.take();
+        self.held = held.map(|h| {
+            let mut h = h.clone();
+            let same = previous.as_ref().filter(|p| {
+                p.version.hash == h.version.hash && p.key_set == h.key_set && p.secret_name == h.secret_name
+            });
+            h.version.published_at = if let Some(p) = same {
+                p.version.published_at.clone()
+            } else {
+                let already = h.hash().is_some_and(|hash| self.observed.published.iter().any(|r| r.hash == hash));
+                already.then_some(Time(self.now))
+            };
+            h
+        });
+        self.observed.held = self.held.clone();
+    }
+
+    /// What the key set would hold if the publisher rebuilt it now.
+    pub fn publishable(&self) -> Vec<crate::keyset::Record> {
+        super::records_with(&self.key, self.held.as_ref(), self.settings.default_grace_period, self.now)
+    }
+
+    /// A publisher rebuild: write the key's records, note when a held hash was
+    /// first written, forget a held token once status names a current one.
+    fn publish(&mut self) {
+        let records = self.publishable();
+        self.published_since.retain(|hash, _| records.iter().any(|r| r.hash == *hash));
+        for r in &records {
+            self.published_since.entry(r.hash).or_insert(self.now);
+        }
+        if self.key.status.as_ref().is_some_and(|s| s.current_key.is_some()) {
+            self.held = None;
+        }
+        if let Some(held) = &mut self.held {
+            if held.hash().is_some_and(|hash| records.iter().any(|r| r.hash == hash)) {
+                held.version.published_at.get_or_insert(Time(self.now));
+            } else {
+                held.version.published_at = None;
+            }
+        }
+        self.observed.published = records;
+        self.observed.held = self.held.clone();
     }
 
     /// Reconcile until the plan no longer asks to go again right away.
@@ -237,7 +304,7 @@ impl World {
     }
 
     pub fn published_hashes(&self) -> Vec<crate::token::KeyHash> {
-        super::records_for(&self.key, self.settings.default_grace_period, self.now).iter().map(|r| r.hash).collect()
+        self.publishable().iter().map(|r| r.hash).collect()
     }
 
     pub fn secret_facts_mut(&mut self) -> &mut SecretFacts {

@@ -10,9 +10,11 @@
 //! the tokens it holds ([`SecretView`]); a new token is an instruction
 //! ([`Mint`]) that the controller carries out with its own randomness, writing
 //! the token into the Secret *before* anything else records it. The next plan
-//! then finds the token in the Secret and adopts it into status. Because the
-//! normal path and the crash-recovery path are the same adoption rules, a
-//! crash between any two writes resumes without minting twice.
+//! then finds the token in the Secret and adopts it: a new key's token is
+//! handed to the publisher in memory ([`Held`]) and recorded in status once it
+//! is Ready; any other token is recorded in status first. Because the normal
+//! path and the crash-recovery path are the same adoption rules, a crash
+//! between any two writes resumes without minting twice.
 //!
 //! The Secret layout ([`DATA_TOKEN`], [`DATA_NEXT_TOKEN`], labels) and the
 //! state machine are documented in `docs/lifecycle.md`.
@@ -33,11 +35,11 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{ApiKey, ApiKeyStatus};
+use crate::api::{ApiKey, ApiKeyStatus, KeyVersion};
 use crate::keyset::Record;
 use crate::token::{KeyHash, Prefix};
 
-pub use records::records_for;
+pub use records::{records_for, records_with};
 pub use validate::{SpecError, ValidSpec, validate};
 
 /// Secret data key holding the token clients use.
@@ -83,12 +85,51 @@ impl Default for Settings {
 }
 
 /// What the controller read before planning.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Observed {
     /// The Secret named by the spec.
     pub secret: SecretView,
     /// This key's records in its key set as last written by the publisher.
     pub published: Vec<Record>,
+    /// The new current token the publisher lists for this key from memory
+    /// before status names it ([`Plan::hold`]), with the time the publisher
+    /// wrote it into the key set (`version.publishedAt`) if it has.
+    pub held: Option<Held>,
+}
+
+/// A new current token that is published before status names it.
+///
+/// The Secret is the crash-safe record of a freshly minted token: a restart
+/// adopts the token it finds there. So on creation the plan does not write
+/// status to make the token publishable; it hands the token's public facts to
+/// the publisher, which keeps them in memory (keyed by the ApiKey's uid) and
+/// lists the hash as the key's current token while status names none. Status
+/// is written once, when the hash has been published for the propagation
+/// delay (or sooner, when something the held path does not handle happens).
+/// A restart loses the held facts and adopts the Secret's token again; the
+/// publication time is then taken when the publisher sees the hash in the key
+/// set, never earlier than the truth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    /// The token's status entry as it will be recorded: hash, key id,
+    /// `notBefore` (when it was adopted) and, filled in by the publisher,
+    /// `publishedAt`.
+    pub version: KeyVersion,
+    /// The key set it was adopted for.
+    pub key_set: String,
+    /// The Secret it was adopted from.
+    pub secret_name: String,
+    /// The rotate annotation's value when it was adopted (recorded as
+    /// `status.lastRotationRequest`).
+    pub rotation_request: Option<String>,
+}
+
+impl Held {
+    /// The held token's hash.
+    #[must_use]
+    pub fn hash(&self) -> Option<KeyHash> {
+        records::version_hash(&self.version)
+    }
 }
 
 /// The Secret as far as planning needs it: which tokens it holds, by hash.
@@ -246,6 +287,10 @@ pub struct Plan {
     pub records: Vec<Record>,
     /// Whether the key set needs publishing.
     pub publish: Publish,
+    /// A new current token for the publisher to list from memory while status
+    /// names none ([`Held`]); `None` means the publisher holds nothing for
+    /// this key. Carried out after the finalizer and before any other write.
+    pub hold: Option<Held>,
     /// The status to write; `None` means it is already right.
     pub status: Option<ApiKeyStatus>,
     /// Events to emit.

@@ -51,7 +51,7 @@ fn wait(world: &mut World, minutes: u32) {
 }
 
 fn check(world: &World) -> Result<(), TestCaseError> {
-    let records = super::records_for(&world.key, world.settings.default_grace_period, world.now);
+    let records = world.publishable();
     let hashes: BTreeSet<_> = records.iter().map(|r| r.hash).collect();
     prop_assert_eq!(hashes.len(), records.len(), "no hash is published twice");
     prop_assert!(records.len() <= 3, "at most previous, current and next: {}", records.len());
@@ -62,7 +62,8 @@ fn check(world: &World) -> Result<(), TestCaseError> {
             prop_assert_eq!(r.state, RecordState::Inactive);
         }
     }
-    let status = world.status();
+    let empty = crate::api::ApiKeyStatus::default();
+    let status = world.key.status.as_ref().unwrap_or(&empty);
     if status.conditions.first().is_some_and(|c| c.status == "True") {
         let published_at = status.current_key.as_ref().and_then(|k| k.published_at.as_ref()).map(|t| t.0);
         let delay = world.settings.propagation_delay;
@@ -71,6 +72,19 @@ fn check(world: &World) -> Result<(), TestCaseError> {
             "Ready only once the current hash has had the propagation delay: {:?}",
             published_at
         );
+        let current = status.current_key.as_ref().and_then(|k| k.hash.as_deref()).and_then(|h| h.parse().ok());
+        let since = current.and_then(|h| world.published_since.get(&h)).copied();
+        prop_assert!(
+            since.is_some_and(|since| published_at.is_some_and(|p| since <= p)),
+            "publishedAt is never earlier than the hash entered the key set: {:?} vs {:?}",
+            published_at,
+            since
+        );
+    }
+    if let Some(held) = world.held.as_ref().filter(|_| status_current_missing(world)) {
+        let token = world.secret_tokens.0.as_ref().map(crate::token::Token::hash);
+        prop_assert_eq!(held.hash(), token, "a held token is the one in the Secret");
+        prop_assert!(status.conditions.first().is_none_or(|c| c.status != "True"), "held means not Ready yet");
     }
     if status.revoked_at.is_some() {
         prop_assert!(records.is_empty(), "a revoked key is never published again: {:?}", records);
@@ -89,13 +103,27 @@ fn check(world: &World) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn status_current_missing(world: &World) -> bool {
+    world.key.status.as_ref().is_none_or(|s| s.current_key.is_none())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_history_keeps_the_published_set_consistent_with_the_secret(steps in proptest::collection::vec(step(), 1..25)) {
+    fn any_history_keeps_the_published_set_consistent_with_the_secret(
+        steps in proptest::collection::vec(step(), 1..25),
+        from_creation in any::<bool>(),
+    ) {
         let key = an_api_key("crm").rotating_every("1d").with_grace("1h").build();
-        let mut world = World::converged(key, T0);
+        // From creation, the first steps fall into the held token's wait for Ready.
+        let mut world = if from_creation {
+            let mut world = World::new(key, T0);
+            world.reconcile();
+            world
+        } else {
+            World::converged(key, T0)
+        };
         check(&world)?;
         for step in steps {
             match step {
@@ -125,6 +153,7 @@ proptest! {
                 Step::Crash(writes) => {
                     let plan = world.plan();
                     world.apply(&plan, writes);
+                    world.restart();
                     world.reconcile();
                 }
             }

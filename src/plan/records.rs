@@ -1,18 +1,20 @@
-//! The key-set records of one ApiKey, derived from its spec and persisted status only.
+//! The key-set records of one ApiKey, derived from its spec and persisted status (and a held new token).
 //!
 //! The publisher rebuilds a whole key set from the records of every ApiKey in
-//! it, so this must depend on nothing but the stored object: a token's hash is
-//! published only once status records it, and spec facts that take access
-//! away (revoked, inactive, expired, deleted, invalid) apply at once, even
-//! before the key's own reconcile has run. Revocation and expiry recorded in
+//! it, so this must depend on nothing but the stored object and, for a new
+//! key, the token the publisher holds for it ([`records_with`]): any other
+//! token's hash is published only once status records it, and spec facts
+//! that take access away (revoked, inactive, expired, deleted, invalid) apply
+//! at once, even before the key's own reconcile has run. Revocation and expiry recorded in
 //! status (`revokedAt`, `expiredAt`) are final whatever the spec says later.
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{ApiKey, KeyState, KeyVersion};
+use crate::api::{ApiKey, ApiKeyStatus, KeyState, KeyVersion};
 use crate::keyset::{Record, RecordState};
 use crate::token::KeyHash;
 
+use super::Held;
 use super::validate::validate;
 
 /// The records `key` contributes to its key set at `now`; `default_grace` is
@@ -23,18 +25,43 @@ use super::validate::validate;
 /// it refuses them.
 #[must_use]
 pub fn records_for(key: &ApiKey, default_grace: SignedDuration, now: Timestamp) -> Vec<Record> {
+    records_from(key, key.status.as_ref(), None, default_grace, now)
+}
+
+/// The records `key` contributes while the publisher holds `held` for it
+/// ([`Held`]): the held token counts as the current one as long as status
+/// names none. Everything that takes access away from a stored key (deleted,
+/// revoked, expired, invalid, inactive) applies to the held token alike.
+#[must_use]
+pub fn records_with(key: &ApiKey, held: Option<&Held>, default_grace: SignedDuration, now: Timestamp) -> Vec<Record> {
+    records_from(key, key.status.as_ref(), held.map(|h| &h.version), default_grace, now)
+}
+
+/// The records of `key` with `status` in place of its stored one, and `held`
+/// as the current token if that status names none.
+pub(super) fn records_from(
+    key: &ApiKey,
+    status: Option<&ApiKeyStatus>,
+    held: Option<&KeyVersion>,
+    default_grace: SignedDuration,
+    now: Timestamp,
+) -> Vec<Record> {
     let Ok(spec) = validate(&key.spec, default_grace) else { return Vec::new() };
     let (Some(namespace), Some(name)) = (key.metadata.namespace.as_deref(), key.metadata.name.as_deref()) else {
         return Vec::new();
     };
-    let Some(status) = &key.status else { return Vec::new() };
-    let expired = status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now);
-    let revoked = key.spec.revoked || status.revoked_at.is_some() || status.state == Some(KeyState::Revoked);
+    let current = status.and_then(|s| s.current_key.as_ref()).or(held);
+    if status.is_none() && current.is_none() {
+        return Vec::new();
+    }
+    let expired = status.is_some_and(|s| s.expired_at.is_some()) || spec.expires_at.is_some_and(|t| t <= now);
+    let revoked =
+        key.spec.revoked || status.is_some_and(|s| s.revoked_at.is_some() || s.state == Some(KeyState::Revoked));
     if key.metadata.deletion_timestamp.is_some() || revoked || expired {
         return Vec::new();
     }
     let state = if key.spec.active { RecordState::Active } else { RecordState::Inactive };
-    let versions = [&status.previous_key, &status.current_key, &status.next_key];
+    let versions = [status.and_then(|s| s.previous_key.as_ref()), current, status.and_then(|s| s.next_key.as_ref())];
     let mut records: Vec<Record> = Vec::with_capacity(3);
     for version in versions.into_iter().flatten() {
         let Some(hash) = version_hash(version) else { continue };

@@ -28,7 +28,7 @@ fn ready_reason(world: &World) -> (String, String) {
 // ---- create ----
 
 #[test]
-fn new_key_mints_one_token_into_the_secret_then_records_and_publishes_it() {
+fn new_key_mints_into_the_secret_holds_the_token_until_ready_and_writes_status_once() {
     let mut world = World::new(an_api_key("crm").build(), T0);
 
     let first = world.step();
@@ -38,24 +38,160 @@ fn new_key_mints_one_token_into_the_secret_then_records_and_publishes_it() {
     assert_eq!(secret.name, "crm-apikey");
     assert_eq!(secret.labels, managed_labels("crm"));
     assert!(first.status.is_none(), "status waits until the token is in the Secret: {:?}", first.status);
+    assert!(first.hold.is_none(), "nothing to hold before the Secret has it");
     assert_eq!(first.requeue_at, Some(at(T0)), "plans again at once");
 
-    let second = world.reconcile();
-    assert!(second.mint.is_none() && second.secret.is_none(), "adopting mints nothing: {second:#?}");
-    let status = world.status();
+    let adopted = world.step();
+    assert!(adopted.mint.is_none() && adopted.secret.is_none(), "adopting mints nothing: {adopted:#?}");
+    assert_eq!(adopted.status, None, "no status write while the token waits to be Ready");
+    let hold = adopted.hold.as_ref().expect("the publisher is handed the token");
+    assert_eq!(hold.hash(), Some(world.current_token().hash()));
+    assert_eq!(hold.version.not_before.0, at(T0));
+    assert_eq!(adopted.publish, Publish::Soon);
+    assert_eq!(adopted.requeue_at, Some(later(&world, world.settings.publish_poll)), "looks for the publication");
+    assert_eq!(world.published_hashes(), vec![world.current_token().hash()], "published before status names it");
+    assert!(world.key.status.is_none(), "{:?}", world.key.status);
+
+    let seen = world.at_deadline(&adopted);
+    assert_eq!(seen.status, None, "published, not yet Ready: still no status write");
+    let published_at = world.held.as_ref().and_then(|h| h.version.published_at.as_ref()).map(|t| t.0);
+    assert_eq!(published_at, Some(at(T0)), "the publisher wrote it when it was handed over");
+    assert_eq!(seen.requeue_at, Some(at(T0).checked_add(world.settings.propagation_delay).unwrap()));
+
+    let ready = world.at_deadline(&seen);
+    let status = ready.status.as_ref().expect("the one status write");
     let current = status.current_key.as_ref().expect("current key recorded");
     assert_eq!(current.key_id, world.current_token().hash().key_id().to_string());
-    assert_eq!(status.state, Some(KeyState::Pending), "not Ready before verifiers can have the hash");
+    assert_eq!(current.published_at.as_ref().map(|t| t.0), Some(at(T0)));
+    assert_eq!(current.not_before.0, at(T0), "valid from its adoption, as published");
+    assert_eq!(status.state, Some(KeyState::Active));
     assert_eq!(status.prefix.as_deref(), Some(world.current_token().display_prefix().as_str()));
-    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
-    assert_eq!(second.publish, Publish::Soon);
-    let seen = world.at_deadline(&second);
-    world.at_deadline(&seen);
     assert_eq!(ready_reason(&world), ("True".to_owned(), "Active".to_owned()));
-    assert_eq!(world.status().state, Some(KeyState::Active));
+    assert!(ready.hold.is_some(), "still held while the status write is on its way");
+    assert_eq!(ready.publish, Publish::Unchanged, "status names what is published already");
+
+    let statuses = world.plans.iter().filter(|p| p.status.is_some()).count();
+    assert_eq!(statuses, 1, "one status write for a new key");
     assert_eq!(world.published_hashes(), vec![world.current_token().hash()]);
     assert_eq!(world.mints, 1);
     assert_eq!(world.event_reasons(), vec!["Created"]);
+    let converged = world.plan();
+    assert!(converged.hold.is_none() && converged.status.is_none(), "status is the record now: {converged:#?}");
+}
+
+#[test]
+fn a_held_token_not_published_within_a_minute_is_recorded_as_publishing() {
+    let mut world = World::new(an_api_key("crm").build(), T0);
+    world.publisher_up = false;
+    world.reconcile();
+    assert!(world.key.status.is_none());
+
+    world.after(mins(1));
+
+    let status = world.status();
+    assert!(status.current_key.as_ref().is_some_and(|k| k.published_at.is_none()), "{status:#?}");
+    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
+    assert_eq!(status.state, Some(KeyState::Pending));
+    world.publisher_up = true;
+    let plan = world.after(jiff::SignedDuration::from_secs(5)); // published now
+    let seen = world.at_deadline(&plan); // seen now
+    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
+    world.at_deadline(&seen);
+    assert_eq!(ready_reason(&world), ("True".to_owned(), "Active".to_owned()), "then the recorded path as before");
+    assert_eq!(world.mints, 1);
+}
+
+#[test]
+fn a_crash_while_the_token_is_held_adopts_it_again_and_counts_its_publication_from_the_restart() {
+    let mut world = World::new(an_api_key("crm").build(), T0);
+    world.reconcile();
+    world.after(jiff::SignedDuration::from_secs(90)); // published at T0, Ready due at T0 + 2m
+    world.restart();
+
+    let restarted = world.after(jiff::SignedDuration::from_secs(60));
+    let seen_at = world.now;
+
+    assert!(world.key.status.is_none(), "not Ready at T0 + 2m: the new process saw the hash only now");
+    let held = world.held.as_ref().expect("held again");
+    assert_eq!(held.version.published_at.as_ref().map(|t| t.0), Some(seen_at), "never earlier than the truth");
+    let seen = world.at_deadline(&restarted);
+    assert_eq!(seen.requeue_at, Some(seen_at.checked_add(world.settings.propagation_delay).unwrap()));
+    world.at_deadline(&seen);
+    assert_eq!(ready_reason(&world), ("True".to_owned(), "Active".to_owned()));
+    assert_eq!(world.mints, 1, "the Secret's token is adopted, not replaced");
+    assert_eq!(world.published_hashes(), vec![world.current_token().hash()]);
+}
+
+#[test]
+fn revoking_or_deleting_a_key_whose_token_is_held_withdraws_it_at_once() {
+    for deleting in [false, true] {
+        let mut world = World::new(an_api_key("crm").build(), T0);
+        world.reconcile();
+        assert_eq!(world.published_hashes().len(), 1);
+        if deleting {
+            world.key.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(world.now));
+        } else {
+            world.key.spec.revoked = true;
+        }
+
+        let plan = world.plan();
+
+        assert_eq!(plan.hold, None, "deleting {deleting}: the publisher lets the token go");
+        assert_eq!(plan.publish, Publish::Now, "deleting {deleting}: before any other write");
+        assert!(plan.records.is_empty(), "deleting {deleting}: {:?}", plan.records);
+        world.apply(&plan, usize::MAX);
+        assert!(world.published_hashes().is_empty(), "deleting {deleting}");
+    }
+}
+
+#[test]
+fn disabling_a_key_whose_token_is_held_records_it_at_once() {
+    let mut world = World::new(an_api_key("crm").build(), T0);
+    world.reconcile();
+    world.key.spec.active = false;
+
+    let plan = world.after(jiff::SignedDuration::from_secs(5));
+
+    assert_eq!(world.status().state, Some(KeyState::Inactive));
+    assert_eq!(plan.publish, Publish::Now);
+    assert_eq!(plan.records[0].state, RecordState::Inactive);
+    assert_eq!(world.event_reasons(), vec!["Created"], "one Created, no Disabled for a key that never worked");
+    assert_eq!(world.mints, 1);
+}
+
+#[test]
+fn moving_a_held_key_to_another_key_set_records_it_and_leaves_the_old_set() {
+    let mut world = World::new(an_api_key("crm").build(), T0);
+    world.reconcile();
+    world.key.spec.key_set = "partners".to_owned();
+
+    let moved = world.step();
+
+    assert_eq!(moved.status.as_ref().and_then(|s| s.key_set.as_deref()), Some("default"), "recorded where adopted");
+    assert!(moved.status.as_ref().is_some_and(|s| s.current_key.is_some()));
+    let left = world.step();
+    assert_eq!(left.leave_key_set.as_deref(), Some("default"), "then left as any recorded key");
+    assert_eq!(world.status().key_set.as_deref(), Some("partners"));
+    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
+    assert_eq!(world.mints, 1, "moving does not rotate");
+}
+
+#[test]
+fn renaming_the_secret_of_a_held_key_records_it_and_repairs_as_for_any_recorded_key() {
+    let mut world = World::new(an_api_key("crm").build(), T0);
+    world.reconcile();
+    let first = world.current_token().clone();
+    world.key.spec.secret_name = Some("crm-token".to_owned());
+    world.observed.secret = SecretView::Absent;
+    world.secret_tokens = (None, None);
+
+    world.after(jiff::SignedDuration::from_secs(5));
+
+    assert_eq!(world.status().previous_secret_name.as_deref(), Some("crm-apikey"));
+    assert_eq!(world.status().previous_key.as_ref().map(|k| k.key_id.clone()), Some(first.hash().key_id().to_string()));
+    assert_eq!(world.mints, 2);
+    assert!(world.event_reasons().contains(&"SecretRepaired"), "{:?}", world.event_reasons());
 }
 
 #[test]
@@ -709,17 +845,26 @@ fn a_token_whose_validity_ended_is_never_given_a_grace_period() {
 #[test]
 fn a_new_key_is_not_ready_until_its_hash_is_published_and_has_had_the_propagation_delay() {
     let mut world = World::new(an_api_key("crm").build(), T0);
+    world.publisher_up = false;
 
     let adopted = world.reconcile();
-    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
-    assert_eq!(world.status().state, Some(KeyState::Pending));
+    assert!(world.key.status.is_none(), "nothing to say yet but the Created Event");
     assert_eq!(adopted.requeue_at, Some(world.now.checked_add(world.settings.publish_poll).unwrap()));
 
-    let seen = world.at_deadline(&adopted);
-    let published_at = world.status().current_key.as_ref().and_then(|k| k.published_at.as_ref()).map(|t| t.0);
-    assert_eq!(published_at, Some(world.now));
-    assert_eq!(ready_reason(&world), ("False".to_owned(), "Publishing".to_owned()));
-    assert_eq!(seen.requeue_at, Some(world.now.checked_add(world.settings.propagation_delay).unwrap()));
+    world.publisher_up = true;
+    let polled = world.at_deadline(&adopted); // published now, seen at the next look
+    let published = world.now;
+    let published_at = world.held.as_ref().and_then(|k| k.version.published_at.as_ref()).map(|t| t.0);
+    assert_eq!(published_at, Some(published));
+    let seen = world.at_deadline(&polled);
+    assert!(world.key.status.is_none());
+    assert_eq!(seen.requeue_at, Some(published.checked_add(world.settings.propagation_delay).unwrap()));
+
+    world.now = published;
+
+    world.now = world.now.checked_add(jiff::SignedDuration::from_secs(119)).unwrap();
+    world.reconcile();
+    assert!(world.key.status.is_none(), "one second short of the delay");
 
     world.at_deadline(&seen);
     assert_eq!(ready_reason(&world), ("True".to_owned(), "Active".to_owned()));
@@ -869,4 +1014,20 @@ fn a_repair_during_a_grace_period_says_that_the_older_previous_token_stops_worki
     let warning = world.plans.iter().rev().flat_map(|p| &p.events).find(|e| e.reason == "SecretRepaired").unwrap();
     let first_id = first.hash().key_id().to_string();
     assert!(warning.note.contains(&first_id) && warning.note.contains("stops working now"), "{}", warning.note);
+}
+
+#[test]
+fn a_key_that_expires_while_its_token_is_held_is_looked_at_at_expiry_and_withdrawn() {
+    let mut world = World::new(an_api_key("crm").expiring_at("2026-01-01T00:01:00Z").build(), T0);
+    let adopted = world.reconcile();
+    let seen = world.at_deadline(&adopted);
+    assert_eq!(seen.requeue_at, Some(at("2026-01-01T00:01:00Z")), "expiry comes before Ready");
+
+    let expired = world.at_deadline(&seen);
+
+    assert_eq!(world.status().state, Some(KeyState::Expired));
+    assert_eq!(expired.hold, None);
+    assert_eq!(expired.publish, Publish::Now);
+    assert!(world.published_hashes().is_empty());
+    assert_eq!(world.secret_tokens, (None, None));
 }

@@ -45,9 +45,8 @@ async fn creating_an_apikey_writes_an_owned_secret_publishes_the_hash_and_become
     let created = h.create(CRM).await;
 
     h.settle("crm").await;
-    let pending = h.get("crm").await.status.unwrap();
-    assert_eq!(pending.state, Some(KeyState::Pending), "not Ready before verifiers can have the hash");
-    assert_eq!((pending.conditions[0].status.as_str(), pending.conditions[0].reason.as_str()), ("False", "Publishing"));
+    assert!(h.get("crm").await.status.is_none(), "no status write before verifiers can have the hash");
+    assert_eq!(h.published("default").await.len(), 1, "published from the publisher's memory");
     h.settle_ready("crm").await;
 
     let secret = h.secret("crm-apikey").await.expect("Secret written");
@@ -450,6 +449,12 @@ async fn shards_no_longer_needed_are_deleted() {
         h.create(&CRM.replace("name: crm", &format!("name: crm-{i}"))).await;
         h.reconcile(&format!("crm-{i}")).await;
     }
+    // Until Ready the tokens live in the context's publisher only; then status records them.
+    h.ctx.publisher.flush().await;
+    h.advance(h.ctx.settings.propagation_delay);
+    for i in 0..40 {
+        h.reconcile(&format!("crm-{i}")).await;
+    }
     let id = KeySetId { namespace: NS.to_owned(), name: "default".to_owned() };
     small.publish_now(&id).await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
@@ -676,4 +681,168 @@ async fn after_a_secret_name_change_the_old_secret_stays_until_the_previous_toke
     assert!(h.secret("crm-apikey").await.is_none(), "deleted when the grace period ended");
     let hashes: Vec<KeyHash> = h.published("default").await.iter().map(|r| r.hash).collect();
     assert_eq!(hashes, vec![hash_of(&new_token)]);
+}
+
+// ---- the creation path's writes ----
+
+/// What a recorded write was aimed at, by kind of write.
+fn write_kind(target: &str) -> &'static str {
+    if target.starts_with("status ") {
+        "status"
+    } else if target.contains(" Secret ") {
+        "Secret"
+    } else if target.contains(" ConfigMap ") {
+        "key-set shard"
+    } else if target.contains(" Event ") {
+        "Event"
+    } else if target.starts_with("patch  ") {
+        "ApiKey metadata" // the finalizer's JSON patch
+    } else {
+        "other"
+    }
+}
+
+fn writes_by_kind(h: &harness::Harness, from: usize) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for (target, _) in &h.tap.writes.lock().unwrap()[from..] {
+        *counts.entry(write_kind(target)).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn creating_keys_costs_a_finalizer_a_secret_one_status_write_and_one_event_per_key_plus_coalesced_shards() {
+    const KEYS: usize = 5;
+    let h = harness(Settings::default()).await;
+    let names: Vec<String> = (0..KEYS).map(|i| format!("crm-{i}")).collect();
+    for name in &names {
+        h.create(&CRM.replace("name: crm", &format!("name: {name}"))).await;
+    }
+    let created = h.write_count();
+
+    // As the Controller runs them: each key reconciled, the publisher's coalesced flush,
+    // the look a publish poll later, and the one at Ready.
+    for name in &names {
+        h.reconcile(name).await;
+    }
+    h.ctx.publisher.flush().await;
+    for step in [h.ctx.settings.publish_poll, h.ctx.settings.propagation_delay] {
+        h.advance(step);
+        for name in &names {
+            h.settle(name).await;
+        }
+    }
+
+    for name in &names {
+        let status = h.get(name).await.status.unwrap();
+        assert_eq!((status.state, status.conditions[0].status.as_str()), (Some(KeyState::Active), "True"), "{name}");
+    }
+    let expected = BTreeMap::from([
+        ("ApiKey metadata", KEYS),
+        ("Secret", KEYS),
+        ("status", KEYS),
+        ("Event", KEYS),
+        ("key-set shard", 1),
+    ]);
+    let targets: Vec<String> = h.tap.writes.lock().unwrap()[created..].iter().map(|(t, _)| t.clone()).collect();
+    assert_eq!(writes_by_kind(&h, created), expected, "the operator's writes: {targets:#?}");
+
+    let before = h.write_count();
+    h.advance(SignedDuration::from_hours(1));
+    for name in &names {
+        h.settle(name).await;
+    }
+    assert_eq!(writes_by_kind(&h, before), BTreeMap::new(), "converged keys write nothing");
+}
+
+#[tokio::test]
+async fn stopping_the_operator_after_any_write_of_the_creation_path_mints_once_and_is_never_ready_early() {
+    let delay = Settings::default().propagation_delay;
+    for crash_after in 0..6 {
+        let mut h = harness(Settings::default()).await;
+        h.create(CRM).await;
+        *h.tap.budget.lock().unwrap() = Some(crash_after);
+        let mut crashed = false;
+        // Since when the Secret's token has been in the stored key set without a break.
+        let mut in_key_set_since: Option<jiff::Timestamp> = None;
+        for advance in [0, 5, 120, 5, 120] {
+            h.advance(SignedDuration::from_secs(advance));
+            for _ in 0..5 {
+                let settled = h.try_settle("crm").await;
+                let token = h.secret_token("crm-apikey", DATA_TOKEN).await;
+                let published = h.published("default").await;
+                let now = *h.clock.lock().unwrap();
+                match token.filter(|t| published.iter().any(|r| r.hash == hash_of(t))) {
+                    Some(_) => in_key_set_since = in_key_set_since.or(Some(now)),
+                    None => in_key_set_since = None,
+                }
+                let status = h.get("crm").await.status;
+                if let Some(status) = status.filter(|s| s.conditions[0].status == "True") {
+                    let published_at = status.current_key.as_ref().and_then(|k| k.published_at.as_ref()).map(|t| t.0);
+                    let since = in_key_set_since.expect("a Ready key's token is in the key set");
+                    assert!(
+                        published_at.is_some_and(|p| p >= since && p.checked_add(delay).unwrap() <= now),
+                        "crash after write {crash_after}: Ready at {now} with publishedAt {published_at:?}, in the key set since {since}"
+                    );
+                }
+                if settled {
+                    break;
+                }
+                crashed = true;
+                h.restart();
+            }
+        }
+        assert!(crashed || crash_after >= 5, "crash after write {crash_after} did not happen");
+        let token = h.secret_token("crm-apikey", DATA_TOKEN).await.expect("a token in the Secret");
+        let published: Vec<KeyHash> = h.published("default").await.iter().map(|r| r.hash).collect();
+        assert_eq!(published, vec![hash_of(&token)], "crash after write {crash_after}");
+        let status = h.get("crm").await.status.unwrap();
+        assert_eq!(status.state, Some(KeyState::Active), "crash after write {crash_after}");
+        let writes = h.tap.writes.lock().unwrap().clone();
+        let persisted: std::collections::BTreeSet<&str> =
+            writes.iter().filter_map(|(_, body)| body.pointer("/data/token").and_then(Value::as_str)).collect();
+        assert_eq!(persisted.len(), 1, "crash after write {crash_after}: one token ever reached the Secret");
+        let statuses = writes.iter().filter(|(t, _)| t.starts_with("status ")).count();
+        assert_eq!(statuses, 1, "crash after write {crash_after}: one status write, at Ready");
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_key_whose_token_is_held_unpublishes_it_within_the_reconcile() {
+    let h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle("crm").await;
+    assert!(h.get("crm").await.status.is_none(), "the token is held, status not written yet");
+    assert_eq!(h.published("default").await.len(), 1, "published from the publisher's memory");
+
+    h.patch_spec("crm", json!({ "revoked": true })).await;
+    h.reconcile("crm").await; // no publisher flush: revocation must not wait for coalescing
+
+    assert!(h.published("default").await.is_empty(), "the held token was let go before the withdrawal");
+    assert_eq!(h.secret_token("crm-apikey", DATA_TOKEN).await, None);
+    assert_eq!(h.get("crm").await.status.unwrap().state, Some(KeyState::Revoked));
+    h.ctx.publisher.flush().await;
+    assert!(h.published("default").await.is_empty(), "and never comes back");
+}
+
+#[tokio::test]
+async fn a_held_token_whose_secret_is_taken_over_leaves_the_key_set_at_once() {
+    let h = harness(Settings::default()).await;
+    h.create(CRM).await;
+    h.settle("crm").await;
+    assert_eq!(h.published("default").await.len(), 1);
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
+    let disowned = json!({ "metadata": { "ownerReferences": null } });
+    secrets.patch("crm-apikey", &PatchParams::default(), &Patch::Merge(disowned)).await.unwrap();
+
+    h.inject("status crm", false);
+
+    let result = reconcile(Arc::new(h.get("crm").await), h.ctx.clone()).await;
+
+    assert!(result.is_err(), "the status write failed");
+    assert!(h.published("default").await.is_empty(), "the held token was let go and withdrawn before any write");
+    h.reconcile("crm").await;
+    let status = h.get("crm").await.status.unwrap();
+    assert_eq!((status.state, status.conditions[0].reason.as_str()), (Some(KeyState::Error), "SecretConflict"));
+    assert!(h.published("default").await.is_empty());
 }

@@ -1,16 +1,20 @@
 //! The live key: issue the current token, repair the Secret, rotate, retire the previous token.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{KeyState, KeyVersion, ROTATE_ANNOTATION};
 use crate::plan::records::version_hash;
 use crate::plan::schedule::{after, next_rotation};
 use crate::plan::validate::ValidSpec;
-use crate::plan::{EventKind, Mint, SecretView, Slot, Source, TokenFacts};
+use crate::plan::{EventKind, Held, Mint, SecretView, Slot, Source, TokenFacts, secret_name};
 use crate::token::KeyHash;
 
 use super::{Draft, version};
+
+/// How long a held token may wait for its first publication before status
+/// records it (state `Pending`, reason `Publishing`), for people and alerts.
+const REPORT_UNPUBLISHED_AFTER: SignedDuration = SignedDuration::from_mins(1);
 
 impl Draft<'_> {
     /// Make sure the Secret holds the token status calls current. Returns
@@ -43,19 +47,31 @@ impl Draft<'_> {
 
     /// No current token in status: adopt the one the Secret holds (written by
     /// an earlier pass that crashed or just minted it), or mint one.
+    ///
+    /// A new key's token is held, not recorded ([`Held`]): the publisher lists
+    /// it from memory and status is written once, when it is Ready.
     pub(super) fn issue_current(&mut self, spec: &ValidSpec, slot: &Slot) -> bool {
+        let held = self.observed.held.clone();
+        let intact = |h: &Held| {
+            !self.held_moved(h)
+                && slot.facts().is_some_and(|f| Some(f.hash) == h.hash() && f.prefix == spec.prefix.as_str())
+        };
+        if let Some(held) = held.clone().filter(|h| !intact(h)) {
+            // The Secret lost the token, or the spec names another Secret, key
+            // set or prefix, while the token was held: record the token where
+            // it was adopted; the next pass handles it as any recorded token
+            // (repair or rotation with a grace period, old Secret, old key set).
+            self.record_moved(held);
+            self.again = true;
+            return false;
+        }
         match slot.facts() {
             Some(facts) if facts.prefix == spec.prefix.as_str() && !self.is_known(facts.hash) => {
-                self.status.current_key = Some(version(facts.hash, self.now));
-                self.status.prefix = Some(facts.display_prefix.clone());
-                self.status.last_rotation_request = self.annotation();
-                let (reason, note) = if self.old.previous_key.is_some() || self.old.last_rotated_at.is_some() {
-                    ("TokenReissued", format!("New token {} written to the Secret; publishing it", facts.hash.key_id()))
-                } else {
-                    ("Created", format!("Token {} written to the Secret; publishing it", facts.hash.key_id()))
-                };
-                self.event(EventKind::Normal, reason, note);
-                true
+                let facts = facts.clone();
+                match held {
+                    None => self.adopt(&facts),
+                    Some(held) => self.continue_hold(held, &facts),
+                }
             }
             _ => {
                 self.mint = Some(Mint { prefix: spec.prefix.clone() });
@@ -65,6 +81,104 @@ impl Draft<'_> {
                 false
             }
         }
+    }
+
+    /// First sight of the token in this process: hold it, or record it at once
+    /// when the stored status has something else to say ([`Draft::may_hold`]).
+    fn adopt(&mut self, facts: &TokenFacts) -> bool {
+        let (reason, note) = if self.old.previous_key.is_some() || self.old.last_rotated_at.is_some() {
+            ("TokenReissued", format!("New token {} written to the Secret; publishing it", facts.hash.key_id()))
+        } else {
+            ("Created", format!("Token {} written to the Secret; publishing it", facts.hash.key_id()))
+        };
+        self.event(EventKind::Normal, reason, note);
+        let held = Held {
+            version: version(facts.hash, self.now),
+            key_set: self.key.spec.key_set.clone(),
+            secret_name: secret_name(self.key),
+            rotation_request: self.annotation(),
+        };
+        if self.may_hold() {
+            self.deadline(after(self.now, self.settings.publish_poll));
+            self.hold = Some(held);
+            false
+        } else {
+            self.record(held, facts);
+            true
+        }
+    }
+
+    /// A held token: record it once it has had the propagation delay since
+    /// the publisher wrote it (the one status write of a new key), or once it
+    /// has waited [`REPORT_UNPUBLISHED_AFTER`] without being published (so
+    /// that people and alerts see a key stuck in `Publishing`).
+    fn continue_hold(&mut self, mut held: Held, facts: &TokenFacts) -> bool {
+        let published_at = held
+            .version
+            .published_at
+            .as_ref()
+            .map(|t| t.0)
+            .filter(|_| self.observed.published.iter().any(|r| r.hash == facts.hash));
+        held.version.published_at = published_at.map(Time);
+        let waited_since = held.version.not_before.0;
+        let ready_at = published_at.map(|p| after(p, self.settings.propagation_delay));
+        let report_at = after(waited_since, REPORT_UNPUBLISHED_AFTER);
+        match ready_at {
+            _ if !self.may_hold() => {}
+            Some(at) if at > self.now => {
+                self.deadline(at);
+                self.hold = Some(held);
+                return false;
+            }
+            None if report_at > self.now => {
+                self.deadline(after(self.now, self.settings.publish_poll));
+                self.hold = Some(held);
+                return false;
+            }
+            Some(_) | None => {}
+        }
+        // Held until status names it: a rebuild before the status write lands must still list it.
+        self.hold = Some(held.clone());
+        self.record(held, facts);
+        true
+    }
+
+    fn record(&mut self, held: Held, facts: &TokenFacts) {
+        self.status.current_key = Some(held.version);
+        self.status.prefix = Some(facts.display_prefix.clone());
+        self.status.last_rotation_request = held.rotation_request;
+    }
+
+    /// Whether a held token was adopted for another Secret or key set than the spec names now.
+    fn held_moved(&self, held: &Held) -> bool {
+        held.key_set != self.key.spec.key_set || held.secret_name != secret_name(self.key)
+    }
+
+    /// Record a held token under the Secret and key set it was adopted for,
+    /// as not yet published there (the pass that follows decides again).
+    fn record_moved(&mut self, mut held: Held) {
+        let mut version = held.version.clone();
+        version.published_at = None;
+        self.status.current_key = Some(version);
+        self.status.last_rotation_request = held.rotation_request.take();
+        self.status.secret_name = Some(held.secret_name.clone());
+        self.status.key_set = Some(held.key_set.clone());
+        self.hold = Some(held);
+    }
+
+    /// Whether a new token may be held instead of recorded: only while status
+    /// would say nothing but that a token is on its way. Anything else (a
+    /// token in grace, a rotation, a move, an error to clear, a disabled key,
+    /// which never turns Ready) is recorded at once, as before.
+    fn may_hold(&self) -> bool {
+        let old = &self.old;
+        old.current_key.is_none()
+            && old.next_key.is_none()
+            && old.previous_key.is_none()
+            && old.state.is_none_or(|s| s == KeyState::Pending)
+            && !self.moved_secret
+            && self.leave_key_set.is_none()
+            && self.key.spec.active
     }
 
     /// The Secret lost or changed the current token. The token consumers held

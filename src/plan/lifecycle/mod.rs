@@ -17,10 +17,10 @@ use crate::api::{
 use crate::keyset::{Record, RecordState};
 use crate::token::KeyHash;
 
-use super::records::{records_for, version_hash};
+use super::records::{records_from, version_hash};
 use super::validate::{ValidSpec, validate};
 use super::{
-    DesiredSecret, EventKind, Finalizer, LABEL_APIKEY, LABEL_MANAGED_BY, MANAGED_BY, Mint, Observed, Plan,
+    DesiredSecret, EventKind, Finalizer, Held, LABEL_APIKEY, LABEL_MANAGED_BY, MANAGED_BY, Mint, Observed, Plan,
     PlannedEvent, Publish, SecretView, Settings, Slot, Source, secret_name,
 };
 
@@ -59,9 +59,10 @@ pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: 
             draft.retire_previous();
             draft.rotation(&spec);
             draft.release_previous_secret();
-            if let Some(t) = spec.expires_at {
-                draft.deadline(t);
-            }
+        }
+        // Also while a new token is held: expiry must not wait for its Ready.
+        if let Some(t) = spec.expires_at {
+            draft.deadline(t);
         }
         draft.summarise_live();
     }
@@ -83,6 +84,10 @@ struct Draft<'a> {
     /// `spec.secretName` changed in this pass.
     moved_secret: bool,
     leave_key_set: Option<String>,
+    /// The new current token the publisher is to hold ([`Held`]). While
+    /// status names no current token, it is waiting to be Ready and status is
+    /// not written.
+    hold: Option<Held>,
     delete_apikey: bool,
     again: bool,
     deadlines: Vec<Timestamp>,
@@ -111,6 +116,7 @@ impl<'a> Draft<'a> {
             delete_secret: None,
             moved_secret: false,
             leave_key_set: None,
+            hold: None,
             delete_apikey: false,
             again: false,
             deadlines: Vec::new(),
@@ -214,12 +220,13 @@ impl<'a> Draft<'a> {
 
     fn assemble(mut self, secret: Option<DesiredSecret>) -> Plan {
         self.status.observed_generation = self.key.metadata.generation;
-        let mut next_key = self.key.clone();
-        next_key.status = Some(self.status.clone());
-        let records = records_for(&next_key, self.settings.default_grace_period, self.now);
+        let held = self.hold.as_ref().map(|h| &h.version);
+        let records = records_from(self.key, Some(&self.status), held, self.settings.default_grace_period, self.now);
         let publish = publish_urgency(&self.observed.published, &records);
-        // While a token is being minted, status waits for the pass that adopts it.
-        let status = (self.mint.is_none() && self.status != self.old).then(|| self.status.clone());
+        // While a token is being minted, status waits for the pass that adopts
+        // it; while a new token is held, for the pass that finds it Ready.
+        let holding = self.hold.is_some() && self.status.current_key.is_none();
+        let status = (self.mint.is_none() && !holding && self.status != self.old).then(|| self.status.clone());
         let requeue_at = if self.again { Some(self.now) } else { self.deadlines.iter().copied().min() };
         let has_finalizer =
             self.key.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == super::FINALIZER));
@@ -232,6 +239,7 @@ impl<'a> Draft<'a> {
             leave_key_set: self.leave_key_set,
             records,
             publish,
+            hold: self.hold,
             status,
             events: self.events,
             delete_apikey: self.delete_apikey,

@@ -21,6 +21,7 @@ impl Draft<'_> {
             leave_key_set: self.old.key_set.clone().filter(|old| *old != self.key.spec.key_set),
             records: Vec::new(),
             publish: if self.observed.published.is_empty() { Publish::Unchanged } else { Publish::Now },
+            hold: None,
             status: None,
             events: vec![PlannedEvent {
                 kind: EventKind::Normal,
