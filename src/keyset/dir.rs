@@ -60,11 +60,19 @@ fn snapshot_root(dir: &Path) -> Result<PathBuf, LoadError> {
 }
 
 /// Read and decode every shard file in `dir`, without assembling them.
+pub fn read_shards(dir: &Path) -> Result<Vec<Shard>, LoadError> {
+    read_stored(dir)?
+        .into_iter()
+        .map(|(path, bytes)| decode_shard(&bytes).map_err(|error| LoadError::Decode { path, error }))
+        .collect()
+}
+
+/// Read the bytes of every shard file in `dir`, in file-name order, without decoding them.
 ///
 /// If kubelet swaps `..data` while the files are read, the read is repeated:
 /// the old directory may be deleted under the reader, which could otherwise
 /// yield a subset of its files without any error.
-pub fn read_shards(dir: &Path) -> Result<Vec<Shard>, LoadError> {
+pub fn read_stored(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, LoadError> {
     const ATTEMPTS: usize = 3;
     let mut attempt = 1;
     loop {
@@ -80,7 +88,7 @@ pub fn read_shards(dir: &Path) -> Result<Vec<Shard>, LoadError> {
     }
 }
 
-fn read_snapshot(dir: &Path, root: &Path) -> Result<Vec<Shard>, LoadError> {
+fn read_snapshot(dir: &Path, root: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, LoadError> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(root).map_err(io(root))? {
         let entry = entry.map_err(io(root))?;
@@ -103,7 +111,7 @@ fn read_snapshot(dir: &Path, root: &Path) -> Result<Vec<Shard>, LoadError> {
                 return Err(LoadError::TooLarge(path));
             }
             let bytes = std::fs::read(&path).map_err(io(&path))?;
-            decode_shard(&bytes).map_err(|error| LoadError::Decode { path, error })
+            Ok((path, bytes))
         })
         .collect()
 }

@@ -12,12 +12,14 @@ mod dir;
 mod encode;
 mod packed;
 mod record;
+mod scan;
 
 pub use decode::{AssembleError, DecodeError, DecodeErrorKind, Field, Shard, assemble, decode_shard};
-pub use dir::{LoadError, load_dirs, read_shards};
+pub use dir::{LoadError, load_dirs, read_shards, read_stored};
 pub use encode::{DEFAULT_MAX_SHARD_BYTES, EncodeError, SHARD_FILE_SUFFIX, encode, shard_file_name};
 pub use packed::{GZIP_MAGIC, MAX_TEXT_BYTES, ShardBytes, encode_packed};
 pub use record::{KeySetId, RateLimit, Record, RecordState};
+pub use scan::{CompactRecord, ScannedSet, ScannedShard, assemble_scanned, scan_shard};
 
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: &str = "v1";
@@ -36,5 +38,7 @@ pub struct KeySet {
     pub records: Vec<Record>,
 }
 
+#[cfg(test)]
+mod scan_tests;
 #[cfg(test)]
 mod tests;
