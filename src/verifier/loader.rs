@@ -7,6 +7,14 @@
 //! Until the first reload succeeds there is no index and the verifier is not
 //! ready.
 //!
+//! Reading is fast and allocation-light ([`crate::keyset::scan_shard`], one
+//! thread per core over the shards, straight into the compact index); only a
+//! refused set is decoded again by the strict decoder, to say exactly why. A
+//! reload whose files hold the same bytes as the set in force (kubelet's swap
+//! raises several inotify events) skips the parse. The index a reload
+//! replaces is dropped by the loader once requests are done with it, not by
+//! the last request holding it.
+//!
 //! Changes are noticed through inotify (the `notify` crate) on each directory,
 //! which sees kubelet's `..data` symlink swap, and by polling a cheap
 //! fingerprint (the `..data` target and each file's size and mtime) in case
@@ -20,7 +28,7 @@ use arc_swap::ArcSwapOption;
 
 use super::index::{IndexError, KeyIndex};
 use super::metrics::{KeySetLabel, Metrics};
-use crate::keyset::{LoadError, load_dirs};
+use crate::keyset::{LoadError, ScannedShard, assemble, assemble_scanned, decode_shard, read_stored, scan_shard};
 
 /// The key index in force, shared by every request.
 #[derive(Debug, Default)]
@@ -42,9 +50,15 @@ impl KeyStore {
         self.index.load().is_some()
     }
 
-    /// Put `index` in force; requests already holding the old one finish with it.
-    pub fn install(&self, index: KeyIndex) {
-        self.index.store(Some(Arc::new(index)));
+    /// Put `index` in force and hand back the one it replaces; requests already holding that one finish with it.
+    pub fn install(&self, index: KeyIndex) -> Option<Arc<KeyIndex>> {
+        let old = self.index.swap(Some(Arc::new(index)));
+        self.confirm();
+        old
+    }
+
+    /// Note that the set in force was just found current.
+    fn confirm(&self) {
         *self.loaded_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
@@ -73,13 +87,15 @@ pub struct Loader {
     store: Arc<KeyStore>,
     metrics: Arc<Metrics>,
     fingerprint: Option<String>,
+    /// Digest of the files of the set in force, to skip reloads that would change nothing.
+    in_force: Option<[u8; 32]>,
 }
 
 impl Loader {
     /// A loader for `dirs`, installing into `store`.
     #[must_use]
     pub fn new(dirs: Vec<PathBuf>, store: Arc<KeyStore>, metrics: Arc<Metrics>) -> Loader {
-        Loader { dirs, store, metrics, fingerprint: None }
+        Loader { dirs, store, metrics, fingerprint: None, in_force: None }
     }
 
     /// The directories read.
@@ -108,15 +124,101 @@ impl Loader {
     }
 
     fn try_reload(&mut self) -> Result<(), ReloadError> {
-        let sets = load_dirs(&self.dirs)?;
-        let index = KeyIndex::build(sets, self.store.current().as_deref())?;
-        install(&self.store, &self.metrics, index);
+        let mut stored = Vec::new();
+        for dir in &self.dirs {
+            stored.extend(read_stored(dir)?);
+        }
+        let digest = digest(&stored);
+        if self.in_force == Some(digest) && self.store.is_ready() {
+            self.store.confirm();
+            self.metrics.reloads.inc();
+            tracing::debug!("key-set files unchanged; the set in force stays");
+            return Ok(());
+        }
+        let previous = self.store.current();
+        let index = index_from_stored(&stored, previous.as_deref())?;
+        drop((previous, stored));
+        let replaced = install(&self.store, &self.metrics, index);
+        self.in_force = Some(digest);
+        retire(replaced);
         Ok(())
     }
 }
 
+/// SHA-256 over every file's path and bytes.
+fn digest(stored: &[(PathBuf, Vec<u8>)]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for (path, bytes) in stored {
+        let path = path.as_os_str().as_encoded_bytes();
+        hasher.update((path.len() as u64).to_le_bytes());
+        hasher.update(path);
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+    hasher.finalize().into()
+}
+
+/// Turn the stored shards of every directory into one index, or say why not.
+///
+/// The scanner reads the shards (in parallel) straight into the index. If it
+/// refuses anything, the strict decoder reads the same bytes again and its
+/// error, naming file, line and field, is the answer: the strict decoder is
+/// the specification, and the scanner's refusals carry no reason.
+pub fn index_from_stored(stored: &[(PathBuf, Vec<u8>)], previous: Option<&KeyIndex>) -> Result<KeyIndex, ReloadError> {
+    if let Some(shards) = scan_parallel(stored)
+        && let Ok(sets) = assemble_scanned(shards)
+        && let Ok(index) = KeyIndex::from_scanned(&sets, previous)
+    {
+        return Ok(index);
+    }
+    let shards = stored
+        .iter()
+        .map(|(path, bytes)| decode_shard(bytes).map_err(|error| LoadError::Decode { path: path.clone(), error }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let index = KeyIndex::build(assemble(shards).map_err(LoadError::from)?, previous)?;
+    // Property tests say this does not happen; if it does, the strict decoder's word stands.
+    tracing::warn!("the fast key-set reader refused a set the strict decoder accepts; loaded it strictly");
+    Ok(index)
+}
+
+/// Scan every shard, spreading them over the available cores; `None` if any is refused.
+fn scan_parallel(stored: &[(PathBuf, Vec<u8>)]) -> Option<Vec<ScannedShard>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(stored.len());
+    if threads <= 1 {
+        return stored.iter().map(|(_, bytes)| scan_shard(bytes)).collect();
+    }
+    let scan_every = |first: usize| -> Vec<(usize, Option<ScannedShard>)> {
+        (first..stored.len()).step_by(threads).map(|i| (i, scan_shard(&stored[i].1))).collect()
+    };
+    let mut results: Vec<(usize, Option<ScannedShard>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (1..threads).map(|first| scope.spawn(move || scan_every(first))).collect();
+        let mut results = scan_every(0);
+        for worker in workers {
+            // A worker that panicked counts as a refusal; the strict decoder then decides.
+            results.extend(worker.join().unwrap_or_else(|_| vec![(0, None)]));
+        }
+        results
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, shard)| shard).collect()
+}
+
+/// Drop a replaced index here rather than on a request: wait (briefly) until no request holds it.
+fn retire(index: Option<Arc<KeyIndex>>) {
+    let Some(index) = index else { return };
+    let deadline = Instant::now() + Duration::from_millis(100);
+    // Requests hold the index only while deciding (microseconds); proxied requests let go before forwarding.
+    while Arc::strong_count(&index) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(index);
+}
+
 /// Put a new index in force and bring the key-set metrics up to date; shared by every key-set source.
-pub(super) fn install(store: &KeyStore, metrics: &Metrics, index: KeyIndex) {
+///
+/// Returns the index it replaced, for the caller to drop off the request path.
+pub(super) fn install(store: &KeyStore, metrics: &Metrics, index: KeyIndex) -> Option<Arc<KeyIndex>> {
     if let Some(previous) = store.current() {
         for set in index.sets() {
             let old = previous.sets().iter().find(|s| s.id == set.id);
@@ -132,9 +234,10 @@ pub(super) fn install(store: &KeyStore, metrics: &Metrics, index: KeyIndex) {
         metrics.keyset_generation.get_or_create(&KeySetLabel { keyset: set.id.clone() }).set(generation);
         tracing::info!(keyset = %set.id, generation = set.generation, keys = set.keys, "key set loaded");
     }
-    store.install(index);
+    let replaced = store.install(index);
     metrics.ready.set(1);
     metrics.reloads.inc();
+    replaced
 }
 
 /// A cheap summary of what the directories hold: changes whenever kubelet swaps `..data` or a file changes.
