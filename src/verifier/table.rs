@@ -70,6 +70,12 @@ fn allocate(bytes: usize) -> (Memory, usize) {
     (Memory::Heap(heap), if offset < SLOT { offset } else { 0 })
 }
 
+/// Whether a slot holds `hash`: compared as arrays, inline (a slice comparison calls memcmp).
+fn same_hash(slot: &[u8], hash: &KeyHash) -> bool {
+    // Plain comparison: the hash is what everyone may see (the key set publishes it).
+    slot.first_chunk::<32>() == Some(hash.as_bytes())
+}
+
 impl Table {
     /// An empty table for up to `capacity` values.
     #[must_use]
@@ -116,7 +122,7 @@ impl Table {
             if slot[SLOT - 1] == 0 {
                 break;
             }
-            if slot[..32] == hash.as_bytes()[..] {
+            if same_hash(slot, hash) {
                 return Err(Duplicate);
             }
             i = self.next(i);
@@ -139,8 +145,7 @@ impl Table {
             if slot[SLOT - 1] == 0 {
                 return None;
             }
-            // Plain comparison: the hash is what everyone may see (the key set publishes it).
-            if slot[..32] == hash.as_bytes()[..] {
+            if same_hash(slot, hash) {
                 return slot[32..32 + PAYLOAD].try_into().ok();
             }
             i = self.next(i);
