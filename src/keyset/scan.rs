@@ -22,11 +22,12 @@
 
 use std::collections::HashMap;
 
+use super::decode::MAX_DECODE_BYTES;
 use super::decode::{
     AssembleError, group, lines, parse_header, parse_rate_limit, parse_scopes, parse_time, shard_text, split_fields,
     valid_dns_label, valid_dns_subdomain,
 };
-use super::{KeySetId, RateLimit, RecordState};
+use super::{GZIP_MAGIC, KeySetId, MAX_TEXT_BYTES, RateLimit, RecordState};
 use crate::scope::Scope;
 use crate::token::KeyHash;
 
@@ -64,6 +65,91 @@ pub struct ScannedShard {
     pub rate_limits: Vec<RateLimit>,
     /// The records, in shard order.
     pub records: Vec<CompactRecord>,
+}
+
+/// What a shard's header line says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardHeader {
+    /// The key set the shard belongs to.
+    pub id: KeySetId,
+    /// The publisher's generation counter.
+    pub generation: u64,
+    /// This shard's position, from 1.
+    pub index: usize,
+    /// How many shards the key set has.
+    pub total: usize,
+    /// How many records the shard says it holds.
+    pub records: usize,
+}
+
+impl ScannedShard {
+    /// The header this shard was read with.
+    #[must_use]
+    pub fn header(&self) -> ShardHeader {
+        ShardHeader {
+            id: self.id.clone(),
+            generation: self.generation,
+            index: self.index,
+            total: self.total,
+            records: self.records.len(),
+        }
+    }
+}
+
+/// How much text [`peek_header`] reads to find the header line.
+const PEEK_BYTES: usize = 64 * 1024;
+
+/// A shard's header, read from its first bytes only (for gzip: inflating only those).
+///
+/// Lets a reader size its index before scanning. `None` if the header is not
+/// among the first 64 KiB or is malformed, or if the shard could not hold the
+/// records it declares (every record takes over 100 bytes), so that a lying
+/// header cannot make a reader reserve memory. It is only a preview: the
+/// header [`scan_shard`] then reads must be the same.
+#[must_use]
+pub fn peek_header(stored: &[u8]) -> Option<ShardHeader> {
+    use std::io::Read as _;
+    if stored.len() > MAX_DECODE_BYTES {
+        return None;
+    }
+    let (prefix, whole, most_text) = if stored.starts_with(&GZIP_MAGIC) {
+        let mut prefix = Vec::with_capacity(PEEK_BYTES);
+        let limit = u64::try_from(PEEK_BYTES).ok()?;
+        flate2::bufread::GzDecoder::new(stored).take(limit).read_to_end(&mut prefix).ok()?;
+        let whole = prefix.len() < PEEK_BYTES;
+        (std::borrow::Cow::Owned(prefix), whole, MAX_TEXT_BYTES)
+    } else {
+        let end = stored.len().min(PEEK_BYTES);
+        (std::borrow::Cow::Borrowed(&stored[..end]), end == stored.len(), stored.len())
+    };
+    let mut rest: &[u8] = &prefix;
+    let line = loop {
+        let line = match rest.iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                let line = &rest[..end];
+                rest = &rest[end + 1..];
+                line
+            }
+            None if whole => std::mem::take(&mut rest),
+            None => return None,
+        };
+        if !line.starts_with(b"#") {
+            break line;
+        }
+    };
+    let (id, generation, index, total, records) = parse_header(std::str::from_utf8(line).ok()?).ok()?;
+    (records <= most_text / 100).then_some(ShardHeader { id, generation, index, total, records })
+}
+
+/// One whole key set's tagged shard headers, in shard order, with its id and generation.
+pub type HeaderSet<T> = (KeySetId, u64, Vec<(T, ShardHeader)>);
+
+/// Check that shard headers form whole key sets (as [`super::assemble`] does) and group them.
+///
+/// Each header comes with a caller's tag (such as its position in a list of files); every set's
+/// shards come back in shard order.
+pub fn assemble_headers<T>(headers: Vec<(T, ShardHeader)>) -> Result<Vec<HeaderSet<T>>, AssembleError> {
+    group(headers, |(_, h)| (&h.id, h.generation, h.index, h.total))
 }
 
 /// One whole key set: its scanned shards, in order.

@@ -233,3 +233,48 @@ proptest! {
         check_agreement(&bytes)?;
     }
 }
+
+#[test]
+fn a_peeked_header_is_the_header_the_scan_reads() {
+    let golden = golden_text();
+    let scanned = scan_shard(golden.as_bytes()).unwrap();
+    assert_eq!(peek_header(golden.as_bytes()), Some(scanned.header()));
+    assert_eq!(peek_header(&gz(golden.as_bytes())), Some(scanned.header()), "gzip");
+    let commented = format!("# a comment\n{golden}");
+    assert_eq!(peek_header(commented.as_bytes()), Some(scanned.header()), "after comments");
+    let empty = "keyward-keyset v1 keyset=ns/set generation=1 shard=1/1 records=0";
+    assert_eq!(peek_header(empty.as_bytes()).map(|h| h.records), Some(0), "a header without a newline");
+}
+
+#[test]
+fn a_header_claiming_more_records_than_fit_is_not_peeked() {
+    // A reader sizes its index from peeked headers; a lying count must not make it reserve memory.
+    let lying = golden_text().replace("records=4", "records=99999999999");
+    assert_eq!(peek_header(lying.as_bytes()), None);
+    assert_eq!(peek_header(&gz(lying.as_bytes())), None);
+    assert_eq!(scan_shard(lying.as_bytes()), None);
+}
+
+#[test]
+fn a_header_behind_64_kib_of_comments_is_not_peeked_but_the_shard_is_valid() {
+    // The fast reader then falls back to the strict decoder, which accepts it.
+    let long = format!("{}{}", "# padding\n".repeat(7_000), golden_text());
+    assert_eq!(peek_header(long.as_bytes()), None);
+    assert!(decode_shard(long.as_bytes()).is_ok());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn a_peeked_header_never_disagrees_with_an_accepted_scan(records in prop::collection::vec(arb_record(), 1..12), edits in prop::collection::vec(arb_edit(), 0..3), gzip in any::<bool>()) {
+        let mut text = encoded(&records, 3, false);
+        for edit in &edits {
+            apply(&mut text, edit);
+        }
+        let stored = if gzip { gz(&text) } else { text };
+        if let Some(scanned) = scan_shard(&stored) {
+            prop_assert_eq!(peek_header(&stored), Some(scanned.header()));
+        }
+    }
+}

@@ -18,7 +18,7 @@ use jiff::Timestamp;
 
 use super::ratelimit::Bucket;
 use super::table::{PAYLOAD, Table};
-use crate::keyset::{KeySet, RateLimit, RecordState, ScannedSet};
+use crate::keyset::{KeySet, RateLimit, RecordState, ScannedSet, ScannedShard};
 use crate::scope::{Action, Scope};
 use crate::token::{KeyHash, KeyId};
 
@@ -165,20 +165,58 @@ pub enum IndexError {
     TooLarge,
 }
 
-/// Builds a [`KeyIndex`] record by record.
-struct Builder<'p> {
+/// Builds a [`KeyIndex`] for a known number of keys, set by set and shard by shard.
+///
+/// Lets a reader insert each shard as soon as it is scanned and drop it, so
+/// that a reload never holds more than a few shards besides the new index.
+pub struct IndexBuilder<'p> {
     index: KeyIndex,
+    capacity: usize,
     grant_ids: HashMap<Vec<Scope>, u32>,
     previous: Option<&'p KeyIndex>,
 }
 
-impl<'p> Builder<'p> {
-    fn new(keys: usize, previous: Option<&'p KeyIndex>) -> Builder<'p> {
-        Builder {
-            index: KeyIndex { table: Table::with_capacity(keys), ..KeyIndex::default() },
+impl<'p> IndexBuilder<'p> {
+    /// A builder for up to `capacity` keys, carrying rate-limit buckets over from `previous`.
+    #[must_use]
+    pub fn new(capacity: usize, previous: Option<&'p KeyIndex>) -> IndexBuilder<'p> {
+        IndexBuilder {
+            index: KeyIndex { table: Table::with_capacity(capacity), ..KeyIndex::default() },
+            capacity,
             grant_ids: HashMap::new(),
             previous,
         }
+    }
+
+    /// Record that a key set of `keys` keys is part of the index (for metrics and logs).
+    pub fn add_set(&mut self, id: String, generation: u64, keys: usize) {
+        self.index.sets.push(SetInfo { id, generation, keys });
+    }
+
+    /// Add every record of a scanned shard; refuses a hash already added.
+    pub fn add_shard(&mut self, shard: &ScannedShard) -> Result<(), IndexError> {
+        if self.index.len() + shard.records.len() > self.capacity {
+            return Err(IndexError::TooLarge);
+        }
+        // Each shard numbers its own scope lists and limits; map them once per shard.
+        let grants = shard.scopes.iter().map(|s| self.grant(s)).collect::<Result<Vec<u32>, _>>()?;
+        let limits: Vec<Arc<RateLimit>> = shard.rate_limits.iter().cloned().map(Arc::new).collect();
+        for record in &shard.records {
+            // The scanner numbers from its own lists, so both lookups succeed.
+            let grant = grants.get(record.scopes as usize).copied().ok_or(IndexError::TooLarge)?;
+            let limit = match record.rate_limit {
+                None => None,
+                Some(i) => Some(limits.get(i as usize).ok_or(IndexError::TooLarge)?),
+            };
+            self.add(&record.hash, record.state, record.not_before, record.not_after, grant, limit)?;
+        }
+        Ok(())
+    }
+
+    /// The finished index.
+    #[must_use]
+    pub fn finish(self) -> KeyIndex {
+        self.index
     }
 
     fn grant(&mut self, scopes: &[Scope]) -> Result<u32, IndexError> {
@@ -225,13 +263,9 @@ impl<'p> Builder<'p> {
 impl KeyIndex {
     /// Build an index from whole decoded key sets, reusing the rate-limit buckets of `previous`.
     pub fn build(sets: Vec<KeySet>, previous: Option<&KeyIndex>) -> Result<KeyIndex, IndexError> {
-        let mut builder = Builder::new(sets.iter().map(|s| s.records.len()).sum(), previous);
+        let mut builder = IndexBuilder::new(sets.iter().map(|s| s.records.len()).sum(), previous);
         for set in sets {
-            builder.index.sets.push(SetInfo {
-                id: set.id.to_string(),
-                generation: set.generation,
-                keys: set.records.len(),
-            });
+            builder.add_set(set.id.to_string(), set.generation, set.records.len());
             for record in set.records {
                 let grant = builder.grant(&record.scopes)?;
                 let limit = record.rate_limit.map(Arc::new);
@@ -245,34 +279,22 @@ impl KeyIndex {
                 )?;
             }
         }
-        Ok(builder.index)
+        Ok(builder.finish())
     }
 
     /// Build an index from whole scanned key sets, reusing the rate-limit buckets of `previous`.
     ///
     /// Refuses duplicate hashes, which the scanner leaves to this step.
     pub fn from_scanned(sets: &[ScannedSet], previous: Option<&KeyIndex>) -> Result<KeyIndex, IndexError> {
-        let keys = sets.iter().flat_map(|s| &s.shards).map(|s| s.records.len()).sum();
-        let mut builder = Builder::new(keys, previous);
+        let mut builder =
+            IndexBuilder::new(sets.iter().flat_map(|s| &s.shards).map(|s| s.records.len()).sum(), previous);
         for set in sets {
-            let keys = set.shards.iter().map(|s| s.records.len()).sum();
-            builder.index.sets.push(SetInfo { id: set.id.to_string(), generation: set.generation, keys });
+            builder.add_set(set.id.to_string(), set.generation, set.shards.iter().map(|s| s.records.len()).sum());
             for shard in &set.shards {
-                // Each shard numbers its own scope lists and limits; map them once per shard.
-                let grants = shard.scopes.iter().map(|s| builder.grant(s)).collect::<Result<Vec<u32>, _>>()?;
-                let limits: Vec<Arc<RateLimit>> = shard.rate_limits.iter().cloned().map(Arc::new).collect();
-                for record in &shard.records {
-                    // The scanner numbers from its own lists, so both lookups succeed.
-                    let grant = grants.get(record.scopes as usize).copied().ok_or(IndexError::TooLarge)?;
-                    let limit = match record.rate_limit {
-                        None => None,
-                        Some(i) => Some(limits.get(i as usize).ok_or(IndexError::TooLarge)?),
-                    };
-                    builder.add(&record.hash, record.state, record.not_before, record.not_after, grant, limit)?;
-                }
+                builder.add_shard(shard)?;
             }
         }
-        Ok(builder.index)
+        Ok(builder.finish())
     }
 
     /// The entry for a token hash.

@@ -8,7 +8,8 @@
 //! ready.
 //!
 //! Reading is fast and allocation-light ([`crate::keyset::scan_shard`], one
-//! thread per core over the shards, straight into the compact index); only a
+//! thread per core over the shards, each shard inserted into the compact
+//! index and dropped as soon as it is read); only a
 //! refused set is decoded again by the strict decoder, to say exactly why. A
 //! reload whose files hold the same bytes as the set in force (kubelet's swap
 //! raises several inotify events) skips the parse. The index a reload
@@ -26,9 +27,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
-use super::index::{IndexError, KeyIndex};
+use super::index::{IndexBuilder, IndexError, KeyIndex};
 use super::metrics::{KeySetLabel, Metrics};
-use crate::keyset::{LoadError, ScannedShard, assemble, assemble_scanned, decode_shard, read_stored, scan_shard};
+use crate::keyset::{
+    LoadError, ScannedShard, ShardHeader, assemble, assemble_headers, decode_shard, peek_header, read_stored,
+    scan_shard,
+};
 
 /// The key index in force, shared by every request.
 #[derive(Debug, Default)]
@@ -146,13 +150,14 @@ impl Loader {
 }
 
 /// SHA-256 over every file's path and bytes.
-fn digest(stored: &[(PathBuf, Vec<u8>)]) -> [u8; 32] {
+fn digest<B: AsRef<[u8]>>(stored: &[(PathBuf, B)]) -> [u8; 32] {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
     for (path, bytes) in stored {
         let path = path.as_os_str().as_encoded_bytes();
         hasher.update((path.len() as u64).to_le_bytes());
         hasher.update(path);
+        let bytes = bytes.as_ref();
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(bytes);
     }
@@ -165,16 +170,18 @@ fn digest(stored: &[(PathBuf, Vec<u8>)]) -> [u8; 32] {
 /// refuses anything, the strict decoder reads the same bytes again and its
 /// error, naming file, line and field, is the answer: the strict decoder is
 /// the specification, and the scanner's refusals carry no reason.
-pub fn index_from_stored(stored: &[(PathBuf, Vec<u8>)], previous: Option<&KeyIndex>) -> Result<KeyIndex, ReloadError> {
-    if let Some(shards) = scan_parallel(stored)
-        && let Ok(sets) = assemble_scanned(shards)
-        && let Ok(index) = KeyIndex::from_scanned(&sets, previous)
-    {
+pub fn index_from_stored<B: AsRef<[u8]> + Sync>(
+    stored: &[(PathBuf, B)],
+    previous: Option<&KeyIndex>,
+) -> Result<KeyIndex, ReloadError> {
+    if let Some(index) = scan_into_index(stored, previous) {
         return Ok(index);
     }
     let shards = stored
         .iter()
-        .map(|(path, bytes)| decode_shard(bytes).map_err(|error| LoadError::Decode { path: path.clone(), error }))
+        .map(|(path, bytes)| {
+            decode_shard(bytes.as_ref()).map_err(|error| LoadError::Decode { path: path.clone(), error })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let index = KeyIndex::build(assemble(shards).map_err(LoadError::from)?, previous)?;
     // Property tests say this does not happen; if it does, the strict decoder's word stands.
@@ -182,26 +189,48 @@ pub fn index_from_stored(stored: &[(PathBuf, Vec<u8>)], previous: Option<&KeyInd
     Ok(index)
 }
 
-/// Scan every shard, spreading them over the available cores; `None` if any is refused.
-fn scan_parallel(stored: &[(PathBuf, Vec<u8>)]) -> Option<Vec<ScannedShard>> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(stored.len());
-    if threads <= 1 {
-        return stored.iter().map(|(_, bytes)| scan_shard(bytes)).collect();
-    }
-    let scan_every = |first: usize| -> Vec<(usize, Option<ScannedShard>)> {
-        (first..stored.len()).step_by(threads).map(|i| (i, scan_shard(&stored[i].1))).collect()
-    };
-    let mut results: Vec<(usize, Option<ScannedShard>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (1..threads).map(|first| scope.spawn(move || scan_every(first))).collect();
-        let mut results = scan_every(0);
-        for worker in workers {
-            // A worker that panicked counts as a refusal; the strict decoder then decides.
-            results.extend(worker.join().unwrap_or_else(|_| vec![(0, None)]));
+/// The fast path: headers first (to check the sets are whole and size the
+/// index), then shards scanned a few at a time, one per core, each inserted
+/// and dropped before the next batch. So a reload holds the new index and a
+/// few shards, never every shard's records at once: less to hand back to the
+/// allocator afterwards, which glibc would keep as resident memory.
+fn scan_into_index<B: AsRef<[u8]> + Sync>(stored: &[(PathBuf, B)], previous: Option<&KeyIndex>) -> Option<KeyIndex> {
+    let headers = stored
+        .iter()
+        .enumerate()
+        .map(|(i, (_, bytes))| Some((i, peek_header(bytes.as_ref())?)))
+        .collect::<Option<Vec<_>>>()?;
+    let sets = assemble_headers(headers).ok()?;
+    let capacity = sets.iter().flat_map(|(_, _, shards)| shards).map(|(_, h)| h.records).sum();
+    let mut builder = IndexBuilder::new(capacity, previous);
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    for (id, generation, shards) in sets {
+        builder.add_set(id.to_string(), generation, shards.iter().map(|(_, h)| h.records).sum());
+        for batch in shards.chunks(threads) {
+            for (scanned, (_, header)) in scan_batch(stored, batch).into_iter().zip(batch) {
+                // The scan must confirm the header the index was sized by.
+                let shard = scanned.filter(|s| s.header() == *header)?;
+                builder.add_shard(&shard).ok()?;
+            }
         }
+    }
+    Some(builder.finish())
+}
+
+/// Scan the shards of one batch, each on its own thread (the first on this one).
+fn scan_batch<B: AsRef<[u8]> + Sync>(
+    stored: &[(PathBuf, B)],
+    batch: &[(usize, ShardHeader)],
+) -> Vec<Option<ScannedShard>> {
+    let scan = |i: usize| stored.get(i).and_then(|(_, bytes)| scan_shard(bytes.as_ref()));
+    let Some(((first, _), rest)) = batch.split_first() else { return Vec::new() };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = rest.iter().map(|(i, _)| scope.spawn(move || scan(*i))).collect();
+        let mut results = vec![scan(*first)];
+        // A worker that panicked counts as a refusal; the strict decoder then decides.
+        results.extend(workers.into_iter().map(|w| w.join().ok().flatten()));
         results
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, shard)| shard).collect()
+    })
 }
 
 /// Drop a replaced index here rather than on a request: wait (briefly) until no request holds it.

@@ -121,3 +121,13 @@ fn a_reload_through_the_fast_path_keeps_buckets_whose_limit_did_not_change() {
     assert!(bucket(&same).try_acquire(now().monotonic).is_err(), "the used-up bucket carried over");
     assert!(bucket(&changed).try_acquire(now().monotonic).is_ok(), "a changed limit starts a full bucket");
 }
+
+#[test]
+fn a_valid_shard_the_fast_path_cannot_preview_still_loads() {
+    // Over 64 KiB of comments before the header: no peek, so the strict decoder reads it.
+    let mut files = stored("default", 1, &[record(&token(1), &["leads:read"])], 512 * 1024);
+    let text = String::from_utf8(files[0].1.clone()).unwrap();
+    files[0].1 = format!("{}{text}", "# padding\n".repeat(7_000)).into_bytes();
+    let index = index_from_stored(&files, None).unwrap();
+    assert!(index.get(&token(1).hash()).is_some());
+}
