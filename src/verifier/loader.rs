@@ -22,6 +22,7 @@
 //! events are lost or unavailable.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -190,10 +191,13 @@ pub fn index_from_stored<B: AsRef<[u8]> + Sync>(
 }
 
 /// The fast path: headers first (to check the sets are whole and size the
-/// index), then shards scanned a few at a time, one per core, each inserted
-/// and dropped before the next batch. So a reload holds the new index and a
-/// few shards, never every shard's records at once: less to hand back to the
-/// allocator afterwards, which glibc would keep as resident memory.
+/// index), then one scanning thread per core taking shards from a shared
+/// counter, handing each scanned shard to this thread, which inserts it and
+/// drops it. The hand-over holds at most one shard per scanner, so a reload
+/// holds the new index and a few shards, never every shard's records at
+/// once: less to hand back to the allocator afterwards, which glibc would
+/// keep as resident memory. Shards are inserted in whatever order they
+/// finish; nothing in the index depends on that order.
 fn scan_into_index<B: AsRef<[u8]> + Sync>(stored: &[(PathBuf, B)], previous: Option<&KeyIndex>) -> Option<KeyIndex> {
     let headers = stored
         .iter()
@@ -203,33 +207,58 @@ fn scan_into_index<B: AsRef<[u8]> + Sync>(stored: &[(PathBuf, B)], previous: Opt
     let sets = assemble_headers(headers).ok()?;
     let capacity = sets.iter().flat_map(|(_, _, shards)| shards).map(|(_, h)| h.records).sum();
     let mut builder = IndexBuilder::new(capacity, previous);
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut expected: Vec<Option<ShardHeader>> = vec![None; stored.len()];
     for (id, generation, shards) in sets {
         builder.add_set(id.to_string(), generation, shards.iter().map(|(_, h)| h.records).sum());
-        for batch in shards.chunks(threads) {
-            for (scanned, (_, header)) in scan_batch(stored, batch).into_iter().zip(batch) {
-                // The scan must confirm the header the index was sized by.
-                let shard = scanned.filter(|s| s.header() == *header)?;
-                builder.add_shard(&shard).ok()?;
-            }
+        for (i, header) in shards {
+            expected[i] = Some(header);
         }
     }
-    Some(builder.finish())
-}
-
-/// Scan the shards of one batch, each on its own thread (the first on this one).
-fn scan_batch<B: AsRef<[u8]> + Sync>(
-    stored: &[(PathBuf, B)],
-    batch: &[(usize, ShardHeader)],
-) -> Vec<Option<ScannedShard>> {
-    let scan = |i: usize| stored.get(i).and_then(|(_, bytes)| scan_shard(bytes.as_ref()));
-    let Some(((first, _), rest)) = batch.split_first() else { return Vec::new() };
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(stored.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Option<ScannedShard>)>(threads);
+    let (next, failed, expected) = (&next, &failed, &expected);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = rest.iter().map(|(i, _)| scope.spawn(move || scan(*i))).collect();
-        let mut results = vec![scan(*first)];
-        // A worker that panicked counts as a refusal; the strict decoder then decides.
-        results.extend(workers.into_iter().map(|w| w.join().ok().flatten()));
-        results
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let send = send.clone();
+                scope.spawn(move || {
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((_, bytes)) = stored.get(i) else { break };
+                        if send.send((i, scan_shard(bytes.as_ref()))).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(send);
+        // Takes the receiver, so returning early lets blocked scanners stop; ends once every scanner has.
+        let insert_all = move || {
+            let mut inserted = 0;
+            for (i, scanned) in receive {
+                // The scan must confirm the header the index was sized by.
+                let shard = scanned.filter(|s| expected.get(i).and_then(Option::as_ref) == Some(&s.header()));
+                if let Some(shard) = shard
+                    && builder.add_shard(&shard).is_ok()
+                {
+                    inserted += 1;
+                } else {
+                    failed.store(true, Ordering::Relaxed);
+                    return None;
+                }
+            }
+            // A scanner that panicked never delivered its shard: the count refuses, the strict decoder decides.
+            (inserted == stored.len()).then(|| builder.finish())
+        };
+        let index = insert_all();
+        for worker in workers {
+            // Joined here so that a panic counts as a refusal instead of propagating.
+            let _ = worker.join();
+        }
+        index
     })
 }
 

@@ -131,3 +131,19 @@ fn a_valid_shard_the_fast_path_cannot_preview_still_loads() {
     let index = index_from_stored(&files, None).unwrap();
     assert!(index.get(&token(1).hash()).is_some());
 }
+
+#[test]
+fn a_corrupt_shard_among_many_stops_the_scan_and_is_named() {
+    let records: Vec<Record> = (0..3_000).map(|i| record(&token(i), &["leads:read"])).collect();
+    let mut files = stored("default", 1, &records, 16 * 1024);
+    let last = files.len() - 1;
+    let middle = files.len() / 2;
+    for i in [middle, last] {
+        let bytes = &mut files[i].1;
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0xff;
+    }
+    let err = index_from_stored(&files, None).unwrap_err().to_string();
+    let named = files[middle].0.display().to_string();
+    assert!(err.starts_with(&format!("key set not loaded: {named}: ")), "{err}");
+}
