@@ -147,3 +147,33 @@ fn a_corrupt_shard_among_many_stops_the_scan_and_is_named() {
     let named = files[middle].0.display().to_string();
     assert!(err.starts_with(&format!("key set not loaded: {named}: ")), "{err}");
 }
+
+#[test]
+fn reloading_identical_files_keeps_the_index_in_force_and_a_change_replaces_it() {
+    use std::sync::Arc;
+
+    use crate::verifier::loader::{KeyStore, Loader};
+    use crate::verifier::metrics::Metrics;
+
+    let dir = tempfile::tempdir().unwrap();
+    let write = |records: &[Record], generation| {
+        for (name, bytes) in stored("default", generation, records, 512 * 1024) {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+    };
+    let (a, b) = (token(1), token(2));
+    write(&[record(&a, &["leads:read"])], 1);
+    let (store, metrics) = (Arc::new(KeyStore::default()), Arc::new(Metrics::new()));
+    let mut loader = Loader::new(vec![dir.path().to_owned()], Arc::clone(&store), Arc::clone(&metrics));
+    loader.reload().unwrap();
+    let first = store.current().unwrap();
+    loader.reload().unwrap();
+    assert!(Arc::ptr_eq(&first, &store.current().unwrap()), "same bytes: the index in force stays");
+    assert!(metrics.encode().contains("keyward_verifier_reloads_total 2"), "{}", metrics.encode());
+    write(&[record(&a, &["leads:read"]), record(&b, &["leads:read"])], 2);
+    loader.reload().unwrap();
+    let second = store.current().unwrap();
+    assert!(!Arc::ptr_eq(&first, &second));
+    assert!(second.get(&b.hash()).is_some());
+    assert_eq!(second.sets()[0].generation, 2);
+}
