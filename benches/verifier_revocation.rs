@@ -14,7 +14,16 @@
 //!    the swap until the new generation is in force, and every non-200 answer,
 //!    are recorded.
 //! 3. memory: VmRSS (`/proc/self/status`) of a fresh process before and after
-//!    loading 1,000,000 keys from a directory, per key.
+//!    loading 1,000,000 keys from a directory the way the verifier's loader
+//!    does, per key; then again after three more reloads of the same keys
+//!    (each replacing the index in force), which is the steady state a
+//!    long-running verifier sits at. VmHWM gives the peak.
+//!
+//! 4. reload cost: the loader's read + scan + index of 100,000 keys (gzip
+//!    shards), repeated in a loop, timed by the wall clock and by the
+//!    process's CPU time (`/proc/self/stat`, all threads), beside the strict
+//!    decoder on the same files: CPU time shows the work even when other
+//!    processes compete for the cores and stretch the wall-clock figure.
 //!
 //! Timings vary with machine load; results and commands are in BENCHMARKS.md.
 
@@ -36,6 +45,7 @@ use keyward::keyset::{self, KeySetId, Record, RecordState};
 use keyward::token::{Prefix, Token};
 use keyward::verifier::Config;
 use keyward::verifier::index::KeyIndex;
+use keyward::verifier::loader::index_from_stored;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -43,7 +53,7 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 fn main() {
     if let Some(dir) = std::env::var_os(MEMORY_CHILD) {
-        memory_child(PathBuf::from(dir));
+        memory_child(Path::new(&dir));
         return;
     }
     // `cargo bench` passes `--bench`; a filter argument (as criterion takes) selects parts.
@@ -62,6 +72,52 @@ fn main() {
     }
     if wanted("reload") {
         runtime.block_on(reload_under_load(100_000, 5));
+    }
+    if wanted("cost") {
+        reload_cost(100_000, 20);
+    }
+}
+
+/// User plus system CPU time of this process so far (all threads), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces): utime is the 14th field overall.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // The kernel reports in USER_HZ, 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// Wall-clock and CPU time of reloading `keys` keys from gzip shards, fast path and strict decoder.
+fn reload_cost(keys: usize, rounds: u32) {
+    let (set, _) = records(keys, 0, 4);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in shards(1, &set) {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let dirs = vec![dir.path().to_owned()];
+    let fast = || {
+        let stored = keyset::read_stored(&dirs[0]).unwrap();
+        drop(index_from_stored(&stored, None).unwrap());
+    };
+    let strict = || drop(KeyIndex::build(keyset::load_dirs(&dirs).unwrap(), None).unwrap());
+    for (label, run) in [("read + scan + index (the loader)", &fast as &dyn Fn()), ("strict decoder", &strict)] {
+        run();
+        let (cpu_before, mut walls) = (cpu_time(), Vec::new());
+        for _ in 0..rounds {
+            let started = Instant::now();
+            run();
+            walls.push(started.elapsed());
+        }
+        let cpu = cpu_time().saturating_sub(cpu_before) / rounds;
+        walls.sort();
+        println!(
+            "reload cost, {keys} keys, gzip shards, {label}: wall median {:.1} ms (min {:.1}), CPU {:.1} ms per reload ({rounds} rounds)",
+            percentile(&walls, 50).as_secs_f64() * 1e3,
+            walls[0].as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e3,
+        );
     }
 }
 
@@ -320,29 +376,51 @@ fn memory_per_key(count: usize) {
 const MEMORY_CHILD: &str = "KEYWARD_BENCH_MEMORY_DIR";
 
 /// The child's side of [`memory_per_key`].
-fn memory_child(dir: PathBuf) {
+fn memory_child(dir: &Path) {
     let status = |field: &str| {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let line = status.lines().find(|l| l.starts_with(field)).unwrap().to_owned();
         let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kib * 1024
     };
-    let dirs = vec![dir];
+    let huge = || {
+        let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+        let line = rollup.lines().find(|l| l.starts_with("AnonHugePages:")).unwrap_or("AnonHugePages: 0 kB").to_owned();
+        line.split_whitespace().nth(1).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0) * 1024
+    };
     let before = status("VmRSS:");
-    let index = KeyIndex::build(keyset::load_dirs(&dirs).unwrap(), None).unwrap();
+    // What the loader does on every reload: read the snapshot's bytes, scan them into the index.
+    let load = |previous: Option<&KeyIndex>| {
+        let stored = keyset::read_stored(dir).unwrap();
+        index_from_stored(&stored, previous).unwrap()
+    };
+    let mut index = load(None);
     let after = status("VmRSS:");
+    let peak_first = status("VmHWM:");
+    for _ in 0..3 {
+        let next = load(Some(&index));
+        index = next;
+    }
+    let steady = status("VmRSS:");
     let peak = status("VmHWM:");
     let count = index.len();
     let mib = |bytes: usize| bytes as f64 / 1_048_576.0;
     let per_key = |bytes: usize| bytes.saturating_sub(before) as f64 / count as f64;
     println!(
         "memory, {count} keys (fresh process): VmRSS {:.1} MiB before loading, {:.1} MiB after: {:.0} bytes per key; \
-         peak during the load (VmHWM) {:.1} MiB: {:.0} bytes per key; the index's own estimate {:.0} bytes per key",
+         after 3 more reloads (steady state) {:.1} MiB: {:.0} bytes per key; \
+         peak (VmHWM) {:.1} MiB after the first load ({:.0} bytes per key), {:.1} MiB with reloads ({:.0} bytes per key, two indexes overlap during a reload); \
+         the index's own estimate {:.0} bytes per key; on huge pages {:.1} MiB",
         mib(before),
         mib(after),
         per_key(after),
+        mib(steady),
+        per_key(steady),
+        mib(peak_first),
+        per_key(peak_first),
         mib(peak),
         per_key(peak),
         index.approx_heap_bytes() as f64 / count as f64,
+        mib(huge()),
     );
 }

@@ -178,7 +178,7 @@ pub(super) fn valid_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(valid_dns_label)
 }
 
-fn parse_time(text: &str) -> Option<Timestamp> {
+pub(super) fn parse_time(text: &str) -> Option<Timestamp> {
     // Exactly YYYY-MM-DDTHH:MM:SSZ, so that one instant has one spelling.
     let b = text.as_bytes();
     let shape_ok = b.len() == 20
@@ -221,7 +221,7 @@ fn parse_u32_positive(text: &str) -> Option<u32> {
     parse_u64(text).and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0)
 }
 
-fn parse_header(line: &str) -> Result<(KeySetId, u64, usize, usize, usize), DecodeError> {
+pub(super) fn parse_header(line: &str) -> Result<(KeySetId, u64, usize, usize, usize), DecodeError> {
     let mut words = line.split(' ');
     if words.next() != Some(MAGIC) {
         return Err(at(1, DecodeErrorKind::NotAKeySet));
@@ -259,7 +259,7 @@ fn parse_header(line: &str) -> Result<(KeySetId, u64, usize, usize, usize), Deco
     Ok((id, generation, index, total, records))
 }
 
-fn parse_scopes(text: &str, line: usize) -> Result<Vec<Scope>, DecodeError> {
+pub(super) fn parse_scopes(text: &str, line: usize) -> Result<Vec<Scope>, DecodeError> {
     let mut scopes = Vec::new();
     for part in text.split(',') {
         let scope: Scope = part.parse().map_err(|_| invalid(line, Field::Scopes))?;
@@ -271,7 +271,7 @@ fn parse_scopes(text: &str, line: usize) -> Result<Vec<Scope>, DecodeError> {
     Ok(scopes)
 }
 
-fn parse_rate_limit(text: &str, line: usize) -> Result<Option<RateLimit>, DecodeError> {
+pub(super) fn parse_rate_limit(text: &str, line: usize) -> Result<Option<RateLimit>, DecodeError> {
     if text == "-" {
         return Ok(None);
     }
@@ -293,20 +293,32 @@ fn parse_rate_limit(text: &str, line: usize) -> Result<Option<RateLimit>, Decode
     Ok(Some(RateLimit { requests, period, burst }))
 }
 
-fn parse_record(text: &str, line: usize) -> Result<Record, DecodeError> {
-    // Eight fields, split without collecting them (this runs once per key on every reload).
-    let mut split = text.split(' ');
+/// A record line's eight fields, or how many fields it has instead.
+pub(super) fn split_fields(text: &str) -> Result<[&str; 8], usize> {
+    // Split by hand without collecting: this runs once per key on every reload, and
+    // `str::split` searches for each short field with a memchr call.
     let mut fields = [""; 8];
     let mut count = 0;
-    for field in split.by_ref().take(8) {
-        fields[count] = field;
-        count += 1;
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if b == b' ' {
+            if let Some(field) = fields.get_mut(count) {
+                *field = text.get(start..i).unwrap_or_default();
+            }
+            count += 1;
+            start = i + 1;
+        }
     }
-    let count = count + split.count();
-    let [hash, key_id, owner, scopes, not_before, not_after, state, rate_limit] = fields;
-    if count != 8 {
-        return Err(at(line, DecodeErrorKind::FieldCount(count)));
+    if let Some(field) = fields.get_mut(count) {
+        *field = text.get(start..).unwrap_or_default();
     }
+    count += 1;
+    if count == 8 { Ok(fields) } else { Err(count) }
+}
+
+fn parse_record(text: &str, line: usize) -> Result<Record, DecodeError> {
+    let [hash, key_id, owner, scopes, not_before, not_after, state, rate_limit] =
+        split_fields(text).map_err(|count| at(line, DecodeErrorKind::FieldCount(count)))?;
     let hash: KeyHash = hash.parse().map_err(|_| invalid(line, Field::Hash))?;
     let key_id: KeyId = key_id.parse().map_err(|_| invalid(line, Field::KeyId))?;
     if key_id != hash.key_id() {
@@ -340,8 +352,10 @@ fn parse_record(text: &str, line: usize) -> Result<Record, DecodeError> {
     })
 }
 
-/// Decode one stored shard, plain or gzip-compressed. Lines starting with `#` are comments.
-pub fn decode_shard(stored: &[u8]) -> Result<Shard, DecodeError> {
+/// The text of a stored shard, checked as a whole (size, compression, ASCII), with one final `\n` removed.
+///
+/// Shared by [`decode_shard`] and the verifier's scanner ([`super::scan`]), so both see the same text.
+pub(super) fn shard_text(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
     if stored.len() > MAX_DECODE_BYTES {
         return Err(at(0, DecodeErrorKind::TooLarge));
     }
@@ -354,22 +368,34 @@ pub fn decode_shard(stored: &[u8]) -> Result<Shard, DecodeError> {
             },
         )
     })?;
-    let bytes: &[u8] = &text;
-    if !bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\n') {
+    // Printable ASCII (space to `~`) or `\n`; folded per chunk without early exit so it vectorises.
+    let printable = |b: u8| b.wrapping_sub(b' ') < 0x5f || b == b'\n';
+    if !text.chunks(256).all(|chunk| chunk.iter().fold(true, |ok, &b| ok & printable(b))) {
         return Err(at(0, DecodeErrorKind::NotAscii));
     }
-    // Checked above: every byte is ASCII.
+    Ok(text)
+}
+
+/// The numbered non-comment lines of checked shard text, and the header line's number and text.
+pub(super) fn lines(bytes: &[u8]) -> Result<(usize, &str, impl Iterator<Item = (usize, &str)>), DecodeError> {
+    // Checked by shard_text: every byte is ASCII.
     let text = std::str::from_utf8(bytes).map_err(|_| at(0, DecodeErrorKind::NotAscii))?;
     let text = text.strip_suffix('\n').unwrap_or(text);
     if text.is_empty() {
         return Err(at(0, DecodeErrorKind::MissingHeader));
     }
     let mut lines = text.split('\n').enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.starts_with('#'));
-
     let (header_line, header) = lines.next().ok_or(at(0, DecodeErrorKind::MissingHeader))?;
     if header.is_empty() {
         return Err(at(header_line, DecodeErrorKind::MissingHeader));
     }
+    Ok((header_line, header, lines))
+}
+
+/// Decode one stored shard, plain or gzip-compressed. Lines starting with `#` are comments.
+pub fn decode_shard(stored: &[u8]) -> Result<Shard, DecodeError> {
+    let text = shard_text(stored)?;
+    let (header_line, header, lines) = lines(&text)?;
     let (id, generation, index, total, declared) =
         parse_header(header).map_err(|e| DecodeError { line: header_line, ..e })?;
 
@@ -435,36 +461,9 @@ pub enum AssembleError {
 /// Any doubt is an error: a verifier that gets one keeps its last good key
 /// set rather than serve a partial or mixed one.
 pub fn assemble(shards: Vec<Shard>) -> Result<Vec<KeySet>, AssembleError> {
-    let mut by_set: BTreeMap<KeySetId, Vec<Shard>> = BTreeMap::new();
-    for shard in shards {
-        by_set.entry(shard.id.clone()).or_default().push(shard);
-    }
-    let mut seen_hashes = HashSet::with_capacity(by_set.values().flatten().map(|s| s.records.len()).sum());
-    let mut sets = Vec::with_capacity(by_set.len());
-    for (id, mut shards) in by_set {
-        shards.sort_by_key(|s| s.index);
-        let first = &shards[0];
-        let (generation, total) = (first.generation, first.total);
-        for shard in &shards {
-            if shard.generation != generation {
-                return Err(AssembleError::MixedGenerations { id, a: generation, b: shard.generation });
-            }
-            if shard.total != total {
-                return Err(AssembleError::ShardCountDisagrees(id));
-            }
-        }
-        for (expected, shard) in (1..).zip(&shards) {
-            if shard.index != expected {
-                return Err(if shard.index < expected {
-                    AssembleError::DuplicateShard { id, index: shard.index }
-                } else {
-                    AssembleError::MissingShard { id, index: expected, total }
-                });
-            }
-        }
-        if shards.len() != total {
-            return Err(AssembleError::MissingShard { id, index: shards.len() + 1, total });
-        }
+    let mut seen_hashes = HashSet::with_capacity(shards.iter().map(|s| s.records.len()).sum());
+    let mut sets = Vec::new();
+    for (id, generation, shards) in group(shards, |s| (&s.id, s.generation, s.index, s.total))? {
         let mut records = Vec::with_capacity(shards.iter().map(|s| s.records.len()).sum());
         for record in shards.into_iter().flat_map(|s| s.records) {
             if !seen_hashes.insert(record.hash) {
@@ -473,6 +472,48 @@ pub fn assemble(shards: Vec<Shard>) -> Result<Vec<KeySet>, AssembleError> {
             records.push(record);
         }
         sets.push(KeySet { id, generation, records });
+    }
+    Ok(sets)
+}
+
+/// Group shards by key set, each group in shard order, checking that every set is whole and of one generation.
+///
+/// `header` gives a shard's key set, generation, index and shard count. Hashes are not looked at.
+pub(super) fn group<T>(
+    shards: Vec<T>,
+    header: impl Fn(&T) -> (&KeySetId, u64, usize, usize),
+) -> Result<Vec<(KeySetId, u64, Vec<T>)>, AssembleError> {
+    let mut by_set: BTreeMap<KeySetId, Vec<T>> = BTreeMap::new();
+    for shard in shards {
+        by_set.entry(header(&shard).0.clone()).or_default().push(shard);
+    }
+    let mut sets = Vec::with_capacity(by_set.len());
+    for (id, mut shards) in by_set {
+        shards.sort_by_key(|s| header(s).2);
+        let (_, generation, _, total) = header(&shards[0]);
+        for shard in &shards {
+            let (_, shard_generation, _, shard_total) = header(shard);
+            if shard_generation != generation {
+                return Err(AssembleError::MixedGenerations { id, a: generation, b: shard_generation });
+            }
+            if shard_total != total {
+                return Err(AssembleError::ShardCountDisagrees(id));
+            }
+        }
+        for (expected, shard) in (1..).zip(&shards) {
+            let index = header(shard).2;
+            if index != expected {
+                return Err(if index < expected {
+                    AssembleError::DuplicateShard { id, index }
+                } else {
+                    AssembleError::MissingShard { id, index: expected, total }
+                });
+            }
+        }
+        if shards.len() != total {
+            return Err(AssembleError::MissingShard { id, index: shards.len() + 1, total });
+        }
+        sets.push((id, generation, shards));
     }
     Ok(sets)
 }

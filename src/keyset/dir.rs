@@ -60,11 +60,19 @@ fn snapshot_root(dir: &Path) -> Result<PathBuf, LoadError> {
 }
 
 /// Read and decode every shard file in `dir`, without assembling them.
+pub fn read_shards(dir: &Path) -> Result<Vec<Shard>, LoadError> {
+    read_stored(dir)?
+        .into_iter()
+        .map(|(path, bytes)| decode_shard(&bytes).map_err(|error| LoadError::Decode { path, error }))
+        .collect()
+}
+
+/// Read the bytes of every shard file in `dir`, in file-name order, without decoding them.
 ///
 /// If kubelet swaps `..data` while the files are read, the read is repeated:
 /// the old directory may be deleted under the reader, which could otherwise
 /// yield a subset of its files without any error.
-pub fn read_shards(dir: &Path) -> Result<Vec<Shard>, LoadError> {
+pub fn read_stored(dir: &Path) -> Result<Vec<(PathBuf, StoredBytes)>, LoadError> {
     const ATTEMPTS: usize = 3;
     let mut attempt = 1;
     loop {
@@ -80,7 +88,7 @@ pub fn read_shards(dir: &Path) -> Result<Vec<Shard>, LoadError> {
     }
 }
 
-fn read_snapshot(dir: &Path, root: &Path) -> Result<Vec<Shard>, LoadError> {
+fn read_snapshot(dir: &Path, root: &Path) -> Result<Vec<(PathBuf, StoredBytes)>, LoadError> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(root).map_err(io(root))? {
         let entry = entry.map_err(io(root))?;
@@ -102,10 +110,58 @@ fn read_snapshot(dir: &Path, root: &Path) -> Result<Vec<Shard>, LoadError> {
             if usize::try_from(len).map_or(true, |len| len > MAX_DECODE_BYTES) {
                 return Err(LoadError::TooLarge(path));
             }
-            let bytes = std::fs::read(&path).map_err(io(&path))?;
-            decode_shard(&bytes).map_err(|error| LoadError::Decode { path, error })
+            let bytes = read_file(&path, len).map_err(io(&path))?;
+            Ok((path, bytes))
         })
         .collect()
+}
+
+/// A shard file's bytes. Large ones live in their own anonymous memory map,
+/// so that dropping them gives the memory back to the system: glibc keeps
+/// freed heap blocks of this size, which after a reload of a large key set
+/// would stay resident for good.
+#[derive(Debug)]
+pub enum StoredBytes {
+    /// A small file, on the heap.
+    Heap(Vec<u8>),
+    /// A large file, in an anonymous map.
+    Mapped(memmap2::MmapMut),
+}
+
+impl std::ops::Deref for StoredBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            StoredBytes::Heap(bytes) => bytes,
+            StoredBytes::Mapped(map) => map,
+        }
+    }
+}
+
+impl AsRef<[u8]> for StoredBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Files at least this large are read into a map of their own.
+const MAP_FROM: u64 = 64 * 1024;
+
+fn read_file(path: &Path, len: u64) -> std::io::Result<StoredBytes> {
+    use std::io::Read as _;
+    if len < MAP_FROM {
+        return std::fs::read(path).map(StoredBytes::Heap);
+    }
+    let mut file = std::fs::File::open(path)?;
+    let len = usize::try_from(len).map_err(std::io::Error::other)?;
+    let mut map = memmap2::MmapOptions::new().len(len).map_anon()?;
+    file.read_exact(&mut map)?;
+    // Grown since its size was taken: not the file that was measured, so read it again later.
+    if file.read(&mut [0u8; 1])? != 0 {
+        return Err(std::io::Error::other("file changed while being read"));
+    }
+    Ok(StoredBytes::Mapped(map))
 }
 
 /// Read the key sets in one or more directories, failing on any doubt.

@@ -12,12 +12,16 @@ mod dir;
 mod encode;
 mod packed;
 mod record;
+mod scan;
 
 pub use decode::{AssembleError, DecodeError, DecodeErrorKind, Field, Shard, assemble, decode_shard};
-pub use dir::{LoadError, load_dirs, read_shards};
+pub use dir::{LoadError, StoredBytes, load_dirs, read_shards, read_stored};
 pub use encode::{DEFAULT_MAX_SHARD_BYTES, EncodeError, SHARD_FILE_SUFFIX, encode, shard_file_name};
 pub use packed::{GZIP_MAGIC, MAX_TEXT_BYTES, ShardBytes, encode_packed};
 pub use record::{KeySetId, RateLimit, Record, RecordState};
+pub use scan::{
+    CompactRecord, ScannedSet, ScannedShard, ShardHeader, assemble_headers, assemble_scanned, peek_header, scan_shard,
+};
 
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: &str = "v1";
@@ -36,5 +40,7 @@ pub struct KeySet {
     pub records: Vec<Record>,
 }
 
+#[cfg(test)]
+mod scan_tests;
 #[cfg(test)]
 mod tests;

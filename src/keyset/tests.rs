@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::token::KeyHash;
 
-fn id(ns: &str, name: &str) -> KeySetId {
+pub(super) fn id(ns: &str, name: &str) -> KeySetId {
     KeySetId { namespace: ns.into(), name: name.into() }
 }
 
@@ -145,7 +145,7 @@ fn duplicate_hashes_are_refused_when_encoding() {
     assert!(matches!(err, EncodeError::DuplicateHash(_)), "{err:?}");
 }
 
-fn golden_text() -> String {
+pub(super) fn golden_text() -> String {
     std::fs::read_to_string(golden_path("team-a.default.1.keyset")).unwrap()
 }
 
@@ -267,7 +267,7 @@ fn incomplete_or_mixed_shard_sets_are_refused() {
     assert!(matches!(assemble(two_sets), Err(AssembleError::DuplicateHash(_))));
 }
 
-fn arb_record() -> impl Strategy<Value = Record> {
+pub(super) fn arb_record() -> impl Strategy<Value = Record> {
     let scope = prop_oneof![Just("read"), Just("write"), Just("admin")]
         .prop_flat_map(|action| "[a-z][a-z0-9_.-]{0,10}[a-z0-9]".prop_map(move |r| format!("{r}:{action}")));
     (

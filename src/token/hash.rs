@@ -94,6 +94,17 @@ fn hex_value(c: u8) -> Option<u8> {
     }
 }
 
+/// Each byte's value as a lowercase hex digit, or 0xff.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0u8;
+    while i < 16 {
+        table[HEX[i as usize] as usize] = i;
+        i += 1;
+    }
+    table
+};
+
 impl FromStr for KeyHash {
     type Err = HashParseError;
 
@@ -103,11 +114,17 @@ impl FromStr for KeyHash {
         if hex.len() != 64 {
             return Err(HashParseError::InvalidHex);
         }
+        // Table lookups without a branch per digit (key sets hold millions of hashes);
+        // any byte that is not a lowercase hex digit sets a high bit in `bad`.
         let mut out = [0u8; 32];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let hi = hex_value(hex[2 * i]).ok_or(HashParseError::InvalidHex)?;
-            let lo = hex_value(hex[2 * i + 1]).ok_or(HashParseError::InvalidHex)?;
-            *slot = (hi << 4) | lo;
+        let mut bad = 0u8;
+        for (slot, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            let (hi, lo) = (HEX_VALUE[usize::from(pair[0])], HEX_VALUE[usize::from(pair[1])]);
+            bad |= hi | lo;
+            *slot = (hi << 4) | (lo & 0x0f);
+        }
+        if bad & 0xf0 != 0 {
+            return Err(HashParseError::InvalidHex);
         }
         Ok(KeyHash(out))
     }

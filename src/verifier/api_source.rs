@@ -111,7 +111,7 @@ pub async fn watch(client: kube::Client, id: KeySetId, store: Arc<KeyStore>, met
         };
         if changed {
             match index_from_configmaps(&id, mirror.configmaps(), store.current().as_deref()) {
-                Ok(index) => install(&store, &metrics, index),
+                Ok(index) => drop(install(&store, &metrics, index)),
                 Err(err) => {
                     metrics.reload_failures.inc();
                     tracing::warn!(error = %err, keyset = %id, "key-set reload failed; last good set stays in force");

@@ -99,7 +99,7 @@ pub struct Decision<'i> {
     /// What was decided.
     pub outcome: Outcome,
     /// The key, once the token has been found (for headers and logs).
-    pub entry: Option<&'i Entry>,
+    pub entry: Option<Entry<'i>>,
     /// For [`Outcome::RateLimited`]: when to try again.
     pub retry_after: Option<Duration>,
     /// For [`Outcome::InsufficientScope`]: the scope the request needed, e.g. `leads:write`.
@@ -114,7 +114,7 @@ impl Decision<'_> {
     /// The key id of the token, once known.
     #[must_use]
     pub fn key_id(&self) -> Option<KeyId> {
-        self.entry.map(|e| e.key_id)
+        self.entry.map(|e| e.key_id())
     }
 }
 

@@ -3,6 +3,12 @@
 //! Built once per reload and then only read, so lookups take no lock. Rate
 //! limit buckets are carried over from the previous index for keys whose
 //! limit did not change, so a reload neither resets nor tightens them.
+//!
+//! Kept small because there is one slot per key (up to millions): a slot is
+//! one 64-byte cache line holding the hash, the validity window in Unix
+//! seconds, the state, and the numbers of the key's grant (its scopes, shared
+//! by every key with the same scopes) and of its rate-limit bucket in side
+//! tables. The key id is not stored: it is the hash's first six bytes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +17,8 @@ use http::HeaderValue;
 use jiff::Timestamp;
 
 use super::ratelimit::Bucket;
-use super::table::Table;
-use crate::keyset::{KeySet, RecordState};
+use super::table::{PAYLOAD, Table};
+use crate::keyset::{KeySet, RateLimit, RecordState, ScannedSet, ScannedShard};
 use crate::scope::{Action, Scope};
 use crate::token::{KeyHash, KeyId};
 
@@ -25,14 +31,10 @@ pub struct Grant {
     pub header: HeaderValue,
 }
 
-/// One published token, as the verifier holds it.
-///
-/// Kept small because there is one per key (up to millions): times as Unix
-/// seconds (records hold whole seconds), scopes shared through [`Grant`].
-#[derive(Debug)]
-pub struct Entry {
-    /// The token's key id.
-    pub key_id: KeyId,
+/// One published token, as the verifier holds it, read out of its slot.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'i> {
+    hash: KeyHash,
     /// Active, inactive or revoked.
     pub state: RecordState,
     /// Refused before this Unix second.
@@ -40,12 +42,18 @@ pub struct Entry {
     /// Refused from this Unix second on; `i64::MAX` for never.
     not_after: i64,
     /// What the key may do.
-    pub grant: Arc<Grant>,
+    pub grant: &'i Grant,
     /// The key's token bucket, if it has a rate limit.
-    pub bucket: Option<Arc<Bucket>>,
+    pub bucket: Option<&'i Bucket>,
 }
 
-impl Entry {
+impl Entry<'_> {
+    /// The token's key id.
+    #[must_use]
+    pub fn key_id(&self) -> KeyId {
+        self.hash.key_id()
+    }
+
     /// Whether any of the key's scopes allows `action` on `resource`.
     #[must_use]
     pub fn allows(&self, resource: &str, action: Action) -> bool {
@@ -60,10 +68,69 @@ impl Entry {
         self.not_before <= second && second < self.not_after
     }
 
+    /// Everything the entry holds, comparable across indexes (for tests).
+    #[cfg(test)]
+    pub(crate) fn facts(&self) -> (KeyId, RecordState, i64, i64, HeaderValue, Option<RateLimit>) {
+        let limit = self.bucket.map(|b| b.limit().clone());
+        (self.key_id(), self.state, self.not_before, self.not_after, self.grant.header.clone(), limit)
+    }
+
     /// `X-Keyward-Key-Id`, ready to send.
     #[must_use]
     pub fn key_id_header(&self) -> HeaderValue {
-        header(self.key_id.as_str())
+        header(self.key_id().as_str())
+    }
+}
+
+/// A slot's payload: not-before, not-after (LE i64), grant, bucket (LE u32, `NO_BUCKET` for none), state.
+struct Payload {
+    not_before: i64,
+    not_after: i64,
+    grant: u32,
+    bucket: u32,
+    state: RecordState,
+}
+
+const NO_BUCKET: u32 = u32::MAX;
+
+impl Payload {
+    fn encode(&self) -> [u8; PAYLOAD] {
+        let mut out = [0u8; PAYLOAD];
+        out[0..8].copy_from_slice(&self.not_before.to_le_bytes());
+        out[8..16].copy_from_slice(&self.not_after.to_le_bytes());
+        out[16..20].copy_from_slice(&self.grant.to_le_bytes());
+        out[20..24].copy_from_slice(&self.bucket.to_le_bytes());
+        out[24] = match self.state {
+            RecordState::Active => 0,
+            RecordState::Inactive => 1,
+            RecordState::Revoked => 2,
+        };
+        out
+    }
+
+    fn decode(bytes: &[u8; PAYLOAD]) -> Payload {
+        let word = |at: usize| {
+            let mut out = [0u8; 8];
+            out.copy_from_slice(&bytes[at..at + 8]);
+            out
+        };
+        let half = |at: usize| {
+            let mut out = [0u8; 4];
+            out.copy_from_slice(&bytes[at..at + 4]);
+            out
+        };
+        Payload {
+            not_before: i64::from_le_bytes(word(0)),
+            not_after: i64::from_le_bytes(word(8)),
+            grant: u32::from_le_bytes(half(16)),
+            bucket: u32::from_le_bytes(half(20)),
+            state: match bytes[24] {
+                0 => RecordState::Active,
+                1 => RecordState::Inactive,
+                // Only ever 2; anything else would refuse rather than allow.
+                _ => RecordState::Revoked,
+            },
+        }
     }
 }
 
@@ -81,7 +148,9 @@ pub struct SetInfo {
 /// Every loaded key, by token hash.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    entries: Table<Entry>,
+    table: Table,
+    grants: Vec<Grant>,
+    buckets: Vec<Arc<Bucket>>,
     sets: Vec<SetInfo>,
 }
 
@@ -91,78 +160,190 @@ pub enum IndexError {
     /// The same hash appears twice across the key sets.
     #[error("key id {0} appears in more than one record")]
     DuplicateHash(KeyId),
+    /// More distinct scope lists or rate-limited keys than a slot can number (over four billion).
+    #[error("key set too large to index")]
+    TooLarge,
+}
+
+/// Builds a [`KeyIndex`] for a known number of keys, set by set and shard by shard.
+///
+/// Lets a reader insert each shard as soon as it is scanned and drop it, so
+/// that a reload never holds more than a few shards besides the new index.
+pub struct IndexBuilder<'p> {
+    index: KeyIndex,
+    capacity: usize,
+    grant_ids: HashMap<Vec<Scope>, u32>,
+    previous: Option<&'p KeyIndex>,
+}
+
+impl<'p> IndexBuilder<'p> {
+    /// A builder for up to `capacity` keys, carrying rate-limit buckets over from `previous`.
+    #[must_use]
+    pub fn new(capacity: usize, previous: Option<&'p KeyIndex>) -> IndexBuilder<'p> {
+        IndexBuilder {
+            index: KeyIndex { table: Table::with_capacity(capacity), ..KeyIndex::default() },
+            capacity,
+            grant_ids: HashMap::new(),
+            previous,
+        }
+    }
+
+    /// Record that a key set of `keys` keys is part of the index (for metrics and logs).
+    pub fn add_set(&mut self, id: String, generation: u64, keys: usize) {
+        self.index.sets.push(SetInfo { id, generation, keys });
+    }
+
+    /// Add every record of a scanned shard; refuses a hash already added.
+    pub fn add_shard(&mut self, shard: &ScannedShard) -> Result<(), IndexError> {
+        if self.index.len() + shard.records.len() > self.capacity {
+            return Err(IndexError::TooLarge);
+        }
+        // Each shard numbers its own scope lists and limits; map them once per shard.
+        let grants = shard.scopes.iter().map(|s| self.grant(s)).collect::<Result<Vec<u32>, _>>()?;
+        let limits: Vec<Arc<RateLimit>> = shard.rate_limits.iter().cloned().map(Arc::new).collect();
+        for record in &shard.records {
+            // The scanner numbers from its own lists, so both lookups succeed.
+            let grant = grants.get(record.scopes as usize).copied().ok_or(IndexError::TooLarge)?;
+            let limit = match record.rate_limit {
+                None => None,
+                Some(i) => Some(limits.get(i as usize).ok_or(IndexError::TooLarge)?),
+            };
+            self.add(&record.hash, record.state, record.not_before, record.not_after, grant, limit)?;
+        }
+        Ok(())
+    }
+
+    /// The finished index.
+    #[must_use]
+    pub fn finish(self) -> KeyIndex {
+        self.index
+    }
+
+    fn grant(&mut self, scopes: &[Scope]) -> Result<u32, IndexError> {
+        if let Some(id) = self.grant_ids.get(scopes) {
+            return Ok(*id);
+        }
+        let id = u32::try_from(self.index.grants.len()).map_err(|_| IndexError::TooLarge)?;
+        let text = scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        self.index.grants.push(Grant { scopes: scopes.into(), header: header(&text) });
+        self.grant_ids.insert(scopes.to_vec(), id);
+        Ok(id)
+    }
+
+    fn add(
+        &mut self,
+        hash: &KeyHash,
+        state: RecordState,
+        not_before: i64,
+        not_after: Option<i64>,
+        grant: u32,
+        limit: Option<&Arc<RateLimit>>,
+    ) -> Result<(), IndexError> {
+        let bucket = match limit {
+            None => NO_BUCKET,
+            Some(limit) => {
+                let carried = self
+                    .previous
+                    .and_then(|p| p.bucket(hash))
+                    .filter(|b| b.limit() == &**limit)
+                    .map_or_else(|| Arc::new(Bucket::shared(Arc::clone(limit))), Arc::clone);
+                let id = u32::try_from(self.index.buckets.len())
+                    .ok()
+                    .filter(|id| *id != NO_BUCKET)
+                    .ok_or(IndexError::TooLarge)?;
+                self.index.buckets.push(carried);
+                id
+            }
+        };
+        let payload = Payload { not_before, not_after: not_after.unwrap_or(i64::MAX), grant, bucket, state };
+        self.index.table.insert(hash, &payload.encode()).map_err(|_| IndexError::DuplicateHash(hash.key_id()))
+    }
 }
 
 impl KeyIndex {
-    /// Build an index from whole key sets, reusing the rate-limit buckets of `previous`.
+    /// Build an index from whole decoded key sets, reusing the rate-limit buckets of `previous`.
     pub fn build(sets: Vec<KeySet>, previous: Option<&KeyIndex>) -> Result<KeyIndex, IndexError> {
-        let total = sets.iter().map(|s| s.records.len()).sum();
-        let mut entries = Table::with_capacity(total);
-        let mut infos = Vec::with_capacity(sets.len());
-        let mut grants: HashMap<Vec<Scope>, Arc<Grant>> = HashMap::new();
+        let mut builder = IndexBuilder::new(sets.iter().map(|s| s.records.len()).sum(), previous);
         for set in sets {
-            infos.push(SetInfo { id: set.id.to_string(), generation: set.generation, keys: set.records.len() });
+            builder.add_set(set.id.to_string(), set.generation, set.records.len());
             for record in set.records {
-                let bucket = record.rate_limit.as_ref().map(|limit| {
-                    previous
-                        .and_then(|p| p.entries.get(&record.hash))
-                        .and_then(|e| e.bucket.as_ref())
-                        .filter(|b| b.limit() == limit)
-                        .map_or_else(|| Arc::new(Bucket::new(limit)), Arc::clone)
-                });
-                let grant = grants
-                    .entry(record.scopes)
-                    .or_insert_with_key(|scopes| {
-                        let text = scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-                        Arc::new(Grant { scopes: scopes.clone().into(), header: header(&text) })
-                    })
-                    .clone();
-                let entry = Entry {
-                    key_id: record.key_id,
-                    state: record.state,
-                    not_before: record.not_before.as_second(),
-                    not_after: record.not_after.map_or(i64::MAX, Timestamp::as_second),
+                let grant = builder.grant(&record.scopes)?;
+                let limit = record.rate_limit.map(Arc::new);
+                builder.add(
+                    &record.hash,
+                    record.state,
+                    record.not_before.as_second(),
+                    record.not_after.map(Timestamp::as_second),
                     grant,
-                    bucket,
-                };
-                if entries.insert(record.hash, entry).is_err() {
-                    return Err(IndexError::DuplicateHash(record.key_id));
-                }
+                    limit.as_ref(),
+                )?;
             }
         }
-        Ok(KeyIndex { entries, sets: infos })
+        Ok(builder.finish())
+    }
+
+    /// Build an index from whole scanned key sets, reusing the rate-limit buckets of `previous`.
+    ///
+    /// Refuses duplicate hashes, which the scanner leaves to this step.
+    pub fn from_scanned(sets: &[ScannedSet], previous: Option<&KeyIndex>) -> Result<KeyIndex, IndexError> {
+        let mut builder =
+            IndexBuilder::new(sets.iter().flat_map(|s| &s.shards).map(|s| s.records.len()).sum(), previous);
+        for set in sets {
+            builder.add_set(set.id.to_string(), set.generation, set.shards.iter().map(|s| s.records.len()).sum());
+            for shard in &set.shards {
+                builder.add_shard(shard)?;
+            }
+        }
+        Ok(builder.finish())
     }
 
     /// The entry for a token hash.
     #[must_use]
-    pub fn get(&self, hash: &KeyHash) -> Option<&Entry> {
-        self.entries.get(hash)
+    pub fn get(&self, hash: &KeyHash) -> Option<Entry<'_>> {
+        let payload = Payload::decode(self.table.get(hash)?);
+        // Indexes come from this index's own builder, so they are in range; a miss would refuse the key.
+        let grant = self.grants.get(payload.grant as usize)?;
+        let bucket = match payload.bucket {
+            NO_BUCKET => None,
+            i => Some(&**self.buckets.get(i as usize)?),
+        };
+        Some(Entry {
+            hash: *hash,
+            state: payload.state,
+            not_before: payload.not_before,
+            not_after: payload.not_after,
+            grant,
+            bucket,
+        })
+    }
+
+    fn bucket(&self, hash: &KeyHash) -> Option<&Arc<Bucket>> {
+        match Payload::decode(self.table.get(hash)?).bucket {
+            NO_BUCKET => None,
+            i => self.buckets.get(i as usize),
+        }
     }
 
     /// How many keys are loaded.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.table.len()
     }
 
     /// Whether no key is loaded.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.table.is_empty()
     }
 
     /// Approximate heap bytes held by the index: the slot array, rate-limit buckets and shared grants.
     #[must_use]
     pub fn approx_heap_bytes(&self) -> usize {
-        // Arc allocations add two counters to what they hold.
+        // Arc allocations add two counters to what they hold; each bucket also has its pointer in the side table.
         let arc = 2 * std::mem::size_of::<usize>();
-        let buckets =
-            self.entries.values().filter(|e| e.bucket.is_some()).count() * (std::mem::size_of::<Bucket>() + arc);
-        let mut grants: Vec<*const Grant> = self.entries.values().map(|e| Arc::as_ptr(&e.grant)).collect();
-        grants.sort_unstable();
-        grants.dedup();
+        let buckets = self.buckets.len() * (std::mem::size_of::<Bucket>() + arc + std::mem::size_of::<usize>());
         // A grant's scope strings: a guess of 64 bytes each set.
-        self.entries.slot_bytes() + buckets + grants.len() * (std::mem::size_of::<Grant>() + arc + 64)
+        self.table.slot_bytes() + buckets + self.grants.len() * (std::mem::size_of::<Grant>() + 64)
     }
 
     /// The loaded key sets.
@@ -176,4 +357,21 @@ fn header(text: &str) -> HeaderValue {
     // Key ids are hex and scopes match SCOPE_PATTERN (ASCII letters, digits, `._-*:`),
     // and commas join them: always a valid header value. The fallback is never taken.
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_reads_back_as_written() {
+        for state in [RecordState::Active, RecordState::Inactive, RecordState::Revoked] {
+            let payload = Payload { not_before: -5, not_after: i64::MAX, grant: 7, bucket: NO_BUCKET, state };
+            let back = Payload::decode(&payload.encode());
+            assert_eq!(
+                (back.not_before, back.not_after, back.grant, back.bucket, back.state),
+                (-5, i64::MAX, 7, NO_BUCKET, state)
+            );
+        }
+    }
 }

@@ -7,20 +7,33 @@
 //! Until the first reload succeeds there is no index and the verifier is not
 //! ready.
 //!
+//! Reading is fast and allocation-light ([`crate::keyset::scan_shard`], one
+//! thread per core over the shards, each shard inserted into the compact
+//! index and dropped as soon as it is read); only a
+//! refused set is decoded again by the strict decoder, to say exactly why. A
+//! reload whose files hold the same bytes as the set in force (kubelet's swap
+//! raises several inotify events) skips the parse. The index a reload
+//! replaces is dropped by the loader once requests are done with it, not by
+//! the last request holding it.
+//!
 //! Changes are noticed through inotify (the `notify` crate) on each directory,
 //! which sees kubelet's `..data` symlink swap, and by polling a cheap
 //! fingerprint (the `..data` target and each file's size and mtime) in case
 //! events are lost or unavailable.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
-use super::index::{IndexError, KeyIndex};
+use super::index::{IndexBuilder, IndexError, KeyIndex};
 use super::metrics::{KeySetLabel, Metrics};
-use crate::keyset::{LoadError, load_dirs};
+use crate::keyset::{
+    LoadError, ScannedShard, ShardHeader, assemble, assemble_headers, decode_shard, peek_header, read_stored,
+    scan_shard,
+};
 
 /// The key index in force, shared by every request.
 #[derive(Debug, Default)]
@@ -42,9 +55,15 @@ impl KeyStore {
         self.index.load().is_some()
     }
 
-    /// Put `index` in force; requests already holding the old one finish with it.
-    pub fn install(&self, index: KeyIndex) {
-        self.index.store(Some(Arc::new(index)));
+    /// Put `index` in force and hand back the one it replaces; requests already holding that one finish with it.
+    pub fn install(&self, index: KeyIndex) -> Option<Arc<KeyIndex>> {
+        let old = self.index.swap(Some(Arc::new(index)));
+        self.confirm();
+        old
+    }
+
+    /// Note that the set in force was just found current.
+    fn confirm(&self) {
         *self.loaded_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
@@ -73,13 +92,15 @@ pub struct Loader {
     store: Arc<KeyStore>,
     metrics: Arc<Metrics>,
     fingerprint: Option<String>,
+    /// Digest of the files of the set in force, to skip reloads that would change nothing.
+    in_force: Option<[u8; 32]>,
 }
 
 impl Loader {
     /// A loader for `dirs`, installing into `store`.
     #[must_use]
     pub fn new(dirs: Vec<PathBuf>, store: Arc<KeyStore>, metrics: Arc<Metrics>) -> Loader {
-        Loader { dirs, store, metrics, fingerprint: None }
+        Loader { dirs, store, metrics, fingerprint: None, in_force: None }
     }
 
     /// The directories read.
@@ -108,15 +129,154 @@ impl Loader {
     }
 
     fn try_reload(&mut self) -> Result<(), ReloadError> {
-        let sets = load_dirs(&self.dirs)?;
-        let index = KeyIndex::build(sets, self.store.current().as_deref())?;
-        install(&self.store, &self.metrics, index);
+        let mut stored = Vec::new();
+        for dir in &self.dirs {
+            stored.extend(read_stored(dir)?);
+        }
+        let digest = digest(&stored);
+        if self.in_force == Some(digest) && self.store.is_ready() {
+            self.store.confirm();
+            self.metrics.reloads.inc();
+            tracing::debug!("key-set files unchanged; the set in force stays");
+            return Ok(());
+        }
+        let previous = self.store.current();
+        let index = index_from_stored(&stored, previous.as_deref())?;
+        drop((previous, stored));
+        let replaced = install(&self.store, &self.metrics, index);
+        self.in_force = Some(digest);
+        retire(replaced);
         Ok(())
     }
 }
 
+/// SHA-256 over every file's path and bytes.
+fn digest<B: AsRef<[u8]>>(stored: &[(PathBuf, B)]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for (path, bytes) in stored {
+        let path = path.as_os_str().as_encoded_bytes();
+        hasher.update((path.len() as u64).to_le_bytes());
+        hasher.update(path);
+        let bytes = bytes.as_ref();
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+    hasher.finalize().into()
+}
+
+/// Turn the stored shards of every directory into one index, or say why not.
+///
+/// The scanner reads the shards (in parallel) straight into the index. If it
+/// refuses anything, the strict decoder reads the same bytes again and its
+/// error, naming file, line and field, is the answer: the strict decoder is
+/// the specification, and the scanner's refusals carry no reason.
+pub fn index_from_stored<B: AsRef<[u8]> + Sync>(
+    stored: &[(PathBuf, B)],
+    previous: Option<&KeyIndex>,
+) -> Result<KeyIndex, ReloadError> {
+    if let Some(index) = scan_into_index(stored, previous) {
+        return Ok(index);
+    }
+    let shards = stored
+        .iter()
+        .map(|(path, bytes)| {
+            decode_shard(bytes.as_ref()).map_err(|error| LoadError::Decode { path: path.clone(), error })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let index = KeyIndex::build(assemble(shards).map_err(LoadError::from)?, previous)?;
+    // Property tests say this does not happen; if it does, the strict decoder's word stands.
+    tracing::warn!("the fast key-set reader refused a set the strict decoder accepts; loaded it strictly");
+    Ok(index)
+}
+
+/// The fast path: headers first (to check the sets are whole and size the
+/// index), then one scanning thread per core taking shards from a shared
+/// counter, handing each scanned shard to this thread, which inserts it and
+/// drops it. The hand-over holds at most one shard per scanner, so a reload
+/// holds the new index and a few shards, never every shard's records at
+/// once: less to hand back to the allocator afterwards, which glibc would
+/// keep as resident memory. Shards are inserted in whatever order they
+/// finish; nothing in the index depends on that order.
+fn scan_into_index<B: AsRef<[u8]> + Sync>(stored: &[(PathBuf, B)], previous: Option<&KeyIndex>) -> Option<KeyIndex> {
+    let headers = stored
+        .iter()
+        .enumerate()
+        .map(|(i, (_, bytes))| Some((i, peek_header(bytes.as_ref())?)))
+        .collect::<Option<Vec<_>>>()?;
+    let sets = assemble_headers(headers).ok()?;
+    let capacity = sets.iter().flat_map(|(_, _, shards)| shards).map(|(_, h)| h.records).sum();
+    let mut builder = IndexBuilder::new(capacity, previous);
+    let mut expected: Vec<Option<ShardHeader>> = vec![None; stored.len()];
+    for (id, generation, shards) in sets {
+        builder.add_set(id.to_string(), generation, shards.iter().map(|(_, h)| h.records).sum());
+        for (i, header) in shards {
+            expected[i] = Some(header);
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(stored.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Option<ScannedShard>)>(threads);
+    let (next, failed, expected) = (&next, &failed, &expected);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let send = send.clone();
+                scope.spawn(move || {
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((_, bytes)) = stored.get(i) else { break };
+                        if send.send((i, scan_shard(bytes.as_ref()))).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(send);
+        // Takes the receiver, so returning early lets blocked scanners stop; ends once every scanner has.
+        let insert_all = move || {
+            let mut inserted = 0;
+            for (i, scanned) in receive {
+                // The scan must confirm the header the index was sized by.
+                let shard = scanned.filter(|s| expected.get(i).and_then(Option::as_ref) == Some(&s.header()));
+                if let Some(shard) = shard
+                    && builder.add_shard(&shard).is_ok()
+                {
+                    inserted += 1;
+                } else {
+                    failed.store(true, Ordering::Relaxed);
+                    return None;
+                }
+            }
+            // A scanner that panicked never delivered its shard: the count refuses, the strict decoder decides.
+            (inserted == stored.len()).then(|| builder.finish())
+        };
+        let index = insert_all();
+        for worker in workers {
+            // Joined here so that a panic counts as a refusal instead of propagating.
+            let _ = worker.join();
+        }
+        index
+    })
+}
+
+/// Drop a replaced index here rather than on a request: wait (briefly) until no request holds it.
+fn retire(index: Option<Arc<KeyIndex>>) {
+    let Some(index) = index else { return };
+    let deadline = Instant::now() + Duration::from_millis(100);
+    // Requests hold the index only while deciding (microseconds); proxied requests let go before forwarding.
+    while Arc::strong_count(&index) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(index);
+}
+
 /// Put a new index in force and bring the key-set metrics up to date; shared by every key-set source.
-pub(super) fn install(store: &KeyStore, metrics: &Metrics, index: KeyIndex) {
+///
+/// Returns the index it replaced, for the caller to drop off the request path.
+pub(super) fn install(store: &KeyStore, metrics: &Metrics, index: KeyIndex) -> Option<Arc<KeyIndex>> {
     if let Some(previous) = store.current() {
         for set in index.sets() {
             let old = previous.sets().iter().find(|s| s.id == set.id);
@@ -132,9 +292,10 @@ pub(super) fn install(store: &KeyStore, metrics: &Metrics, index: KeyIndex) {
         metrics.keyset_generation.get_or_create(&KeySetLabel { keyset: set.id.clone() }).set(generation);
         tracing::info!(keyset = %set.id, generation = set.generation, keys = set.keys, "key set loaded");
     }
-    store.install(index);
+    let replaced = store.install(index);
     metrics.ready.set(1);
     metrics.reloads.inc();
+    replaced
 }
 
 /// A cheap summary of what the directories hold: changes whenever kubelet swaps `..data` or a file changes.

@@ -6,6 +6,7 @@
 //! and a timestamp. Time is the verifier's monotonic clock in nanoseconds,
 //! passed in, so tests drive it by hand.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ pub struct Bucket {
     capacity: u64,
     /// The theoretical arrival time of the next request, in monotonic nanoseconds.
     tat: AtomicU64,
-    /// The limit this bucket was made from, so a reload can tell whether it still applies.
-    limit: RateLimit,
+    /// The limit this bucket was made from, so a reload can tell whether it still applies;
+    /// shared by the keys with the same limit.
+    limit: Arc<RateLimit>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -32,10 +34,16 @@ impl Bucket {
     /// A full bucket for `limit`.
     #[must_use]
     pub fn new(limit: &RateLimit) -> Bucket {
+        Bucket::shared(Arc::new(limit.clone()))
+    }
+
+    /// A full bucket for a limit that other buckets may share.
+    #[must_use]
+    pub fn shared(limit: Arc<RateLimit>) -> Bucket {
         let period = nanos(limit.period.get());
         let interval = (period / u64::from(limit.requests.max(1))).max(1);
         let capacity = interval.saturating_mul(u64::from(limit.burst.max(1)));
-        Bucket { interval, capacity, tat: AtomicU64::new(0), limit: limit.clone() }
+        Bucket { interval, capacity, tat: AtomicU64::new(0), limit }
     }
 
     /// The limit this bucket enforces.

@@ -39,15 +39,15 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
 
 /// The answer to an allowed forward-auth request, carrying the key's headers.
 #[must_use]
-pub fn allowed(entry: &Entry) -> Response<Body> {
+pub fn allowed(entry: &Entry<'_>) -> Response<Body> {
     let mut response =
-        json(StatusCode::OK, &serde_json::json!({ "reason": "allowed", "keyId": entry.key_id.as_str() }));
+        json(StatusCode::OK, &serde_json::json!({ "reason": "allowed", "keyId": entry.key_id().as_str() }));
     add_key_headers(response.headers_mut(), entry);
     response
 }
 
 /// Set `X-Keyward-Key-Id` and `X-Keyward-Scopes`, replacing any value already there.
-pub fn add_key_headers(headers: &mut http::HeaderMap, entry: &Entry) {
+pub fn add_key_headers(headers: &mut http::HeaderMap, entry: &Entry<'_>) {
     headers.insert(KEY_ID_HEADER.clone(), entry.key_id_header());
     headers.insert(SCOPES_HEADER.clone(), entry.grant.header.clone());
 }

@@ -145,7 +145,7 @@ impl Verifier {
                 drop(request);
                 response
             }
-            Some(upstream) => self.proxy(&index, upstream, request, started).await,
+            Some(upstream) => self.proxy(index, upstream, request, started).await,
         }
     }
 
@@ -182,14 +182,14 @@ impl Verifier {
             decide(index, &self.routes, super::decision::Request { method: &method, uri: &uri, authorization }, now);
         self.record(&decision, started);
         match (decision.outcome, decision.entry) {
-            (Outcome::Allowed, Some(entry)) => respond::allowed(entry),
+            (Outcome::Allowed, Some(entry)) => respond::allowed(&entry),
             _ => respond::denied(&decision),
         }
     }
 
     async fn proxy<B>(
         &self,
-        index: &KeyIndex,
+        index: Arc<KeyIndex>,
         upstream: &Upstream,
         request: Request<B>,
         started: Instant,
@@ -204,7 +204,7 @@ impl Verifier {
             let authorization = parts.headers.get_all(AUTHORIZATION).iter().map(http::HeaderValue::as_bytes);
             let method = parts.method.as_str();
             decide(
-                index,
+                &index,
                 &self.routes,
                 super::decision::Request { method, uri: &path_and_query, authorization },
                 self.clock.now(),
@@ -224,7 +224,9 @@ impl Verifier {
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(AUTHORIZATION);
-        respond::add_key_headers(&mut parts.headers, entry);
+        respond::add_key_headers(&mut parts.headers, &entry);
+        // Let go of the index before waiting on the upstream, so a reload can free the old one.
+        drop(index);
         if !parts.headers.contains_key(HOST) {
             // Keep the client's Host when there is one: the app may route on it.
             if let Ok(host) = http::HeaderValue::from_str(upstream.authority.as_str()) {

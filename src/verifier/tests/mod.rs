@@ -3,3 +3,4 @@
 mod decision;
 pub(super) mod fixtures;
 mod props;
+mod reload;
