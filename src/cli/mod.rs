@@ -40,6 +40,7 @@ enum Command {
 /// Run a parsed command line; errors are printed to stderr.
 #[must_use]
 pub fn run(cli: Cli) -> ExitCode {
+    install_crypto_provider();
     let result = match cli.command {
         Command::Crd => print_stdout(&crate::api::crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
@@ -56,6 +57,16 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Choose rustls's crypto provider for the process (ring, kube's default).
+///
+/// Two providers are compiled in (kube's ring and aws-lc-rs, which kube-fake-client's
+/// jsonschema enables), and rustls then refuses to pick one: without this, building any
+/// `kube::Client` from a kubeconfig or the in-cluster config panics. Calling it again does nothing.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already, which is all that is needed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn print_stdout(text: &str) -> anyhow::Result<ExitCode> {
