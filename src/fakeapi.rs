@@ -9,10 +9,19 @@
 //! `resourceVersion`, so list-then-watch loses nothing. Watch streams end when
 //! a watcher falls too far behind (it then re-lists, as against a real server).
 //!
+//! Lists are paged when asked (`limit`, `continue`), in name order, and a
+//! request that accepts `PartialObjectMetadata` (kube's `metadata_watcher`)
+//! gets metadata only, in lists and watch events, as from a real server.
+//! [`server`] serves the same service over loopback HTTP
+//! (`keyward fake-apiserver`).
+//!
 //! Known differences from an API server: cascade deletes of owned objects
 //! produce no events; `ADDED` is reported as `MODIFIED` (watchers treat both
-//! as an apply); label selectors support `key=value` terms only; `limit` and
-//! `continue` are ignored (lists are never paged).
+//! as an apply); label selectors support `key=value` terms only; pages of a
+//! list are not one snapshot (each page is read afresh; the continue token
+//! names the last object returned, so none is skipped or repeated unless it
+//! was created or deleted meanwhile, which the watch from the list's version
+//! then reports).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -30,6 +39,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::api::ApiKey;
+
+pub mod server;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ResponseBody = BoxBody<Bytes, BoxError>;
@@ -51,15 +62,35 @@ pub async fn client() -> Result<kube::Client, kube_fake_client::Error> {
 /// Put the watch layer in front of any kube-fake-client `Client`.
 #[must_use]
 pub fn with_watch(inner: kube::Client) -> kube::Client {
-    let (tx, _) = broadcast::channel(4096);
-    let state = Arc::new(State { log: Mutex::new(Log { seq: 0, history: VecDeque::new() }), tx });
-    kube::Client::new(WatchService { inner, state }, "default")
+    kube::Client::new(WatchService::new(inner), "default")
 }
 
+/// The watch layer as a tower service, for serving it other than through a `kube::Client`.
 #[derive(Clone)]
-struct WatchService {
+pub struct WatchService {
     inner: kube::Client,
     state: Arc<State>,
+    /// End watch streams after the `timeoutSeconds` asked for, as a real server does.
+    timeouts: bool,
+}
+
+impl WatchService {
+    /// Put the watch layer in front of any kube-fake-client `Client`.
+    #[must_use]
+    pub fn new(inner: kube::Client) -> WatchService {
+        let (tx, _) = broadcast::channel(4096);
+        let state = Arc::new(State { log: Mutex::new(Log { seq: 0, history: VecDeque::new() }), tx });
+        WatchService { inner, state, timeouts: false }
+    }
+
+    /// End each watch stream after the `timeoutSeconds` its client asked for (the client then
+    /// watches again from its last version). Off by default: in-process tests run on a paused
+    /// clock, which would end every idle watch at once.
+    #[must_use]
+    pub fn ending_watches_on_timeout(mut self) -> WatchService {
+        self.timeouts = true;
+        self
+    }
 }
 
 struct State {
@@ -176,6 +207,77 @@ impl State {
     }
 }
 
+/// Whether the client asked for `PartialObjectMetadata` (kube's `metadata_watcher` does).
+fn wants_metadata_only(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("as=PartialObjectMetadata")))
+}
+
+/// An object as a metadata-only request sees it.
+fn metadata_only(object: &Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// Where an object sorts in a paged list: namespace, then name.
+fn list_position(object: &Value) -> (String, String) {
+    let field = |f: &str| object.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or("").to_owned();
+    (field("namespace"), field("name"))
+}
+
+/// A list request's paging: `limit`, and `continue` as issued by [`page`] (`version/namespace/name`).
+struct Paging {
+    limit: Option<usize>,
+    after: Option<(u64, (String, String))>,
+}
+
+impl Paging {
+    fn from_query(query: &str) -> Paging {
+        let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
+        let after = query_param(query, "continue").map(decode).and_then(|token| {
+            let mut parts = token.splitn(3, '/');
+            let version = parts.next()?.parse().ok()?;
+            Some((version, (parts.next()?.to_owned(), parts.next()?.to_owned())))
+        });
+        Paging { limit, after }
+    }
+}
+
+/// Cut one page out of a whole list, and give it the list's version (that of its first page).
+fn page(list: &mut Value, paging: &Paging, version: u64, metadata: bool) {
+    let version = paging.after.as_ref().map_or(version, |(v, _)| *v);
+    let mut next = None;
+    if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
+        items.sort_by_cached_key(list_position);
+        if let Some((_, after)) = &paging.after {
+            items.retain(|item| list_position(item) > *after);
+        }
+        if let Some(limit) = paging.limit.filter(|l| items.len() > *l) {
+            items.truncate(limit);
+            let (namespace, name) = items.last().map(list_position).unwrap_or_default();
+            next = Some(format!("{version}/{namespace}/{name}"));
+        }
+        if metadata {
+            for item in items.iter_mut() {
+                *item = metadata_only(item);
+            }
+        }
+    }
+    if metadata {
+        list["apiVersion"] = json!("meta.k8s.io/v1");
+        list["kind"] = json!("PartialObjectMetadataList");
+    }
+    list["metadata"]["resourceVersion"] = Value::String(version.to_string());
+    if let Some(token) = next {
+        list["metadata"]["continue"] = Value::String(token);
+    }
+}
+
 fn full(bytes: Bytes) -> ResponseBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
@@ -188,7 +290,7 @@ fn respond(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
 }
 
 impl WatchService {
-    fn watch(&self, target: Target, query: &str) -> Response<ResponseBody> {
+    fn watch(&self, target: Target, query: &str, metadata: bool) -> Response<ResponseBody> {
         let selector = query_param(query, "labelSelector").map(decode);
         let from: u64 =
             query_param(query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or_else(|| self.state.current());
@@ -209,15 +311,35 @@ impl WatchService {
                 Err(_) => None,
             }
         });
-        let events = stream::iter(replay).chain(live).filter(move |e| {
+        let timeout_seconds =
+            query_param(query, "timeoutSeconds").and_then(|t| t.parse().ok()).filter(|_| self.timeouts);
+        let timeout = async move {
+            match timeout_seconds {
+                Some(seconds) => tokio::time::sleep(std::time::Duration::from_secs(seconds)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let events = stream::iter(replay).chain(live).take_until(timeout).filter(move |e| {
             let keep = target.covers(&e.resource) && selector_matches(selector.as_deref(), &e.labels);
             async move { keep }
         });
-        let body = StreamBody::new(events.map(|e| Ok::<_, BoxError>(Frame::data(e.line.clone()))));
+        let body = StreamBody::new(events.map(move |e| {
+            let bytes = if metadata { metadata_line(&e.line) } else { e.line.clone() };
+            Ok::<_, BoxError>(Frame::data(bytes))
+        }));
         let mut response = Response::new(BodyExt::boxed(body));
         response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         response
     }
+}
+
+/// A watch event line with its object reduced to metadata.
+fn metadata_line(line: &Bytes) -> Bytes {
+    let Ok(mut event) = serde_json::from_slice::<Value>(line) else { return line.clone() };
+    event["object"] = metadata_only(&event["object"]);
+    let mut out = event.to_string().into_bytes();
+    out.push(b'\n');
+    Bytes::from(out)
 }
 
 impl tower::Service<Request<Body>> for WatchService {
@@ -236,15 +358,19 @@ impl tower::Service<Request<Body>> for WatchService {
             let query = req.uri().query().unwrap_or("").to_owned();
             let method = req.method().clone();
             let target = Target::parse(&path);
+            let metadata = wants_metadata_only(req.headers());
             if method == http::Method::GET && matches!(query_param(&query, "watch"), Some("true" | "1")) {
                 let (target, _) = target.ok_or("watch on an unknown path")?;
-                return Ok(this.watch(target, &query));
+                return Ok(this.watch(target, &query, metadata));
             }
             let is_list = method == http::Method::GET && target.as_ref().is_some_and(|(_, name)| name.is_none());
+            let paging = Paging::from_query(&query);
             if is_list {
-                // Lists are never paged here; drop `limit` so none is truncated.
-                let kept: Vec<&str> =
-                    query.split('&').filter(|kv| !kv.starts_with("limit=") && !kv.is_empty()).collect();
+                // kube-fake-client would truncate at `limit` without a way on: page here instead.
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|kv| !kv.starts_with("limit=") && !kv.starts_with("continue=") && !kv.is_empty())
+                    .collect();
                 let uri = if kept.is_empty() { path.clone() } else { format!("{path}?{}", kept.join("&")) };
                 *req.uri_mut() = uri.parse()?;
             }
@@ -256,8 +382,12 @@ impl tower::Service<Request<Body>> for WatchService {
             let mut bytes = bytes;
             if ok && is_list {
                 if let Ok(mut list) = serde_json::from_slice::<Value>(&bytes) {
-                    list["metadata"]["resourceVersion"] = Value::String(version.to_string());
+                    page(&mut list, &paging, version, metadata);
                     bytes = Bytes::from(list.to_string());
+                }
+            } else if ok && metadata && method == http::Method::GET {
+                if let Ok(object) = serde_json::from_slice::<Value>(&bytes) {
+                    bytes = Bytes::from(metadata_only(&object).to_string());
                 }
             } else if ok
                 && method != http::Method::GET

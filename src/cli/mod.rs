@@ -1,6 +1,7 @@
 //! The command line: one binary, one subcommand per job.
 
 mod demo_cmd;
+mod fake_apiserver_cmd;
 mod keyset_cmd;
 mod operator_cmd;
 mod token_cmd;
@@ -35,6 +36,10 @@ enum Command {
     Verifier(verifier_cmd::VerifierArgs),
     /// Walk example keys through their whole life: operator and verifier on an in-memory cluster.
     Demo(demo_cmd::DemoArgs),
+    /// Serve an empty in-memory Kubernetes API (CRD installed) over loopback HTTP, for trying
+    /// `keyward operator`, tests and benchmarks. Nothing is persisted; no authentication.
+    #[command(name = "fake-apiserver")]
+    FakeApiserver(fake_apiserver_cmd::FakeApiserverArgs),
 }
 
 /// Run a parsed command line; errors are printed to stderr.
@@ -48,6 +53,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Operator(args) => operator_cmd::run_operator(&args),
         Command::Verifier(args) => verifier_cmd::run(args),
         Command::Demo(args) => demo_cmd::run(args),
+        Command::FakeApiserver(args) => fake_apiserver_cmd::run(&args),
     };
     match result {
         Ok(code) => code,

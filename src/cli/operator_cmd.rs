@@ -123,7 +123,7 @@ fn identity(flag: Option<&str>) -> String {
 }
 
 /// SIGTERM (what Kubernetes sends) or Ctrl-C.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
