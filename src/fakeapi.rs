@@ -9,19 +9,17 @@
 //! `resourceVersion`, so list-then-watch loses nothing. Watch streams end when
 //! a watcher falls too far behind (it then re-lists, as against a real server).
 //!
-//! Lists are paged when asked (`limit`, `continue`), in name order, and a
-//! request that accepts `PartialObjectMetadata` (kube's `metadata_watcher`)
-//! gets metadata only, in lists and watch events, as from a real server.
+//! Lists are paged when asked (`limit`, `continue`), in name order, each list
+//! one snapshot (the rest is kept until read; at most [`PAGED_LISTS`]
+//! unfinished lists, older tokens answer 410 Gone), and a request that
+//! accepts `PartialObjectMetadata` (kube's `metadata_watcher`) gets metadata
+//! only, in lists and watch events, as from a real server.
 //! [`server`] serves the same service over loopback HTTP
 //! (`keyward fake-apiserver`).
 //!
 //! Known differences from an API server: cascade deletes of owned objects
 //! produce no events; `ADDED` is reported as `MODIFIED` (watchers treat both
-//! as an apply); label selectors support `key=value` terms only; pages of a
-//! list are not one snapshot (each page is read afresh; the continue token
-//! names the last object returned, so none is skipped or repeated unless it
-//! was created or deleted meanwhile, which the watch from the list's version
-//! then reports).
+//! as an apply); label selectors support `key=value` terms only.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -79,7 +77,11 @@ impl WatchService {
     #[must_use]
     pub fn new(inner: kube::Client) -> WatchService {
         let (tx, _) = broadcast::channel(4096);
-        let state = Arc::new(State { log: Mutex::new(Log { seq: 0, history: VecDeque::new() }), tx });
+        let state = Arc::new(State {
+            log: Mutex::new(Log { seq: 0, history: VecDeque::new() }),
+            tx,
+            pages: Mutex::new(Pages::default()),
+        });
         WatchService { inner, state, timeouts: false }
     }
 
@@ -96,7 +98,26 @@ impl WatchService {
 struct State {
     log: Mutex<Log>,
     tx: broadcast::Sender<Arc<WatchEvent>>,
+    pages: Mutex<Pages>,
 }
+
+/// Lists cut into pages: the rest of each, by continue token, until it is read.
+#[derive(Default)]
+struct Pages {
+    issued: u64,
+    waiting: VecDeque<(String, Rest)>,
+}
+
+/// What is left of a paged list: its version, kind and the items not yet returned.
+struct Rest {
+    version: u64,
+    api_version: Value,
+    kind: Value,
+    items: Vec<Value>,
+}
+
+/// Lists left unfinished that are kept for their next page; older ones expire (410, as on a real server).
+const PAGED_LISTS: usize = 64;
 
 struct Log {
     seq: u64,
@@ -230,51 +251,50 @@ fn list_position(object: &Value) -> (String, String) {
     (field("namespace"), field("name"))
 }
 
-/// A list request's paging: `limit`, and `continue` as issued by [`page`] (`version/namespace/name`).
-struct Paging {
-    limit: Option<usize>,
-    after: Option<(u64, (String, String))>,
-}
-
-impl Paging {
-    fn from_query(query: &str) -> Paging {
-        let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
-        let after = query_param(query, "continue").map(decode).and_then(|token| {
-            let mut parts = token.splitn(3, '/');
-            let version = parts.next()?.parse().ok()?;
-            Some((version, (parts.next()?.to_owned(), parts.next()?.to_owned())))
-        });
-        Paging { limit, after }
+impl State {
+    /// Keep the rest of a list for its next page; the token to ask for it.
+    fn keep(&self, rest: Rest) -> String {
+        let mut pages = self.pages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pages.issued += 1;
+        let token = format!("{}-{}", rest.version, pages.issued);
+        pages.waiting.push_back((token.clone(), rest));
+        if pages.waiting.len() > PAGED_LISTS {
+            pages.waiting.pop_front();
+        }
+        token
     }
-}
 
-/// Cut one page out of a whole list, and give it the list's version (that of its first page).
-fn page(list: &mut Value, paging: &Paging, version: u64, metadata: bool) {
-    let version = paging.after.as_ref().map_or(version, |(v, _)| *v);
-    let mut next = None;
-    if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
-        items.sort_by_cached_key(list_position);
-        if let Some((_, after)) = &paging.after {
-            items.retain(|item| list_position(item) > *after);
-        }
-        if let Some(limit) = paging.limit.filter(|l| items.len() > *l) {
-            items.truncate(limit);
-            let (namespace, name) = items.last().map(list_position).unwrap_or_default();
-            next = Some(format!("{version}/{namespace}/{name}"));
-        }
-        if metadata {
-            for item in items.iter_mut() {
-                *item = metadata_only(item);
+    /// The rest of a list, once.
+    fn resume(&self, token: &str) -> Option<Rest> {
+        let mut pages = self.pages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = pages.waiting.iter().position(|(t, _)| t == token)?;
+        pages.waiting.remove(at).map(|(_, rest)| rest)
+    }
+
+    /// Cut one page off a list, keeping the rest; metadata only if asked.
+    fn page(&self, list: &mut Value, limit: Option<usize>, version: u64, metadata: bool) {
+        let mut next = None;
+        if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
+            items.sort_by_cached_key(list_position);
+            if let Some(limit) = limit.filter(|l| items.len() > *l) {
+                let rest = items.split_off(limit);
+                let (api_version, kind) = (list["apiVersion"].clone(), list["kind"].clone());
+                next = Some(self.keep(Rest { version, api_version, kind, items: rest }));
             }
         }
-    }
-    if metadata {
-        list["apiVersion"] = json!("meta.k8s.io/v1");
-        list["kind"] = json!("PartialObjectMetadataList");
-    }
-    list["metadata"]["resourceVersion"] = Value::String(version.to_string());
-    if let Some(token) = next {
-        list["metadata"]["continue"] = Value::String(token);
+        if metadata {
+            if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
+                for item in items.iter_mut() {
+                    *item = metadata_only(item);
+                }
+            }
+            list["apiVersion"] = json!("meta.k8s.io/v1");
+            list["kind"] = json!("PartialObjectMetadataList");
+        }
+        list["metadata"]["resourceVersion"] = Value::String(version.to_string());
+        if let Some(token) = next {
+            list["metadata"]["continue"] = Value::String(token);
+        }
     }
 }
 
@@ -287,6 +307,12 @@ fn respond(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     *response.status_mut() = status;
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
+}
+
+fn gone(message: &str) -> Response<ResponseBody> {
+    let gone =
+        json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Expired","code":410,"message":message});
+    respond(StatusCode::GONE, Bytes::from(gone.to_string()))
 }
 
 impl WatchService {
@@ -364,7 +390,17 @@ impl tower::Service<Request<Body>> for WatchService {
                 return Ok(this.watch(target, &query, metadata));
             }
             let is_list = method == http::Method::GET && target.as_ref().is_some_and(|(_, name)| name.is_none());
-            let paging = Paging::from_query(&query);
+            let limit = query_param(&query, "limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
+            if is_list && let Some(token) = query_param(&query, "continue").map(decode) {
+                // The next page of a list begun earlier: one snapshot, as on a real server.
+                let Some(rest) = this.state.resume(&token) else {
+                    return Ok(gone("the continue token has expired; list again"));
+                };
+                let mut list =
+                    json!({"apiVersion": rest.api_version, "kind": rest.kind, "metadata": {}, "items": rest.items});
+                this.state.page(&mut list, limit, rest.version, metadata);
+                return Ok(respond(StatusCode::OK, Bytes::from(list.to_string())));
+            }
             if is_list {
                 // kube-fake-client would truncate at `limit` without a way on: page here instead.
                 let kept: Vec<&str> = query
@@ -382,7 +418,7 @@ impl tower::Service<Request<Body>> for WatchService {
             let mut bytes = bytes;
             if ok && is_list {
                 if let Ok(mut list) = serde_json::from_slice::<Value>(&bytes) {
-                    page(&mut list, &paging, version, metadata);
+                    this.state.page(&mut list, limit, version, metadata);
                     bytes = Bytes::from(list.to_string());
                 }
             } else if ok && metadata && method == http::Method::GET {
