@@ -39,6 +39,9 @@ use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings, records_
 
 use super::{Clock, Error, FIELD_MANAGER, Metrics};
 
+/// ApiKeys per page when a key set is rebuilt from a list.
+const LIST_PAGE: u32 = 500;
+
 /// Pause after a flush in which some key set could not be written.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
@@ -149,13 +152,25 @@ impl Publisher {
         let mut state = set.lock().await;
         let now = (self.clock)();
         let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &id.namespace);
-        let keys = keys.list(&ListParams::default()).await.map_err(Error::kube("list ApiKeys"))?;
-        let records = unique(
-            keys.items
-                .iter()
-                .filter(|k| k.spec.key_set == id.name)
-                .flat_map(|k| records_for(k, self.default_grace, now)),
-        );
+        // A page at a time: only one page of ApiKeys is held while records are built.
+        let mut all = Vec::new();
+        let mut params = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let page = keys.list(&params).await.map_err(Error::kube("list ApiKeys"))?;
+            all.extend(
+                page.items
+                    .iter()
+                    .filter(|k| k.spec.key_set == id.name)
+                    .flat_map(|k| records_for(k, self.default_grace, now)),
+            );
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => {
+                    params = params.continue_token(&token);
+                }
+                _ => break,
+            }
+        }
+        let records = unique(all.into_iter());
         let existing = self.read_shards(id).await?;
         let stored = existing.values().filter_map(stored_shard).map(|shard| shard.generation).max().unwrap_or(0);
         let generation = stored.max(state.high_water);
