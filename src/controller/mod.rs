@@ -40,7 +40,7 @@ pub use error::{Error, retry_after};
 pub use lease::{Elector, LeaseError, LeaseSettings, Standing, run_elected};
 pub use metrics::{Health, Metrics};
 pub use publisher::Publisher;
-pub use run::{CRD_NAME, Options, StartError, check_crd, run};
+pub use run::{CRD_NAME, DEFAULT_CONCURRENCY, Options, StartError, check_crd, run};
 
 /// The one field manager for every server-side apply.
 pub const FIELD_MANAGER: &str = "keyward";
