@@ -36,6 +36,13 @@ pub struct OperatorArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
 
+    /// Runtime worker threads. The operator waits on the API, not the CPU; every thread
+    /// also costs memory (glibc gives each its own malloc arena), so the default does not
+    /// grow with the node's core count.
+    #[arg(long, env = "KEYWARD_WORKER_THREADS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: u16,
+
     /// Address of the admin listener: `/metrics`, `/healthz`, `/readyz`.
     #[arg(long, env = "KEYWARD_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     admin_listen: SocketAddr,
@@ -97,7 +104,8 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
     };
     // Refuse bad flags before touching the network.
     lease.check()?;
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.worker_threads.into()).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.admin_listen).await?;
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
