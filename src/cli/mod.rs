@@ -36,8 +36,10 @@ enum Command {
     Verifier(verifier_cmd::VerifierArgs),
     /// Walk example keys through their whole life: operator and verifier on an in-memory cluster.
     Demo(demo_cmd::DemoArgs),
-    /// Serve an empty in-memory Kubernetes API (CRD installed) over loopback HTTP, for trying
-    /// `keyward operator`, tests and benchmarks. Nothing is persisted; no authentication.
+    /// Serve an in-memory Kubernetes API on loopback HTTP, to run the operator without a cluster.
+    ///
+    /// It starts empty with the ApiKey CRD installed, for trying `keyward operator`, tests and
+    /// benchmarks. Nothing is persisted; no TLS and no authentication.
     #[command(name = "fake-apiserver")]
     FakeApiserver(fake_apiserver_cmd::FakeApiserverArgs),
 }
