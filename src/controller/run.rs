@@ -7,8 +7,7 @@
 //! stored shards are already right and repairs them when they were edited.
 //!
 //! Memory: the only cache is the ApiKeys' (the Controller's store), and
-//! objects enter it without managed fields or `kubectl apply`'s
-//! last-applied copy ([`slim`]). Secrets and shards are watched metadata
+//! it keeps of each only identity, generation and state ([`slim`]). Secrets and shards are watched metadata
 //! only (kube-runtime's `owns` does so for Secrets): tokens and key-set data
 //! are read with a GET when needed, never kept.
 
@@ -19,12 +18,13 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::ApiKey;
+use crate::api::{ApiKey, ApiKeySpec, ApiKeyStatus};
 use crate::keyset::KeySetId;
 use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings};
 
@@ -186,16 +186,25 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     info!("operator stopped");
 }
 
-/// The annotation `kubectl apply` (client-side) leaves: a second copy of the whole object.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Drop what the operator never reads before an ApiKey enters the cache: managed fields
-/// and `kubectl apply`'s copy of the object. With many keys they are most of the cache.
+/// What the cache keeps of an ApiKey: identity, generation and state.
+///
+/// Reconcile reads the stored ApiKey with a GET before it plans (the cache may lag
+/// its own last write), and the cache only triggers reconciles and counts keys by
+/// state (`keyward_keys`). So spec, the rest of status, labels, annotations
+/// (`kubectl apply`'s last-applied copy among them) and managed fields stay out of memory.
 fn slim(key: &mut ApiKey) {
-    key.metadata.managed_fields = None;
-    if let Some(annotations) = key.metadata.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
-    }
+    let meta = std::mem::take(&mut key.metadata);
+    key.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        generation: meta.generation,
+        deletion_timestamp: meta.deletion_timestamp,
+        ..ObjectMeta::default()
+    };
+    key.spec = ApiKeySpec::default();
+    key.status = key.status.take().map(|status| ApiKeyStatus { state: status.state, ..ApiKeyStatus::default() });
 }
 
 async fn watch_shards(client: Client, publisher: Arc<Publisher>, resync: Duration, shutdown: impl Future<Output = ()>) {
