@@ -9,10 +9,17 @@
 //! `resourceVersion`, so list-then-watch loses nothing. Watch streams end when
 //! a watcher falls too far behind (it then re-lists, as against a real server).
 //!
+//! Lists are paged when asked (`limit`, `continue`), in name order, each list
+//! one snapshot (the rest is kept until read; at most [`PAGED_LISTS`]
+//! unfinished lists, older tokens answer 410 Gone), and a request that
+//! accepts `PartialObjectMetadata` (kube's `metadata_watcher`) gets metadata
+//! only, in lists and watch events, as from a real server.
+//! [`server`] serves the same service over loopback HTTP
+//! (`keyward fake-apiserver`).
+//!
 //! Known differences from an API server: cascade deletes of owned objects
 //! produce no events; `ADDED` is reported as `MODIFIED` (watchers treat both
-//! as an apply); label selectors support `key=value` terms only; `limit` and
-//! `continue` are ignored (lists are never paged).
+//! as an apply); label selectors support `key=value` terms only.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -30,6 +37,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::api::ApiKey;
+
+pub mod server;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ResponseBody = BoxBody<Bytes, BoxError>;
@@ -51,21 +60,64 @@ pub async fn client() -> Result<kube::Client, kube_fake_client::Error> {
 /// Put the watch layer in front of any kube-fake-client `Client`.
 #[must_use]
 pub fn with_watch(inner: kube::Client) -> kube::Client {
-    let (tx, _) = broadcast::channel(4096);
-    let state = Arc::new(State { log: Mutex::new(Log { seq: 0, history: VecDeque::new() }), tx });
-    kube::Client::new(WatchService { inner, state }, "default")
+    kube::Client::new(WatchService::new(inner), "default")
 }
 
+/// The watch layer as a tower service, for serving it other than through a `kube::Client`.
 #[derive(Clone)]
-struct WatchService {
+pub struct WatchService {
     inner: kube::Client,
     state: Arc<State>,
+    /// End watch streams after the `timeoutSeconds` asked for, as a real server does.
+    timeouts: bool,
+}
+
+impl WatchService {
+    /// Put the watch layer in front of any kube-fake-client `Client`.
+    #[must_use]
+    pub fn new(inner: kube::Client) -> WatchService {
+        let (tx, _) = broadcast::channel(4096);
+        let state = Arc::new(State {
+            log: Mutex::new(Log { seq: 0, history: VecDeque::new() }),
+            tx,
+            pages: Mutex::new(Pages::default()),
+        });
+        WatchService { inner, state, timeouts: false }
+    }
+
+    /// End each watch stream after the `timeoutSeconds` its client asked for (the client then
+    /// watches again from its last version). Off by default: in-process tests run on a paused
+    /// clock, which would end every idle watch at once.
+    #[must_use]
+    pub fn ending_watches_on_timeout(mut self) -> WatchService {
+        self.timeouts = true;
+        self
+    }
 }
 
 struct State {
     log: Mutex<Log>,
     tx: broadcast::Sender<Arc<WatchEvent>>,
+    pages: Mutex<Pages>,
 }
+
+/// Lists cut into pages: the rest of each, by continue token, until it is read.
+#[derive(Default)]
+struct Pages {
+    issued: u64,
+    waiting: VecDeque<(String, Rest)>,
+}
+
+/// What is left of a paged list: its version, kind and the items not yet returned.
+struct Rest {
+    version: u64,
+    api_version: Value,
+    kind: Value,
+    items: Vec<Value>,
+}
+
+/// Lists left unfinished that are kept for their next page; older ones expire (410, as on a real server).
+const PAGED_LISTS: usize = 64;
 
 struct Log {
     seq: u64,
@@ -176,6 +228,76 @@ impl State {
     }
 }
 
+/// Whether the client asked for `PartialObjectMetadata` (kube's `metadata_watcher` does).
+fn wants_metadata_only(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("as=PartialObjectMetadata")))
+}
+
+/// An object as a metadata-only request sees it.
+fn metadata_only(object: &Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// Where an object sorts in a paged list: namespace, then name.
+fn list_position(object: &Value) -> (String, String) {
+    let field = |f: &str| object.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or("").to_owned();
+    (field("namespace"), field("name"))
+}
+
+impl State {
+    /// Keep the rest of a list for its next page; the token to ask for it.
+    fn keep(&self, rest: Rest) -> String {
+        let mut pages = self.pages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pages.issued += 1;
+        let token = format!("{}-{}", rest.version, pages.issued);
+        pages.waiting.push_back((token.clone(), rest));
+        if pages.waiting.len() > PAGED_LISTS {
+            pages.waiting.pop_front();
+        }
+        token
+    }
+
+    /// The rest of a list, once.
+    fn resume(&self, token: &str) -> Option<Rest> {
+        let mut pages = self.pages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = pages.waiting.iter().position(|(t, _)| t == token)?;
+        pages.waiting.remove(at).map(|(_, rest)| rest)
+    }
+
+    /// Cut one page off a list, keeping the rest; metadata only if asked.
+    fn page(&self, list: &mut Value, limit: Option<usize>, version: u64, metadata: bool) {
+        let mut next = None;
+        if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
+            items.sort_by_cached_key(list_position);
+            if let Some(limit) = limit.filter(|l| items.len() > *l) {
+                let rest = items.split_off(limit);
+                let (api_version, kind) = (list["apiVersion"].clone(), list["kind"].clone());
+                next = Some(self.keep(Rest { version, api_version, kind, items: rest }));
+            }
+        }
+        if metadata {
+            if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
+                for item in items.iter_mut() {
+                    *item = metadata_only(item);
+                }
+            }
+            list["apiVersion"] = json!("meta.k8s.io/v1");
+            list["kind"] = json!("PartialObjectMetadataList");
+        }
+        list["metadata"]["resourceVersion"] = Value::String(version.to_string());
+        if let Some(token) = next {
+            list["metadata"]["continue"] = Value::String(token);
+        }
+    }
+}
+
 fn full(bytes: Bytes) -> ResponseBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
@@ -187,8 +309,14 @@ fn respond(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     response
 }
 
+fn gone(message: &str) -> Response<ResponseBody> {
+    let gone =
+        json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Expired","code":410,"message":message});
+    respond(StatusCode::GONE, Bytes::from(gone.to_string()))
+}
+
 impl WatchService {
-    fn watch(&self, target: Target, query: &str) -> Response<ResponseBody> {
+    fn watch(&self, target: Target, query: &str, metadata: bool) -> Response<ResponseBody> {
         let selector = query_param(query, "labelSelector").map(decode);
         let from: u64 =
             query_param(query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or_else(|| self.state.current());
@@ -209,15 +337,35 @@ impl WatchService {
                 Err(_) => None,
             }
         });
-        let events = stream::iter(replay).chain(live).filter(move |e| {
+        let timeout_seconds =
+            query_param(query, "timeoutSeconds").and_then(|t| t.parse().ok()).filter(|_| self.timeouts);
+        let timeout = async move {
+            match timeout_seconds {
+                Some(seconds) => tokio::time::sleep(std::time::Duration::from_secs(seconds)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let events = stream::iter(replay).chain(live).take_until(timeout).filter(move |e| {
             let keep = target.covers(&e.resource) && selector_matches(selector.as_deref(), &e.labels);
             async move { keep }
         });
-        let body = StreamBody::new(events.map(|e| Ok::<_, BoxError>(Frame::data(e.line.clone()))));
+        let body = StreamBody::new(events.map(move |e| {
+            let bytes = if metadata { metadata_line(&e.line) } else { e.line.clone() };
+            Ok::<_, BoxError>(Frame::data(bytes))
+        }));
         let mut response = Response::new(BodyExt::boxed(body));
         response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         response
     }
+}
+
+/// A watch event line with its object reduced to metadata.
+fn metadata_line(line: &Bytes) -> Bytes {
+    let Ok(mut event) = serde_json::from_slice::<Value>(line) else { return line.clone() };
+    event["object"] = metadata_only(&event["object"]);
+    let mut out = event.to_string().into_bytes();
+    out.push(b'\n');
+    Bytes::from(out)
 }
 
 impl tower::Service<Request<Body>> for WatchService {
@@ -236,15 +384,29 @@ impl tower::Service<Request<Body>> for WatchService {
             let query = req.uri().query().unwrap_or("").to_owned();
             let method = req.method().clone();
             let target = Target::parse(&path);
+            let metadata = wants_metadata_only(req.headers());
             if method == http::Method::GET && matches!(query_param(&query, "watch"), Some("true" | "1")) {
                 let (target, _) = target.ok_or("watch on an unknown path")?;
-                return Ok(this.watch(target, &query));
+                return Ok(this.watch(target, &query, metadata));
             }
             let is_list = method == http::Method::GET && target.as_ref().is_some_and(|(_, name)| name.is_none());
+            let limit = query_param(&query, "limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
+            if is_list && let Some(token) = query_param(&query, "continue").map(decode) {
+                // The next page of a list begun earlier: one snapshot, as on a real server.
+                let Some(rest) = this.state.resume(&token) else {
+                    return Ok(gone("the continue token has expired; list again"));
+                };
+                let mut list =
+                    json!({"apiVersion": rest.api_version, "kind": rest.kind, "metadata": {}, "items": rest.items});
+                this.state.page(&mut list, limit, rest.version, metadata);
+                return Ok(respond(StatusCode::OK, Bytes::from(list.to_string())));
+            }
             if is_list {
-                // Lists are never paged here; drop `limit` so none is truncated.
-                let kept: Vec<&str> =
-                    query.split('&').filter(|kv| !kv.starts_with("limit=") && !kv.is_empty()).collect();
+                // kube-fake-client would truncate at `limit` without a way on: page here instead.
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|kv| !kv.starts_with("limit=") && !kv.starts_with("continue=") && !kv.is_empty())
+                    .collect();
                 let uri = if kept.is_empty() { path.clone() } else { format!("{path}?{}", kept.join("&")) };
                 *req.uri_mut() = uri.parse()?;
             }
@@ -256,8 +418,12 @@ impl tower::Service<Request<Body>> for WatchService {
             let mut bytes = bytes;
             if ok && is_list {
                 if let Ok(mut list) = serde_json::from_slice::<Value>(&bytes) {
-                    list["metadata"]["resourceVersion"] = Value::String(version.to_string());
+                    this.state.page(&mut list, limit, version, metadata);
                     bytes = Bytes::from(list.to_string());
+                }
+            } else if ok && metadata && method == http::Method::GET {
+                if let Ok(object) = serde_json::from_slice::<Value>(&bytes) {
+                    bytes = Bytes::from(metadata_only(&object).to_string());
                 }
             } else if ok
                 && method != http::Method::GET

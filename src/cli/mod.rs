@@ -1,6 +1,7 @@
 //! The command line: one binary, one subcommand per job.
 
 mod demo_cmd;
+mod fake_apiserver_cmd;
 mod keyset_cmd;
 mod operator_cmd;
 mod token_cmd;
@@ -35,11 +36,18 @@ enum Command {
     Verifier(verifier_cmd::VerifierArgs),
     /// Walk example keys through their whole life: operator and verifier on an in-memory cluster.
     Demo(demo_cmd::DemoArgs),
+    /// Serve an in-memory Kubernetes API on loopback HTTP, to run the operator without a cluster.
+    ///
+    /// It starts empty with the ApiKey CRD installed, for trying `keyward operator`, tests and
+    /// benchmarks. Nothing is persisted; no TLS and no authentication.
+    #[command(name = "fake-apiserver")]
+    FakeApiserver(fake_apiserver_cmd::FakeApiserverArgs),
 }
 
 /// Run a parsed command line; errors are printed to stderr.
 #[must_use]
 pub fn run(cli: Cli) -> ExitCode {
+    install_crypto_provider();
     let result = match cli.command {
         Command::Crd => print_stdout(&crate::api::crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
@@ -47,6 +55,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Operator(args) => operator_cmd::run_operator(&args),
         Command::Verifier(args) => verifier_cmd::run(args),
         Command::Demo(args) => demo_cmd::run(args),
+        Command::FakeApiserver(args) => fake_apiserver_cmd::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -56,6 +65,16 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Choose rustls's crypto provider for the process (ring, kube's default).
+///
+/// Two providers are compiled in (kube's ring and aws-lc-rs, which kube-fake-client's
+/// jsonschema enables), and rustls then refuses to pick one: without this, building any
+/// `kube::Client` from a kubeconfig or the in-cluster config panics. Calling it again does nothing.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already, which is all that is needed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn print_stdout(text: &str) -> anyhow::Result<ExitCode> {

@@ -19,6 +19,10 @@ pub struct OperatorArgs {
     #[arg(long, env = "KEYWARD_PROPAGATION_DELAY", default_value = "2m", value_parser = humantime::parse_duration)]
     propagation_delay: Duration,
 
+    /// How often a key waiting for its hash to be published looks again.
+    #[arg(long, env = "KEYWARD_PUBLISH_POLL", default_value = "5s", value_parser = humantime::parse_duration)]
+    publish_poll: Duration,
+
     /// Grace period of the previous token when an ApiKey sets none.
     #[arg(long, env = "KEYWARD_DEFAULT_GRACE_PERIOD", default_value = "1h", value_parser = humantime::parse_duration)]
     default_grace_period: Duration,
@@ -26,6 +30,18 @@ pub struct OperatorArgs {
     /// How long the key-set publisher gathers changes before one write.
     #[arg(long, env = "KEYWARD_COALESCE", default_value = "500ms", value_parser = humantime::parse_duration)]
     coalesce: Duration,
+
+    /// ApiKeys reconciled at once (each uses one API connection while it runs).
+    #[arg(long, env = "KEYWARD_CONCURRENCY", default_value_t = crate::controller::DEFAULT_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+
+    /// Runtime worker threads. The operator waits on the API, not the CPU; every thread
+    /// also costs memory (glibc gives each its own malloc arena), so the default does not
+    /// grow with the node's core count.
+    #[arg(long, env = "KEYWARD_WORKER_THREADS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: u16,
 
     /// Address of the admin listener: `/metrics`, `/healthz`, `/readyz`.
     #[arg(long, env = "KEYWARD_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
@@ -69,12 +85,13 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         propagation_delay: jiff::SignedDuration::try_from(args.propagation_delay)?,
         default_grace_period: jiff::SignedDuration::try_from(args.default_grace_period)?,
-        ..Settings::default()
+        publish_poll: jiff::SignedDuration::try_from(args.publish_poll)?,
     };
     let admin = Admin { metrics: Arc::new(Metrics::new()), health: Arc::new(Health::default()) };
     let options = Options {
         settings,
         coalesce: args.coalesce,
+        concurrency: args.concurrency,
         metrics: admin.metrics.clone(),
         health: admin.health.clone(),
         ..Options::default()
@@ -87,7 +104,8 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
     };
     // Refuse bad flags before touching the network.
     lease.check()?;
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.worker_threads.into()).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.admin_listen).await?;
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -123,7 +141,7 @@ fn identity(flag: Option<&str>) -> String {
 }
 
 /// SIGTERM (what Kubernetes sends) or Ctrl-C.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -9,6 +9,7 @@
 
 mod apply;
 mod error;
+mod events;
 mod lease;
 mod metrics;
 mod observe;
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::{Client, ResourceExt};
 use tracing::{instrument, warn};
 
@@ -40,7 +41,7 @@ pub use error::{Error, retry_after};
 pub use lease::{Elector, LeaseError, LeaseSettings, Standing, run_elected};
 pub use metrics::{Health, Metrics};
 pub use publisher::Publisher;
-pub use run::{CRD_NAME, Options, StartError, check_crd, run};
+pub use run::{CRD_NAME, DEFAULT_CONCURRENCY, Options, StartError, check_crd, run};
 
 /// The one field manager for every server-side apply.
 pub const FIELD_MANAGER: &str = "keyward";
@@ -76,8 +77,8 @@ pub struct Context {
     pub clock: Clock,
     /// The token minter.
     pub mint: Minter,
-    /// Kubernetes Events.
-    pub recorder: Recorder,
+    /// Kubernetes Events (without kube's caching recorder: `events.rs`).
+    pub recorder: events::Recorder,
     /// The key-set writer.
     pub publisher: Arc<Publisher>,
 }
@@ -93,7 +94,7 @@ impl Context {
     #[must_use]
     pub fn with(client: Client, settings: Settings, publisher: Arc<Publisher>, clock: Clock, mint: Minter) -> Context {
         let reporter = Reporter { controller: "keyward".to_owned(), instance: std::env::var("POD_NAME").ok() };
-        Context { recorder: Recorder::new(client.clone(), reporter), client, settings, clock, mint, publisher }
+        Context { recorder: events::Recorder::new(client.clone(), reporter), client, settings, clock, mint, publisher }
     }
 }
 

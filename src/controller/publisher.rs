@@ -42,6 +42,9 @@ use crate::plan::{Held, LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings, re
 
 use super::{Clock, Error, FIELD_MANAGER, Metrics, namespace};
 
+/// ApiKeys per page when a key set is rebuilt from a list.
+const LIST_PAGE: u32 = 500;
+
 /// Pause after a flush in which some key set could not be written.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
@@ -204,15 +207,9 @@ impl Publisher {
 
     /// Forget tokens held for `id` whose key is gone or whose stored status
     /// now names a current token (status is the record from then on).
-    fn forget_recorded(&self, id: &KeySetId, keys: &[ApiKey]) {
-        let unrecorded: HashSet<&str> = keys
-            .iter()
-            .filter(|k| k.status.as_ref().is_none_or(|s| s.current_key.is_none()))
-            .filter_map(|k| k.metadata.uid.as_deref())
-            .collect();
-        self.holds().retain(|uid, e| {
-            e.namespace != id.namespace || e.held.key_set != id.name || unrecorded.contains(uid.as_str())
-        });
+    fn forget_recorded(&self, id: &KeySetId, unrecorded: &HashSet<String>) {
+        self.holds()
+            .retain(|uid, e| e.namespace != id.namespace || e.held.key_set != id.name || unrecorded.contains(uid));
     }
 
     /// Ask for `id` to be rebuilt soon, together with whatever else changes meanwhile.
@@ -252,12 +249,31 @@ impl Publisher {
         let now = (self.clock)();
         let held = self.held_in(id);
         let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &id.namespace);
-        let keys = keys.list(&ListParams::default()).await.map_err(Error::kube("list ApiKeys"))?;
-        self.forget_recorded(id, &keys.items);
-        let records = unique(keys.items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| {
-            let held = k.metadata.uid.as_deref().and_then(|uid| held.get(uid));
-            records_with(k, held, self.default_grace, now)
-        }));
+        // A page at a time: only one page of ApiKeys is held while records are built.
+        let mut all = Vec::new();
+        let mut unrecorded = HashSet::new();
+        let mut params = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let page = keys.list(&params).await.map_err(Error::kube("list ApiKeys"))?;
+            unrecorded.extend(
+                page.items
+                    .iter()
+                    .filter(|k| k.status.as_ref().is_none_or(|s| s.current_key.is_none()))
+                    .filter_map(|k| k.metadata.uid.clone()),
+            );
+            all.extend(page.items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| {
+                let held = k.metadata.uid.as_deref().and_then(|uid| held.get(uid));
+                records_with(k, held, self.default_grace, now)
+            }));
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => {
+                    params = params.continue_token(&token);
+                }
+                _ => break,
+            }
+        }
+        self.forget_recorded(id, &unrecorded);
+        let records = unique(all.into_iter());
         let existing = self.read_shards(id).await?;
         let stored = existing.values().filter_map(stored_shard).map(|shard| shard.generation).max().unwrap_or(0);
         let generation = stored.max(state.high_water);

@@ -5,6 +5,11 @@
 //! ConfigMaps are watched the same way; any change to one (ours included)
 //! asks the publisher to rebuild that set, which writes nothing when the
 //! stored shards are already right and repairs them when they were edited.
+//!
+//! Memory: the only cache is the ApiKeys' (the Controller's store), and
+//! it keeps of each only identity, generation and state ([`slim`]). Secrets and shards are watched metadata
+//! only (kube-runtime's `owns` does so for Secrets): tokens and key-set data
+//! are read with a GET when needed, never kept.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,11 +18,13 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::PartialObjectMeta;
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::ApiKey;
+use crate::api::{ApiKey, ApiKeySpec, ApiKeyStatus};
 use crate::keyset::KeySetId;
 use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings};
 
@@ -25,6 +32,9 @@ use super::{Clock, Context, Health, Metrics, Minter, Publisher, error_policy, re
 
 /// The CRD's name, checked at start-up.
 pub const CRD_NAME: &str = "apikeys.keyward.dev";
+
+/// Reconciles in flight at once unless configured.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// Operator options.
 #[derive(Clone)]
@@ -35,6 +45,9 @@ pub struct Options {
     pub coalesce: Duration,
     /// Full rebuild of every known key set this often (repairs drift nobody reported).
     pub resync: Duration,
+    /// Reconciles in flight at once. Each holds an API connection (HTTP/1.1); unbounded,
+    /// 10,000 new keys opened over 2,000 connections and held hundreds of MiB.
+    pub concurrency: u16,
     /// The clock.
     pub clock: Clock,
     /// The token minter.
@@ -53,6 +66,7 @@ impl Default for Options {
             settings: Settings::default(),
             coalesce: Duration::from_millis(500),
             resync: Duration::from_secs(300),
+            concurrency: DEFAULT_CONCURRENCY,
             clock: super::system_clock(),
             mint: super::os_minter(),
             metrics: Arc::new(Metrics::new()),
@@ -104,8 +118,14 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let publishing = tokio::spawn(publisher.clone().run(shutdown.clone()));
     let shards = tokio::spawn(watch_shards(client.clone(), publisher.clone(), options.resync, shutdown.clone()));
 
-    let controller = Controller::new(Api::<ApiKey>::all(client.clone()), watcher::Config::default());
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    let keys = watcher(Api::<ApiKey>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(keys, store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency));
     metrics.count_keys_from(Some(store.clone()));
     let synced = {
         let health = health.clone();
@@ -166,9 +186,33 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     info!("operator stopped");
 }
 
+/// What the cache keeps of an ApiKey: identity, generation and state.
+///
+/// Reconcile reads the stored ApiKey with a GET before it plans (the cache may lag
+/// its own last write), and the cache only triggers reconciles and counts keys by
+/// state (`keyward_keys`). So spec, the rest of status, labels, annotations
+/// (`kubectl apply`'s last-applied copy among them) and managed fields stay out of memory.
+fn slim(key: &mut ApiKey) {
+    let meta = std::mem::take(&mut key.metadata);
+    key.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        generation: meta.generation,
+        deletion_timestamp: meta.deletion_timestamp,
+        ..ObjectMeta::default()
+    };
+    key.spec = ApiKeySpec::default();
+    key.status = key.status.take().map(|status| ApiKeyStatus { state: status.state, ..ApiKeyStatus::default() });
+}
+
 async fn watch_shards(client: Client, publisher: Arc<Publisher>, resync: Duration, shutdown: impl Future<Output = ()>) {
     let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_KEYSET}");
-    let events = watcher(Api::<ConfigMap>::all(client), watcher::Config::default().labels(&selector)).default_backoff();
+    // Metadata only: a shard's labels name its set; its (up to 1 MiB) data is read by the publisher.
+    let events =
+        watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client), watcher::Config::default().labels(&selector))
+            .default_backoff();
     let mut events = std::pin::pin!(events);
     let mut tick = tokio::time::interval(resync);
     let mut known: std::collections::BTreeSet<KeySetId> = std::collections::BTreeSet::new();

@@ -1,0 +1,61 @@
+//! `keyward fake-apiserver`: the in-memory Kubernetes API over loopback HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::fakeapi::server::{Writes, cluster, kubeconfig, serve};
+
+/// Options of `keyward fake-apiserver`.
+#[derive(Debug, Args)]
+pub(super) struct FakeApiserverArgs {
+    /// Address to listen on; loopback only (port 0 picks a free port). Plain HTTP without
+    /// authentication: anyone who can connect reads every Secret.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Write a kubeconfig pointing at the server to FILE (written once the server listens).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig_out: Option<PathBuf>,
+    /// Log filter, in `RUST_LOG` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "warn")]
+    log: String,
+}
+
+pub(super) fn run(args: &FakeApiserverArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
+        .with_writer(std::io::stderr)
+        .init();
+    anyhow::ensure!(
+        args.listen.ip().is_loopback(),
+        "--listen {} is not a loopback address: the in-memory API has no authentication",
+        args.listen
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let api = cluster().await.context("starting the in-memory API")?;
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        if let Some(path) = &args.kubeconfig_out {
+            write_atomically(path, &kubeconfig(addr))?;
+        }
+        // The one line on stdout, for scripts that asked for port 0.
+        println!("keyward fake-apiserver listening on http://{addr}");
+        serve(listener, api, Arc::new(Writes::default()), super::operator_cmd::shutdown_signal()).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Write through a temporary file and a rename, so that whoever waits for the file reads it whole.
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    file.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
