@@ -297,19 +297,29 @@ pub struct Plan {
     pub events: Vec<PlannedEvent>,
     /// Delete the ApiKey itself (expired past `retainExpiredFor`).
     pub delete_apikey: bool,
-    /// When to reconcile again; not after `now` means plan again right away.
+    /// When to reconcile again; not after `now` means plan again right away,
+    /// which a plan asks only when its pass changed something. Any other
+    /// deadline is a whole second after `now` (the plan's time grain), so a
+    /// caller comparing it with an unrounded clock never finds it due at once.
     pub requeue_at: Option<Timestamp>,
 }
 
 /// Decide what should happen to `key`, given what was observed and the time.
 #[must_use]
 pub fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: Timestamp) -> Plan {
-    lifecycle::plan(key, observed, settings, whole_seconds(now))
+    lifecycle::plan(key, observed, settings, whole_seconds(now), whole_seconds_up(now))
 }
 
 /// Key-set times are whole seconds; so are all times the plan derives.
 fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// `t` rounded up to a whole second: for a time the plan must never reach
+/// early (a deadline, or when a hash was published).
+fn whole_seconds_up(t: Timestamp) -> Timestamp {
+    let down = whole_seconds(t);
+    if down < t { down.checked_add(jiff::SignedDuration::from_secs(1)).unwrap_or(Timestamp::MAX) } else { down }
 }
 
 /// The Secret name for `key`: `spec.secretName` or `<name>-apikey`.

@@ -122,6 +122,53 @@ fn a_crash_while_the_token_is_held_adopts_it_again_and_counts_its_publication_fr
     assert_eq!(world.published_hashes(), vec![world.current_token().hash()]);
 }
 
+/// The controller compares `requeue_at` with its own clock, which is not
+/// whole seconds. With `--propagation-delay 1s --publish-poll 500ms` a held
+/// token's deadlines (the poll after `now`, Ready one delay after the
+/// publisher's sub-second `publishedAt`) fell between seconds, at or before
+/// that clock: the plan asked to run again at once without having changed
+/// anything, found the same deadline, and the reconcile gave up ("plan did not
+/// settle"). [`World::reconcile`] panics the same way; the walk also checks
+/// that rounding never lets a token be Ready or swapped in early.
+#[test]
+fn a_clock_between_whole_seconds_never_makes_a_plan_that_changed_nothing_run_again_at_once() {
+    let tick = jiff::SignedDuration::from_millis(100);
+    for start in ["00:00:00.2", "00:00:00.5", "00:00:00.7", "00:00:00.95"] {
+        let key = an_api_key("crm").rotating_every("1h").with_grace("10m").build();
+        let mut world = World::new(key, &format!("2026-01-01T{start}Z"));
+        world.settings.propagation_delay = jiff::SignedDuration::from_secs(1);
+        world.settings.publish_poll = jiff::SignedDuration::from_millis(500);
+        let created = world.now;
+        world.reconcile();
+        let mut swapped = false;
+        // Create, then a scheduled rotation an hour later, each watched in 100 ms steps.
+        for phase in [jiff::SignedDuration::ZERO, jiff::SignedDuration::from_hours(1)] {
+            world.now = created.checked_add(phase).unwrap();
+            for _ in 0..60 {
+                let before = world.secret_tokens.0.as_ref().map(crate::token::Token::hash);
+                let was_ready =
+                    world.key.status.as_ref().is_some_and(|s| s.state.is_some_and(|s| s != KeyState::Pending));
+                world.after(tick);
+                let token = world.current_token().hash();
+                let ready = world.key.status.as_ref().is_some_and(|s| s.state.is_some_and(|s| s != KeyState::Pending));
+                if before != Some(token) && before.is_some() {
+                    swapped = true;
+                }
+                if (ready && !was_ready) || (before.is_some() && before != Some(token)) {
+                    let since = world.published_since.get(&token).copied().expect("published before use");
+                    assert!(
+                        since.checked_add(world.settings.propagation_delay).unwrap() <= world.now,
+                        "{start}: token in use at {} but published only at {since}",
+                        world.now
+                    );
+                }
+            }
+        }
+        assert_eq!(world.status().state, Some(KeyState::Rotating), "{start}: {:#?}", world.status());
+        assert!(swapped, "{start}: the rotation swapped the Secret");
+    }
+}
+
 #[test]
 fn revoking_or_deleting_a_key_whose_token_is_held_withdraws_it_at_once() {
     for deleting in [false, true] {

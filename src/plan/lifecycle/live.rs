@@ -118,7 +118,11 @@ impl Draft<'_> {
             .published_at
             .as_ref()
             .map(|t| t.0)
-            .filter(|_| self.observed.published.iter().any(|r| r.hash == facts.hash));
+            .filter(|_| self.observed.published.iter().any(|r| r.hash == facts.hash))
+            // The publisher's clock is not whole seconds; status is. Rounded
+            // up, the Ready check and the recorded `publishedAt` agree and are
+            // never earlier than the truth.
+            .map(crate::plan::whole_seconds_up);
         held.version.published_at = published_at.map(Time);
         let waited_since = held.version.not_before.0;
         let ready_at = published_at.map(|p| after(p, self.settings.propagation_delay));
@@ -385,7 +389,7 @@ impl Draft<'_> {
         if !self.observed.published.iter().any(|r| r.hash == hash) {
             return None;
         }
-        Some(version.published_at.as_ref().map(|t| t.0).or(legacy).unwrap_or(self.now))
+        Some(version.published_at.as_ref().map(|t| t.0).or(legacy).unwrap_or(self.seen_at))
     }
 
     fn note_current_publication(&mut self) {

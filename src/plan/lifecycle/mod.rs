@@ -30,8 +30,10 @@ mod terminal;
 /// How long to wait before looking again at a Secret owned by someone else.
 const CONFLICT_RECHECK: SignedDuration = SignedDuration::from_mins(5);
 
-pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: Timestamp) -> Plan {
-    let mut draft = Draft::new(key, observed, settings, now);
+/// `now` is the clock rounded down to a whole second (nothing is due early);
+/// `seen_at` rounded up (nothing seen now is stamped earlier than the truth).
+pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: Timestamp, seen_at: Timestamp) -> Plan {
+    let mut draft = Draft::new(key, observed, settings, now, seen_at);
     if key.metadata.deletion_timestamp.is_some() {
         return draft.finalize();
     }
@@ -74,6 +76,9 @@ struct Draft<'a> {
     observed: &'a Observed,
     settings: &'a Settings,
     now: Timestamp,
+    /// When something first seen in this pass (a published hash) is taken to
+    /// have happened: `now` rounded up, never earlier than the truth.
+    seen_at: Timestamp,
     old: ApiKeyStatus,
     status: ApiKeyStatus,
     events: Vec<PlannedEvent>,
@@ -94,7 +99,13 @@ struct Draft<'a> {
 }
 
 impl<'a> Draft<'a> {
-    fn new(key: &'a ApiKey, observed: &'a Observed, settings: &'a Settings, now: Timestamp) -> Self {
+    fn new(
+        key: &'a ApiKey,
+        observed: &'a Observed,
+        settings: &'a Settings,
+        now: Timestamp,
+        seen_at: Timestamp,
+    ) -> Self {
         let old = key.status.clone().unwrap_or_default();
         let (token, next_token) = match &observed.secret {
             SecretView::Present(facts) => {
@@ -107,6 +118,7 @@ impl<'a> Draft<'a> {
             observed,
             settings,
             now,
+            seen_at,
             status: old.clone(),
             old,
             events: Vec::new(),
@@ -136,8 +148,13 @@ impl<'a> Draft<'a> {
         self.events.push(PlannedEvent { kind, reason, note });
     }
 
+    /// Plan again at `at`, rounded up to the plan's grain: `now` is a whole
+    /// second, so a deadline between seconds (a sub-second poll, a
+    /// publication time taken from the clock) is due only at the next one.
+    /// Unrounded, it could already have passed by the caller's clock, which
+    /// would plan again at once and find the same deadline again.
     fn deadline(&mut self, at: Timestamp) {
-        self.deadlines.push(at);
+        self.deadlines.push(super::whole_seconds_up(at));
     }
 
     fn ready(&mut self, status: bool, reason: &'static str, message: String) {
