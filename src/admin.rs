@@ -11,10 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
 
 use crate::controller::{Health, Metrics};
 
@@ -54,31 +51,11 @@ pub fn respond(admin: &Admin, method: &Method, path: &str) -> Response<Full<Byte
 
 /// Serve `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, admin: Admin, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    warn!(error = %e, "admin listener accept failed");
-                    continue;
-                }
-            },
-        };
-        let admin = admin.clone();
-        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let response = respond(&admin, req.method(), req.uri().path());
-            async move { Ok::<_, Infallible>(response) }
-        });
-        tokio::spawn(async move {
-            if let Err(e) =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-            {
-                debug!(error = %e, "admin connection ended");
-            }
-        });
-    }
+    let handler = move |req: http::Request<hyper::body::Incoming>| {
+        let response = respond(&admin, req.method(), req.uri().path());
+        async move { Ok::<_, Infallible>(response) }
+    };
+    crate::net::serve_http1(listener, "admin", handler, shutdown).await;
 }
 
 #[cfg(test)]

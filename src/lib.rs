@@ -21,6 +21,7 @@ pub mod demo;
 pub mod duration;
 pub mod fakeapi;
 pub mod keyset;
+mod net;
 pub mod plan;
 pub mod scope;
 pub mod token;

@@ -21,12 +21,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tower::Service;
-use tracing::{debug, warn};
 
 use super::{ResponseBody, WatchService, respond};
 use crate::api::ApiKey;
@@ -100,31 +97,11 @@ current-context: keyward-fake
 
 /// Serve `api` on `listener` until `shutdown` resolves, counting writes into `writes`.
 pub async fn serve(listener: TcpListener, api: WatchService, writes: Arc<Writes>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    warn!(error = %e, "fake API server accept failed");
-                    continue;
-                }
-            },
-        };
+    let handler = move |req: Request<hyper::body::Incoming>| {
         let (api, writes) = (api.clone(), writes.clone());
-        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-            let (api, writes) = (api.clone(), writes.clone());
-            async move { Ok::<_, Infallible>(answer(api, &writes, req).await) }
-        });
-        tokio::spawn(async move {
-            if let Err(e) =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-            {
-                debug!(error = %e, "fake API server connection ended");
-            }
-        });
-    }
+        async move { Ok::<_, Infallible>(answer(api, &writes, req).await) }
+    };
+    crate::net::serve_http1(listener, "fake API server", handler, shutdown).await;
 }
 
 async fn answer(mut api: WatchService, writes: &Writes, req: Request<hyper::body::Incoming>) -> Response<ResponseBody> {

@@ -223,26 +223,13 @@ where
     let builder = http1_builder(timeouts);
     loop {
         let stream = tokio::select! {
-            accepted = accept(&listener) => accepted,
+            accepted = crate::net::accept(&listener, "verifier") => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
         serve_connection(&builder, &graceful, stream, handler.clone());
     }
     drop(listener);
     finish(graceful, timeouts.grace).await;
-}
-
-/// The next accepted connection; accept errors (out of file descriptors and the like) back off instead of spinning.
-async fn accept(listener: &TcpListener) -> TcpStream {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _peer)) => return stream,
-            Err(err) => {
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }
 
 /// Serve one connection on the current runtime, watched by `graceful`.
@@ -324,7 +311,7 @@ async fn hand_out(listener: TcpListener, workers: Workers, mut stop: watch::Rece
     let mut next = 0;
     loop {
         let stream = tokio::select! {
-            accepted = accept(&listener) => accepted,
+            accepted = crate::net::accept(&listener, "verifier") => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
         let Ok(stream) = stream.into_std() else { continue };
