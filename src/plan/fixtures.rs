@@ -315,7 +315,7 @@ impl World {
     }
 
     pub fn event_reasons(&self) -> Vec<&'static str> {
-        self.plans.iter().flat_map(|p| p.events.iter().map(|e| e.reason)).collect()
+        self.plans.iter().flat_map(|p| p.events.iter().map(|e| e.reason.as_str())).collect()
     }
 }
 

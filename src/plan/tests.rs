@@ -4,7 +4,7 @@ use crate::api::KeyState;
 use crate::keyset::RecordState;
 
 use super::fixtures::{KeyBuilder, T0, World, an_api_key, at, managed_labels, mins, slot};
-use super::{EventKind, Finalizer, Publish, SecretView, Slot, Source, plan, validate};
+use super::{EventKind, Finalizer, Publish, Reason, SecretView, Slot, Source, plan, validate};
 
 const DEFAULT_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
@@ -361,7 +361,7 @@ fn previous_token_stops_working_after_the_grace_period() {
     assert!(!world.published_hashes().contains(&old.hash()));
     assert_eq!(world.published_hashes(), vec![world.current_token().hash()]);
     assert_eq!(world.status().state, Some(KeyState::Active));
-    assert!(retired.events.iter().any(|e| e.reason == "PreviousRetired"));
+    assert!(retired.events.iter().any(|e| e.reason == Reason::PreviousRetired));
     assert_eq!(world.mints, 2, "one rotation, one mint");
 }
 
@@ -508,7 +508,7 @@ fn disabling_keeps_the_token_and_publishes_it_as_inactive_at_once() {
     assert_eq!(world.current_token(), &token);
     assert_eq!(world.status().state, Some(KeyState::Inactive));
     assert_eq!(ready_reason(&world), ("False".to_owned(), "Disabled".to_owned()));
-    assert!(plan.events.iter().any(|e| e.reason == "Disabled"));
+    assert!(plan.events.iter().any(|e| e.reason == Reason::Disabled));
 }
 
 #[test]
@@ -523,7 +523,7 @@ fn enabling_again_restores_the_same_token() {
 
     assert_eq!(world.current_token(), &token);
     assert_eq!(plan.records[0].state, RecordState::Active);
-    assert!(plan.events.iter().any(|e| e.reason == "Enabled"));
+    assert!(plan.events.iter().any(|e| e.reason == Reason::Enabled));
     assert_eq!(world.mints, 1);
 }
 
@@ -543,8 +543,8 @@ fn revoking_unpublishes_every_hash_at_once_and_removes_the_token_from_the_secret
     assert_eq!(world.secret_tokens, (None, None));
     assert_eq!(world.status().state, Some(KeyState::Revoked));
     assert!(world.status().current_key.as_ref().and_then(|k| k.not_after.as_ref()).is_some(), "audit record");
-    assert!(plan.events.iter().any(|e| e.reason == "Revoked"));
-    assert!(plan.events.iter().any(|e| e.reason == "CleanedUp"));
+    assert!(plan.events.iter().any(|e| e.reason == Reason::Revoked));
+    assert!(plan.events.iter().any(|e| e.reason == Reason::CleanedUp));
     assert_eq!(plan.requeue_at, None);
     let later = world.plan();
     assert!(later.secret.is_none() && later.status.is_none() && later.events.is_empty(), "{later:#?}");
@@ -617,7 +617,7 @@ fn a_deleted_secret_is_repaired_with_a_new_token_and_the_old_one_gets_a_grace_pe
     let old_record = records.iter().find(|r| r.hash == old.hash()).unwrap();
     assert_eq!(old_record.not_after, Some(later(&world, jiff::SignedDuration::from_hours(1))));
     assert!(world.event_reasons().contains(&"SecretRepaired"));
-    let warning = world.plans.iter().flat_map(|p| &p.events).find(|e| e.reason == "SecretRepaired").unwrap();
+    let warning = world.plans.iter().flat_map(|p| &p.events).find(|e| e.reason == Reason::SecretRepaired).unwrap();
     assert_eq!(warning.kind, EventKind::Warning);
     assert!(warning.note.contains("deleted"), "{}", warning.note);
 }
@@ -649,7 +649,7 @@ fn moving_to_another_key_set_leaves_the_old_one_at_once() {
     assert_eq!(plan.leave_key_set.as_deref(), Some("default"));
     assert_eq!(plan.status.as_ref().and_then(|s| s.key_set.as_deref()), Some("partners"));
     assert!(plan.mint.is_none(), "moving does not rotate");
-    assert!(plan.events.iter().any(|e| e.reason == "KeySetChanged"));
+    assert!(plan.events.iter().any(|e| e.reason == Reason::KeySetChanged));
     let status = plan.status.as_ref().unwrap();
     assert_eq!(status.conditions[0].reason, "Publishing", "verifiers of the new set have not seen the hash yet");
 }
@@ -1058,7 +1058,8 @@ fn a_repair_during_a_grace_period_says_that_the_older_previous_token_stops_worki
     let published = world.published_hashes();
     assert!(published.contains(&second.hash()), "the token taken from the Secret keeps its grace");
     assert!(!published.contains(&first.hash()), "one previous slot");
-    let warning = world.plans.iter().rev().flat_map(|p| &p.events).find(|e| e.reason == "SecretRepaired").unwrap();
+    let warning =
+        world.plans.iter().rev().flat_map(|p| &p.events).find(|e| e.reason == Reason::SecretRepaired).unwrap();
     let first_id = first.hash().key_id().to_string();
     assert!(warning.note.contains(&first_id) && warning.note.contains("stops working now"), "{}", warning.note);
 }

@@ -7,7 +7,7 @@ use crate::api::{KeyState, KeyVersion, ROTATE_ANNOTATION};
 use crate::plan::records::version_hash;
 use crate::plan::schedule::{after, next_rotation};
 use crate::plan::validate::ValidSpec;
-use crate::plan::{EventKind, Held, Mint, SecretView, Slot, Source, TokenFacts, secret_name};
+use crate::plan::{EventKind, Held, Mint, Reason, SecretView, Slot, Source, TokenFacts, secret_name};
 use crate::token::KeyHash;
 
 use super::{Draft, version};
@@ -17,6 +17,22 @@ use super::{Draft, version};
 const REPORT_UNPUBLISHED_AFTER: SignedDuration = SignedDuration::from_mins(1);
 
 impl Draft<'_> {
+    /// The steps of a working key, in order.
+    pub(super) fn live(&mut self, spec: &ValidSpec) {
+        // Rotation and retirement wait while a token is issued or the Secret repaired.
+        if self.current_token(spec) {
+            // Retire first: a rotation is held while the previous token is in its grace period.
+            self.retire_previous();
+            self.rotation(spec);
+            self.release_previous_secret();
+        }
+        // Also while a new token is held: expiry must not wait for its Ready.
+        if let Some(t) = spec.expires_at {
+            self.deadline(t);
+        }
+        self.summarise_live();
+    }
+
     /// Make sure the Secret holds the token status calls current. Returns
     /// whether the rest of the lifecycle can go on in this pass.
     pub(super) fn current_token(&mut self, spec: &ValidSpec) -> bool {
@@ -87,9 +103,9 @@ impl Draft<'_> {
     /// when the stored status has something else to say ([`Draft::may_hold`]).
     fn adopt(&mut self, facts: &TokenFacts) -> bool {
         let (reason, note) = if self.old.previous_key.is_some() || self.old.last_rotated_at.is_some() {
-            ("TokenReissued", format!("New token {} written to the Secret; publishing it", facts.hash.key_id()))
+            (Reason::TokenReissued, format!("New token {} written to the Secret; publishing it", facts.hash.key_id()))
         } else {
-            ("Created", format!("Token {} written to the Secret; publishing it", facts.hash.key_id()))
+            (Reason::Created, format!("Token {} written to the Secret; publishing it", facts.hash.key_id()))
         };
         self.event(EventKind::Normal, reason, note);
         let held = Held {
@@ -235,7 +251,7 @@ impl Draft<'_> {
             Some(id) => format!("{note}; the older previous token {id} stops working now"),
             None => note,
         };
-        self.event(EventKind::Warning, "SecretRepaired", note);
+        self.event(EventKind::Warning, Reason::SecretRepaired, note);
     }
 
     pub(super) fn rotation(&mut self, spec: &ValidSpec) {
@@ -287,7 +303,7 @@ impl Draft<'_> {
                 let delay = self.settings.propagation_delay;
                 self.event(
                     EventKind::Normal,
-                    "RotationStarted",
+                    Reason::RotationStarted,
                     format!(
                         "Rotation {why}: publishing next token {}; swap {delay:#} after it is published",
                         facts.hash.key_id()
@@ -329,7 +345,7 @@ impl Draft<'_> {
                 self.again = true;
                 self.event(
                     EventKind::Warning,
-                    "RotationRestarted",
+                    Reason::RotationRestarted,
                     "The next token was lost from the Secret before the swap; minting another".to_owned(),
                 );
             }
@@ -363,7 +379,7 @@ impl Draft<'_> {
         self.deadline(grace_end);
         self.event(
             EventKind::Normal,
-            "Swapped",
+            Reason::Swapped,
             format!("Secret now holds token {}; the previous token works until {grace_end}", next.hash.key_id()),
         );
     }
@@ -376,7 +392,7 @@ impl Draft<'_> {
             _ => {
                 let id = previous.key_id.clone();
                 self.status.previous_key = None;
-                self.event(EventKind::Normal, "PreviousRetired", format!("Previous token {id} retired"));
+                self.event(EventKind::Normal, Reason::PreviousRetired, format!("Previous token {id} retired"));
             }
         }
     }
@@ -396,7 +412,7 @@ impl Draft<'_> {
         let Some(current) = self.status.current_key.clone() else { return };
         // An operator before `publishedAt` existed reported Ready only for a
         // published token: keep such a key Ready instead of waiting again.
-        let was_ready = self.old.conditions.first().is_some_and(|c| c.status == "True");
+        let was_ready = self.old.conditions.first().is_some_and(|c| c.status == super::TRUE);
         let stored_without = self.old.current_key.as_ref().is_some_and(|k| k.published_at.is_none());
         let legacy = (was_ready && stored_without).then_some(current.not_before.0);
         let published_at = self.note_publication(&current, legacy);
@@ -417,12 +433,12 @@ impl Draft<'_> {
     pub(super) fn summarise_live(&mut self) {
         if self.status.current_key.is_none() {
             self.status.state = Some(KeyState::Pending);
-            self.ready(false, "Issuing", "A token is being issued".to_owned());
+            self.ready(false, Reason::Issuing, "A token is being issued".to_owned());
             return;
         }
         if self.key.spec.active {
             if self.was(KeyState::Inactive) {
-                self.event(EventKind::Normal, "Enabled", "Key enabled: its token works again".to_owned());
+                self.event(EventKind::Normal, Reason::Enabled, "Key enabled: its token works again".to_owned());
             }
             if let Some(ready_at) = self.current_ready_at() {
                 // Ready means the token in the Secret works at verifiers.
@@ -430,16 +446,16 @@ impl Draft<'_> {
                 self.status.state = Some(KeyState::Pending);
                 self.ready(
                     false,
-                    "Publishing",
+                    Reason::Publishing,
                     "The token is in the Secret; its hash is being published to verifiers".to_owned(),
                 );
                 return;
             }
             let rotating = self.status.next_key.is_some() || self.status.previous_key.is_some();
             let (state, reason, message) = if rotating {
-                (KeyState::Rotating, "Rotating", "The key works; a rotation is under way")
+                (KeyState::Rotating, Reason::Rotating, "The key works; a rotation is under way")
             } else {
-                (KeyState::Active, "Active", "The key works")
+                (KeyState::Active, Reason::Active, "The key works")
             };
             self.status.state = Some(state);
             self.ready(true, reason, message.to_owned());
@@ -447,12 +463,12 @@ impl Draft<'_> {
             if self.was(KeyState::Active) || self.was(KeyState::Rotating) {
                 self.event(
                     EventKind::Normal,
-                    "Disabled",
+                    Reason::Disabled,
                     "Key disabled: verifiers refuse it until active is true".to_owned(),
                 );
             }
             self.status.state = Some(KeyState::Inactive);
-            self.ready(false, "Disabled", "The key is switched off (spec.active is false)".to_owned());
+            self.ready(false, Reason::Disabled, "The key is switched off (spec.active is false)".to_owned());
         }
     }
 }

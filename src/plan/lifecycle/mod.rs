@@ -4,9 +4,11 @@
 //! invalid, conflicting, revoked, expired); [`live`] the token of a working
 //! key: issue, repair, rotate, retire.
 //!
-//! Order matters and is the policy: deletion first, then spec validity, then
-//! ownership of the Secret, then the terminal states (revoked, expired), then
-//! the current token, rotation, and retirement of the previous token.
+//! Each pass first derives the key's [`Phase`] (deleting, invalid, conflicting,
+//! revoked, expired, live) and then takes that phase's steps. Order matters
+//! and is the policy: the order of the checks in [`Phase::of`], and within a
+//! live key ([`Draft::live`]) the current token, then retirement of the
+//! previous token, then rotation.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -18,57 +20,94 @@ use crate::keyset::{Record, RecordState};
 use crate::token::KeyHash;
 
 use super::records::{records_from, version_hash};
-use super::validate::{ValidSpec, validate};
+use super::validate::{SpecError, ValidSpec, validate};
 use super::{
     DesiredSecret, EventKind, Finalizer, Held, LABEL_APIKEY, LABEL_MANAGED_BY, MANAGED_BY, Mint, Observed, Plan,
-    PlannedEvent, Publish, SecretView, Settings, Slot, Source, secret_name,
+    PlannedEvent, Publish, Reason, SecretView, Settings, Slot, Source, secret_name,
 };
 
 mod live;
 mod terminal;
 
+/// Condition statuses as Kubernetes spells them.
+const TRUE: &str = "True";
+const FALSE: &str = "False";
+
 /// How long to wait before looking again at a Secret owned by someone else.
 const CONFLICT_RECHECK: SignedDuration = SignedDuration::from_mins(5);
+
+/// Where a key stands, derived before anything is decided about it. The order
+/// of the checks in [`Phase::of`] is the policy.
+#[derive(Debug)]
+enum Phase {
+    /// The ApiKey is being deleted: unpublish, release the finalizer.
+    Deleting,
+    /// The spec breaks a rule: nothing is published until it is fixed.
+    Invalid(Vec<SpecError>),
+    /// The Secret belongs to someone else: keyward does not touch it.
+    SecretConflict,
+    /// Revoked, for good.
+    Revoked,
+    /// Past `expiresAt`, for good.
+    Expired(ValidSpec),
+    /// A working key: issue, repair, rotate, retire.
+    Live(ValidSpec),
+}
+
+impl Phase {
+    /// Deletion first, then spec validity, then ownership of the Secret, then
+    /// the terminal states; anything else is live.
+    fn of(key: &ApiKey, observed: &Observed, settings: &Settings, now: Timestamp) -> Phase {
+        if key.metadata.deletion_timestamp.is_some() {
+            return Phase::Deleting;
+        }
+        let spec = match validate(&key.spec, settings.default_grace_period) {
+            Ok(spec) => spec,
+            Err(errors) => return Phase::Invalid(errors),
+        };
+        if let SecretView::Present(facts) = &observed.secret
+            && !facts.owned
+        {
+            return Phase::SecretConflict;
+        }
+        let old = key.status.as_ref();
+        // Revocation recorded in status is final even if the spec says otherwise
+        // (admission refuses un-revoking, but an object can bypass admission);
+        // state Revoked covers statuses written before `revokedAt` existed.
+        if key.spec.revoked || old.is_some_and(|s| s.revoked_at.is_some() || s.state == Some(KeyState::Revoked)) {
+            Phase::Revoked
+        } else if old.is_some_and(|s| s.expired_at.is_some()) || spec.expires_at.is_some_and(|t| t <= now) {
+            Phase::Expired(spec)
+        } else {
+            Phase::Live(spec)
+        }
+    }
+}
 
 /// `now` is the clock rounded down to a whole second (nothing is due early);
 /// `seen_at` rounded up (nothing seen now is stamped earlier than the truth).
 pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: Timestamp, seen_at: Timestamp) -> Plan {
     let mut draft = Draft::new(key, observed, settings, now, seen_at);
-    if key.metadata.deletion_timestamp.is_some() {
-        return draft.finalize();
-    }
-    let spec = match validate(&key.spec, settings.default_grace_period) {
-        Ok(spec) => spec,
-        Err(errors) => return draft.invalid(errors),
-    };
-    if let SecretView::Present(facts) = &observed.secret
-        && !facts.owned
-    {
-        return draft.secret_conflict();
-    }
-    draft.follow_moves();
-    // Revocation recorded in status is final even if the spec says otherwise
-    // (admission refuses un-revoking, but an object can bypass admission);
-    // state Revoked covers statuses written before `revokedAt` existed.
-    if key.spec.revoked || draft.status.revoked_at.is_some() || draft.was(KeyState::Revoked) {
-        draft.revoke();
-    } else if draft.status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now) {
-        draft.expire(&spec);
-    } else {
-        // Rotation and retirement wait while a token is issued or the Secret repaired.
-        if draft.current_token(&spec) {
-            // Retire first: a rotation is held while the previous token is in its grace period.
-            draft.retire_previous();
-            draft.rotation(&spec);
-            draft.release_previous_secret();
+    match Phase::of(key, observed, settings, now) {
+        Phase::Deleting => draft.finalize(),
+        Phase::Invalid(errors) => draft.invalid(errors),
+        Phase::SecretConflict => draft.secret_conflict(),
+        Phase::Revoked => {
+            draft.follow_moves();
+            draft.revoke();
+            draft.finish()
         }
-        // Also while a new token is held: expiry must not wait for its Ready.
-        if let Some(t) = spec.expires_at {
-            draft.deadline(t);
+        Phase::Expired(spec) => {
+            draft.follow_moves();
+            draft.expire(&spec);
+            draft.finish()
         }
-        draft.summarise_live();
+        Phase::Live(spec) => {
+            draft.follow_moves();
+            draft.live(&spec);
+            draft.finish()
+        }
     }
-    draft.finish()
 }
 
 struct Draft<'a> {
@@ -144,7 +183,7 @@ impl<'a> Draft<'a> {
         }
     }
 
-    fn event(&mut self, kind: EventKind, reason: &'static str, note: String) {
+    fn event(&mut self, kind: EventKind, reason: Reason, note: String) {
         self.events.push(PlannedEvent { kind, reason, note });
     }
 
@@ -157,9 +196,9 @@ impl<'a> Draft<'a> {
         self.deadlines.push(super::whole_seconds_up(at));
     }
 
-    fn ready(&mut self, status: bool, reason: &'static str, message: String) {
-        let update =
-            ConditionUpdate { type_: CONDITION_READY, status: if status { "True" } else { "False" }, reason, message };
+    fn ready(&mut self, status: bool, reason: Reason, message: String) {
+        let status = if status { TRUE } else { FALSE };
+        let update = ConditionUpdate { type_: CONDITION_READY, status, reason: reason.as_str(), message };
         set_condition(&mut self.status.conditions, update, self.key.metadata.generation, self.now);
     }
 
