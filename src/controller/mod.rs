@@ -18,10 +18,6 @@ mod publisher;
 mod run;
 
 #[cfg(test)]
-mod lease_tests;
-#[cfg(test)]
-mod loop_tests;
-#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

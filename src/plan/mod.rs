@@ -26,10 +26,6 @@ mod schedule;
 mod validate;
 
 #[cfg(test)]
-mod fixtures;
-#[cfg(test)]
-mod properties;
-#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
