@@ -78,7 +78,7 @@ impl Draft<'_> {
             // it was adopted; the next pass handles it as any recorded token
             // (repair or rotation with a grace period, old Secret, old key set).
             self.record_moved(held);
-            self.again = true;
+            self.out.again = true;
             return false;
         }
         match slot.facts() {
@@ -90,10 +90,10 @@ impl Draft<'_> {
                 }
             }
             _ => {
-                self.mint = Some(Mint { prefix: spec.prefix.clone() });
-                self.token = Some(Source::Minted);
-                self.next_token = None;
-                self.again = true;
+                self.out.mint = Some(Mint { prefix: spec.prefix.clone() });
+                self.out.token = Some(Source::Minted);
+                self.out.next_token = None;
+                self.out.again = true;
                 false
             }
         }
@@ -116,7 +116,7 @@ impl Draft<'_> {
         };
         if self.may_hold() {
             self.deadline(after(self.now, self.settings.publish_poll));
-            self.hold = Some(held);
+            self.out.hold = Some(held);
             false
         } else {
             self.record(held, facts);
@@ -147,18 +147,18 @@ impl Draft<'_> {
             _ if !self.may_hold() => {}
             Some(at) if at > self.now => {
                 self.deadline(at);
-                self.hold = Some(held);
+                self.out.hold = Some(held);
                 return false;
             }
             None if report_at > self.now => {
                 self.deadline(after(self.now, self.settings.publish_poll));
-                self.hold = Some(held);
+                self.out.hold = Some(held);
                 return false;
             }
             Some(_) | None => {}
         }
         // Held until status names it: a rebuild before the status write lands must still list it.
-        self.hold = Some(held.clone());
+        self.out.hold = Some(held.clone());
         self.record(held, facts);
         true
     }
@@ -183,7 +183,7 @@ impl Draft<'_> {
         self.status.last_rotation_request = held.rotation_request.take();
         self.status.secret_name = Some(held.secret_name.clone());
         self.status.key_set = Some(held.key_set.clone());
-        self.hold = Some(held);
+        self.out.hold = Some(held);
     }
 
     /// Whether a new token may be held instead of recorded: only while status
@@ -197,7 +197,7 @@ impl Draft<'_> {
             && old.previous_key.is_none()
             && old.state.is_none_or(|s| s == KeyState::Pending)
             && !self.moved_secret
-            && self.leave_key_set.is_none()
+            && self.out.leave_key_set.is_none()
             && self.key.spec.active
     }
 
@@ -237,9 +237,9 @@ impl Draft<'_> {
             self.status.previous_key = graced;
         }
         self.status.next_key = None;
-        self.token = None;
-        self.next_token = None;
-        self.again = true;
+        self.out.token = None;
+        self.out.next_token = None;
+        self.out.again = true;
         let note = match &self.status.previous_key {
             Some(previous) if previous.not_after.as_ref().is_some_and(|end| end.0 > now) => format!(
                 "Repairing: {why}; issuing a new token, the previous one works until {}",
@@ -265,13 +265,13 @@ impl Draft<'_> {
                 // Held: a swap now would replace the previous token before its
                 // grace period ends. `retire_previous` requeued for that end;
                 // the trigger is still pending then.
-                self.next_token = None;
+                self.out.next_token = None;
             } else {
                 self.start_rotation(spec, &why);
             }
         } else {
             // A next token nobody asked for (stale or planted) is removed, never published.
-            self.next_token = None;
+            self.out.next_token = None;
             if let Some(at) = due_at {
                 self.deadline(at);
             }
@@ -297,7 +297,7 @@ impl Draft<'_> {
         match slot.facts() {
             Some(facts) if facts.prefix == spec.prefix.as_str() && !self.is_known(facts.hash) => {
                 self.status.next_key = Some(version(facts.hash, self.now));
-                self.next_token = Some(Source::NextToken);
+                self.out.next_token = Some(Source::NextToken);
                 // The swap is counted from when the hash is seen published: look again soon.
                 self.deadline(after(self.now, self.settings.publish_poll));
                 let delay = self.settings.propagation_delay;
@@ -311,9 +311,9 @@ impl Draft<'_> {
                 );
             }
             _ => {
-                self.mint = Some(Mint { prefix: spec.prefix.clone() });
-                self.next_token = Some(Source::Minted);
-                self.again = true;
+                self.out.mint = Some(Mint { prefix: spec.prefix.clone() });
+                self.out.next_token = Some(Source::Minted);
+                self.out.again = true;
             }
         }
     }
@@ -341,8 +341,8 @@ impl Draft<'_> {
             }
             _ => {
                 self.status.next_key = None;
-                self.next_token = None;
-                self.again = true;
+                self.out.next_token = None;
+                self.out.again = true;
                 self.event(
                     EventKind::Warning,
                     Reason::RotationRestarted,
@@ -369,8 +369,8 @@ impl Draft<'_> {
         self.status.last_rotated_at = Some(Time(self.now));
         self.status.last_rotation_request = self.annotation().or(self.status.last_rotation_request.take());
         self.status.prefix = Some(next.display_prefix.clone());
-        self.token = Some(token_from);
-        self.next_token = None;
+        self.out.token = Some(token_from);
+        self.out.next_token = None;
         let due_at = spec.rotation.as_ref().and_then(|r| next_rotation(r, self.now));
         self.status.next_rotation_at = due_at.map(Time);
         if let Some(at) = due_at {

@@ -110,6 +110,8 @@ pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: 
     }
 }
 
+/// One pass over a key: what was read, the status as it is being rewritten,
+/// and what has been decided so far.
 struct Draft<'a> {
     key: &'a ApiKey,
     observed: &'a Observed,
@@ -120,19 +122,26 @@ struct Draft<'a> {
     seen_at: Timestamp,
     old: ApiKeyStatus,
     status: ApiKeyStatus,
+    /// `spec.secretName` changed in this pass.
+    moved_secret: bool,
+    out: Decided,
+}
+
+/// The instructions a pass has decided on, besides the status: they become the [`Plan`].
+#[derive(Default)]
+struct Decided {
     events: Vec<PlannedEvent>,
     token: Option<Source>,
     next_token: Option<Source>,
     mint: Option<Mint>,
     delete_secret: Option<String>,
-    /// `spec.secretName` changed in this pass.
-    moved_secret: bool,
     leave_key_set: Option<String>,
     /// The new current token the publisher is to hold ([`Held`]). While
     /// status names no current token, it is waiting to be Ready and status is
     /// not written.
     hold: Option<Held>,
     delete_apikey: bool,
+    /// This pass changed something the next pass must see: plan again at once.
     again: bool,
     deadlines: Vec<Timestamp>,
 }
@@ -160,17 +169,8 @@ impl<'a> Draft<'a> {
             seen_at,
             status: old.clone(),
             old,
-            events: Vec::new(),
-            token,
-            next_token,
-            mint: None,
-            delete_secret: None,
             moved_secret: false,
-            leave_key_set: None,
-            hold: None,
-            delete_apikey: false,
-            again: false,
-            deadlines: Vec::new(),
+            out: Decided { token, next_token, ..Decided::default() },
         }
     }
 
@@ -184,7 +184,7 @@ impl<'a> Draft<'a> {
     }
 
     fn event(&mut self, kind: EventKind, reason: Reason, note: String) {
-        self.events.push(PlannedEvent { kind, reason, note });
+        self.out.events.push(PlannedEvent { kind, reason, note });
     }
 
     /// Plan again at `at`, rounded up to the plan's grain: `now` is a whole
@@ -193,7 +193,7 @@ impl<'a> Draft<'a> {
     /// Unrounded, it could already have passed by the caller's clock, which
     /// would plan again at once and find the same deadline again.
     fn deadline(&mut self, at: Timestamp) {
-        self.deadlines.push(super::whole_seconds_up(at));
+        self.out.deadlines.push(super::whole_seconds_up(at));
     }
 
     fn ready(&mut self, status: bool, reason: Reason, message: String) {
@@ -238,8 +238,8 @@ impl<'a> Draft<'a> {
             name: secret_name(self.key),
             labels,
             annotations: template.annotations,
-            token: self.token,
-            next_token: self.next_token,
+            token: self.out.token,
+            next_token: self.out.next_token,
         }
     }
 
@@ -276,29 +276,29 @@ impl<'a> Draft<'a> {
 
     fn assemble(mut self, secret: Option<DesiredSecret>) -> Plan {
         self.status.observed_generation = self.key.metadata.generation;
-        let held = self.hold.as_ref().map(|h| &h.version);
+        let held = self.out.hold.as_ref().map(|h| &h.version);
         let records = records_from(self.key, Some(&self.status), held, self.settings.default_grace_period, self.now);
         let publish = publish_urgency(&self.observed.published, &records);
         // While a token is being minted, status waits for the pass that adopts
         // it; while a new token is held, for the pass that finds it Ready.
-        let holding = self.hold.is_some() && self.status.current_key.is_none();
-        let status = (self.mint.is_none() && !holding && self.status != self.old).then(|| self.status.clone());
-        let requeue_at = if self.again { Some(self.now) } else { self.deadlines.iter().copied().min() };
+        let holding = self.out.hold.is_some() && self.status.current_key.is_none();
+        let status = (self.out.mint.is_none() && !holding && self.status != self.old).then(|| self.status.clone());
+        let requeue_at = if self.out.again { Some(self.now) } else { self.out.deadlines.iter().copied().min() };
         let has_finalizer =
             self.key.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == super::FINALIZER));
         Plan {
             spec_errors: Vec::new(),
             finalizer: if has_finalizer { Finalizer::Keep } else { Finalizer::Add },
-            mint: self.mint,
+            mint: self.out.mint,
             secret,
-            delete_secret: self.delete_secret,
-            leave_key_set: self.leave_key_set,
+            delete_secret: self.out.delete_secret,
+            leave_key_set: self.out.leave_key_set,
             records,
             publish,
-            hold: self.hold,
+            hold: self.out.hold,
             status,
-            events: self.events,
-            delete_apikey: self.delete_apikey,
+            events: self.out.events,
+            delete_apikey: self.out.delete_apikey,
             requeue_at,
         }
     }

@@ -77,7 +77,7 @@ impl Draft<'_> {
             if let Some(earlier) = retained.filter(|earlier| *earlier != desired) {
                 // A second move within the grace period: the repair that follows
                 // gives the grace to the token of `old`, so `earlier` has no use left.
-                self.delete_secret = Some(earlier);
+                self.out.delete_secret = Some(earlier);
             }
             self.status.previous_secret_name = Some(old);
         }
@@ -86,7 +86,7 @@ impl Draft<'_> {
         if let Some(old) = &self.old.key_set
             && old != key_set
         {
-            self.leave_key_set = Some(old.clone());
+            self.out.leave_key_set = Some(old.clone());
             self.event(EventKind::Normal, Reason::KeySetChanged, format!("Key moved from key set {old} to {key_set}"));
             // Verifiers of the new set have not seen these hashes yet.
             for version in [&mut self.status.current_key, &mut self.status.next_key].into_iter().flatten() {
@@ -100,17 +100,17 @@ impl Draft<'_> {
     /// in it is still in its grace period.
     pub(super) fn release_previous_secret(&mut self) {
         if self.status.previous_key.is_none()
-            && self.delete_secret.is_none()
+            && self.out.delete_secret.is_none()
             && let Some(name) = self.status.previous_secret_name.take()
         {
-            self.delete_secret = Some(name);
+            self.out.delete_secret = Some(name);
         }
     }
 
     pub(super) fn clean_up_tokens(&mut self) {
-        let holds_tokens = self.token.is_some() || self.next_token.is_some();
-        self.token = None;
-        self.next_token = None;
+        let holds_tokens = self.out.token.is_some() || self.out.next_token.is_some();
+        self.out.token = None;
+        self.out.next_token = None;
         if holds_tokens {
             self.event(EventKind::Normal, Reason::CleanedUp, "Token removed from the Secret".to_owned());
         }
@@ -156,7 +156,7 @@ impl Draft<'_> {
         if let Some(retain) = spec.retain_expired_for.as_ref().and_then(|d| SignedDuration::try_from(d.get()).ok()) {
             let delete_at = after(expired_at, retain);
             if delete_at <= self.now {
-                self.delete_apikey = true;
+                self.out.delete_apikey = true;
                 self.event(
                     EventKind::Normal,
                     Reason::Deleted,
