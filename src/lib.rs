@@ -13,7 +13,6 @@
 // Test helpers take owned fixtures so that tables of cases read as plain values.
 #![cfg_attr(test, allow(clippy::needless_pass_by_value))]
 
-pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod controller;
@@ -23,6 +22,7 @@ pub mod fakeapi;
 pub mod keyset;
 mod net;
 pub mod plan;
+pub mod runtime;
 pub mod scope;
 pub mod token;
 pub mod verifier;

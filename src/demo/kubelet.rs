@@ -70,6 +70,8 @@ impl VolumeSync {
 
 fn write_atomically(dir: &Path, version: u64, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    // Only a unique, readable directory name, as kubelet's own: no decision reads it.
+    #[allow(clippy::disallowed_methods)]
     let stamp = jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S");
     let data_name = format!("..{stamp}.{version:09}");
     let data_dir = dir.join(&data_name);

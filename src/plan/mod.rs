@@ -20,14 +20,11 @@
 //! state machine are documented in `docs/lifecycle.md`.
 
 mod lifecycle;
+mod reason;
 mod records;
 mod schedule;
 mod validate;
 
-#[cfg(test)]
-mod fixtures;
-#[cfg(test)]
-mod properties;
 #[cfg(test)]
 mod tests;
 
@@ -39,6 +36,7 @@ use crate::api::{ApiKey, ApiKeyStatus, KeyVersion};
 use crate::keyset::Record;
 use crate::token::{KeyHash, Prefix};
 
+pub use reason::Reason;
 pub use records::{records_for, records_with};
 pub use validate::{SpecError, ValidSpec, validate};
 
@@ -250,8 +248,8 @@ pub enum EventKind {
 pub struct PlannedEvent {
     /// Normal or Warning.
     pub kind: EventKind,
-    /// CamelCase reason, such as `RotationStarted`.
-    pub reason: &'static str,
+    /// Why, such as [`Reason::RotationStarted`].
+    pub reason: Reason,
     /// Human-readable text.
     pub note: String,
 }
