@@ -28,7 +28,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -149,6 +149,12 @@ pub struct SecretFacts {
     pub labels: BTreeMap<String, String>,
     /// Its annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Label keys the operator's own server-side apply owns (from `managedFields`): a key
+    /// here that the plan no longer wants means the Secret must be applied again, which
+    /// removes it on a real API server.
+    pub applied_labels: BTreeSet<String>,
+    /// Annotation keys the operator's own server-side apply owns.
+    pub applied_annotations: BTreeSet<String>,
     /// Data keys other than the two the operator writes.
     pub foreign_keys: Vec<String>,
     /// What [`DATA_TOKEN`] holds.

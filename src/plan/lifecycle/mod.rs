@@ -261,7 +261,9 @@ impl<'a> Draft<'a> {
             && slot_ok(desired.next_token, &facts.next_token, Source::NextToken)
             && facts.foreign_keys.is_empty()
             && subset(&desired.labels, &facts.labels)
-            && subset(&desired.annotations, &facts.annotations))
+            && subset(&desired.annotations, &facts.annotations)
+            && facts.applied_labels.iter().all(|k| desired.labels.contains_key(k))
+            && facts.applied_annotations.iter().all(|k| desired.annotations.contains_key(k)))
     }
 
     fn finish_without_secret(self) -> Plan {

@@ -284,6 +284,9 @@ impl World {
             owned: true,
             labels: secret.labels.clone(),
             annotations: secret.annotations.clone(),
+            // The operator's server-side apply owns every label and annotation it sent.
+            applied_labels: secret.labels.keys().cloned().collect(),
+            applied_annotations: secret.annotations.keys().cloned().collect(),
             foreign_keys: Vec::new(),
             token: slot(self.secret_tokens.0.as_ref()),
             next_token: slot(self.secret_tokens.1.as_ref()),

@@ -116,3 +116,23 @@ fn a_repair_during_a_grace_period_says_that_the_older_previous_token_stops_worki
     let first_id = first.hash().key_id().to_string();
     assert!(warning.note.contains(&first_id) && warning.note.contains("stops working now"), "{}", warning.note);
 }
+
+#[test]
+fn a_template_label_removed_from_the_spec_makes_the_plan_apply_the_secret_again() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    assert!(world.plan().secret.is_none(), "a converged key writes nothing");
+    // The Secret still carries a label the operator applied earlier and no longer sends:
+    // only a new server-side apply removes it.
+    world.secret_facts_mut().labels.insert("tier".to_owned(), "gold".to_owned());
+    world.secret_facts_mut().applied_labels.insert("tier".to_owned());
+    let plan = world.plan();
+    let desired = plan.secret.as_ref().expect("the Secret is applied again");
+    assert!(!desired.labels.contains_key("tier"), "{:?}", desired.labels);
+}
+
+#[test]
+fn a_label_someone_else_added_to_the_secret_is_left_alone() {
+    let mut world = World::converged(an_api_key("crm").build(), T0);
+    world.secret_facts_mut().labels.insert("backup".to_owned(), "nightly".to_owned());
+    assert!(world.plan().secret.is_none(), "labels the operator does not own cause no write");
+}
