@@ -7,6 +7,7 @@
 //! build cache makes later runs link only).
 
 mod real_cluster {
+    pub mod admission;
     pub mod control_plane;
     pub mod install;
     pub mod lifecycle;
