@@ -52,7 +52,7 @@ impl Token {
     ///
     /// For the verifier, which hashes the text of every request's header: the
     /// text already sits in the request buffer, so a wiped copy would protect nothing.
-    pub(crate) fn hash_if_well_formed(text: &str) -> Result<KeyHash, FormatError> {
+    pub fn hash_if_well_formed(text: &str) -> Result<KeyHash, FormatError> {
         format::check(text)?;
         Ok(KeyHash::of_token_text(text))
     }

@@ -25,6 +25,26 @@ impl fmt::Display for KeySetId {
     }
 }
 
+/// Why text is not a key set's `NAMESPACE/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected NAMESPACE/NAME, both DNS labels")]
+pub struct KeySetIdParseError;
+
+/// `NAMESPACE/NAME`, both RFC 1123 labels (the form [`KeySetId`] displays as).
+impl FromStr for KeySetId {
+    type Err = KeySetIdParseError;
+
+    fn from_str(text: &str) -> Result<KeySetId, KeySetIdParseError> {
+        use super::decode::valid_dns_label;
+        match text.split_once('/') {
+            Some((namespace, name)) if valid_dns_label(namespace) && valid_dns_label(name) => {
+                Ok(KeySetId { namespace: namespace.to_owned(), name: name.to_owned() })
+            }
+            _ => Err(KeySetIdParseError),
+        }
+    }
+}
+
 /// Whether the verifier may accept a key with this record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

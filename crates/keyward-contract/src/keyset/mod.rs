@@ -18,7 +18,7 @@ pub use decode::{AssembleError, DecodeError, DecodeErrorKind, Field, Shard, asse
 pub use dir::{LoadError, StoredBytes, load_dirs, read_shards, read_stored};
 pub use encode::{DEFAULT_MAX_SHARD_BYTES, EncodeError, SHARD_FILE_SUFFIX, encode, shard_file_name};
 pub use packed::{GZIP_MAGIC, MAX_TEXT_BYTES, ShardBytes, encode_packed};
-pub use record::{KeySetId, RateLimit, Record, RecordState};
+pub use record::{KeySetId, KeySetIdParseError, RateLimit, Record, RecordState};
 pub use scan::{
     CompactRecord, ScannedSet, ScannedShard, ShardHeader, assemble_headers, assemble_scanned, peek_header, scan_shard,
 };
