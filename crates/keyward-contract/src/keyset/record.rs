@@ -35,7 +35,7 @@ impl FromStr for KeySetId {
     type Err = KeySetIdParseError;
 
     fn from_str(text: &str) -> Result<KeySetId, KeySetIdParseError> {
-        use super::decode::valid_dns_label;
+        use super::format::valid_dns_label;
         match text.split_once('/') {
             Some((namespace, name)) if valid_dns_label(namespace) && valid_dns_label(name) => {
                 Ok(KeySetId { namespace: namespace.to_owned(), name: name.to_owned() })
@@ -139,7 +139,7 @@ impl Record {
     /// Check the invariants the text format relies on, so that whatever is
     /// encoded also decodes. The reason names the field, never its value.
     pub fn validate(&self) -> Result<(), &'static str> {
-        use super::decode::{valid_dns_label, valid_dns_subdomain};
+        use super::format::{valid_dns_label, valid_dns_subdomain};
         if self.key_id != self.hash.key_id() {
             return Err("keyId does not match the hash");
         }
@@ -170,4 +170,15 @@ impl Record {
         }
         Ok(())
     }
+}
+
+/// A whole key set: every shard's records, in order, with the shared header facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySet {
+    /// Which key set this is.
+    pub id: KeySetId,
+    /// The publisher's generation counter; all shards of a set carry the same one.
+    pub generation: u64,
+    /// The records of all shards.
+    pub records: Vec<Record>,
 }
