@@ -10,7 +10,7 @@
 //! a watcher falls too far behind (it then re-lists, as against a real server).
 //!
 //! Lists are paged when asked (`limit`, `continue`), in name order, each list
-//! one snapshot (the rest is kept until read; at most [`PAGED_LISTS`]
+//! one snapshot (the rest is kept until read; at most `PAGED_LISTS`
 //! unfinished lists, older tokens answer 410 Gone), and a request that
 //! accepts `PartialObjectMetadata` (kube's `metadata_watcher`) gets metadata
 //! only, in lists and watch events, as from a real server.

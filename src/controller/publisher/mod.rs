@@ -150,7 +150,7 @@ impl Publisher {
 
     /// The records of `id` as last published (read from the API the first time).
     ///
-    /// Read back the way verifiers read it ([`assemble`]): a set with mixed
+    /// Read back the way verifiers read it ([`assemble`](crate::keyset::assemble)): a set with mixed
     /// generations, a missing or undecodable shard counts as publishing nothing.
     pub async fn published(&self, id: &KeySetId) -> Result<Vec<Record>, Error> {
         self.published_where(id, |_| true).await

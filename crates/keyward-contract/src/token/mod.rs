@@ -12,7 +12,9 @@
 mod format;
 mod hash;
 
-pub use format::{CHECKSUM_LEN, FormatError, PREFIX_PATTERN, Prefix, PrefixError, RANDOM_LEN, SCANNER_REGEX};
+pub use format::{
+    CHECKSUM_LEN, FormatError, MAX_PREFIX_LEN, PREFIX_PATTERN, Prefix, PrefixError, RANDOM_LEN, SCANNER_REGEX,
+};
 pub use hash::{HashParseError, KeyHash, KeyId, KeyIdParseError};
 
 use std::fmt;
