@@ -1,13 +1,15 @@
 # One place for the commands developers and CI run. CI calls `make ci` through .ci/run.
-.PHONY: all fmt fmt-check lint clippy doc deny deps-check test crds bench load manifests-check ci
+.PHONY: all fmt fmt-check lint clippy doc deny deps-check test harness crds bench load manifests-check ci
 
 all: fmt lint test
 
 fmt:
 	cargo fmt --all
+	gofmt -w tools/kube-harness
 
 fmt-check:
 	cargo fmt --all --check
+	test -z "$$(gofmt -l tools/kube-harness)" || (gofmt -l tools/kube-harness; exit 1)
 
 lint: clippy doc deny deps-check
 
@@ -31,8 +33,15 @@ deps-check:
 	  if [ "$$n" != 0 ]; then echo "the production build links the test kit ($$n lines in cargo tree)"; exit 1; fi
 
 # The README's test command; default-members makes it test every crate of the workspace.
+# tests/real_cluster.rs builds tools/kube-harness itself when needed.
 test:
 	cargo test --locked
+
+# The real control plane (etcd, kube-apiserver, kube-controller-manager from Kubernetes'
+# Go modules). The tests build it on demand; this target only makes the slow first build
+# visible. A cold build takes many minutes on 2 cores; Go's build cache makes later ones fast.
+harness:
+	cd tools/kube-harness && CGO_ENABLED=0 go build -trimpath -buildvcs=false -o ../../target/kube-harness/kube-harness .
 
 # Regenerate the CRD from the Rust types; a test fails when the checked-in file drifts.
 crds:

@@ -21,11 +21,11 @@
 pub use keyward_api as api;
 pub use keyward_contract::{configmap, duration, keyset, scope, token};
 
-pub mod admin;
 pub mod cli;
 pub mod controller;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod net;
 pub mod plan;
+pub mod runtime;
 pub mod verifier;

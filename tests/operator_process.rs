@@ -84,7 +84,7 @@ async fn the_operator_binary_carries_a_key_to_ready_over_http_and_stops_on_sigte
             .args(["operator", "--admin-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--propagation-delay", "1s", "--publish-poll", "500ms", "--identity", "test", "--log", "debug"])
             .env("KUBECONFIG", &kubeconfig)
-            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );

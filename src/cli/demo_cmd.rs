@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::runtime::telemetry;
+
 /// Options of `keyward demo`.
 #[derive(Debug, Args)]
 pub(super) struct DemoArgs {
@@ -20,13 +22,7 @@ pub(super) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Logs of the operator and verifier would drown the walkthrough; errors still show
     // (RUST_LOG=info shows everything). The verifier warns until the first key set is
     // published, which is expected here.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    telemetry::init(telemetry::filter_from_env("error"), telemetry::Format::Text);
     let runtime = tokio::runtime::Runtime::new()?;
     let passed =
         runtime.block_on(crate::demo::run(crate::demo::DemoOptions { examples: args.examples, dump: args.dump }))?;

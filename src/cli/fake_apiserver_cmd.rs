@@ -11,6 +11,7 @@ use clap::Args;
 use keyward_testkit::fakeapi::server::{Writes, cluster, kubeconfig};
 
 use crate::demo::apiserver::serve;
+use crate::runtime::telemetry;
 
 /// Options of `keyward fake-apiserver`.
 #[derive(Debug, Args)]
@@ -28,10 +29,7 @@ pub(super) struct FakeApiserverArgs {
 }
 
 pub(super) fn run(args: &FakeApiserverArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
-        .with_writer(std::io::stderr)
-        .init();
+    telemetry::init(telemetry::filter(&args.log)?, telemetry::Format::Text);
     anyhow::ensure!(
         args.listen.ip().is_loopback(),
         "--listen {} is not a loopback address: the in-memory API has no authentication",
@@ -48,7 +46,7 @@ pub(super) fn run(args: &FakeApiserverArgs) -> anyhow::Result<ExitCode> {
         }
         // The one line on stdout, for scripts that asked for port 0.
         println!("keyward fake-apiserver listening on http://{addr}");
-        serve(listener, api, Arc::new(Writes::default()), super::operator_cmd::shutdown_signal()).await;
+        serve(listener, api, Arc::new(Writes::default()), crate::runtime::shutdown::signal()).await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -41,7 +41,7 @@ pub(super) fn run(cmd: KeysetCommand) -> anyhow::Result<ExitCode> {
         KeysetCommand::Inspect { path } => inspect(&path),
         KeysetCommand::Build { name, namespace, generation, max_shard_bytes, out } => {
             let id = KeySetId { namespace, name };
-            let generation = generation.unwrap_or_else(|| jiff::Timestamp::now().as_second().unsigned_abs());
+            let generation = generation.unwrap_or_else(|| crate::runtime::clock::now().as_second().unsigned_abs());
             let records = read_records(std::io::stdin().lock(), &id.namespace)?;
             let written = build(&id, generation, &records, max_shard_bytes, &out)?;
             eprintln!("keyset {id} generation {generation}: {} records in {written} shard(s)", records.len());

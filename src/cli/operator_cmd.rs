@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::admin::{Admin, serve};
-use crate::controller::{Health, LeaseError, LeaseSettings, Metrics, Options, check_crd, run_elected};
+use crate::controller::{Admin, Health, LeaseError, LeaseSettings, Metrics, Options, check_crd, run_elected};
 use crate::plan::Settings;
+use crate::runtime::{admin, shutdown, telemetry};
 
 /// Options of `keyward operator`.
 #[derive(Debug, Args)]
@@ -77,11 +77,7 @@ pub struct OperatorArgs {
 }
 
 pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
-        .with_current_span(true)
-        .init();
+    telemetry::init(telemetry::filter(&args.log)?, telemetry::Format::Json);
     let settings = Settings {
         propagation_delay: jiff::SignedDuration::try_from(args.propagation_delay)?,
         default_grace_period: jiff::SignedDuration::try_from(args.default_grace_period)?,
@@ -109,7 +105,7 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.admin_listen).await?;
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_task = tokio::spawn(serve(listener, admin.clone(), async move {
+        let admin_task = tokio::spawn(admin::serve(listener, Arc::new(admin.clone()), async move {
             let _ = admin_stopped.await;
         }));
         // The usual kubeconfig, or the in-cluster service account.
@@ -117,7 +113,7 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         check_crd(&client).await?;
         admin.health.crd_checked();
         tracing::info!(identity = %lease.identity, lease = %lease.name, "keyward operator starting");
-        let outcome = run_elected(client, options, lease, shutdown_signal()).await;
+        let outcome = run_elected(client, options, lease, shutdown::signal()).await;
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         match outcome {
@@ -138,26 +134,4 @@ fn identity(flag: Option<&str>) -> String {
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| format!("keyward-{}", std::process::id()))
-}
-
-/// SIGTERM (what Kubernetes sends) or Ctrl-C.
-pub(super) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

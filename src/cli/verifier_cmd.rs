@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::keyset::KeySetId;
+use crate::runtime::{shutdown, telemetry};
 use crate::verifier::Config;
 
 fn parse_keyset_id(text: &str) -> Result<KeySetId, String> {
@@ -58,14 +59,7 @@ pub(super) struct VerifierArgs {
 }
 
 pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    telemetry::init(telemetry::filter_from_env("info"), telemetry::Format::Json);
     let config = Config {
         keyset_dirs: args.keyset_dirs,
         watch_keyset: args.watch_keyset,
@@ -84,30 +78,6 @@ pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
     // Requests are served on the workers' own runtimes; this one only accepts,
     // watches the key set and serves the admin listener.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(crate::verifier::run(config, shutdown_signal()))?;
+    runtime.block_on(crate::verifier::run(config, shutdown::signal()))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Completes on SIGTERM (what Kubernetes sends) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

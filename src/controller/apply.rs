@@ -260,7 +260,7 @@ async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
             namespace = key.namespace().unwrap_or_default(),
             name = %key.name_any(),
             key_id,
-            reason = planned.reason,
+            reason = planned.reason.as_str(),
             note = %planned.note,
             "lifecycle step"
         );
@@ -269,14 +269,14 @@ async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
                 EventKind::Normal => EventType::Normal,
                 EventKind::Warning => EventType::Warning,
             },
-            reason: planned.reason.to_owned(),
+            reason: planned.reason.as_str().to_owned(),
             note: Some(truncate_note(&planned.note)),
             action: "Reconcile".to_owned(),
             secondary: None,
         };
         // An Event that cannot be written must not stop the lifecycle.
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!(name = %key.name_any(), reason = planned.reason, error = %e, "could not publish Event");
+            warn!(name = %key.name_any(), reason = planned.reason.as_str(), error = %e, "could not publish Event");
         }
     }
 }

@@ -31,7 +31,10 @@ impl Recorder {
 
     /// Create `event` about the object `reference` names, in its namespace.
     pub async fn publish(&self, event: &Event, reference: &ObjectReference) -> Result<(), kube::Error> {
-        let now = jiff::Timestamp::now();
+        // Not the reconcile's injected clock: the name must be unique per
+        // object even while a test holds that clock still, as kube's
+        // `Recorder` makes it from the real time.
+        let now = crate::runtime::clock::now();
         let controller = &self.reporter.controller;
         let object = K8sEvent {
             action: Some(event.action.clone()),

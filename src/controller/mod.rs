@@ -7,6 +7,7 @@
 //! at most [`MAX_PASSES`] times. Otherwise the reconcile requeues at the plan's
 //! next deadline (rotation, swap, retirement, expiry), never on a fixed poll.
 
+mod admin;
 mod apply;
 mod error;
 mod events;
@@ -16,10 +17,6 @@ mod observe;
 mod publisher;
 mod run;
 
-#[cfg(test)]
-mod lease_tests;
-#[cfg(test)]
-mod loop_tests;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +34,7 @@ use crate::keyset::KeySetId;
 use crate::plan::{Finalizer, Settings, plan};
 use crate::token::{Prefix, Token};
 
+pub use admin::Admin;
 pub use error::{Error, retry_after};
 pub use lease::{Elector, LeaseError, LeaseSettings, Standing, run_elected};
 pub use metrics::{Health, Metrics};
@@ -55,10 +53,10 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 /// Mints a token; production draws from the OS CSPRNG, tests from a seeded RNG.
 pub type Minter = Arc<dyn Fn(&Prefix) -> Token + Send + Sync>;
 
-/// The real clock: the one place keyward reads the time.
+/// The real clock, [`crate::runtime::clock::now`].
 #[must_use]
 pub fn system_clock() -> Clock {
-    Arc::new(Timestamp::now)
+    Arc::new(crate::runtime::clock::now)
 }
 
 /// The real minter, over [`crate::token::os_rng`].

@@ -1,5 +1,7 @@
 //! Observe: read what the plan needs, and describe the Secret by hashes only.
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -8,7 +10,7 @@ use crate::api::ApiKey;
 use crate::plan::{DATA_NEXT_TOKEN, DATA_TOKEN, Observed, SecretFacts, SecretView, Slot, TokenFacts, secret_name};
 use crate::token::Token;
 
-use super::{Context, Error, key_set_id, namespace};
+use super::{Context, Error, FIELD_MANAGER, key_set_id, namespace};
 
 /// What was read for one reconcile pass: the plan's view plus the raw Secret
 /// (whose tokens the apply step copies when the plan moves them).
@@ -34,10 +36,26 @@ fn facts(secret: &Secret, uid: &str) -> SecretFacts {
         owned: secret.metadata.owner_references.iter().flatten().any(|o| o.uid == uid),
         labels: secret.metadata.labels.clone().unwrap_or_default(),
         annotations: secret.metadata.annotations.clone().unwrap_or_default(),
+        applied_labels: applied_keys(secret, "f:labels"),
+        applied_annotations: applied_keys(secret, "f:annotations"),
         foreign_keys: data.keys().filter(|k| *k != DATA_TOKEN && *k != DATA_NEXT_TOKEN).cloned().collect(),
         token: slot(data.get(DATA_TOKEN)),
         next_token: slot(data.get(DATA_NEXT_TOKEN)),
     }
+}
+
+/// The metadata `field` keys (`f:labels` or `f:annotations`) that the operator's
+/// server-side apply owns, as recorded in `managedFields`.
+fn applied_keys(secret: &Secret, field: &str) -> BTreeSet<String> {
+    secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply"))
+        .filter_map(|m| m.fields_v1.as_ref()?.0.get("f:metadata")?.get(field)?.as_object())
+        .flat_map(|owned| owned.keys().filter_map(|k| k.strip_prefix("f:")).map(str::to_owned))
+        .collect()
 }
 
 fn slot(value: Option<&ByteString>) -> Slot {

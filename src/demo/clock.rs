@@ -4,15 +4,16 @@
 //! jump for both, and the walkthrough's dates do not depend on the day it runs.
 
 use std::sync::Mutex;
-use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
+
+use crate::runtime::clock::SystemClock;
 
 /// Time that passes normally and can also leap forward.
 #[derive(Debug)]
 pub struct DemoClock {
     origin: Timestamp,
-    started: Instant,
+    real: SystemClock,
     skipped: Mutex<SignedDuration>,
 }
 
@@ -20,7 +21,7 @@ impl DemoClock {
     /// A clock that reads `origin` now.
     #[must_use]
     pub fn starting_at(origin: Timestamp) -> DemoClock {
-        DemoClock { origin, started: Instant::now(), skipped: Mutex::new(SignedDuration::ZERO) }
+        DemoClock { origin, real: SystemClock::new(), skipped: Mutex::new(SignedDuration::ZERO) }
     }
 
     fn skipped(&self) -> SignedDuration {
@@ -30,7 +31,7 @@ impl DemoClock {
     /// Real time elapsed since the start plus every leap, as a duration.
     #[must_use]
     pub fn elapsed(&self) -> SignedDuration {
-        let real = SignedDuration::try_from(self.started.elapsed()).unwrap_or(SignedDuration::MAX);
+        let real = SignedDuration::try_from(self.real.monotonic()).unwrap_or(SignedDuration::MAX);
         real.saturating_add(self.skipped())
     }
 

@@ -20,18 +20,15 @@
 //! state machine are documented in `docs/lifecycle.md`.
 
 mod lifecycle;
+mod reason;
 mod records;
 mod schedule;
 mod validate;
 
 #[cfg(test)]
-mod fixtures;
-#[cfg(test)]
-mod properties;
-#[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -39,6 +36,7 @@ use crate::api::{ApiKey, ApiKeyStatus, KeyVersion};
 use crate::keyset::Record;
 use crate::token::{KeyHash, Prefix};
 
+pub use reason::Reason;
 pub use records::{records_for, records_with};
 pub use validate::{SpecError, ValidSpec, validate};
 
@@ -147,6 +145,12 @@ pub struct SecretFacts {
     pub labels: BTreeMap<String, String>,
     /// Its annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Label keys the operator's own server-side apply owns (from `managedFields`): a key
+    /// here that the plan no longer wants means the Secret must be applied again, which
+    /// removes it on a real API server.
+    pub applied_labels: BTreeSet<String>,
+    /// Annotation keys the operator's own server-side apply owns.
+    pub applied_annotations: BTreeSet<String>,
     /// Data keys other than the two the operator writes.
     pub foreign_keys: Vec<String>,
     /// What [`DATA_TOKEN`] holds.
@@ -246,8 +250,8 @@ pub enum EventKind {
 pub struct PlannedEvent {
     /// Normal or Warning.
     pub kind: EventKind,
-    /// CamelCase reason, such as `RotationStarted`.
-    pub reason: &'static str,
+    /// Why, such as [`Reason::RotationStarted`].
+    pub reason: Reason,
     /// Human-readable text.
     pub note: String,
 }

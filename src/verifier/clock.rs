@@ -1,8 +1,8 @@
-//! Where the verifier reads the time: the one place the wall and monotonic clocks are read for decisions.
-
-use std::time::Instant;
+//! The time the verifier decides at: the system clocks ([`crate::runtime::clock`]) or a hand-set one.
 
 use super::decision::Now;
+
+pub use crate::runtime::clock::SystemClock;
 
 /// A source of [`Now`]; tests pass a fixed or hand-advanced one.
 pub trait Clock: Send + Sync + 'static {
@@ -10,29 +10,9 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Now;
 }
 
-/// The system clocks: wall time from the OS, monotonic time since this clock was made.
-#[derive(Debug, Clone, Copy)]
-pub struct SystemClock {
-    start: Instant,
-}
-
-impl SystemClock {
-    /// A clock whose monotonic time starts now.
-    #[must_use]
-    pub fn new() -> SystemClock {
-        SystemClock { start: Instant::now() }
-    }
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        SystemClock::new()
-    }
-}
-
 impl Clock for SystemClock {
     fn now(&self) -> Now {
-        Now { wall: jiff::Timestamp::now(), monotonic: self.start.elapsed() }
+        Now { wall: self.wall(), monotonic: self.monotonic() }
     }
 }
 

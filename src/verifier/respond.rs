@@ -24,7 +24,13 @@ pub static SCOPES_HEADER: HeaderName = HeaderName::from_static("x-keyward-scopes
 /// A body from bytes in memory.
 #[must_use]
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    full_body(Full::new(bytes.into()))
+}
+
+/// The same body, from one already built.
+#[must_use]
+pub fn full_body(body: Full<Bytes>) -> Body {
+    body.map_err(|never| match never {}).boxed_unsync()
 }
 
 fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -27,6 +27,7 @@ use super::respond::{self, Body};
 use super::routes::Routes;
 use super::service::{Upstream, Verifier};
 use crate::keyset::KeySetId;
+use crate::runtime::admin;
 
 /// Largest request head (request line plus headers) read; larger ones get `431`.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -138,10 +139,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         tasks.spawn(hand_out(listener, workers, stopped.clone()));
     }
 
-    let admin_state = (Arc::clone(&store), Arc::clone(&metrics));
+    let report = Arc::new(AdminReport { store: Arc::clone(&store), metrics: Arc::clone(&metrics) });
     let admin_handler = move |request: Request<Incoming>| {
-        let (store, metrics) = admin_state.clone();
-        async move { Ok::<_, Infallible>(admin_answer(&store, &metrics, &request)) }
+        let response = admin::respond(report.as_ref(), request.method(), request.uri().path());
+        async move { Ok::<_, Infallible>(response.map(respond::full_body)) }
     };
     tasks.spawn(serve(admin, admin_handler, timeouts, stopped));
 
@@ -158,29 +159,23 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Re
     Ok(())
 }
 
-/// The admin listener's answers.
-fn admin_answer<B>(store: &KeyStore, metrics: &Metrics, request: &Request<B>) -> Response<Body> {
-    let text = |status: StatusCode, body: &'static str| {
-        let mut response = Response::new(respond::full(body));
-        *response.status_mut() = status;
-        response
-    };
-    match request.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if store.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no valid key set has loaded\n"),
-        "/metrics" => {
-            if let Some(age) = store.since_last_load() {
-                metrics.seconds_since_reload.set(age.as_secs_f64());
-            }
-            let mut response = Response::new(respond::full(metrics.encode()));
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            );
-            response
+/// What the verifier tells its admin listener: ready once a valid key set has loaded.
+struct AdminReport {
+    store: Arc<KeyStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl admin::Report for AdminReport {
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.store.is_ready() { Ok(()) } else { Err("not ready: no valid key set has loaded\n") }
+    }
+
+    fn metrics(&self) -> String {
+        // The age is a gauge of now, not of the last reload: set it when it is read.
+        if let Some(age) = self.store.since_last_load() {
+            self.metrics.seconds_since_reload.set(age.as_secs_f64());
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        self.metrics.encode()
     }
 }
 

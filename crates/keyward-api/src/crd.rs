@@ -6,14 +6,14 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use super::ApiKey;
-use keyward_contract::duration::cel_duration;
+use keyward_contract::duration::cel_seconds;
 
 /// The CEL rule comparing grace period and interval, days included.
 pub(super) fn grace_shorter_than_every_rule() -> String {
     format!(
         "!has(self.gracePeriod) || !has(self.every) || {} < {}",
-        cel_duration("self.gracePeriod"),
-        cel_duration("self.every")
+        cel_seconds("self.gracePeriod"),
+        cel_seconds("self.every")
     )
 }
 
@@ -26,8 +26,8 @@ pub(super) const DOCUMENTED_DEFAULT_GRACE: &str = "1h";
 /// actual default).
 pub(super) fn default_grace_shorter_than_every_rule() -> String {
     format!(
-        "has(self.gracePeriod) || !has(self.every) || duration('{DOCUMENTED_DEFAULT_GRACE}') < {}",
-        cel_duration("self.every")
+        "has(self.gracePeriod) || !has(self.every) || duration('{DOCUMENTED_DEFAULT_GRACE}').getSeconds() < {}",
+        cel_seconds("self.every")
     )
 }
 

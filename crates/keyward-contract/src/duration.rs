@@ -4,8 +4,12 @@
 //! exactly one language, so this is a small parser for that language rather
 //! than a more liberal general-purpose one: either whole days (`<n>d`), or
 //! hours, minutes and seconds in that order, each optional but at least one.
-//! CEL has no day unit, so the CRD's rules turn `<n>d` into `<24n>h` before
-//! calling `duration()`; [`CEL_DURATION_MACRO`] is that expression.
+//! CEL has no day unit, so the CRD's rules compare durations as whole seconds:
+//! `<n>d` is `n * 86400`, anything else `duration(X).getSeconds()`;
+//! [`CEL_SECONDS_MACRO`] is that expression. Integer arithmetic keeps the API
+//! server's static cost estimate small: building a string from an integer
+//! (`string(int(...)) + 'h'`) has no size bound there, and made every rule that
+//! used it exceed the cost budget a hundredfold (docs/architecture.md).
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,20 +23,21 @@ use std::time::Duration;
 pub const DURATION_PATTERN: &str =
     r"^([0-9]{1,5}d|[0-9]{1,6}h([0-9]{1,7}m)?([0-9]{1,7}s)?|[0-9]{1,7}m([0-9]{1,7}s)?|[0-9]{1,7}s)$";
 
-/// CEL that turns the duration string `X` into a CEL `duration`, days included.
-pub const CEL_DURATION_MACRO: &str =
-    "(X.endsWith('d') ? duration(string(int(X.substring(0, X.size() - 1)) * 24) + 'h') : duration(X))";
+/// CEL that turns the duration string `X` into whole seconds (an `int`), days included.
+pub const CEL_SECONDS_MACRO: &str =
+    "(X.endsWith('d') ? int(X.substring(0, X.size() - 1)) * 86400 : duration(X).getSeconds())";
 
-/// The CEL rule, for a duration field itself, that refuses zero.
+/// The CEL rule, for a duration field itself, that refuses zero. A value the pattern
+/// admits is zero exactly when none of its digits is, so no conversion is needed.
 #[must_use]
 pub fn cel_positive_rule() -> String {
-    format!("{} > duration('0s')", cel_duration("self"))
+    "self.matches('[1-9]')".to_owned()
 }
 
-/// Build the CEL expression converting the field at `path` into a `duration`.
+/// Build the CEL expression converting the field at `path` into whole seconds.
 #[must_use]
-pub fn cel_duration(path: &str) -> String {
-    CEL_DURATION_MACRO.replace('X', path)
+pub fn cel_seconds(path: &str) -> String {
+    CEL_SECONDS_MACRO.replace('X', path)
 }
 
 /// A duration written the way ApiKey fields accept it; prints back as written.

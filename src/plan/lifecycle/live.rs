@@ -7,7 +7,7 @@ use crate::api::{KeyState, KeyVersion, ROTATE_ANNOTATION};
 use crate::plan::records::version_hash;
 use crate::plan::schedule::{after, next_rotation};
 use crate::plan::validate::ValidSpec;
-use crate::plan::{EventKind, Held, Mint, SecretView, Slot, Source, TokenFacts, secret_name};
+use crate::plan::{EventKind, Held, Mint, Reason, SecretView, Slot, Source, TokenFacts, secret_name};
 use crate::token::KeyHash;
 
 use super::{Draft, version};
@@ -17,6 +17,22 @@ use super::{Draft, version};
 const REPORT_UNPUBLISHED_AFTER: SignedDuration = SignedDuration::from_mins(1);
 
 impl Draft<'_> {
+    /// The steps of a working key, in order.
+    pub(super) fn live(&mut self, spec: &ValidSpec) {
+        // Rotation and retirement wait while a token is issued or the Secret repaired.
+        if self.current_token(spec) {
+            // Retire first: a rotation is held while the previous token is in its grace period.
+            self.retire_previous();
+            self.rotation(spec);
+            self.release_previous_secret();
+        }
+        // Also while a new token is held: expiry must not wait for its Ready.
+        if let Some(t) = spec.expires_at {
+            self.deadline(t);
+        }
+        self.summarise_live();
+    }
+
     /// Make sure the Secret holds the token status calls current. Returns
     /// whether the rest of the lifecycle can go on in this pass.
     pub(super) fn current_token(&mut self, spec: &ValidSpec) -> bool {
@@ -62,7 +78,7 @@ impl Draft<'_> {
             // it was adopted; the next pass handles it as any recorded token
             // (repair or rotation with a grace period, old Secret, old key set).
             self.record_moved(held);
-            self.again = true;
+            self.out.again = true;
             return false;
         }
         match slot.facts() {
@@ -74,10 +90,10 @@ impl Draft<'_> {
                 }
             }
             _ => {
-                self.mint = Some(Mint { prefix: spec.prefix.clone() });
-                self.token = Some(Source::Minted);
-                self.next_token = None;
-                self.again = true;
+                self.out.mint = Some(Mint { prefix: spec.prefix.clone() });
+                self.out.token = Some(Source::Minted);
+                self.out.next_token = None;
+                self.out.again = true;
                 false
             }
         }
@@ -87,9 +103,9 @@ impl Draft<'_> {
     /// when the stored status has something else to say ([`Draft::may_hold`]).
     fn adopt(&mut self, facts: &TokenFacts) -> bool {
         let (reason, note) = if self.old.previous_key.is_some() || self.old.last_rotated_at.is_some() {
-            ("TokenReissued", format!("New token {} written to the Secret; publishing it", facts.hash.key_id()))
+            (Reason::TokenReissued, format!("New token {} written to the Secret; publishing it", facts.hash.key_id()))
         } else {
-            ("Created", format!("Token {} written to the Secret; publishing it", facts.hash.key_id()))
+            (Reason::Created, format!("Token {} written to the Secret; publishing it", facts.hash.key_id()))
         };
         self.event(EventKind::Normal, reason, note);
         let held = Held {
@@ -100,7 +116,7 @@ impl Draft<'_> {
         };
         if self.may_hold() {
             self.deadline(after(self.now, self.settings.publish_poll));
-            self.hold = Some(held);
+            self.out.hold = Some(held);
             false
         } else {
             self.record(held, facts);
@@ -131,18 +147,18 @@ impl Draft<'_> {
             _ if !self.may_hold() => {}
             Some(at) if at > self.now => {
                 self.deadline(at);
-                self.hold = Some(held);
+                self.out.hold = Some(held);
                 return false;
             }
             None if report_at > self.now => {
                 self.deadline(after(self.now, self.settings.publish_poll));
-                self.hold = Some(held);
+                self.out.hold = Some(held);
                 return false;
             }
             Some(_) | None => {}
         }
         // Held until status names it: a rebuild before the status write lands must still list it.
-        self.hold = Some(held.clone());
+        self.out.hold = Some(held.clone());
         self.record(held, facts);
         true
     }
@@ -167,7 +183,7 @@ impl Draft<'_> {
         self.status.last_rotation_request = held.rotation_request.take();
         self.status.secret_name = Some(held.secret_name.clone());
         self.status.key_set = Some(held.key_set.clone());
-        self.hold = Some(held);
+        self.out.hold = Some(held);
     }
 
     /// Whether a new token may be held instead of recorded: only while status
@@ -181,7 +197,7 @@ impl Draft<'_> {
             && old.previous_key.is_none()
             && old.state.is_none_or(|s| s == KeyState::Pending)
             && !self.moved_secret
-            && self.leave_key_set.is_none()
+            && self.out.leave_key_set.is_none()
             && self.key.spec.active
     }
 
@@ -221,9 +237,9 @@ impl Draft<'_> {
             self.status.previous_key = graced;
         }
         self.status.next_key = None;
-        self.token = None;
-        self.next_token = None;
-        self.again = true;
+        self.out.token = None;
+        self.out.next_token = None;
+        self.out.again = true;
         let note = match &self.status.previous_key {
             Some(previous) if previous.not_after.as_ref().is_some_and(|end| end.0 > now) => format!(
                 "Repairing: {why}; issuing a new token, the previous one works until {}",
@@ -235,7 +251,7 @@ impl Draft<'_> {
             Some(id) => format!("{note}; the older previous token {id} stops working now"),
             None => note,
         };
-        self.event(EventKind::Warning, "SecretRepaired", note);
+        self.event(EventKind::Warning, Reason::SecretRepaired, note);
     }
 
     pub(super) fn rotation(&mut self, spec: &ValidSpec) {
@@ -249,13 +265,13 @@ impl Draft<'_> {
                 // Held: a swap now would replace the previous token before its
                 // grace period ends. `retire_previous` requeued for that end;
                 // the trigger is still pending then.
-                self.next_token = None;
+                self.out.next_token = None;
             } else {
                 self.start_rotation(spec, &why);
             }
         } else {
             // A next token nobody asked for (stale or planted) is removed, never published.
-            self.next_token = None;
+            self.out.next_token = None;
             if let Some(at) = due_at {
                 self.deadline(at);
             }
@@ -281,13 +297,13 @@ impl Draft<'_> {
         match slot.facts() {
             Some(facts) if facts.prefix == spec.prefix.as_str() && !self.is_known(facts.hash) => {
                 self.status.next_key = Some(version(facts.hash, self.now));
-                self.next_token = Some(Source::NextToken);
+                self.out.next_token = Some(Source::NextToken);
                 // The swap is counted from when the hash is seen published: look again soon.
                 self.deadline(after(self.now, self.settings.publish_poll));
                 let delay = self.settings.propagation_delay;
                 self.event(
                     EventKind::Normal,
-                    "RotationStarted",
+                    Reason::RotationStarted,
                     format!(
                         "Rotation {why}: publishing next token {}; swap {delay:#} after it is published",
                         facts.hash.key_id()
@@ -295,9 +311,9 @@ impl Draft<'_> {
                 );
             }
             _ => {
-                self.mint = Some(Mint { prefix: spec.prefix.clone() });
-                self.next_token = Some(Source::Minted);
-                self.again = true;
+                self.out.mint = Some(Mint { prefix: spec.prefix.clone() });
+                self.out.next_token = Some(Source::Minted);
+                self.out.again = true;
             }
         }
     }
@@ -325,11 +341,11 @@ impl Draft<'_> {
             }
             _ => {
                 self.status.next_key = None;
-                self.next_token = None;
-                self.again = true;
+                self.out.next_token = None;
+                self.out.again = true;
                 self.event(
                     EventKind::Warning,
-                    "RotationRestarted",
+                    Reason::RotationRestarted,
                     "The next token was lost from the Secret before the swap; minting another".to_owned(),
                 );
             }
@@ -353,8 +369,8 @@ impl Draft<'_> {
         self.status.last_rotated_at = Some(Time(self.now));
         self.status.last_rotation_request = self.annotation().or(self.status.last_rotation_request.take());
         self.status.prefix = Some(next.display_prefix.clone());
-        self.token = Some(token_from);
-        self.next_token = None;
+        self.out.token = Some(token_from);
+        self.out.next_token = None;
         let due_at = spec.rotation.as_ref().and_then(|r| next_rotation(r, self.now));
         self.status.next_rotation_at = due_at.map(Time);
         if let Some(at) = due_at {
@@ -363,7 +379,7 @@ impl Draft<'_> {
         self.deadline(grace_end);
         self.event(
             EventKind::Normal,
-            "Swapped",
+            Reason::Swapped,
             format!("Secret now holds token {}; the previous token works until {grace_end}", next.hash.key_id()),
         );
     }
@@ -376,7 +392,7 @@ impl Draft<'_> {
             _ => {
                 let id = previous.key_id.clone();
                 self.status.previous_key = None;
-                self.event(EventKind::Normal, "PreviousRetired", format!("Previous token {id} retired"));
+                self.event(EventKind::Normal, Reason::PreviousRetired, format!("Previous token {id} retired"));
             }
         }
     }
@@ -396,7 +412,7 @@ impl Draft<'_> {
         let Some(current) = self.status.current_key.clone() else { return };
         // An operator before `publishedAt` existed reported Ready only for a
         // published token: keep such a key Ready instead of waiting again.
-        let was_ready = self.old.conditions.first().is_some_and(|c| c.status == "True");
+        let was_ready = self.old.conditions.first().is_some_and(|c| c.status == super::TRUE);
         let stored_without = self.old.current_key.as_ref().is_some_and(|k| k.published_at.is_none());
         let legacy = (was_ready && stored_without).then_some(current.not_before.0);
         let published_at = self.note_publication(&current, legacy);
@@ -417,12 +433,12 @@ impl Draft<'_> {
     pub(super) fn summarise_live(&mut self) {
         if self.status.current_key.is_none() {
             self.status.state = Some(KeyState::Pending);
-            self.ready(false, "Issuing", "A token is being issued".to_owned());
+            self.ready(false, Reason::Issuing, "A token is being issued".to_owned());
             return;
         }
         if self.key.spec.active {
             if self.was(KeyState::Inactive) {
-                self.event(EventKind::Normal, "Enabled", "Key enabled: its token works again".to_owned());
+                self.event(EventKind::Normal, Reason::Enabled, "Key enabled: its token works again".to_owned());
             }
             if let Some(ready_at) = self.current_ready_at() {
                 // Ready means the token in the Secret works at verifiers.
@@ -430,16 +446,16 @@ impl Draft<'_> {
                 self.status.state = Some(KeyState::Pending);
                 self.ready(
                     false,
-                    "Publishing",
+                    Reason::Publishing,
                     "The token is in the Secret; its hash is being published to verifiers".to_owned(),
                 );
                 return;
             }
             let rotating = self.status.next_key.is_some() || self.status.previous_key.is_some();
             let (state, reason, message) = if rotating {
-                (KeyState::Rotating, "Rotating", "The key works; a rotation is under way")
+                (KeyState::Rotating, Reason::Rotating, "The key works; a rotation is under way")
             } else {
-                (KeyState::Active, "Active", "The key works")
+                (KeyState::Active, Reason::Active, "The key works")
             };
             self.status.state = Some(state);
             self.ready(true, reason, message.to_owned());
@@ -447,12 +463,12 @@ impl Draft<'_> {
             if self.was(KeyState::Active) || self.was(KeyState::Rotating) {
                 self.event(
                     EventKind::Normal,
-                    "Disabled",
+                    Reason::Disabled,
                     "Key disabled: verifiers refuse it until active is true".to_owned(),
                 );
             }
             self.status.state = Some(KeyState::Inactive);
-            self.ready(false, "Disabled", "The key is switched off (spec.active is false)".to_owned());
+            self.ready(false, Reason::Disabled, "The key is switched off (spec.active is false)".to_owned());
         }
     }
 }

@@ -4,9 +4,11 @@
 //! invalid, conflicting, revoked, expired); [`live`] the token of a working
 //! key: issue, repair, rotate, retire.
 //!
-//! Order matters and is the policy: deletion first, then spec validity, then
-//! ownership of the Secret, then the terminal states (revoked, expired), then
-//! the current token, rotation, and retirement of the previous token.
+//! Each pass first derives the key's [`Phase`] (deleting, invalid, conflicting,
+//! revoked, expired, live) and then takes that phase's steps. Order matters
+//! and is the policy: the order of the checks in [`Phase::of`], and within a
+//! live key ([`Draft::live`]) the current token, then retirement of the
+//! previous token, then rotation.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -18,59 +20,98 @@ use crate::keyset::{Record, RecordState};
 use crate::token::KeyHash;
 
 use super::records::{records_from, version_hash};
-use super::validate::{ValidSpec, validate};
+use super::validate::{SpecError, ValidSpec, validate};
 use super::{
     DesiredSecret, EventKind, Finalizer, Held, LABEL_APIKEY, LABEL_MANAGED_BY, MANAGED_BY, Mint, Observed, Plan,
-    PlannedEvent, Publish, SecretView, Settings, Slot, Source, secret_name,
+    PlannedEvent, Publish, Reason, SecretView, Settings, Slot, Source, secret_name,
 };
 
 mod live;
 mod terminal;
 
+/// Condition statuses as Kubernetes spells them.
+const TRUE: &str = "True";
+const FALSE: &str = "False";
+
 /// How long to wait before looking again at a Secret owned by someone else.
 const CONFLICT_RECHECK: SignedDuration = SignedDuration::from_mins(5);
+
+/// Where a key stands, derived before anything is decided about it. The order
+/// of the checks in [`Phase::of`] is the policy.
+#[derive(Debug)]
+enum Phase {
+    /// The ApiKey is being deleted: unpublish, release the finalizer.
+    Deleting,
+    /// The spec breaks a rule: nothing is published until it is fixed.
+    Invalid(Vec<SpecError>),
+    /// The Secret belongs to someone else: keyward does not touch it.
+    SecretConflict,
+    /// Revoked, for good.
+    Revoked,
+    /// Past `expiresAt`, for good.
+    Expired(ValidSpec),
+    /// A working key: issue, repair, rotate, retire.
+    Live(ValidSpec),
+}
+
+impl Phase {
+    /// Deletion first, then spec validity, then ownership of the Secret, then
+    /// the terminal states; anything else is live.
+    fn of(key: &ApiKey, observed: &Observed, settings: &Settings, now: Timestamp) -> Phase {
+        if key.metadata.deletion_timestamp.is_some() {
+            return Phase::Deleting;
+        }
+        let spec = match validate(&key.spec, settings.default_grace_period) {
+            Ok(spec) => spec,
+            Err(errors) => return Phase::Invalid(errors),
+        };
+        if let SecretView::Present(facts) = &observed.secret
+            && !facts.owned
+        {
+            return Phase::SecretConflict;
+        }
+        let old = key.status.as_ref();
+        // Revocation recorded in status is final even if the spec says otherwise
+        // (admission refuses un-revoking, but an object can bypass admission);
+        // state Revoked covers statuses written before `revokedAt` existed.
+        if key.spec.revoked || old.is_some_and(|s| s.revoked_at.is_some() || s.state == Some(KeyState::Revoked)) {
+            Phase::Revoked
+        } else if old.is_some_and(|s| s.expired_at.is_some()) || spec.expires_at.is_some_and(|t| t <= now) {
+            Phase::Expired(spec)
+        } else {
+            Phase::Live(spec)
+        }
+    }
+}
 
 /// `now` is the clock rounded down to a whole second (nothing is due early);
 /// `seen_at` rounded up (nothing seen now is stamped earlier than the truth).
 pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: Timestamp, seen_at: Timestamp) -> Plan {
     let mut draft = Draft::new(key, observed, settings, now, seen_at);
-    if key.metadata.deletion_timestamp.is_some() {
-        return draft.finalize();
-    }
-    let spec = match validate(&key.spec, settings.default_grace_period) {
-        Ok(spec) => spec,
-        Err(errors) => return draft.invalid(errors),
-    };
-    if let SecretView::Present(facts) = &observed.secret
-        && !facts.owned
-    {
-        return draft.secret_conflict();
-    }
-    draft.follow_moves();
-    // Revocation recorded in status is final even if the spec says otherwise
-    // (admission refuses un-revoking, but an object can bypass admission);
-    // state Revoked covers statuses written before `revokedAt` existed.
-    if key.spec.revoked || draft.status.revoked_at.is_some() || draft.was(KeyState::Revoked) {
-        draft.revoke();
-    } else if draft.status.expired_at.is_some() || spec.expires_at.is_some_and(|t| t <= now) {
-        draft.expire(&spec);
-    } else {
-        // Rotation and retirement wait while a token is issued or the Secret repaired.
-        if draft.current_token(&spec) {
-            // Retire first: a rotation is held while the previous token is in its grace period.
-            draft.retire_previous();
-            draft.rotation(&spec);
-            draft.release_previous_secret();
+    match Phase::of(key, observed, settings, now) {
+        Phase::Deleting => draft.finalize(),
+        Phase::Invalid(errors) => draft.invalid(errors),
+        Phase::SecretConflict => draft.secret_conflict(),
+        Phase::Revoked => {
+            draft.follow_moves();
+            draft.revoke();
+            draft.finish()
         }
-        // Also while a new token is held: expiry must not wait for its Ready.
-        if let Some(t) = spec.expires_at {
-            draft.deadline(t);
+        Phase::Expired(spec) => {
+            draft.follow_moves();
+            draft.expire(&spec);
+            draft.finish()
         }
-        draft.summarise_live();
+        Phase::Live(spec) => {
+            draft.follow_moves();
+            draft.live(&spec);
+            draft.finish()
+        }
     }
-    draft.finish()
 }
 
+/// One pass over a key: what was read, the status as it is being rewritten,
+/// and what has been decided so far.
 struct Draft<'a> {
     key: &'a ApiKey,
     observed: &'a Observed,
@@ -81,19 +122,26 @@ struct Draft<'a> {
     seen_at: Timestamp,
     old: ApiKeyStatus,
     status: ApiKeyStatus,
+    /// `spec.secretName` changed in this pass.
+    moved_secret: bool,
+    out: Decided,
+}
+
+/// The instructions a pass has decided on, besides the status: they become the [`Plan`].
+#[derive(Default)]
+struct Decided {
     events: Vec<PlannedEvent>,
     token: Option<Source>,
     next_token: Option<Source>,
     mint: Option<Mint>,
     delete_secret: Option<String>,
-    /// `spec.secretName` changed in this pass.
-    moved_secret: bool,
     leave_key_set: Option<String>,
     /// The new current token the publisher is to hold ([`Held`]). While
     /// status names no current token, it is waiting to be Ready and status is
     /// not written.
     hold: Option<Held>,
     delete_apikey: bool,
+    /// This pass changed something the next pass must see: plan again at once.
     again: bool,
     deadlines: Vec<Timestamp>,
 }
@@ -121,17 +169,8 @@ impl<'a> Draft<'a> {
             seen_at,
             status: old.clone(),
             old,
-            events: Vec::new(),
-            token,
-            next_token,
-            mint: None,
-            delete_secret: None,
             moved_secret: false,
-            leave_key_set: None,
-            hold: None,
-            delete_apikey: false,
-            again: false,
-            deadlines: Vec::new(),
+            out: Decided { token, next_token, ..Decided::default() },
         }
     }
 
@@ -144,8 +183,8 @@ impl<'a> Draft<'a> {
         }
     }
 
-    fn event(&mut self, kind: EventKind, reason: &'static str, note: String) {
-        self.events.push(PlannedEvent { kind, reason, note });
+    fn event(&mut self, kind: EventKind, reason: Reason, note: String) {
+        self.out.events.push(PlannedEvent { kind, reason, note });
     }
 
     /// Plan again at `at`, rounded up to the plan's grain: `now` is a whole
@@ -154,12 +193,12 @@ impl<'a> Draft<'a> {
     /// Unrounded, it could already have passed by the caller's clock, which
     /// would plan again at once and find the same deadline again.
     fn deadline(&mut self, at: Timestamp) {
-        self.deadlines.push(super::whole_seconds_up(at));
+        self.out.deadlines.push(super::whole_seconds_up(at));
     }
 
-    fn ready(&mut self, status: bool, reason: &'static str, message: String) {
-        let update =
-            ConditionUpdate { type_: CONDITION_READY, status: if status { "True" } else { "False" }, reason, message };
+    fn ready(&mut self, status: bool, reason: Reason, message: String) {
+        let status = if status { TRUE } else { FALSE };
+        let update = ConditionUpdate { type_: CONDITION_READY, status, reason: reason.as_str(), message };
         set_condition(&mut self.status.conditions, update, self.key.metadata.generation, self.now);
     }
 
@@ -199,8 +238,8 @@ impl<'a> Draft<'a> {
             name: secret_name(self.key),
             labels,
             annotations: template.annotations,
-            token: self.token,
-            next_token: self.next_token,
+            token: self.out.token,
+            next_token: self.out.next_token,
         }
     }
 
@@ -222,7 +261,9 @@ impl<'a> Draft<'a> {
             && slot_ok(desired.next_token, &facts.next_token, Source::NextToken)
             && facts.foreign_keys.is_empty()
             && subset(&desired.labels, &facts.labels)
-            && subset(&desired.annotations, &facts.annotations))
+            && subset(&desired.annotations, &facts.annotations)
+            && facts.applied_labels.iter().all(|k| desired.labels.contains_key(k))
+            && facts.applied_annotations.iter().all(|k| desired.annotations.contains_key(k)))
     }
 
     fn finish_without_secret(self) -> Plan {
@@ -237,29 +278,29 @@ impl<'a> Draft<'a> {
 
     fn assemble(mut self, secret: Option<DesiredSecret>) -> Plan {
         self.status.observed_generation = self.key.metadata.generation;
-        let held = self.hold.as_ref().map(|h| &h.version);
+        let held = self.out.hold.as_ref().map(|h| &h.version);
         let records = records_from(self.key, Some(&self.status), held, self.settings.default_grace_period, self.now);
         let publish = publish_urgency(&self.observed.published, &records);
         // While a token is being minted, status waits for the pass that adopts
         // it; while a new token is held, for the pass that finds it Ready.
-        let holding = self.hold.is_some() && self.status.current_key.is_none();
-        let status = (self.mint.is_none() && !holding && self.status != self.old).then(|| self.status.clone());
-        let requeue_at = if self.again { Some(self.now) } else { self.deadlines.iter().copied().min() };
+        let holding = self.out.hold.is_some() && self.status.current_key.is_none();
+        let status = (self.out.mint.is_none() && !holding && self.status != self.old).then(|| self.status.clone());
+        let requeue_at = if self.out.again { Some(self.now) } else { self.out.deadlines.iter().copied().min() };
         let has_finalizer =
             self.key.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == super::FINALIZER));
         Plan {
             spec_errors: Vec::new(),
             finalizer: if has_finalizer { Finalizer::Keep } else { Finalizer::Add },
-            mint: self.mint,
+            mint: self.out.mint,
             secret,
-            delete_secret: self.delete_secret,
-            leave_key_set: self.leave_key_set,
+            delete_secret: self.out.delete_secret,
+            leave_key_set: self.out.leave_key_set,
             records,
             publish,
-            hold: self.hold,
+            hold: self.out.hold,
             status,
-            events: self.events,
-            delete_apikey: self.delete_apikey,
+            events: self.out.events,
+            delete_apikey: self.out.delete_apikey,
             requeue_at,
         }
     }

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::KeyState;
 use crate::plan::validate::{SpecError, ValidSpec};
-use crate::plan::{EventKind, Finalizer, Plan, PlannedEvent, Publish, secret_name};
+use crate::plan::{EventKind, Finalizer, Plan, PlannedEvent, Publish, Reason, secret_name};
 
 use super::super::schedule::after;
 use super::{CONFLICT_RECHECK, Draft};
@@ -25,7 +25,7 @@ impl Draft<'_> {
             status: None,
             events: vec![PlannedEvent {
                 kind: EventKind::Normal,
-                reason: "Unpublished",
+                reason: Reason::Unpublished,
                 note: "ApiKey is being deleted: its hashes leave the key set before it goes".to_owned(),
             }],
             delete_apikey: false,
@@ -36,15 +36,16 @@ impl Draft<'_> {
     pub(super) fn invalid(mut self, errors: Vec<SpecError>) -> Plan {
         let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         self.status.state = Some(KeyState::Error);
-        let changed = self.old.conditions.first().is_none_or(|c| c.reason != "InvalidSpec" || c.message != message);
+        let changed =
+            self.old.conditions.first().is_none_or(|c| c.reason != Reason::InvalidSpec || c.message != message);
         if changed {
             self.event(
                 EventKind::Warning,
-                "InvalidSpec",
+                Reason::InvalidSpec,
                 format!("The key does not work until the spec is fixed: {message}"),
             );
         }
-        self.ready(false, "InvalidSpec", message);
+        self.ready(false, Reason::InvalidSpec, message);
         // An invalid spec waits for the next change of the object: no requeue.
         let mut plan = self.finish_without_secret();
         plan.spec_errors = errors;
@@ -55,10 +56,10 @@ impl Draft<'_> {
         let name = secret_name(self.key);
         let message = format!("Secret {name} exists and is not owned by this ApiKey; keyward will not overwrite it");
         self.status.state = Some(KeyState::Error);
-        if self.old.conditions.first().is_none_or(|c| c.reason != "SecretConflict") {
-            self.event(EventKind::Warning, "SecretConflict", message.clone());
+        if self.old.conditions.first().is_none_or(|c| c.reason != Reason::SecretConflict) {
+            self.event(EventKind::Warning, Reason::SecretConflict, message.clone());
         }
-        self.ready(false, "SecretConflict", message);
+        self.ready(false, Reason::SecretConflict, message);
         self.deadline(after(self.now, CONFLICT_RECHECK));
         self.finish_without_secret()
     }
@@ -76,7 +77,7 @@ impl Draft<'_> {
             if let Some(earlier) = retained.filter(|earlier| *earlier != desired) {
                 // A second move within the grace period: the repair that follows
                 // gives the grace to the token of `old`, so `earlier` has no use left.
-                self.delete_secret = Some(earlier);
+                self.out.delete_secret = Some(earlier);
             }
             self.status.previous_secret_name = Some(old);
         }
@@ -85,8 +86,8 @@ impl Draft<'_> {
         if let Some(old) = &self.old.key_set
             && old != key_set
         {
-            self.leave_key_set = Some(old.clone());
-            self.event(EventKind::Normal, "KeySetChanged", format!("Key moved from key set {old} to {key_set}"));
+            self.out.leave_key_set = Some(old.clone());
+            self.event(EventKind::Normal, Reason::KeySetChanged, format!("Key moved from key set {old} to {key_set}"));
             // Verifiers of the new set have not seen these hashes yet.
             for version in [&mut self.status.current_key, &mut self.status.next_key].into_iter().flatten() {
                 version.published_at = None;
@@ -99,19 +100,19 @@ impl Draft<'_> {
     /// in it is still in its grace period.
     pub(super) fn release_previous_secret(&mut self) {
         if self.status.previous_key.is_none()
-            && self.delete_secret.is_none()
+            && self.out.delete_secret.is_none()
             && let Some(name) = self.status.previous_secret_name.take()
         {
-            self.delete_secret = Some(name);
+            self.out.delete_secret = Some(name);
         }
     }
 
     pub(super) fn clean_up_tokens(&mut self) {
-        let holds_tokens = self.token.is_some() || self.next_token.is_some();
-        self.token = None;
-        self.next_token = None;
+        let holds_tokens = self.out.token.is_some() || self.out.next_token.is_some();
+        self.out.token = None;
+        self.out.next_token = None;
         if holds_tokens {
-            self.event(EventKind::Normal, "CleanedUp", "Token removed from the Secret".to_owned());
+            self.event(EventKind::Normal, Reason::CleanedUp, "Token removed from the Secret".to_owned());
         }
         self.status.next_key = None;
         self.status.previous_key = None;
@@ -121,7 +122,7 @@ impl Draft<'_> {
 
     pub(super) fn revoke(&mut self) {
         if !self.was(KeyState::Revoked) {
-            self.event(EventKind::Normal, "Revoked", "Key revoked for good: hashes unpublished".to_owned());
+            self.event(EventKind::Normal, Reason::Revoked, "Key revoked for good: hashes unpublished".to_owned());
         }
         self.clean_up_tokens();
         let now = self.now;
@@ -137,28 +138,28 @@ impl Draft<'_> {
                 "The key was revoked at {revoked_at}; clearing spec.revoked does not undo that: create a new ApiKey"
             )
         };
-        self.ready(false, "Revoked", message);
+        self.ready(false, Reason::Revoked, message);
     }
 
     pub(super) fn expire(&mut self, spec: &ValidSpec) {
         let expired_at = self.status.expired_at.as_ref().map_or_else(|| spec.expires_at.unwrap_or(self.now), |t| t.0);
         self.status.expired_at = Some(Time(expired_at));
         if !self.was(KeyState::Expired) {
-            self.event(EventKind::Normal, "Expired", format!("Key expired at {expired_at}"));
+            self.event(EventKind::Normal, Reason::Expired, format!("Key expired at {expired_at}"));
         }
         self.clean_up_tokens();
         if let Some(current) = &mut self.status.current_key {
             current.not_after.get_or_insert(Time(expired_at));
         }
         self.status.state = Some(KeyState::Expired);
-        self.ready(false, "Expired", format!("The key expired at {expired_at}"));
+        self.ready(false, Reason::Expired, format!("The key expired at {expired_at}"));
         if let Some(retain) = spec.retain_expired_for.as_ref().and_then(|d| SignedDuration::try_from(d.get()).ok()) {
             let delete_at = after(expired_at, retain);
             if delete_at <= self.now {
-                self.delete_apikey = true;
+                self.out.delete_apikey = true;
                 self.event(
                     EventKind::Normal,
-                    "Deleted",
+                    Reason::Deleted,
                     format!("Expired key deleted after retainExpiredFor {retain:#}"),
                 );
             } else {

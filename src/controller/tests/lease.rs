@@ -11,7 +11,7 @@ use kube::{Api, Client};
 
 use crate::api::{ApiKey, KeyState};
 
-use super::{Clock, Elector, LeaseError, LeaseSettings, Options, Standing, run_elected};
+use crate::controller::{Clock, Elector, LeaseError, LeaseSettings, Options, Standing, run_elected};
 
 const NS: &str = "keyward-system";
 

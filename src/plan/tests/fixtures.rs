@@ -9,11 +9,14 @@ use rand::SeedableRng;
 use crate::api::{ApiKey, ApiKeySpec, ROTATE_ANNOTATION, RotationSpec};
 use crate::token::{Prefix, Token};
 
-use super::{
+use crate::plan::{
     DesiredSecret, FINALIZER, Finalizer, Held, LABEL_APIKEY, LABEL_MANAGED_BY, MANAGED_BY, Observed, Plan, SecretFacts,
     SecretView, Settings, Slot, Source, TokenFacts, plan,
 };
 use crate::token::KeyHash;
+
+/// The default grace period of [`Settings`], for validating specs as the operator does.
+pub const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(1);
 
 pub const T0: &str = "2026-01-01T00:00:00Z";
 
@@ -215,7 +218,7 @@ impl World {
 
     /// What the key set would hold if the publisher rebuilt it now.
     pub fn publishable(&self) -> Vec<crate::keyset::Record> {
-        super::records_with(&self.key, self.held.as_ref(), self.settings.default_grace_period, self.now)
+        crate::plan::records_with(&self.key, self.held.as_ref(), self.settings.default_grace_period, self.now)
     }
 
     /// A publisher rebuild: write the key's records, note when a held hash was
@@ -281,6 +284,9 @@ impl World {
             owned: true,
             labels: secret.labels.clone(),
             annotations: secret.annotations.clone(),
+            // The operator's server-side apply owns every label and annotation it sent.
+            applied_labels: secret.labels.keys().cloned().collect(),
+            applied_annotations: secret.annotations.keys().cloned().collect(),
             foreign_keys: Vec::new(),
             token: slot(self.secret_tokens.0.as_ref()),
             next_token: slot(self.secret_tokens.1.as_ref()),
@@ -315,7 +321,7 @@ impl World {
     }
 
     pub fn event_reasons(&self) -> Vec<&'static str> {
-        self.plans.iter().flat_map(|p| p.events.iter().map(|e| e.reason)).collect()
+        self.plans.iter().flat_map(|p| p.events.iter().map(|e| e.reason.as_str())).collect()
     }
 }
 
@@ -327,4 +333,33 @@ pub fn slot(token: Option<&Token>) -> Slot {
 
 pub fn managed_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()), (LABEL_APIKEY.to_owned(), name.to_owned())])
+}
+
+// ---- steps and readings shared by the topic files ----
+
+/// From a rotation's start, look again until the next hash is seen published,
+/// then wait the propagation delay: the swap. Returns the swapping plan.
+pub fn swap(world: &mut World, started: &Plan) -> Plan {
+    let seen = world.at_deadline(started);
+    assert!(world.status().next_key.as_ref().is_some_and(|k| k.published_at.is_some()), "{:#?}", world.status());
+    world.at_deadline(&seen)
+}
+
+pub fn later(world: &World, d: SignedDuration) -> Timestamp {
+    world.now.checked_add(d).expect("test times are in range")
+}
+
+pub fn ready_reason(world: &World) -> (String, String) {
+    let c = &world.status().conditions[0];
+    (c.status.clone(), c.reason.clone())
+}
+
+pub fn writes(plan: &Plan) -> usize {
+    usize::from(plan.finalizer == Finalizer::Add)
+        + usize::from(plan.secret.is_some())
+        + usize::from(plan.status.is_some())
+}
+
+pub fn stranger_token() -> Token {
+    Token::generate(&Prefix::default(), &mut rand::rngs::StdRng::seed_from_u64(99))
 }

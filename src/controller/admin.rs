@@ -1,21 +1,12 @@
-//! The operator's admin listener: `/metrics`, `/healthz` and `/readyz` over plain HTTP/1.
-//!
-//! Built on hyper directly, as the verifier's listener is: three fixed routes
-//! need no framework. [`respond`] is the whole routing table, so tests call it
-//! in process; [`serve`] only accepts connections.
+//! What the operator tells its admin listener ([`crate::runtime::admin`]): its metrics, and ready once it can reconcile.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Method, Response, StatusCode, header};
-use http_body_util::Full;
-use tokio::net::TcpListener;
+use crate::runtime::admin::Report;
 
-use crate::controller::{Health, Metrics};
+use super::{Health, Metrics};
 
-/// What the admin listener reads.
+/// What the operator's admin listener reads.
 #[derive(Clone)]
 pub struct Admin {
     /// The operator's metrics.
@@ -24,53 +15,34 @@ pub struct Admin {
     pub health: Arc<Health>,
 }
 
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
-    response
-}
-
-/// Answer one request.
-#[must_use]
-pub fn respond(admin: &Admin, method: &Method, path: &str) -> Response<Full<Bytes>> {
-    if method != Method::GET && method != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+impl Report for Admin {
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.health.ready() { Ok(()) } else { Err("not ready\n") }
     }
-    match path {
-        "/metrics" => text(StatusCode::OK, OPENMETRICS, admin.metrics.encode()),
-        // Alive as long as this task is served: a wedged runtime answers nothing and the probe fails.
-        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" if admin.health.ready() => text(StatusCode::OK, "text/plain", "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
-    }
-}
 
-/// Serve `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, admin: Admin, shutdown: impl Future<Output = ()>) {
-    let handler = move |req: http::Request<hyper::body::Incoming>| {
-        let response = respond(&admin, req.method(), req.uri().path());
-        async move { Ok::<_, Infallible>(response) }
-    };
-    crate::net::serve_http1(listener, "admin", handler, shutdown).await;
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use http_body_util::BodyExt;
+    use bytes::Bytes;
+    use http::{Method, Response, StatusCode, header};
+    use http_body_util::{BodyExt, Full};
     use k8s_openapi::api::core::v1::Secret;
     use kube::Api;
     use kube::api::PostParams;
+
+    use tokio::net::TcpListener;
 
     use super::*;
     use crate::api::{ApiKey, KeyState};
     use crate::controller::{Options, run};
     use crate::plan::DATA_TOKEN;
+    use crate::runtime::admin::{OPENMETRICS, respond, serve};
 
     fn admin() -> Admin {
         Admin { metrics: Arc::new(Metrics::new()), health: Arc::new(Health::default()) }
@@ -180,7 +152,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, admin(), async move {
+        let server = tokio::spawn(serve(listener, Arc::new(admin()), async move {
             let _ = stopped.await;
         }));
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

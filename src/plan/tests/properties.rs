@@ -7,8 +7,8 @@ use proptest::prelude::*;
 
 use crate::api::KeyState;
 use crate::keyset::RecordState;
+use crate::plan::SecretView;
 
-use super::SecretView;
 use super::fixtures::{T0, World, an_api_key};
 
 #[derive(Debug, Clone)]

@@ -13,12 +13,12 @@ use crate::api::{ApiKey, KeyState};
 use crate::keyset::Record;
 use crate::plan::{DATA_TOKEN, Settings};
 
-use super::{Options, run};
+use crate::controller::{Options, run};
 
 const NS: &str = "team-a";
 
 async fn published(client: &Client) -> Vec<Record> {
-    super::tests::harness::published_records(client, "default").await
+    super::harness::published_records(client, "default").await
 }
 
 async fn state(client: &Client, name: &str) -> Option<KeyState> {
@@ -52,7 +52,7 @@ async fn the_real_controller_creates_rotates_with_grace_revokes_and_expires_keys
     let client = keyward_testkit::fakeapi::client().await.unwrap();
     let start = tokio::time::Instant::now();
     let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-    let clock: super::Clock = Arc::new(move || {
+    let clock: crate::controller::Clock = Arc::new(move || {
         let elapsed = SignedDuration::try_from(tokio::time::Instant::now() - start).unwrap();
         t0.checked_add(elapsed).unwrap()
     });
@@ -123,15 +123,15 @@ spec:
 #[tokio::test]
 async fn start_up_refuses_to_run_without_the_crd() {
     let client = keyward_testkit::fakeapi::client().await.unwrap();
-    let err = super::check_crd(&client).await.expect_err("no CRD installed");
-    assert!(matches!(err, super::StartError::CrdMissing), "{err}");
+    let err = crate::controller::check_crd(&client).await.expect_err("no CRD installed");
+    assert!(matches!(err, crate::controller::StartError::CrdMissing), "{err}");
     assert!(err.to_string().contains("apikeys.keyward.dev"));
 }
 
 #[tokio::test]
 async fn start_up_passes_once_the_crd_is_installed() {
     let client = keyward_testkit::fakeapi::FakeCluster::new().with_crd().client().await.unwrap();
-    super::check_crd(&client).await.unwrap();
+    crate::controller::check_crd(&client).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -156,7 +156,7 @@ async fn a_converged_operator_issues_no_writes_while_idle() {
     // Paused time drives the clock: a new key becomes Ready after the propagation delay.
     let start = tokio::time::Instant::now();
     let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-    let clock: super::Clock = Arc::new(move || {
+    let clock: crate::controller::Clock = Arc::new(move || {
         let elapsed = SignedDuration::try_from(tokio::time::Instant::now() - start).unwrap();
         t0.checked_add(elapsed).unwrap()
     });

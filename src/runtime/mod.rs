@@ -1,0 +1,11 @@
+//! Process plumbing the binaries share: the one clock, logging, the shutdown signal and the admin listener.
+//!
+//! `keyward operator`, `keyward verifier`, `keyward demo` and
+//! `keyward fake-apiserver` each set these up the same way through here, so a
+//! change of policy (where logs go, which signals stop a process, what
+//! `/readyz` answers with) is made once.
+
+pub mod admin;
+pub mod clock;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,14 @@
+//! keyward on a real Kubernetes API server: etcd, kube-apiserver and
+//! kube-controller-manager 1.34 built from Kubernetes' own Go modules
+//! (`tools/kube-harness`), started once for this test binary on loopback.
+//! Where the in-memory API and the real server disagree, these tests are right.
+//!
+//! The first run builds the harness with Go (many minutes cold on 2 cores; Go's
+//! build cache makes later runs link only).
+
+mod real_cluster {
+    pub mod control_plane;
+    pub mod install;
+    pub mod lifecycle;
+    pub mod support;
+}

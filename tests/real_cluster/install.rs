@@ -1,0 +1,64 @@
+//! Installing keyward: the CRD, `manifests/` and `examples/` on a real API server, and
+//! what `kubectl` shows of ApiKeys (the server-side Table, categories, short name, explain).
+
+use super::control_plane::harness_binary;
+use super::support::{cluster, cluster_with_manifests, describe, repo, run_ok};
+
+#[test]
+fn the_crd_is_established_and_every_cel_rule_is_within_the_cost_budget() {
+    cluster();
+    // The API server's own CRD validation, with each rule's estimated cost beside its limit.
+    let output =
+        std::process::Command::new(harness_binary()).arg("crd-cost").arg(repo("crds/apikey.yaml")).output().unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    println!("{table}");
+    assert!(output.status.success(), "the API server's CRD validation refuses crds/apikey.yaml: {}", describe(&output));
+    let rules = table.lines().filter(|l| l.contains("x-kubernetes-validations")).count();
+    assert!(rules >= 10, "crd-cost lists every CEL rule, found {rules}:\n{table}");
+    for line in table.lines().skip(1) {
+        let mut fields = line.split('\t');
+        let cost: u64 = fields.next().unwrap().parse().unwrap();
+        let limit: u64 = fields.next().unwrap().parse().unwrap();
+        assert!(cost <= limit / 10, "a rule within a tenth of its budget leaves room to grow: {line}");
+    }
+}
+
+#[test]
+fn manifests_and_examples_are_accepted_also_as_server_side_dry_runs() {
+    let plane = cluster_with_manifests();
+    run_ok(plane.kubectl().args(["apply", "--dry-run=server", "-k"]).arg(repo("manifests")));
+    run_ok(plane.kubectl().args(["apply", "-k"]).arg(repo("examples")));
+    run_ok(plane.kubectl().args(["apply", "--dry-run=server", "-k"]).arg(repo("examples")));
+    let names = run_ok(plane.kubectl().args(["get", "apikeys", "-n", "keyward-examples", "-o", "name"]));
+    assert_eq!(names.lines().count(), 5, "the five example ApiKeys are stored: {names}");
+}
+
+#[test]
+fn kubectl_shows_the_documented_columns_category_short_name_and_field_docs() {
+    let plane = cluster();
+    run_ok(plane.kubectl().args(["create", "namespace", "kubectl-view"]));
+    run_ok(
+        plane.kubectl().args(["apply", "-n", "kubectl-view", "-f"]).arg(repo("examples/apikeys/partner-orders.yaml")),
+    );
+
+    let header = |args: &[&str]| -> String {
+        let out = run_ok(plane.kubectl().args(["get", "-n", "kubectl-view"]).args(args));
+        out.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let columns = "NAME STATE PREFIX SCOPES EXPIRES NEXT ROTATION LAST USED AGE";
+    assert_eq!(header(&["apikeys"]), columns);
+    assert_eq!(header(&["apikeys", "-o", "wide"]), columns);
+    assert_eq!(header(&["ak"]), columns, "short name ak");
+    let category = run_ok(plane.kubectl().args(["get", "keyward", "-n", "kubectl-view", "-o", "name"]));
+    assert_eq!(category.trim(), "apikey.keyward.dev/partner-orders", "category keyward lists ApiKeys");
+
+    let row = run_ok(plane.kubectl().args(["get", "ak", "partner-orders", "-n", "kubectl-view", "--no-headers"]));
+    assert!(row.contains("orders:read"), "the Scopes column lists the scopes: {row}");
+    assert!(!row.contains("<invalid>"), "no column renders as <invalid>: {row}");
+
+    let explain = run_ok(plane.kubectl().args(["explain", "apikey.spec.rotation"]));
+    for field in ["every", "schedule", "gracePeriod"] {
+        assert!(explain.contains(field), "kubectl explain documents rotation.{field}:\n{explain}");
+    }
+    assert!(explain.contains("KIND:     ApiKey") || explain.contains("KIND:       ApiKey"), "{explain}");
+}

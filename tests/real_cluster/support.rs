@@ -1,0 +1,214 @@
+//! What the real-cluster tests share: the CRD installed once, the operator's
+//! manifests applied once, `kubectl` runs, polling, and reading key sets.
+
+// Shared by two test binaries (real_cluster, real_cluster_ha), each using a part.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use keyward::api::ApiKey;
+use keyward::keyset::{Record, decode_shard};
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use super::control_plane::{self, ControlPlane};
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Runs a command to completion and fails the test, showing its output, unless it succeeds.
+pub fn run_ok(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    assert!(output.status.success(), "{command:?} failed: {}", describe(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `kubectl apply -f -` of `yaml` as the admin.
+pub fn apply(plane: &ControlPlane, namespace: &str, yaml: &str) -> Output {
+    let mut child = plane
+        .kubectl()
+        .args(["apply", "--server-side", "--field-manager=test-user", "-n", namespace, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+pub fn describe(output: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The control plane with the ApiKey CRD installed and Established (once per binary).
+pub fn cluster() -> &'static ControlPlane {
+    static CRD: OnceLock<()> = OnceLock::new();
+    let plane = control_plane::shared();
+    CRD.get_or_init(|| {
+        run_ok(plane.kubectl().args(["apply", "--server-side", "-f"]).arg(repo("crds/apikey.yaml")));
+        run_ok(plane.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "crd/apikeys.keyward.dev",
+            "--timeout=60s",
+        ]));
+    });
+    plane
+}
+
+/// `cluster()` plus `kubectl apply -k manifests/` (namespace, ServiceAccount, RBAC,
+/// Deployment; no kubelet runs its Pods): the operator's RBAC as shipped.
+pub fn cluster_with_manifests() -> &'static ControlPlane {
+    static MANIFESTS: OnceLock<()> = OnceLock::new();
+    let plane = cluster();
+    MANIFESTS.get_or_init(|| {
+        run_ok(plane.kubectl().args(["apply", "-k"]).arg(repo("manifests")));
+    });
+    plane
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or fails naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every record of the key set `key_set` in `namespace`, from its ConfigMap shards.
+pub async fn records(client: &Client, namespace: &str, key_set: &str) -> Vec<Record> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let shards = maps.list(&ListParams::default().labels(&format!("keyward.dev/keyset={key_set}"))).await.unwrap();
+    let mut records = Vec::new();
+    for map in shards.items {
+        let texts = map.data.unwrap_or_default().into_values().map(String::into_bytes);
+        let binaries = map.binary_data.unwrap_or_default().into_values().map(|b| b.0);
+        for bytes in texts.chain(binaries) {
+            records.extend(decode_shard(&bytes).expect("a published shard decodes").records);
+        }
+    }
+    records
+}
+
+pub fn is_ready(key: &ApiKey) -> bool {
+    key.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            && s.observed_generation == key.metadata.generation
+    })
+}
+
+/// A child process tied to this test process: its stdin is our pipe, and a small shell
+/// wrapper sends SIGTERM to the program when the pipe closes, so nothing outlives a test
+/// run that dies. Dropping it stops the program too.
+pub struct Tethered {
+    pub pid: u32,
+    stdin: Option<ChildStdin>,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Tethered {
+    pub fn spawn(program: &Path, args: &[String], envs: &[(&str, &Path)], log: PathBuf) -> Self {
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(r#""$@" </dev/null & c=$!; echo $c; while read -r _; do :; done; kill -TERM $c 2>/dev/null; wait $c"#)
+            .arg("sh")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log_file.try_clone().unwrap());
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+        let pid = line.trim().parse().expect("the wrapper prints the program's pid");
+        // The program's own stdout goes to the log as well, after the pid line.
+        let mut out = child.stdout.take().unwrap();
+        let mut sink = log_file;
+        std::thread::spawn(move || std::io::copy(&mut out, &mut sink));
+        Self { pid, stdin: child.stdin.take(), child, log }
+    }
+
+    /// SIGKILL, as a node failure or the OOM killer would.
+    pub fn kill_hard(&self) {
+        let _ = Command::new("kill").args(["-KILL", &self.pid.to_string()]).status();
+    }
+
+    pub fn is_running(&self) -> bool {
+        Command::new("kill").args(["-0", &self.pid.to_string()]).status().is_ok_and(|s| s.success())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Tethered {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `keyward operator` as the ServiceAccount of manifests/, with fast test timings.
+pub fn start_operator(plane: &ControlPlane, identity: &str, dir: &Path) -> Tethered {
+    let kubeconfig = plane.service_account_kubeconfig("keyward-system", "keyward-operator");
+    let args: Vec<String> = [
+        "operator",
+        "--admin-listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--propagation-delay",
+        "1s",
+        "--publish-poll",
+        "300ms",
+        "--identity",
+        identity,
+        "--lease-namespace",
+        "keyward-system",
+        "--lease-duration",
+        "6s",
+        "--renew-deadline",
+        "4s",
+        "--retry-period",
+        "1s",
+        "--log",
+        "info",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    Tethered::spawn(
+        Path::new(env!("CARGO_BIN_EXE_keyward")),
+        &args,
+        &[("KUBECONFIG", kubeconfig.as_path())],
+        dir.join(format!("operator-{identity}.log")),
+    )
+}
