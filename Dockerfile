@@ -1,9 +1,12 @@
 # keyward: one image for the operator and the verifier sidecar.
 # Build: docker build -t keyward:dev .
-FROM docker.io/library/rust:1.95-slim-bookworm AS build
+# The toolchain of rust-toolchain.toml (1.95.0).
+FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin keyward
+# --no-default-features: no `demo` feature, so the image does not link the test kit
+# (in-memory API, kube-fake-client); `keyward demo` and `fake-apiserver` are not in it.
+RUN cargo build --release --locked --no-default-features --bin keyward
 
 # distroless/cc: glibc and libgcc only, no shell; runs as uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot

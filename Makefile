@@ -1,20 +1,39 @@
 # One place for the commands developers and CI run. CI calls `make ci` through .ci/run.
-.PHONY: all fmt fmt-check lint test harness crds bench load manifests-check ci
+.PHONY: all fmt fmt-check lint clippy doc deny deps-check test harness crds bench load manifests-check ci
 
 all: fmt lint test
 
 fmt:
-	cargo fmt
+	cargo fmt --all
 	gofmt -w tools/kube-harness
 
 fmt-check:
-	cargo fmt --check
+	cargo fmt --all --check
 	test -z "$$(gofmt -l tools/kube-harness)" || (gofmt -l tools/kube-harness; exit 1)
 
-lint:
-	cargo clippy --all-targets --locked -- -D warnings
+lint: clippy doc deny deps-check
 
-# The README's test command. tests/real_cluster.rs builds tools/kube-harness itself when needed.
+# Every crate and target, with the default features (demo) and as the production image builds it.
+clippy:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --workspace --lib --bins --no-default-features --locked -- -D warnings
+
+# Rustdoc with warnings as errors: broken intra-doc links fail the lint.
+doc:
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
+
+# Licenses, banned and duplicate crates, sources (deny.toml). Advisories are not checked here:
+# their database comes from GitHub, which the build machines cannot reach (docs/architecture.md).
+deny:
+	cargo deny --locked check licenses bans sources
+
+# The production build (no default features) must not link the test kit or kube-fake-client.
+deps-check:
+	@n=$$(cargo tree --locked --no-default-features -e normal -p keyward | grep -c -E 'keyward-testkit|kube-fake-client' || true); \
+	  if [ "$$n" != 0 ]; then echo "the production build links the test kit ($$n lines in cargo tree)"; exit 1; fi
+
+# The README's test command; default-members makes it test every crate of the workspace.
+# tests/real_cluster.rs builds tools/kube-harness itself when needed.
 test:
 	cargo test --locked
 

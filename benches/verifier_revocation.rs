@@ -30,7 +30,7 @@
 // Byte and key counts become f64 only to print them.
 #![allow(clippy::cast_precision_loss)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -46,6 +46,7 @@ use keyward::token::{Prefix, Token};
 use keyward::verifier::Config;
 use keyward::verifier::index::KeyIndex;
 use keyward::verifier::loader::index_from_stored;
+use keyward_testkit::kubelet::KubeletDir;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -158,49 +159,6 @@ fn shards(generation: u64, records: &[Record]) -> Vec<(String, Vec<u8>)> {
         .enumerate()
         .map(|(i, s)| (keyset::shard_file_name("default", i + 1), s.as_bytes().to_vec()))
         .collect()
-}
-
-/// A directory changed the way kubelet's atomic writer changes a ConfigMap volume.
-struct KubeletDir {
-    path: PathBuf,
-    version: usize,
-    _temp: tempfile::TempDir,
-}
-
-impl KubeletDir {
-    fn new() -> KubeletDir {
-        let temp = tempfile::tempdir().unwrap();
-        KubeletDir { path: temp.path().to_owned(), version: 0, _temp: temp }
-    }
-
-    /// Write a new version beside the current one; `swap` then puts it in force.
-    fn stage(&mut self, files: &[(String, Vec<u8>)]) -> String {
-        self.version += 1;
-        let name = format!("..2026_11_22_12_00_00.{:06}", self.version);
-        std::fs::create_dir(self.path.join(&name)).unwrap();
-        for (file, bytes) in files {
-            std::fs::write(self.path.join(&name).join(file), bytes).unwrap();
-        }
-        name
-    }
-
-    /// Rename a fresh symlink over `..data` (the atomic step), link visible names, remove the old version.
-    fn swap(&self, version: &str) {
-        let old = std::fs::read_link(self.path.join("..data")).ok();
-        let tmp = self.path.join("..data_tmp");
-        std::os::unix::fs::symlink(version, &tmp).unwrap();
-        std::fs::rename(&tmp, self.path.join("..data")).unwrap();
-        for entry in std::fs::read_dir(self.path.join(version)).unwrap() {
-            let name = entry.unwrap().file_name();
-            let visible = self.path.join(&name);
-            if std::fs::symlink_metadata(&visible).is_err() {
-                std::os::unix::fs::symlink(Path::new("..data").join(&name), &visible).unwrap();
-            }
-        }
-        if let Some(old) = old {
-            std::fs::remove_dir_all(self.path.join(old)).unwrap();
-        }
-    }
 }
 
 fn config(dir: &KubeletDir) -> Config {

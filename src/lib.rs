@@ -6,23 +6,26 @@
 //!                        └──────► key-set ConfigMaps (hashes only) ──► verifier ──► your service
 //! ```
 //!
-//! The contract modules ([`token`], [`keyset`], [`scope`], [`duration`]) are
-//! leaves: they depend on encoding and hashing crates, never on kube or tokio.
+//! The contract ([`token`], [`keyset`], [`scope`], [`duration`] and the
+//! key set's stored form, [`configmap`]) is its own crate, `keyward-contract`,
+//! which depends on encoding and hashing crates, never on kube or tokio; the
+//! ApiKey types ([`api`]) are `keyward-api`. Both are re-exported here under
+//! their old paths, so `crate::token` and `keyward::api` read as before. The
+//! in-memory API and other test scaffolding live in `keyward-testkit`, which
+//! only tests, benches and the `demo` feature link.
 
 #![forbid(unsafe_code)]
 // Test helpers take owned fixtures so that tables of cases read as plain values.
 #![cfg_attr(test, allow(clippy::needless_pass_by_value))]
 
-pub mod api;
+pub use keyward_api as api;
+pub use keyward_contract::{configmap, duration, keyset, scope, token};
+
 pub mod cli;
 pub mod controller;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod duration;
-pub mod fakeapi;
-pub mod keyset;
 mod net;
 pub mod plan;
 pub mod runtime;
-pub mod scope;
-pub mod token;
 pub mod verifier;

@@ -64,7 +64,7 @@ async fn wait_for(what: &str, condition: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_source_follows_the_shard_configmaps_and_keeps_the_last_good_set() {
     let (stay, revoke, other) = (token(1), token(2), token(3));
-    let client = keyward::fakeapi::client().await.unwrap();
+    let client = keyward_testkit::fakeapi::client().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "team-a");
     for cm in configmaps("default", 1, &[record(&stay, &["x:read"]), record(&revoke, &["x:read"])]) {
         put(&api, &cm).await;

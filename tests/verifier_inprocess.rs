@@ -96,7 +96,7 @@ fn keys() -> (Keys, Vec<keyset::Record>) {
         with_state(record(&k.gone, &["leads:read"]), RecordState::Revoked),
         with_not_after(record(&k.old, &["leads:read"]), "2026-11-02T00:00:00Z"),
         record(&k.reader, &["leads:read"]),
-        with_limit(record(&k.limited, &["leads:read"]), 10, "1m", 1),
+        with_limit(record(&k.limited, &["leads:read"]), "10/1m/1"),
     ];
     (k, records)
 }

@@ -49,7 +49,7 @@ async fn no_log_line_at_any_level_contains_a_token() {
     let records = vec![
         record(&tokens[0], &["leads:read"]),
         with_state(record(&tokens[1], &["leads:read"]), keyset::RecordState::Revoked),
-        with_limit(record(&tokens[2], &["leads:read"]), 1, "1h", 1),
+        with_limit(record(&tokens[2], &["leads:read"]), "1/1h/1"),
     ];
     let store = Arc::new(KeyStore::default());
     let set = keyset::KeySet {

@@ -136,7 +136,7 @@ async fn nginx_auth_request_in_front_of_an_app_enforces_every_decision() {
     keys.publish_set(
         "default",
         1,
-        &[record(&reader, &["leads:read"]), with_limit(record(&limited, &["leads:read"]), 1, "1h", 1)],
+        &[record(&reader, &["leads:read"]), with_limit(record(&limited, &["leads:read"]), "1/1h/1")],
     );
     let app = upstream(Duration::ZERO).await;
     let verifier = keyward::verifier::start(forward_auth(&keys)).await.unwrap();

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::fakeapi::server::{Writes, cluster, kubeconfig, serve};
+use keyward_testkit::fakeapi::server::{Writes, cluster, kubeconfig};
+
+use crate::demo::apiserver::serve;
 use crate::runtime::telemetry;
 
 /// Options of `keyward fake-apiserver`.

@@ -1,6 +1,8 @@
 //! The command line: one binary, one subcommand per job.
 
+#[cfg(feature = "demo")]
 mod demo_cmd;
+#[cfg(feature = "demo")]
 mod fake_apiserver_cmd;
 mod keyset_cmd;
 mod operator_cmd;
@@ -35,11 +37,13 @@ enum Command {
     /// Run the sidecar that checks Bearer tokens against the key set (forward-auth or proxy).
     Verifier(verifier_cmd::VerifierArgs),
     /// Walk example keys through their whole life: operator and verifier on an in-memory cluster.
+    #[cfg(feature = "demo")]
     Demo(demo_cmd::DemoArgs),
     /// Serve an in-memory Kubernetes API on loopback HTTP, to run the operator without a cluster.
     ///
     /// It starts empty with the ApiKey CRD installed, for trying `keyward operator`, tests and
     /// benchmarks. Nothing is persisted; no TLS and no authentication.
+    #[cfg(feature = "demo")]
     #[command(name = "fake-apiserver")]
     FakeApiserver(fake_apiserver_cmd::FakeApiserverArgs),
 }
@@ -54,7 +58,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
         Command::Operator(args) => operator_cmd::run_operator(&args),
         Command::Verifier(args) => verifier_cmd::run(args),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo_cmd::run(args),
+        #[cfg(feature = "demo")]
         Command::FakeApiserver(args) => fake_apiserver_cmd::run(&args),
     };
     match result {
@@ -69,9 +75,12 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Choose rustls's crypto provider for the process (ring, kube's default).
 ///
-/// Two providers are compiled in (kube's ring and aws-lc-rs, which kube-fake-client's
-/// jsonschema enables), and rustls then refuses to pick one: without this, building any
-/// `kube::Client` from a kubeconfig or the in-cluster config panics. Calling it again does nothing.
+/// With the `demo` feature two providers are compiled in (kube's ring, and aws-lc-rs, which the
+/// test kit's kube-fake-client enables through jsonschema), and rustls then refuses to pick one:
+/// without this, building any `kube::Client` from a kubeconfig or the in-cluster config panics.
+/// The production build (`--no-default-features`) has ring only, where this merely says so
+/// explicitly; it stays so that no feature combination can bring the panic back. Calling it
+/// again does nothing.
 pub fn install_crypto_provider() {
     // Err means a provider is installed already, which is all that is needed.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -12,19 +12,7 @@ use crate::runtime::{shutdown, telemetry};
 use crate::verifier::Config;
 
 fn parse_keyset_id(text: &str) -> Result<KeySetId, String> {
-    let label = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
-    };
-    match text.split_once('/') {
-        Some((namespace, name)) if label(namespace) && label(name) => {
-            Ok(KeySetId { namespace: namespace.to_owned(), name: name.to_owned() })
-        }
-        _ => Err("expected NAMESPACE/NAME, both DNS labels".to_owned()),
-    }
+    text.parse().map_err(|e: crate::keyset::KeySetIdParseError| e.to_string())
 }
 
 /// Command-line flags of `keyward verifier`; see `docs/verifier.md`.

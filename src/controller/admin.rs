@@ -70,7 +70,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn metrics_count_reconciles_states_and_key_sets_and_hold_no_token() {
-        let client = crate::fakeapi::client().await.unwrap();
+        let client = keyward_testkit::fakeapi::client().await.unwrap();
         let admin = admin();
         // A short propagation delay: keys turn Ready once published plus this delay.
         let settings = crate::plan::Settings {

@@ -1,7 +1,7 @@
 //! The ApiKey controller: the only code holding a `kube::Client`.
 //!
-//! A reconcile is a script: [`observe`](observe::observe) (reads) →
-//! [`plan`](crate::plan::plan) (pure) → [`apply`](apply::apply) (writes,
+//! A reconcile is a script: `observe` (reads) →
+//! [`plan`](crate::plan::plan()) (pure) → `apply` (writes,
 //! status included). When the plan asks to go again at once (a token was just
 //! minted, a repair was recorded) the script runs again in the same reconcile,
 //! at most [`MAX_PASSES`] times. Otherwise the reconcile requeues at the plan's

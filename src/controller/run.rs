@@ -208,7 +208,7 @@ fn slim(key: &mut ApiKey) {
 }
 
 async fn watch_shards(client: Client, publisher: Arc<Publisher>, resync: Duration, shutdown: impl Future<Output = ()>) {
-    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_KEYSET}");
+    let selector = crate::configmap::any_keyset_selector();
     // Metadata only: a shard's labels name its set; its (up to 1 MiB) data is read by the publisher.
     let events =
         watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client), watcher::Config::default().labels(&selector))

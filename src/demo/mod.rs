@@ -14,10 +14,10 @@
 //! A [`DemoClock`] shared by the operator and the verifier leaps over the days
 //! and months between steps, so the walkthrough finishes in seconds.
 
+pub mod apiserver;
 mod client;
 mod clock;
 mod dump;
-mod kubelet;
 mod script;
 mod table;
 mod upstream;
@@ -32,6 +32,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
+use keyward_testkit::fakeapi::FakeCluster;
+use keyward_testkit::kubelet::VolumeSync;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
@@ -71,14 +73,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let workdir = tempfile::tempdir().context("creating a scratch directory")?;
 
     // The in-memory API, with the CRD installed the way `kubectl apply` would.
-    let inner = kube_fake_client::ClientBuilder::new()
-        .with_resource::<ApiKey>()
-        .with_status_subresource::<ApiKey>()
-        .with_object(crate::api::crd())
-        .build()
-        .await
-        .context("starting the in-memory API")?;
-    let client = crate::fakeapi::with_watch(inner);
+    let client = FakeCluster::new().with_crd().client().await.context("starting the in-memory API")?;
     check_crd(&client).await?;
 
     let clock = Arc::new(DemoClock::starting_at(ORIGIN.parse().expect("ORIGIN is a valid timestamp")));
@@ -111,7 +106,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         let dir = workdir.path().join("keysets").join(keyset);
         // The directory exists before the verifier starts, as a mounted volume would.
         std::fs::create_dir_all(&dir)?;
-        let sync = kubelet::VolumeSync::new(client.clone(), NAMESPACE, keyset, dir.clone());
+        let sync = VolumeSync::new(client.clone(), NAMESPACE, keyset, dir.clone());
         syncs.push(tokio::spawn(sync.run(Duration::from_millis(200))));
         volumes.push(dir);
     }

@@ -13,7 +13,8 @@ use serde_json::json;
 use super::client::{Answer, Credential};
 use super::{Demo, NAMESPACE, apikeys_table};
 use crate::api::{ApiKey, KeyState, ROTATE_ANNOTATION};
-use crate::plan::{DATA_TOKEN, LABEL_KEYSET, secret_name};
+use crate::configmap::any_keyset_selector;
+use crate::plan::{DATA_TOKEN, secret_name};
 use crate::token::{Prefix, Token};
 use crate::verifier::Running;
 
@@ -163,7 +164,7 @@ async fn create(demo: &Demo, verifier: &Running, checks: &mut Checks) -> anyhow:
         checks.check(keys == [DATA_TOKEN], &format!("{name}'s Secret holds its token under `{DATA_TOKEN}`"));
     }
     println!("\n  Key-set ConfigMaps (hashes only):");
-    let shards = configmaps.list(&ListParams::default().labels(LABEL_KEYSET)).await?;
+    let shards = configmaps.list(&ListParams::default().labels(&any_keyset_selector())).await?;
     for cm in &shards.items {
         let texts: Vec<String> = cm.data.clone().unwrap_or_default().into_values().collect();
         let records: usize = texts.iter().map(|t| t.lines().count().saturating_sub(1)).sum();

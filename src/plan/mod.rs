@@ -46,14 +46,10 @@ pub const DATA_TOKEN: &str = "token";
 /// swapped into [`DATA_TOKEN`]. Clients must not use it: its hash may not have
 /// reached every verifier yet.
 pub const DATA_NEXT_TOKEN: &str = "next-token";
-/// Label on everything the operator writes.
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// Value of [`LABEL_MANAGED_BY`].
-pub const MANAGED_BY: &str = "keyward";
+// Label on everything the operator writes, and the key set a shard belongs to: the contract's.
+pub use crate::configmap::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY};
 /// Label on a Secret naming its ApiKey.
 pub const LABEL_APIKEY: &str = "keyward.dev/apikey";
-/// Label on a key-set ConfigMap shard naming its key set.
-pub const LABEL_KEYSET: &str = "keyward.dev/keyset";
 /// Finalizer that keeps an ApiKey until its hashes have left the key set.
 pub const FINALIZER: &str = "keyward.dev/unpublish";
 

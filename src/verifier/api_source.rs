@@ -1,9 +1,9 @@
 //! `--watch-keyset NAMESPACE/NAME`: the key set read from its ConfigMaps through the Kubernetes API.
 //!
 //! The only verifier code that touches kube. A label-selected watch
-//! (`app.kubernetes.io/managed-by=keyward`, `keyward.dev/keyset=<name>`) keeps
-//! a copy of the key set's shard ConfigMaps; after the initial list and after
-//! every change, all `*.keyset` keys (`data`, or gzip in `binaryData`) are decoded and assembled exactly as
+//! ([`label_selector`]) keeps a copy of the key set's shard ConfigMaps; after
+//! the initial list and after every change, the shards they store are read by
+//! the contract's one rule ([`crate::configmap`]) and assembled exactly as
 //! from directories, with the same fail-closed rule: anything short of a
 //! whole, consistent key set keeps the last good one in force. A change
 //! reaches the verifier as soon as the API server sends the watch event, with
@@ -20,24 +20,16 @@ use kube::runtime::watcher::{self, Event};
 use super::index::{IndexError, KeyIndex};
 use super::loader::{KeyStore, install};
 use super::metrics::Metrics;
-use crate::keyset::{AssembleError, DecodeError, KeySetId, SHARD_FILE_SUFFIX, Shard, assemble, decode_shard};
+pub use crate::configmap::label_selector;
+use crate::configmap::{ReadError, read_shards};
+use crate::keyset::{AssembleError, KeySetId, assemble};
 
 /// Why the key set in the API could not be loaded; the previous one stays in force.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiSourceError {
-    /// No ConfigMap with the key set's labels holds a shard.
-    #[error("no key-set ConfigMaps found")]
-    NoShards,
-    /// A shard in a ConfigMap is malformed.
-    #[error("ConfigMap {configmap}, key {key}: {error}")]
-    Decode {
-        /// The ConfigMap's name.
-        configmap: String,
-        /// The data key holding the shard.
-        key: String,
-        /// What is wrong and where.
-        error: DecodeError,
-    },
+    /// The ConfigMaps hold no shard, or one that does not decode.
+    #[error(transparent)]
+    Read(#[from] ReadError),
     /// The shards do not form a whole, consistent key set.
     #[error(transparent)]
     Assemble(#[from] AssembleError),
@@ -54,41 +46,15 @@ pub enum ApiSourceError {
     Index(#[from] IndexError),
 }
 
-/// The label selector of key set `name`'s shard ConfigMaps.
-#[must_use]
-pub fn label_selector(name: &str) -> String {
-    format!("app.kubernetes.io/managed-by=keyward,keyward.dev/keyset={name}")
-}
-
 /// Build the index of key set `id` from its shard ConfigMaps, reusing the rate-limit buckets of `previous`.
 pub fn index_from_configmaps<'a>(
     id: &KeySetId,
     configmaps: impl IntoIterator<Item = &'a ConfigMap>,
     previous: Option<&KeyIndex>,
 ) -> Result<KeyIndex, ApiSourceError> {
-    let mut shards: Vec<Shard> = Vec::new();
-    for configmap in configmaps {
-        let name = configmap.metadata.name.clone().unwrap_or_default();
-        // Plain shards are `data` entries, gzip ones `binaryData` entries; both decode the same way.
-        let text = configmap.data.iter().flatten().map(|(k, v)| (k, v.as_bytes()));
-        let binary = configmap.binary_data.iter().flatten().map(|(k, v)| (k, v.0.as_slice()));
-        for (key, bytes) in text.chain(binary) {
-            if !key.ends_with(SHARD_FILE_SUFFIX) {
-                continue;
-            }
-            let shard = decode_shard(bytes).map_err(|error| ApiSourceError::Decode {
-                configmap: name.clone(),
-                key: key.clone(),
-                error,
-            })?;
-            if shard.id != *id {
-                return Err(ApiSourceError::WrongKeySet { expected: id.clone(), found: shard.id });
-            }
-            shards.push(shard);
-        }
-    }
-    if shards.is_empty() {
-        return Err(ApiSourceError::NoShards);
+    let shards = read_shards(configmaps)?;
+    if let Some(shard) = shards.iter().find(|shard| shard.id != *id) {
+        return Err(ApiSourceError::WrongKeySet { expected: id.clone(), found: shard.id.clone() });
     }
     Ok(KeyIndex::build(assemble(shards)?, previous)?)
 }
@@ -169,24 +135,25 @@ impl Mirror {
 
 #[cfg(test)]
 mod tests {
+    use keyward_testkit::fixtures::{record, token};
+
     use super::*;
-    use crate::keyset::{encode, shard_file_name};
-    use crate::verifier::tests::fixtures::{record, token};
+    use crate::configmap::layout;
+    use crate::keyset::{ShardBytes, encode};
 
     fn id(name: &str) -> KeySetId {
         KeySetId { namespace: "team-a".into(), name: name.into() }
     }
 
-    /// The ConfigMaps the operator publishes: `keyset-<name>-<i>` with data key `<name>.<i>.keyset`.
+    /// The ConfigMaps the operator publishes (`keyset-<name>-<i>` with data key
+    /// `<name>.<i>.keyset`), each with a hand-added README key besides.
     fn configmaps(name: &str, generation: u64, records: &[crate::keyset::Record], max_bytes: usize) -> Vec<ConfigMap> {
-        encode(&id(name), generation, records, max_bytes)
-            .unwrap()
-            .into_iter()
-            .enumerate()
-            .map(|(i, text)| {
-                let mut cm = ConfigMap::default();
-                cm.metadata.name = Some(format!("keyset-{name}-{}", i + 1));
-                cm.data = Some(BTreeMap::from([(shard_file_name(name, i + 1), text), ("README".into(), "x".into())]));
+        let texts = encode(&id(name), generation, records, max_bytes).unwrap();
+        layout(&id(name), texts.into_iter().map(ShardBytes::Text).collect())
+            .iter()
+            .map(|shard| {
+                let mut cm = shard.to_configmap(&id(name));
+                cm.data.get_or_insert_default().insert("README".into(), "x".into());
                 cm
             })
             .collect()
@@ -227,24 +194,14 @@ mod tests {
 
     #[test]
     fn gzip_shards_in_binary_data_load_like_plain_ones() {
-        use k8s_openapi::ByteString;
-
-        use crate::keyset::{ShardBytes, encode_packed};
+        use crate::keyset::encode_packed;
         let tokens: Vec<_> = (1..=40).map(token).collect();
         let records: Vec<_> = tokens.iter().map(|t| record(t, &["x:read"])).collect();
         let packed = encode_packed(&id("default"), 9, &records, 2048).unwrap();
         assert!(packed.iter().all(|s| matches!(s, ShardBytes::Gzip(_))), "needs gzip shards: {packed:?}");
-        let cms: Vec<ConfigMap> = packed
-            .into_iter()
-            .enumerate()
-            .map(|(i, shard)| {
-                let mut cm = ConfigMap::default();
-                cm.metadata.name = Some(format!("keyset-default-{}", i + 1));
-                cm.binary_data =
-                    Some(BTreeMap::from([(shard_file_name("default", i + 1), ByteString(shard.as_bytes().to_vec()))]));
-                cm
-            })
-            .collect();
+        let cms: Vec<ConfigMap> =
+            layout(&id("default"), packed).iter().map(|s| s.to_configmap(&id("default"))).collect();
+        assert!(cms.iter().all(|cm| cm.data.is_none() && cm.binary_data.is_some()), "gzip goes under binaryData");
         let index = index_from_configmaps(&id("default"), &cms, None).unwrap();
         assert!(tokens.iter().all(|t| index.get(&t.hash()).is_some()));
     }

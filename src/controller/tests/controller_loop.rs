@@ -49,7 +49,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn the_real_controller_creates_rotates_with_grace_revokes_and_expires_keys() {
-    let client = crate::fakeapi::client().await.unwrap();
+    let client = keyward_testkit::fakeapi::client().await.unwrap();
     let start = tokio::time::Instant::now();
     let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
     let clock: crate::controller::Clock = Arc::new(move || {
@@ -122,7 +122,7 @@ spec:
 
 #[tokio::test]
 async fn start_up_refuses_to_run_without_the_crd() {
-    let client = crate::fakeapi::client().await.unwrap();
+    let client = keyward_testkit::fakeapi::client().await.unwrap();
     let err = crate::controller::check_crd(&client).await.expect_err("no CRD installed");
     assert!(matches!(err, crate::controller::StartError::CrdMissing), "{err}");
     assert!(err.to_string().contains("apikeys.keyward.dev"));
@@ -130,15 +130,15 @@ async fn start_up_refuses_to_run_without_the_crd() {
 
 #[tokio::test]
 async fn start_up_passes_once_the_crd_is_installed() {
-    let inner = kube_fake_client::ClientBuilder::new().with_object(crate::api::crd()).build().await.unwrap();
-    crate::controller::check_crd(&crate::fakeapi::with_watch(inner)).await.unwrap();
+    let client = keyward_testkit::fakeapi::FakeCluster::new().with_crd().client().await.unwrap();
+    crate::controller::check_crd(&client).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_converged_operator_issues_no_writes_while_idle() {
     let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = writes.clone();
-    let funcs = kube_fake_client::interceptor::Funcs::new().patch(move |_| {
+    let funcs = keyward_testkit::interceptor::Funcs::new().patch(move |_| {
         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(None)
     });
@@ -152,14 +152,7 @@ async fn a_converged_operator_issues_no_writes_while_idle() {
             c3.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(None)
         });
-    let inner = kube_fake_client::ClientBuilder::new()
-        .with_resource::<ApiKey>()
-        .with_status_subresource::<ApiKey>()
-        .with_interceptor_funcs(funcs)
-        .build()
-        .await
-        .unwrap();
-    let client = crate::fakeapi::with_watch(inner);
+    let client = keyward_testkit::fakeapi::FakeCluster::new().with_interceptor_funcs(funcs).client().await.unwrap();
     // Paused time drives the clock: a new key becomes Ready after the propagation delay.
     let start = tokio::time::Instant::now();
     let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();

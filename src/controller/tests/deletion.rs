@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use keyward_testkit::fakeapi::FakeCluster;
 use kube::Api;
-use kube_fake_client::ClientBuilder;
 
 use crate::api::ApiKey;
 use crate::controller::{Context, Publisher, reconcile};
@@ -29,13 +29,11 @@ async fn deleting_an_apikey_unpublishes_it_before_the_finalizer_goes() {
     key.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(T0.parse().unwrap()));
     let secret = h.secret("crm-apikey").await.unwrap();
     let shard = Api::<ConfigMap>::namespaced(h.client.clone(), NS).get("keyset-default-1").await.unwrap();
-    let client = ClientBuilder::new()
-        .with_resource::<ApiKey>()
-        .with_status_subresource::<ApiKey>()
+    let client = FakeCluster::new()
         .with_object(key.clone())
         .with_object(secret)
         .with_object(shard)
-        .build()
+        .plain_client()
         .await
         .unwrap();
     let clock: crate::controller::Clock = Arc::new(|| T0.parse().unwrap());

@@ -6,9 +6,10 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
+use keyward_testkit::fakeapi::FakeCluster;
+use keyward_testkit::{FakeError, interceptor};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use kube_fake_client::{ClientBuilder, Error as FakeError, interceptor};
 use rand::SeedableRng;
 use serde_json::{Value, json};
 
@@ -48,7 +49,7 @@ pub struct Tap {
 }
 
 impl Tap {
-    pub fn record(&self, target: String, body: &Value) -> kube_fake_client::Result<Option<Value>> {
+    pub fn record(&self, target: String, body: &Value) -> Result<Option<Value>, FakeError> {
         if let Some(left) = self.budget.lock().unwrap().as_mut() {
             if *left == 0 {
                 return Err(FakeError::Internal("operator stopped".to_owned()));
@@ -86,13 +87,7 @@ pub async fn harness(settings: Settings) -> Harness {
         .patch(move |ctx| t2.record(target_of("patch", ctx.name, ctx.patch), ctx.patch))
         .patch_status(move |ctx| t3.record(format!("status {}", ctx.name), ctx.patch))
         .delete(move |ctx| t4.record(format!("delete {}", ctx.name), &Value::Null));
-    let client = ClientBuilder::new()
-        .with_resource::<ApiKey>()
-        .with_status_subresource::<ApiKey>()
-        .with_interceptor_funcs(funcs)
-        .build()
-        .await
-        .expect("fake client builds");
+    let client = FakeCluster::new().with_interceptor_funcs(funcs).plain_client().await.expect("fake client builds");
     let clock = Arc::new(Mutex::new(T0.parse::<Timestamp>().unwrap()));
     let minted: Arc<Mutex<Vec<String>>> = Arc::default();
     let clock_fn = {

@@ -35,7 +35,7 @@ fn tokio_clock() -> Clock {
 }
 
 async fn plain_client() -> Client {
-    kube_fake_client::ClientBuilder::new().build().await.unwrap()
+    keyward_testkit::fakeapi::client().await.unwrap()
 }
 
 fn elector(client: &Client, identity: &str, clock: &Clock) -> Elector {
@@ -95,13 +95,13 @@ async fn a_lease_its_holder_stops_renewing_is_taken_over_once_it_expires() {
 async fn a_conflict_on_renewal_is_contended_not_fatal_and_the_next_renewal_succeeds() {
     let replaces = Arc::new(AtomicUsize::new(0));
     let seen = replaces.clone();
-    let funcs = kube_fake_client::interceptor::Funcs::new().replace(move |_| {
+    let funcs = keyward_testkit::interceptor::Funcs::new().replace(move |_| {
         if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            return Err(kube_fake_client::Error::Conflict("the object has been modified".into()));
+            return Err(keyward_testkit::FakeError::Conflict("the object has been modified".into()));
         }
         Ok(None)
     });
-    let client = kube_fake_client::ClientBuilder::new().with_interceptor_funcs(funcs).build().await.unwrap();
+    let client = keyward_testkit::fakeapi::FakeCluster::new().with_interceptor_funcs(funcs).client().await.unwrap();
     let (clock, _) = manual_clock();
     let mut a = elector(&client, "a", &clock);
     assert_eq!(a.try_acquire_or_renew().await.unwrap(), Standing::Leading, "created");
@@ -114,11 +114,11 @@ async fn a_conflict_on_renewal_is_contended_not_fatal_and_the_next_renewal_succe
 async fn every_lease_update_carries_the_resource_version_it_read() {
     let versions = Arc::new(Mutex::new(Vec::new()));
     let seen = versions.clone();
-    let funcs = kube_fake_client::interceptor::Funcs::new().replace(move |ctx| {
+    let funcs = keyward_testkit::interceptor::Funcs::new().replace(move |ctx| {
         seen.lock().unwrap().push(ctx.object.pointer("/metadata/resourceVersion").cloned());
         Ok(None)
     });
-    let client = kube_fake_client::ClientBuilder::new().with_interceptor_funcs(funcs).build().await.unwrap();
+    let client = keyward_testkit::fakeapi::FakeCluster::new().with_interceptor_funcs(funcs).client().await.unwrap();
     let (clock, now) = manual_clock();
     let (mut a, mut b) = (elector(&client, "a", &clock), elector(&client, "b", &clock));
     a.try_acquire_or_renew().await.unwrap();
@@ -170,7 +170,7 @@ spec:
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_does_nothing_while_another_replica_leads_then_takes_over() {
-    let client = crate::fakeapi::client().await.unwrap();
+    let client = keyward_testkit::fakeapi::client().await.unwrap();
     let clock = tokio_clock();
     // Replica b leads and renews every 2 s until told to stop.
     let mut b = elector(&client, "b", &clock);
@@ -218,7 +218,7 @@ async fn a_follower_does_nothing_while_another_replica_leads_then_takes_over() {
 
 #[tokio::test(start_paused = true)]
 async fn a_leader_that_finds_another_holder_stops_and_reports_the_lost_lease() {
-    let client = crate::fakeapi::client().await.unwrap();
+    let client = keyward_testkit::fakeapi::client().await.unwrap();
     let options = Options { clock: tokio_clock(), settings: quick_settings(), ..Options::default() };
     let (metrics, health) = (options.metrics.clone(), options.health.clone());
     let a = tokio::spawn(run_elected(
@@ -261,20 +261,13 @@ async fn durations_must_nest() {
 async fn a_leader_that_cannot_renew_within_the_deadline_stops_and_reports_the_lost_lease() {
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let fail = failing.clone();
-    let funcs = kube_fake_client::interceptor::Funcs::new().get(move |ctx| {
+    let funcs = keyward_testkit::interceptor::Funcs::new().get(move |ctx| {
         if fail.load(Ordering::SeqCst) && ctx.name == "keyward-operator" {
-            return Err(kube_fake_client::Error::Internal("etcd unavailable".into()));
+            return Err(keyward_testkit::FakeError::Internal("etcd unavailable".into()));
         }
         Ok(None)
     });
-    let inner = kube_fake_client::ClientBuilder::new()
-        .with_resource::<ApiKey>()
-        .with_status_subresource::<ApiKey>()
-        .with_interceptor_funcs(funcs)
-        .build()
-        .await
-        .unwrap();
-    let client = crate::fakeapi::with_watch(inner);
+    let client = keyward_testkit::fakeapi::FakeCluster::new().with_interceptor_funcs(funcs).client().await.unwrap();
     let options = Options { clock: tokio_clock(), settings: quick_settings(), ..Options::default() };
     let metrics = options.metrics.clone();
     let a = tokio::spawn(run_elected(

@@ -22,12 +22,11 @@
 
 use std::collections::HashMap;
 
-use super::decode::MAX_DECODE_BYTES;
-use super::decode::{
-    AssembleError, group, lines, parse_header, parse_rate_limit, parse_scopes, parse_time, shard_text, split_fields,
-    valid_dns_label, valid_dns_subdomain,
-};
-use super::{GZIP_MAGIC, KeySetId, MAX_TEXT_BYTES, RateLimit, RecordState};
+use super::assemble::{AssembleError, group};
+use super::format::{MAX_DECODE_BYTES, MAX_TEXT_BYTES, valid_dns_label, valid_dns_subdomain};
+use super::grammar::{lines, parse_header, parse_rate_limit, parse_scopes, parse_time, shard_text, split_fields};
+use super::gzip::GZIP_MAGIC;
+use super::record::{KeySetId, RateLimit, RecordState};
 use crate::scope::Scope;
 use crate::token::KeyHash;
 

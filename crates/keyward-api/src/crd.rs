@@ -6,7 +6,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use super::ApiKey;
-use crate::duration::cel_seconds;
+use keyward_contract::duration::cel_seconds;
 
 /// The CEL rule comparing grace period and interval, days included.
 pub(super) fn grace_shorter_than_every_rule() -> String {

@@ -2,15 +2,9 @@
 
 use std::fmt::Write as _;
 
-use jiff::Timestamp;
-
-use super::{FORMAT_VERSION, KeySetId, MAGIC, Record};
-
-/// Largest shard written by default: half the 1 MiB object limit, leaving room for metadata.
-pub const DEFAULT_MAX_SHARD_BYTES: usize = 512 * 1024;
-
-/// Every shard file name ends with this; the verifier reads only such files.
-pub const SHARD_FILE_SUFFIX: &str = ".keyset";
+use super::format::{FORMAT_VERSION, MAGIC, MAX_DECODE_BYTES, MAX_SHARDS, valid_dns_label};
+use super::grammar::format_time;
+use super::record::{KeySetId, Record};
 
 /// Room kept for the header line, whatever its numbers turn out to be.
 const HEADER_BUDGET: usize = 512;
@@ -40,21 +34,11 @@ pub enum EncodeError {
         reason: &'static str,
     },
     /// The shard size limit is larger than readers accept, or the set needs more shards than they accept.
-    #[error("shards must be at most {max} bytes and at most {max_shards} per key set", max = super::decode::MAX_DECODE_BYTES, max_shards = super::decode::MAX_SHARDS)]
+    #[error("shards must be at most {max} bytes and at most {max_shards} per key set", max = MAX_DECODE_BYTES, max_shards = MAX_SHARDS)]
     Limits,
     /// The key set's name or namespace cannot be written in a header.
     #[error("key set name {0:?} is not a valid namespace/name")]
     InvalidName(String),
-}
-
-/// The file (ConfigMap data key) name of shard `index` (1-based) of key set `name`.
-#[must_use]
-pub fn shard_file_name(name: &str, index: usize) -> String {
-    format!("{name}.{index}{SHARD_FILE_SUFFIX}")
-}
-
-pub(super) fn format_time(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn record_line(record: &Record) -> String {
@@ -98,7 +82,7 @@ pub fn encode(
     records: &[Record],
     max_bytes: usize,
 ) -> Result<Vec<String>, EncodeError> {
-    if max_bytes > super::decode::MAX_DECODE_BYTES {
+    if max_bytes > MAX_DECODE_BYTES {
         return Err(EncodeError::Limits);
     }
     encode_text(id, generation, records, max_bytes)
@@ -113,7 +97,7 @@ pub(super) fn encode_text(
     records: &[Record],
     max_bytes: usize,
 ) -> Result<Vec<String>, EncodeError> {
-    if !super::decode::valid_dns_label(&id.namespace) || !super::decode::valid_dns_label(&id.name) {
+    if !valid_dns_label(&id.namespace) || !valid_dns_label(&id.name) {
         return Err(EncodeError::InvalidName(id.to_string()));
     }
     let mut sorted: Vec<&Record> = records.iter().collect();
@@ -149,7 +133,7 @@ pub(super) fn encode_text(
     }
 
     let total = bodies.len();
-    if total > super::decode::MAX_SHARDS {
+    if total > MAX_SHARDS {
         return Err(EncodeError::Limits);
     }
     Ok(bodies

@@ -2,7 +2,8 @@
 //!
 //! [`cluster`] builds kube-fake-client with the ApiKey CRD installed (as
 //! `kubectl apply` of `keyward crd` would) behind the watch layer, and
-//! [`serve`] answers HTTP/1.1 on a TCP listener with it, so that a separate
+//! [`handler`] answers HTTP/1.1 requests with it (served by keyward's one
+//! serve loop, `keyward::demo::apiserver::serve`), so that a separate
 //! process (`keyward operator` with [`kubeconfig`]'s file, or `kubectl`)
 //! talks to it as to an API server. No TLS and no authentication: loopback
 //! only.
@@ -14,19 +15,18 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tower::Service;
 
-use super::{ResponseBody, WatchService, respond};
-use crate::api::ApiKey;
+pub use super::ResponseBody;
+use super::{WatchService, respond};
 
 /// Write requests seen, by `METHOD resource[/subresource]`.
 #[derive(Default)]
@@ -60,15 +60,10 @@ pub fn resource_of(path: &str) -> String {
     }
 }
 
-/// An empty in-memory cluster with the ApiKey CRD installed and its status subresource served.
+/// An empty in-memory cluster with the ApiKey CRD installed and its status subresource served,
+/// ending watches on their timeout as a real server does.
 pub async fn cluster() -> Result<WatchService, kube_fake_client::Error> {
-    let inner = kube_fake_client::ClientBuilder::new()
-        .with_resource::<ApiKey>()
-        .with_status_subresource::<ApiKey>()
-        .with_object(crate::api::crd())
-        .build()
-        .await?;
-    Ok(WatchService::new(inner).ending_watches_on_timeout())
+    Ok(super::FakeCluster::new().with_crd().service().await?.ending_watches_on_timeout())
 }
 
 /// A kubeconfig whose current context points at `http://addr` without credentials.
@@ -95,13 +90,18 @@ current-context: keyward-fake
     )
 }
 
-/// Serve `api` on `listener` until `shutdown` resolves, counting writes into `writes`.
-pub async fn serve(listener: TcpListener, api: WatchService, writes: Arc<Writes>, shutdown: impl Future<Output = ()>) {
-    let handler = move |req: Request<hyper::body::Incoming>| {
+/// A request handler answering with `api` and counting writes into `writes`, for an HTTP/1 serve loop.
+pub fn handler(
+    api: WatchService,
+    writes: Arc<Writes>,
+) -> impl Fn(Request<hyper::body::Incoming>) -> BoxFuture<'static, Result<Response<ResponseBody>, Infallible>>
++ Clone
++ Send
++ 'static {
+    move |req: Request<hyper::body::Incoming>| {
         let (api, writes) = (api.clone(), writes.clone());
-        async move { Ok::<_, Infallible>(answer(api, &writes, req).await) }
-    };
-    crate::net::serve_http1(listener, "fake API server", handler, shutdown).await;
+        Box::pin(async move { Ok::<_, Infallible>(answer(api, &writes, req).await) })
+    }
 }
 
 async fn answer(mut api: WatchService, writes: &Writes, req: Request<hyper::body::Incoming>) -> Response<ResponseBody> {

@@ -5,6 +5,10 @@
 //! deserialises and can be given a `Ready=False` condition naming the bad
 //! field, instead of vanishing from the controller's view.
 
+#![forbid(unsafe_code)]
+// Test helpers take owned fixtures so that tables of cases read as plain values.
+#![cfg_attr(test, allow(clippy::needless_pass_by_value))]
+
 mod conditions;
 mod crd;
 
@@ -17,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::duration::DURATION_PATTERN;
+use keyward_contract::duration::DURATION_PATTERN;
 
 /// API group of the ApiKey resource.
 pub const GROUP: &str = "keyward.dev";
@@ -82,7 +86,7 @@ pub struct ApiKeySpec {
     /// What the key may do: one or more `resource:action` grants, action one of
     /// `read`, `write`, `admin`. `write` does not imply `read`; `admin` allows
     /// every action on its resource. Resource `*` means every resource.
-    #[schemars(length(min = 1, max = 64), inner(length(max = 128), pattern(crate::scope::SCOPE_PATTERN)))]
+    #[schemars(length(min = 1, max = 64), inner(length(max = 128), pattern(keyward_contract::scope::SCOPE_PATTERN)))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t == s))").message("scopes must be unique"))]
     pub scopes: Vec<String>,
 
@@ -127,7 +131,7 @@ pub struct ApiKeySpec {
     /// Token prefix such as `acme_live`: lowercase letters, digits and single
     /// underscores, starting with a letter. Defaults to `kw`. Changing it rotates the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 24), pattern(crate::token::PREFIX_PATTERN))]
+    #[schemars(length(max = 24), pattern(keyward_contract::token::PREFIX_PATTERN))]
     pub prefix: Option<String>,
 
     /// Per-key request limit enforced by the verifier.
@@ -138,14 +142,14 @@ pub struct ApiKeySpec {
     /// Validated but not enforced yet: verifiers do not report usage yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
-    #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
+    #[x_kube(validation = Rule::new(keyward_contract::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub expire_after_unused: Option<String>,
 
     /// Delete the ApiKey object itself this long after it expired (`30d`).
     /// Absent keeps expired ApiKeys as audit records until someone deletes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
-    #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
+    #[x_kube(validation = Rule::new(keyward_contract::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub retain_expired_for: Option<String>,
 }
 
@@ -188,7 +192,7 @@ pub struct RotationSpec {
     /// Rotate this long after the previous rotation (`30d`, `720h`, `1h30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
-    #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
+    #[x_kube(validation = Rule::new(keyward_contract::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub every: Option<String>,
 
     /// Rotate on a cron schedule in UTC, five fields (`0 3 * * 1` is Mondays at 03:00).
@@ -203,7 +207,7 @@ pub struct RotationSpec {
     /// period has ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
-    #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
+    #[x_kube(validation = Rule::new(keyward_contract::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub grace_period: Option<String>,
 }
 
@@ -253,7 +257,7 @@ pub struct RateLimitSpec {
     pub requests: u32,
     /// The period (`1s`, `1m`, `1h`, `1d`).
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
-    #[x_kube(validation = Rule::new(crate::duration::cel_positive_rule()).message("must be longer than zero"))]
+    #[x_kube(validation = Rule::new(keyward_contract::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub period: String,
     /// Largest burst allowed at once. Defaults to `requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

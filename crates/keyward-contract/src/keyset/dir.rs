@@ -9,8 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::decode::MAX_DECODE_BYTES;
-use super::{AssembleError, DecodeError, KeySet, SHARD_FILE_SUFFIX, Shard, assemble, decode_shard};
+use super::assemble::{AssembleError, assemble};
+use super::decode::{Shard, decode_shard};
+use super::error::DecodeError;
+use super::format::{MAX_DECODE_BYTES, SHARD_FILE_SUFFIX};
+use super::record::KeySet;
 
 /// Why a key-set directory could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,26 @@ impl fmt::Display for KeySetId {
     }
 }
 
+/// Why text is not a key set's `NAMESPACE/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected NAMESPACE/NAME, both DNS labels")]
+pub struct KeySetIdParseError;
+
+/// `NAMESPACE/NAME`, both RFC 1123 labels (the form [`KeySetId`] displays as).
+impl FromStr for KeySetId {
+    type Err = KeySetIdParseError;
+
+    fn from_str(text: &str) -> Result<KeySetId, KeySetIdParseError> {
+        use super::format::valid_dns_label;
+        match text.split_once('/') {
+            Some((namespace, name)) if valid_dns_label(namespace) && valid_dns_label(name) => {
+                Ok(KeySetId { namespace: namespace.to_owned(), name: name.to_owned() })
+            }
+            _ => Err(KeySetIdParseError),
+        }
+    }
+}
+
 /// Whether the verifier may accept a key with this record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -119,7 +139,7 @@ impl Record {
     /// Check the invariants the text format relies on, so that whatever is
     /// encoded also decodes. The reason names the field, never its value.
     pub fn validate(&self) -> Result<(), &'static str> {
-        use super::decode::{valid_dns_label, valid_dns_subdomain};
+        use super::format::{valid_dns_label, valid_dns_subdomain};
         if self.key_id != self.hash.key_id() {
             return Err("keyId does not match the hash");
         }
@@ -150,4 +170,15 @@ impl Record {
         }
         Ok(())
     }
+}
+
+/// A whole key set: every shard's records, in order, with the shared header facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySet {
+    /// Which key set this is.
+    pub id: KeySetId,
+    /// The publisher's generation counter; all shards of a set carry the same one.
+    pub generation: u64,
+    /// The records of all shards.
+    pub records: Vec<Record>,
 }

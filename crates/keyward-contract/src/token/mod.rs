@@ -12,7 +12,9 @@
 mod format;
 mod hash;
 
-pub use format::{CHECKSUM_LEN, FormatError, PREFIX_PATTERN, Prefix, PrefixError, RANDOM_LEN, SCANNER_REGEX};
+pub use format::{
+    CHECKSUM_LEN, FormatError, MAX_PREFIX_LEN, PREFIX_PATTERN, Prefix, PrefixError, RANDOM_LEN, SCANNER_REGEX,
+};
 pub use hash::{HashParseError, KeyHash, KeyId, KeyIdParseError};
 
 use std::fmt;
@@ -52,7 +54,7 @@ impl Token {
     ///
     /// For the verifier, which hashes the text of every request's header: the
     /// text already sits in the request buffer, so a wiped copy would protect nothing.
-    pub(crate) fn hash_if_well_formed(text: &str) -> Result<KeyHash, FormatError> {
+    pub fn hash_if_well_formed(text: &str) -> Result<KeyHash, FormatError> {
         format::check(text)?;
         Ok(KeyHash::of_token_text(text))
     }

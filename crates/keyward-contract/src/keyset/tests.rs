@@ -50,7 +50,7 @@ fn golden_records() -> Vec<Record> {
 }
 
 fn golden_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name)
 }
 
 /// Compare with a golden file; `UPDATE_GOLDEN=1` rewrites it instead.

@@ -1,7 +1,7 @@
 //! An in-memory Kubernetes API for tests and the demo: kube-fake-client plus the watch it lacks.
 //!
 //! kube-fake-client serves get, list and writes but not watch, so the real
-//! kube-runtime `Controller` cannot run on it alone. [`client`] wraps it in a
+//! kube-runtime `Controller` cannot run on it alone. [`FakeCluster`] wraps it in a
 //! small service that turns every successful write into a watch event
 //! (`MODIFIED`, or `DELETED` for deletes) and serves `?watch=true` requests
 //! from them, replaying what happened after the `resourceVersion` the watcher
@@ -10,12 +10,11 @@
 //! a watcher falls too far behind (it then re-lists, as against a real server).
 //!
 //! Lists are paged when asked (`limit`, `continue`), in name order, each list
-//! one snapshot (the rest is kept until read; at most [`PAGED_LISTS`]
+//! one snapshot (the rest is kept until read; at most `PAGED_LISTS`
 //! unfinished lists, older tokens answer 410 Gone), and a request that
 //! accepts `PartialObjectMetadata` (kube's `metadata_watcher`) gets metadata
 //! only, in lists and watch events, as from a real server.
-//! [`server`] serves the same service over loopback HTTP
-//! (`keyward fake-apiserver`).
+//! [`server`] answers HTTP requests with the same service (`keyward fake-apiserver`).
 //!
 //! Known differences from an API server: cascade deletes of owned objects
 //! produce no events; `ADDED` is reported as `MODIFIED` (watchers treat both
@@ -36,31 +35,87 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::api::ApiKey;
+use keyward_api::ApiKey;
 
 pub mod server;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ResponseBody = BoxBody<Bytes, BoxError>;
+/// Errors inside response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response the in-memory API sends.
+pub type ResponseBody = BoxBody<Bytes, BoxError>;
 
 /// Events kept for replay to watchers that start from an older version.
 const HISTORY: usize = 50_000;
 
-/// A kube-fake-client `Client` with the ApiKey resource (and its status
-/// subresource) registered, behind a watch layer.
-pub async fn client() -> Result<kube::Client, kube_fake_client::Error> {
-    let inner = kube_fake_client::ClientBuilder::new()
-        .with_resource::<ApiKey>()
-        .with_status_subresource::<ApiKey>()
-        .build()
-        .await?;
-    Ok(with_watch(inner))
+/// The one way to build an in-memory cluster: kube-fake-client with the ApiKey
+/// resource (and its status subresource) registered, behind the watch layer.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), kube_fake_client::Error> {
+/// let client = keyward_testkit::fakeapi::FakeCluster::new().with_crd().client().await?;
+/// # Ok(()) }
+/// ```
+pub struct FakeCluster {
+    builder: kube_fake_client::ClientBuilder,
 }
 
-/// Put the watch layer in front of any kube-fake-client `Client`.
-#[must_use]
-pub fn with_watch(inner: kube::Client) -> kube::Client {
-    kube::Client::new(WatchService::new(inner), "default")
+impl Default for FakeCluster {
+    fn default() -> FakeCluster {
+        FakeCluster::new()
+    }
+}
+
+impl FakeCluster {
+    /// An empty cluster serving ApiKeys and their status subresource (the CRD object itself is not installed).
+    #[must_use]
+    pub fn new() -> FakeCluster {
+        FakeCluster {
+            builder: kube_fake_client::ClientBuilder::new()
+                .with_resource::<ApiKey>()
+                .with_status_subresource::<ApiKey>(),
+        }
+    }
+
+    /// Install the ApiKey CustomResourceDefinition, as `kubectl apply` of `keyward crd` would.
+    #[must_use]
+    pub fn with_crd(mut self) -> FakeCluster {
+        self.builder = self.builder.with_object(keyward_api::crd());
+        self
+    }
+
+    /// Store `object` from the start.
+    #[must_use]
+    pub fn with_object<K: kube::Resource + serde::Serialize>(mut self, object: K) -> FakeCluster {
+        self.builder = self.builder.with_object(object);
+        self
+    }
+
+    /// Intercept requests (fail, count or delay them) before the in-memory store answers.
+    #[must_use]
+    pub fn with_interceptor_funcs(mut self, funcs: kube_fake_client::interceptor::Funcs) -> FakeCluster {
+        self.builder = self.builder.with_interceptor_funcs(funcs);
+        self
+    }
+
+    /// The watch layer as a service, for serving over HTTP ([`server`]).
+    pub async fn service(self) -> Result<WatchService, kube_fake_client::Error> {
+        Ok(WatchService::new(self.builder.build().await?))
+    }
+
+    /// A `kube::Client` without the watch layer, for tests that call reconcile directly and never watch.
+    pub async fn plain_client(self) -> Result<kube::Client, kube_fake_client::Error> {
+        self.builder.build().await
+    }
+
+    /// A `kube::Client` talking to the cluster in process.
+    pub async fn client(self) -> Result<kube::Client, kube_fake_client::Error> {
+        Ok(kube::Client::new(self.service().await?, "default"))
+    }
+}
+
+/// An empty cluster's client: [`FakeCluster::new`] without the CRD object.
+pub async fn client() -> Result<kube::Client, kube_fake_client::Error> {
+    FakeCluster::new().client().await
 }
 
 /// The watch layer as a tower service, for serving it other than through a `kube::Client`.

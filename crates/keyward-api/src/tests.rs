@@ -24,7 +24,7 @@ fn cel_failures(new: Value, old: Option<Value>) -> Vec<String> {
 
 #[test]
 fn the_checked_in_crd_matches_the_rust_types() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/apikey.yaml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/apikey.yaml");
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         checked_in == crd_yaml(),

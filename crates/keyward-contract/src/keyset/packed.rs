@@ -6,20 +6,10 @@
 //! entropy and names, scopes and times to a few bytes each. The text inside is
 //! the same format either way, and readers detect gzip by its magic bytes.
 
-use std::io::{Read, Write};
-
-use flate2::Compression;
-use flate2::bufread::GzDecoder;
-use flate2::write::GzEncoder;
-
 use super::encode::{EncodeError, encode, encode_text};
-use super::{KeySetId, Record};
-
-/// Largest text a gzip shard may expand to; a bigger one is refused as a decompression bomb.
-pub const MAX_TEXT_BYTES: usize = 8 * 1024 * 1024;
-
-/// The first two bytes of every gzip stream.
-pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+use super::format::MAX_TEXT_BYTES;
+use super::gzip::gzip;
+use super::record::{KeySetId, Record};
 
 /// One stored shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,13 +29,6 @@ impl ShardBytes {
             ShardBytes::Gzip(bytes) => bytes,
         }
     }
-}
-
-fn gzip(text: &str) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(text.len() / 3), Compression::default());
-    // Writing into a Vec cannot fail.
-    encoder.write_all(text.as_bytes()).expect("writing to memory");
-    encoder.finish().expect("writing to memory")
 }
 
 /// Encode a key set for storage, each stored shard at most `max_bytes`.
@@ -82,33 +65,4 @@ pub fn encode_packed(
         }
         text_budget = shrunk;
     }
-}
-
-/// Why stored bytes could not be turned back into text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum UnpackError {
-    /// The gzip stream is corrupt or truncated.
-    Corrupt,
-    /// The text inside is larger than [`MAX_TEXT_BYTES`].
-    TooLarge,
-}
-
-/// The text of a stored shard: gzip streams are inflated (bounded), anything else is returned as is.
-pub(super) fn unpack(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, UnpackError> {
-    if !bytes.starts_with(&GZIP_MAGIC) {
-        return Ok(std::borrow::Cow::Borrowed(bytes));
-    }
-    let mut text = Vec::with_capacity(bytes.len() * 4);
-    let limit = u64::try_from(MAX_TEXT_BYTES).unwrap_or(u64::MAX) + 1;
-    let mut decoder = GzDecoder::new(bytes);
-    (&mut decoder).take(limit).read_to_end(&mut text).map_err(|_| UnpackError::Corrupt)?;
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(UnpackError::TooLarge);
-    }
-    // One gzip member and nothing after it: appended bytes would be ignored by
-    // the decoder, so a shard carrying them is not what its writer wrote.
-    if !decoder.into_inner().is_empty() {
-        return Err(UnpackError::Corrupt);
-    }
-    Ok(std::borrow::Cow::Owned(text))
 }
