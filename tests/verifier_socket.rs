@@ -401,3 +401,30 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
     assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_body_from_the_client_is_a_client_error_not_an_upstream_failure() {
+    let writer = token(1);
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&writer, &["leads:write"])]);
+    let app = upstream(Duration::ZERO).await;
+    let running = keyward::verifier::start(config(&dir, Some(format!("http://{}", app.addr)))).await.unwrap();
+    let c = client();
+    wait_ready(&c, &running).await;
+
+    let mut raw = TcpStream::connect(running.addr).await.unwrap();
+    let head = format!(
+        "POST /leads HTTP/1.1\r\nHost: app\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n\r\n",
+        bearer(&writer)
+    );
+    raw.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_all(&mut raw).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "a broken chunk is the client's fault: {answer:?}");
+    assert!(answer.contains("bad_request") && !answer.contains(writer.expose()), "{answer:?}");
+
+    let metrics =
+        String::from_utf8(get(&c, format!("http://{}/metrics", running.admin_addr)).await.body.to_vec()).unwrap();
+    assert!(metrics.contains(r#"keyward_verifier_client_errors_total{kind="body"} 1"#), "{metrics}");
+    assert!(!metrics.contains("keyward_verifier_upstream_errors_total{"), "no upstream fault: {metrics}");
+    running.shutdown().await;
+}

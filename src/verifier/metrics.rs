@@ -54,6 +54,8 @@ pub struct Metrics {
     pub ready: Gauge,
     /// Upstream failures in proxy mode, by kind (`unavailable`, `timeout`).
     pub upstream_errors: Family<UpstreamLabel, Counter>,
+    /// Requests the client broke in proxy mode (a malformed or cut-off body), by kind (`body`).
+    pub client_errors: Family<ClientErrorLabel, Counter>,
     by_outcome: [Counter; Outcome::ALL.len()],
     not_ready: Counter,
 }
@@ -62,6 +64,13 @@ pub struct Metrics {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct UpstreamLabel {
     /// `unavailable` (502) or `timeout` (504).
+    pub kind: &'static str,
+}
+
+/// The `kind` label of client errors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ClientErrorLabel {
+    /// `body`: the request body could not be read (400).
     pub kind: &'static str,
 }
 
@@ -103,6 +112,12 @@ impl Metrics {
         registry.register("ready", "1 once a valid key set has loaded", ready.clone());
         let upstream_errors = Family::<UpstreamLabel, Counter>::default();
         registry.register("upstream_errors", "Upstream failures in proxy mode", upstream_errors.clone());
+        let client_errors = Family::<ClientErrorLabel, Counter>::default();
+        registry.register(
+            "client_errors",
+            "Requests the client broke in proxy mode (answered 400, not forwarded whole)",
+            client_errors.clone(),
+        );
         // Handles to each series, made once, so that counting takes no lock and every outcome shows from the start.
         let by_outcome =
             Outcome::ALL.map(|outcome| decisions.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).clone());
@@ -118,6 +133,7 @@ impl Metrics {
             reload_failures,
             ready,
             upstream_errors,
+            client_errors,
             by_outcome,
             not_ready,
         }
