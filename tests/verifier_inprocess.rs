@@ -12,7 +12,7 @@ use keyward::keyset::{self, RecordState};
 use keyward::token::Token;
 use keyward::verifier::clock::ManualClock;
 use keyward::verifier::index::KeyIndex;
-use keyward::verifier::loader::{KeyStore, Loader};
+use keyward::verifier::loader::{KeyStore, Loader, ReloadError};
 use keyward::verifier::metrics::Metrics;
 use keyward::verifier::respond::Body;
 use keyward::verifier::routes::Routes;
@@ -434,6 +434,48 @@ fn a_corrupt_partial_or_mixed_update_keeps_the_last_good_set() {
     dir.publish(&shards);
     loader.reload().unwrap();
     assert!(knows(&store, &keep) && knows(&store, &added) && !knows(&store, &revoke), "the whole new set is in force");
+}
+
+#[test]
+fn a_data_link_leading_outside_the_volume_is_refused_and_the_last_good_set_stays() {
+    let (good, intruder) = (token(1), token(2));
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&good, &["x:read"])]);
+    let (mut loader, store, _) = loader_for(&[&dir]);
+    loader.reload().unwrap();
+
+    // A whole, newer key set outside the volume.
+    let outside = tempfile::tempdir().unwrap();
+    let foreign = outside.path().join("..2026_11_22_13_00_00.000001");
+    std::fs::create_dir(&foreign).unwrap();
+    let files = shard_files("default", 9, &[record(&intruder, &["*:admin"])], keyset::DEFAULT_MAX_SHARD_BYTES);
+    for (name, text) in &files {
+        std::fs::write(foreign.join(name), text).unwrap();
+    }
+    let via_parent =
+        std::path::Path::new("..").join(outside.path().file_name().unwrap()).join(foreign.file_name().unwrap());
+    // Inside the volume, but itself a link out; and a real version directory whose shard is a link out.
+    std::os::unix::fs::symlink(&foreign, dir.path.join("..2026_link")).unwrap();
+    let linked_files = dir.path.join("..2026_linked_files");
+    std::fs::create_dir(&linked_files).unwrap();
+    std::os::unix::fs::symlink(foreign.join(&files[0].0), linked_files.join(&files[0].0)).unwrap();
+    let targets = [
+        foreign.clone(),
+        dir.path.join(&via_parent),
+        via_parent.clone(),
+        std::path::PathBuf::from("..2026_link"),
+        std::path::PathBuf::from("..2026_linked_files"),
+        std::path::PathBuf::from("..2026_linked_files/../..2026_link"),
+    ];
+    let data = dir.path.join("..data");
+    for target in targets {
+        let tmp = dir.path.join("..data_tmp");
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        std::fs::rename(&tmp, &data).unwrap();
+        let err = loader.reload().expect_err("followed a link out of the volume");
+        assert!(matches!(err, ReloadError::Load(keyset::LoadError::Escapes(_))), "{target:?}: {err}");
+        assert!(knows(&store, &good) && !knows(&store, &intruder), "{target:?}: the last good set must stay");
+    }
 }
 
 #[test]
