@@ -310,6 +310,26 @@ async fn no_answer_ever_contains_the_token() {
 }
 
 #[tokio::test]
+async fn absolute_form_uris_are_decided_on_their_real_path() {
+    let orders = token(11);
+    let h = harness(vec![record(&orders, &["orders:read"])]);
+    let auth = bearer(&orders);
+    let cases = [
+        ("http://h/orders/1", StatusCode::OK, "allowed"),
+        // The path of both is `/`, which needs a `*` scope.
+        ("http://h?/orders/1", StatusCode::FORBIDDEN, "insufficient_scope"),
+        ("http://h?x=/orders/1", StatusCode::FORBIDDEN, "insufficient_scope"),
+        ("http://h#/orders/1", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("http://user@h/orders/1", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("ftp://h/orders/1", StatusCode::BAD_REQUEST, "invalid_request"),
+    ];
+    for (uri, status, reason) in cases {
+        let a = send(&h, verify("GET", uri, &[&auth])).await;
+        assert_eq!((a.status, a.body["reason"].as_str()), (status, Some(reason)), "{uri}: {}", a.raw);
+    }
+}
+
+#[tokio::test]
 async fn metrics_count_decisions_by_outcome() {
     let (k, records) = keys();
     let h = harness(records);

@@ -150,7 +150,9 @@ where
             | PathError::NotAbsolute
             | PathError::TooLong
             | PathError::BadEncoding
-            | PathError::NotCanonical,
+            | PathError::NotCanonical
+            | PathError::BadTarget
+            | PathError::Ambiguous,
         ) => {
             return with(Outcome::InvalidRequest);
         }

@@ -8,8 +8,9 @@
 //!
 //! Paths are checked in the form the upstream will see them, so that no
 //! spelling of a path can reach a resource under another resource's scope:
-//! percent-encoded unreserved characters are decoded, and dot segments,
-//! empty segments, encoded slashes and backslashes are refused.
+//! the request target is parsed as RFC 9112 defines it (origin-form or
+//! absolute-form), percent-encoded unreserved characters are decoded, and
+//! dot segments, empty segments, encoded slashes and backslashes are refused.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -39,6 +40,12 @@ pub enum PathError {
     /// The path has `.` or `..` segments, empty segments, or an encoded `/` or `\`.
     #[error("path is not in canonical form")]
     NotCanonical,
+    /// The request target is neither origin-form (`/path?query`) nor an `http(s)` absolute-form URI without user info.
+    #[error("request target is neither origin-form nor absolute-form")]
+    BadTarget,
+    /// The URI has a fragment (`#`), which is never part of a request target.
+    #[error("request target has a fragment")]
+    Ambiguous,
 }
 
 /// What a request needs: an action on a resource.
@@ -167,26 +174,11 @@ fn hex(b: u8) -> Option<u8> {
 
 /// The path of `uri` in the one form rules are matched against, or why there is none.
 ///
-/// Accepts origin form (`/a/b?q`) and absolute form (`http://host/a/b?q`);
-/// drops the query and fragment; decodes escapes of unreserved characters.
+/// Accepts origin form (`/a/b?q`) and absolute form (`http://host/a/b?q`), see
+/// [`target_path`]; drops the query; decodes escapes of unreserved characters.
 pub fn canonical_path(uri: &str) -> Result<Cow<'_, str>, PathError> {
     // Byte-level and single-pass where it can be: this runs on every request.
-    if uri.is_empty() {
-        return Err(PathError::Missing);
-    }
-    let uri = if uri.starts_with('/') {
-        uri
-    } else {
-        match uri.find("://") {
-            Some(scheme_end) => {
-                let after = &uri[scheme_end + 3..];
-                after.find('/').map_or("/", |slash| &after[slash..])
-            }
-            None => uri,
-        }
-    };
-    let end = uri.bytes().position(|b| b == b'?' || b == b'#').unwrap_or(uri.len());
-    let path = &uri[..end];
+    let path = target_path(uri)?;
     if path.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong);
     }
@@ -203,6 +195,42 @@ pub fn canonical_path(uri: &str) -> Result<Cow<'_, str>, PathError> {
     let path = if escaped { Cow::Owned(decode_unreserved(path)?) } else { Cow::Borrowed(path) };
     check_segments(&path)?;
     Ok(path)
+}
+
+/// The path of a request target (RFC 9112 §3.2): origin-form `/path?query` or
+/// absolute-form `http://host/path?query`, without its query.
+///
+/// Anything else is refused rather than guessed at: a `#` (never part of a
+/// request target; `http://h#/orders` has the path `/`), user info, schemes
+/// other than http(s), authority-form and asterisk-form.
+fn target_path(uri: &str) -> Result<&str, PathError> {
+    if uri.is_empty() {
+        return Err(PathError::Missing);
+    }
+    if uri.contains('#') {
+        return Err(PathError::Ambiguous);
+    }
+    if uri.starts_with('/') {
+        return Ok(uri.split_once('?').map_or(uri, |(path, _)| path));
+    }
+    let parsed: http::Uri = uri.parse().map_err(|_| PathError::BadTarget)?;
+    let (Some(scheme), Some(authority)) = (parsed.scheme_str(), parsed.authority()) else {
+        return Err(PathError::BadTarget);
+    };
+    let http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+    if !http || authority.host().is_empty() || authority.as_str().contains('@') {
+        return Err(PathError::BadTarget);
+    }
+    // The path starts right after `scheme://authority`; check that this is what `http` parsed.
+    let authority_start = scheme.len() + "://".len();
+    let path_start = authority_start + authority.as_str().len();
+    if uri.get(authority_start..path_start) != Some(authority.as_str()) {
+        return Err(PathError::BadTarget);
+    }
+    let rest = &uri[path_start..];
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    // `http://host` and `http://host?q` have the path `/` (RFC 9112 §3.2.2).
+    Ok(if path.is_empty() { "/" } else { path })
 }
 
 /// Decode escapes of unreserved characters; keep others escaped, in uppercase hex; refuse `/` and `\`.
@@ -290,7 +318,7 @@ mod tests {
         let routes = Routes::default();
         let cases = [
             ("", PathError::Missing),
-            ("leads", PathError::NotAbsolute),
+            ("leads", PathError::BadTarget),
             ("/leads/../admin", PathError::NotCanonical),
             ("/leads/%2e%2e/admin", PathError::NotCanonical),
             ("/./leads", PathError::NotCanonical),
@@ -309,6 +337,37 @@ mod tests {
         }
         let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
         assert_eq!(need(&routes, "GET", &long), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn absolute_form_targets_are_parsed_as_rfc_9112_defines_them() {
+        let routes = Routes::default();
+        let allowed = [
+            ("http://h/orders/1", "orders:read"),
+            ("HTTPS://h:8443/orders/1?x=/admin", "orders:read"),
+            // The path ends where the query starts: these are the root, not /orders/1.
+            ("http://h?/orders/1", ":read"),
+            ("http://h?q=1", ":read"),
+            ("/orders/1?next=http://h/admin", "orders:read"),
+        ];
+        for (uri, expected) in allowed {
+            assert_eq!(need(&routes, "GET", uri), Ok(expected.to_owned()), "{uri}");
+        }
+        let refused = [
+            // A fragment is never part of a request target; `http://h#/orders/1` is the root.
+            ("http://h#/orders/1", PathError::Ambiguous),
+            ("/orders/1#x", PathError::Ambiguous),
+            ("http://user@h/orders/1", PathError::BadTarget),
+            ("ftp://h/orders/1", PathError::BadTarget),
+            ("h:80", PathError::BadTarget),
+            ("*", PathError::BadTarget),
+            ("http:/orders/1", PathError::BadTarget),
+            ("http:///orders/1", PathError::BadTarget),
+            ("orders/1", PathError::BadTarget),
+        ];
+        for (uri, expected) in refused {
+            assert_eq!(need(&routes, "GET", uri), Err(expected), "{uri}");
+        }
     }
 
     const ROUTES: &str = r#"
