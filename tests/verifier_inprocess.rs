@@ -309,6 +309,44 @@ async fn no_answer_ever_contains_the_token() {
     }
 }
 
+/// The status, reason and challenge of one forward-auth answer, after checking that `secret` appears nowhere in it.
+async fn answer_without(
+    h: &Harness,
+    method: &str,
+    uri: &str,
+    auth: &str,
+    secret: &str,
+) -> (StatusCode, String, String) {
+    let a = send(h, verify(method, uri, &[auth])).await;
+    let headers = format!("{:?}", a.headers);
+    assert!(!a.raw.contains(secret) && !headers.contains(secret), "{uri:?}: {secret:?} echoed in {} {headers}", a.raw);
+    let challenge = a.headers.get("www-authenticate").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (a.status, a.body["reason"].as_str().unwrap_or_default().to_owned(), challenge)
+}
+
+#[tokio::test]
+async fn request_text_never_reaches_an_answer_and_a_token_in_the_path_never_comes_back() {
+    let (k, records) = keys();
+    let h = harness(records);
+    let fixed_400 = r#"Bearer realm="keyward", error="invalid_request""#;
+    let injected = r#"/x",error="injected",realm="evil"#;
+    let (status, reason, challenge) = answer_without(&h, "GET", injected, &bearer(&k.reader), "injected").await;
+    assert_eq!((status, reason.as_str(), challenge.as_str()), (StatusCode::BAD_REQUEST, "invalid_request", fixed_400));
+
+    let secret = k.good.expose();
+    for uri in [format!("/{secret}"), format!("/{secret}/leads"), format!("/leads/{secret}"), format!("/x/{secret}")] {
+        let (status, reason, challenge) = answer_without(&h, "POST", &uri, &bearer(&k.reader), secret).await;
+        assert_ne!(status, StatusCode::OK, "{uri}");
+        assert!(reason == "invalid_request" || reason == "insufficient_scope", "{uri}: {reason}");
+        assert!(
+            challenge == fixed_400
+                || challenge.ends_with(r#"scope="leads:write""#)
+                || challenge.ends_with(r#"scope="x:write""#),
+            "{uri}: {challenge}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn absolute_form_uris_are_decided_on_their_real_path() {
     let orders = token(11);

@@ -11,6 +11,8 @@
 //! the request target is parsed as RFC 9112 defines it (origin-form or
 //! absolute-form), percent-encoded unreserved characters are decoded, and
 //! dot segments, empty segments, encoded slashes and backslashes are refused.
+//! The resource the default rule takes from the first segment must be a valid
+//! scope resource, so it can be named in an answer without escaping.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -46,6 +48,9 @@ pub enum PathError {
     /// The URI has a fragment (`#`), which is never part of a request target.
     #[error("request target has a fragment")]
     Ambiguous,
+    /// The first segment, which the default rule takes as the resource, is not a valid scope resource.
+    #[error("first path segment is not a resource name (lowercase letters, digits, '.', '_', '-')")]
+    BadResource,
 }
 
 /// What a request needs: an action on a resource.
@@ -59,7 +64,9 @@ pub struct Requirement<'a> {
 
 impl std::fmt::Display for Requirement<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.resource, self.action.as_str())
+        // The root path has no resource: only `*` scopes reach it.
+        let resource = if self.resource.is_empty() { "*" } else { &self.resource };
+        write!(f, "{resource}:{}", self.action.as_str())
     }
 }
 
@@ -155,6 +162,10 @@ impl Routes {
             Cow::Borrowed(p) => Cow::Borrowed(first_segment(p)),
             Cow::Owned(p) => Cow::Owned(first_segment(&p).to_owned()),
         };
+        // The resource may be named in an answer (`scope="…"`): only the characters a scope allows.
+        if !resource.is_empty() && (resource == "*" || Scope::new(&resource, action).is_err()) {
+            return Err(PathError::BadResource);
+        }
         Ok(Requirement { resource, action })
     }
 }
@@ -300,13 +311,13 @@ mod tests {
             ("DELETE", "/leads/42?force=1", "leads:write"),
             ("OPTIONS", "/contacts", "contacts:write"),
             ("get", "/leads", "leads:write"),
-            ("GET", "/", ":read"),
-            ("GET", "/?q=1", ":read"),
+            ("GET", "/", "*:read"),
+            ("GET", "/?q=1", "*:read"),
             ("GET", "http://svc.local/orders/1?x", "orders:read"),
-            ("GET", "http://svc.local", ":read"),
+            ("GET", "http://svc.local", "*:read"),
             ("GET", "/le%61ds/x", "leads:read"),
-            ("GET", "/a%20b", "a%20b:read"),
-            ("GET", "/a%2cb", "a%2Cb:read"),
+            ("GET", "/leads/a%20b", "leads:read"),
+            ("GET", "/crm.v2_x-y/1", "crm.v2_x-y:read"),
         ];
         for (method, uri, expected) in cases {
             assert_eq!(need(&routes, method, uri), Ok(expected.to_owned()), "{method} {uri}");
@@ -346,8 +357,8 @@ mod tests {
             ("http://h/orders/1", "orders:read"),
             ("HTTPS://h:8443/orders/1?x=/admin", "orders:read"),
             // The path ends where the query starts: these are the root, not /orders/1.
-            ("http://h?/orders/1", ":read"),
-            ("http://h?q=1", ":read"),
+            ("http://h?/orders/1", "*:read"),
+            ("http://h?q=1", "*:read"),
             ("/orders/1?next=http://h/admin", "orders:read"),
         ];
         for (uri, expected) in allowed {
@@ -368,6 +379,28 @@ mod tests {
         for (uri, expected) in refused {
             assert_eq!(need(&routes, "GET", uri), Err(expected), "{uri}");
         }
+    }
+
+    #[test]
+    fn a_first_segment_that_is_not_a_resource_name_is_refused_before_it_can_reach_an_answer() {
+        let routes = Routes::default();
+        for uri in [
+            "/x\",error=\"injected\",realm=\"evil",
+            "/x%22,error=%22injected",
+            "/Leads/1",
+            "/a%20b",
+            "/a%2cb",
+            "/*",
+            "/-leads",
+            "/leads-/1",
+            "/kw_0aB1cD2eF3gH4iJ5kL6mN7oP8qR9sT0uV1wX2yZ",
+        ] {
+            assert_eq!(need(&routes, "GET", uri), Err(PathError::BadResource), "{uri}");
+        }
+        // A rule's scope is checked when the file loads, so a rule may cover any first segment.
+        let rules = Routes::from_yaml("routes:\n  - pathPrefix: /API\n    scope: api:read\n").unwrap();
+        assert_eq!(need(&rules, "GET", "/API/x"), Ok("api:read".to_owned()));
+        assert_eq!(need(&rules, "GET", "/Other"), Err(PathError::BadResource));
     }
 
     const ROUTES: &str = r#"
