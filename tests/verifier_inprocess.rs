@@ -368,6 +368,40 @@ async fn absolute_form_uris_are_decided_on_their_real_path() {
 }
 
 #[tokio::test]
+async fn ambiguous_paths_are_refused_or_need_the_stronger_scope() {
+    let (k, _) = keys();
+    let orders = token(11);
+    let h = harness(vec![record(&k.reader, &["leads:read"]), record(&orders, &["orders:read"])]);
+    let cases = [
+        ("/orders/..;/admin", &orders, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("/orders/%252e%252e/admin", &orders, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("/orders/%2e%2e/admin", &orders, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("/leads/export;x=1", &k.reader, StatusCode::BAD_REQUEST, "invalid_request"),
+        // `/leads/export` needs leads:admin (the harness's routes); so does `/leads/export.csv`.
+        ("/leads/export.csv", &k.reader, StatusCode::FORBIDDEN, "insufficient_scope"),
+        ("/leads/exports.csv", &k.reader, StatusCode::OK, "allowed"),
+    ];
+    for (uri, t, status, reason) in cases {
+        let a = send(&h, verify("GET", uri, &[&bearer(t)])).await;
+        assert_eq!((a.status, a.body["reason"].as_str()), (status, Some(reason)), "{uri}: {}", a.raw);
+    }
+    // With --allow-path-params the parameters are dropped before matching, never before `..`.
+    let routes = Routes::from_yaml("routes:\n  - pathPrefix: /leads/export\n    scope: leads:admin\n")
+        .unwrap()
+        .with_policy(keyward::verifier::routes::PathPolicy { allow_path_params: true, allow_encoded_percent: false });
+    let lenient =
+        Verifier::new(Arc::clone(&h.store), routes, Arc::clone(&h.metrics), Arc::new(ManualClock::new(now())), None);
+    for (uri, status) in [
+        ("/leads/export;x=1", StatusCode::FORBIDDEN),
+        ("/leads/1;v=2", StatusCode::OK),
+        ("/orders/..;/admin", StatusCode::BAD_REQUEST),
+    ] {
+        let a = answer(lenient.handle(verify("GET", uri, &[&bearer(&k.reader)])).await).await;
+        assert_eq!(a.status, status, "{uri}: {}", a.raw);
+    }
+}
+
+#[tokio::test]
 async fn metrics_count_decisions_by_outcome() {
     let (k, records) = keys();
     let h = harness(records);

@@ -30,6 +30,7 @@ fn config(dir: &KubeletDir, upstream: Option<String>) -> Config {
         upstream_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(5),
         workers: 2,
+        hardening: keyward::verifier::Hardening::default(),
     }
 }
 

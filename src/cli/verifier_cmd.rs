@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::keyset::KeySetId;
-use crate::verifier::Config;
+use crate::verifier::routes::PathPolicy;
+use crate::verifier::{Config, Hardening};
 
 fn parse_keyset_id(text: &str) -> Result<KeySetId, String> {
     let label = |s: &str| {
@@ -67,6 +68,12 @@ pub(super) struct VerifierArgs {
     /// Threads serving the main listener, each on a runtime of its own [default: the CPUs available].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Accept `;` path parameters (`/a;v=1/b`); rules then match the path without them, as servlet containers route it.
+    #[arg(long)]
+    allow_path_params: bool,
+    /// Accept an encoded `%` (`%25`) in paths; unsafe in front of an app that decodes paths twice.
+    #[arg(long)]
+    allow_encoded_percent: bool,
 }
 
 pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
@@ -92,6 +99,12 @@ pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
         workers: args
             .workers
             .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get), usize::from),
+        hardening: Hardening {
+            path_policy: PathPolicy {
+                allow_path_params: args.allow_path_params,
+                allow_encoded_percent: args.allow_encoded_percent,
+            },
+        },
     };
     // Requests are served on the workers' own runtimes; this one only accepts,
     // watches the key set and serves the admin listener.

@@ -26,7 +26,7 @@ pub mod server;
 pub mod service;
 pub mod table;
 
-pub use server::{Config, Running, run, start};
+pub use server::{Config, Hardening, Running, run, start};
 
 #[cfg(test)]
 mod tests;

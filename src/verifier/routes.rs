@@ -10,9 +10,11 @@
 //! spelling of a path can reach a resource under another resource's scope:
 //! the request target is parsed as RFC 9112 defines it (origin-form or
 //! absolute-form), percent-encoded unreserved characters are decoded, and
-//! dot segments, empty segments, encoded slashes and backslashes are refused.
-//! The resource the default rule takes from the first segment must be a valid
-//! scope resource, so it can be named in an answer without escaping.
+//! dot segments, empty segments, encoded slashes, dots and backslashes are
+//! refused, as are (unless a [`PathPolicy`] allows them) `;` path parameters
+//! and encoded `%`, which frameworks read in ways of their own. The resource
+//! the default rule takes from the first segment must be a valid scope
+//! resource, so it can be named in an answer without escaping.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -45,12 +47,24 @@ pub enum PathError {
     /// The request target is neither origin-form (`/path?query`) nor an `http(s)` absolute-form URI without user info.
     #[error("request target is neither origin-form nor absolute-form")]
     BadTarget,
-    /// The URI has a fragment (`#`), which is never part of a request target.
-    #[error("request target has a fragment")]
+    /// The path has a shape frameworks read differently: a fragment, `;` path
+    /// parameters, an encoded `%`, `.` or `;` (see [`PathPolicy`]).
+    #[error("path is ambiguous (fragment, path parameters or encoded '%', '.' or ';')")]
     Ambiguous,
     /// The first segment, which the default rule takes as the resource, is not a valid scope resource.
     #[error("first path segment is not a resource name (lowercase letters, digits, '.', '_', '-')")]
     BadResource,
+}
+
+/// Which path shapes that frameworks read in ways of their own are let through; both are refused by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathPolicy {
+    /// Accept `;` path parameters (`/a;v=1/b`). Rules are then matched on the
+    /// path without them, as Tomcat, Jetty and Spring route it (`/a/b`), and a
+    /// segment that is `..` before its parameters (`..;x`) is still refused.
+    pub allow_path_params: bool,
+    /// Accept an encoded `%` (`%25`), which an app that decodes twice reads as another escape (`%252e` → `.`).
+    pub allow_encoded_percent: bool,
 }
 
 /// What a request needs: an action on a resource.
@@ -122,6 +136,8 @@ pub enum RoutesError {
 pub struct Routes {
     /// Longest prefix first; at equal length, rules naming methods first.
     rules: Vec<Rule>,
+    /// Which ambiguous path shapes are let through.
+    policy: PathPolicy,
 }
 
 impl Routes {
@@ -139,7 +155,13 @@ impl Routes {
             }
         }
         rules.sort_by_key(|r| (std::cmp::Reverse(r.path_prefix.len()), r.methods.is_empty()));
-        Ok(Routes { rules })
+        Ok(Routes { rules, policy: PathPolicy::default() })
+    }
+
+    /// The same rules, letting through the path shapes `policy` allows.
+    #[must_use]
+    pub fn with_policy(self, policy: PathPolicy) -> Routes {
+        Routes { policy, ..self }
     }
 
     /// Rules from a routes file.
@@ -150,7 +172,7 @@ impl Routes {
 
     /// What a request with `method` on `uri` (path, optionally with a query) needs.
     pub fn requirement<'a>(&'a self, method: &str, uri: &'a str) -> Result<Requirement<'a>, PathError> {
-        let path = canonical_path(uri)?;
+        let path = canonical_path_with(uri, self.policy)?;
         for rule in &self.rules {
             let method_ok = rule.methods.is_empty() || rule.methods.iter().any(|m| m == method);
             if method_ok && prefix_matches(&rule.path_prefix, &path) {
@@ -175,37 +197,23 @@ fn first_segment(path: &str) -> &str {
     rest.split('/').next().unwrap_or("")
 }
 
+/// Whether `prefix` covers `path`, on whole segments. A dot after the prefix
+/// also matches (`/leads/export` covers `/leads/export.csv`): Spring's suffix
+/// patterns and Rails' `(.:format)` route that to the same handler, so it needs
+/// the same scope.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
-    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('.') || prefix.ends_with('/'))
 }
 
 fn hex(b: u8) -> Option<u8> {
     char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
-/// The path of `uri` in the one form rules are matched against, or why there is none.
-///
-/// Accepts origin form (`/a/b?q`) and absolute form (`http://host/a/b?q`), see
-/// [`target_path`]; drops the query; decodes escapes of unreserved characters.
+/// The path of `uri` in the one form rules are matched against, or why there
+/// is none, with the default (strict) [`PathPolicy`].
 pub fn canonical_path(uri: &str) -> Result<Cow<'_, str>, PathError> {
-    // Byte-level and single-pass where it can be: this runs on every request.
-    let path = target_path(uri)?;
-    if path.len() > MAX_PATH_LEN {
-        return Err(PathError::TooLong);
-    }
-    if !path.starts_with('/') {
-        return Err(PathError::NotAbsolute);
-    }
-    let mut escaped = false;
-    for &b in path.as_bytes() {
-        if !b.is_ascii_graphic() {
-            return Err(PathError::BadEncoding);
-        }
-        escaped |= b == b'%';
-    }
-    let path = if escaped { Cow::Owned(decode_unreserved(path)?) } else { Cow::Borrowed(path) };
-    check_segments(&path)?;
-    Ok(path)
+    canonical_path_with(uri, PathPolicy::default())
 }
 
 /// The path of a request target (RFC 9112 §3.2): origin-form `/path?query` or
@@ -244,8 +252,48 @@ fn target_path(uri: &str) -> Result<&str, PathError> {
     Ok(if path.is_empty() { "/" } else { path })
 }
 
-/// Decode escapes of unreserved characters; keep others escaped, in uppercase hex; refuse `/` and `\`.
-fn decode_unreserved(path: &str) -> Result<String, PathError> {
+/// [`canonical_path`] letting through the shapes `policy` allows.
+///
+/// Drops the query; decodes escapes of unreserved characters; with path
+/// parameters allowed, drops them from every segment.
+pub fn canonical_path_with(uri: &str, policy: PathPolicy) -> Result<Cow<'_, str>, PathError> {
+    // Byte-level and single-pass where it can be: this runs on every request.
+    let path = target_path(uri)?;
+    if path.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong);
+    }
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let (mut escaped, mut params) = (false, false);
+    for &b in path.as_bytes() {
+        if !b.is_ascii_graphic() {
+            return Err(PathError::BadEncoding);
+        }
+        escaped |= b == b'%';
+        params |= b == b';';
+    }
+    if params && !policy.allow_path_params {
+        return Err(PathError::Ambiguous);
+    }
+    let mut path = if escaped { Cow::Owned(decode_unreserved(path, policy)?) } else { Cow::Borrowed(path) };
+    if params {
+        path = Cow::Owned(strip_params(&path));
+    }
+    check_segments(&path)?;
+    Ok(path)
+}
+
+/// Drop `;parameters` from every segment, as servlet containers do before routing.
+fn strip_params(path: &str) -> String {
+    path.split('/').map(|segment| segment.split(';').next().unwrap_or("")).collect::<Vec<_>>().join("/")
+}
+
+/// Decode escapes of unreserved characters other than `.`; keep others
+/// escaped, in uppercase hex. Refuse encoded `/` and `\` (not canonical),
+/// `.` and `;` (ambiguous: no client needs them, and `%2e%2e` or `..%3b`
+/// spell `..` to some framework), and `%` unless `policy` allows it.
+fn decode_unreserved(path: &str, policy: PathPolicy) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
@@ -261,7 +309,9 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
         };
         match (hi << 4) | lo {
             b'/' | b'\\' => return Err(PathError::NotCanonical),
-            d if d.is_ascii_alphanumeric() || matches!(d, b'-' | b'.' | b'_' | b'~') => out.push(char::from(d)),
+            b'.' | b';' => return Err(PathError::Ambiguous),
+            b'%' if !policy.allow_encoded_percent => return Err(PathError::Ambiguous),
+            d if d.is_ascii_alphanumeric() || matches!(d, b'-' | b'_' | b'~') => out.push(char::from(d)),
             d => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
                 out.push('%');
@@ -331,7 +381,7 @@ mod tests {
             ("", PathError::Missing),
             ("leads", PathError::BadTarget),
             ("/leads/../admin", PathError::NotCanonical),
-            ("/leads/%2e%2e/admin", PathError::NotCanonical),
+            ("/leads/%2e%2e/admin", PathError::Ambiguous),
             ("/./leads", PathError::NotCanonical),
             ("//leads", PathError::NotCanonical),
             ("/leads//x", PathError::NotCanonical),
@@ -401,6 +451,45 @@ mod tests {
         let rules = Routes::from_yaml("routes:\n  - pathPrefix: /API\n    scope: api:read\n").unwrap();
         assert_eq!(need(&rules, "GET", "/API/x"), Ok("api:read".to_owned()));
         assert_eq!(need(&rules, "GET", "/Other"), Err(PathError::BadResource));
+    }
+
+    /// The scope a path needs, or why it is refused.
+    type Need = Result<&'static str, PathError>;
+
+    #[test]
+    fn path_shapes_frameworks_read_differently_are_refused_unless_allowed() {
+        let strict = Routes::from_yaml(ROUTES).unwrap();
+        let params = Routes::from_yaml(ROUTES)
+            .unwrap()
+            .with_policy(PathPolicy { allow_path_params: true, allow_encoded_percent: false });
+        let percent = Routes::from_yaml(ROUTES)
+            .unwrap()
+            .with_policy(PathPolicy { allow_path_params: false, allow_encoded_percent: true });
+        // (uri, strict, with path parameters allowed, with encoded % allowed)
+        let cases: [(&str, Need, Need, Need); 12] = [
+            // Tomcat, Jetty and Spring read `..;` as `..`.
+            ("/orders/..;/admin", Err(PathError::Ambiguous), Err(PathError::NotCanonical), Err(PathError::Ambiguous)),
+            ("/orders/.;x/admin", Err(PathError::Ambiguous), Err(PathError::NotCanonical), Err(PathError::Ambiguous)),
+            ("/orders/..%3b/admin", Err(PathError::Ambiguous), Err(PathError::Ambiguous), Err(PathError::Ambiguous)),
+            // An app that decodes twice reads `%252e` as `.`.
+            ("/orders/%252e%252e/admin", Err(PathError::Ambiguous), Err(PathError::Ambiguous), Ok("orders:read")),
+            ("/orders/%2e%2e/admin", Err(PathError::Ambiguous), Err(PathError::Ambiguous), Err(PathError::Ambiguous)),
+            ("/orders/x%2ejson", Err(PathError::Ambiguous), Err(PathError::Ambiguous), Err(PathError::Ambiguous)),
+            // Parameters are dropped before routing, so the export rule applies.
+            ("/leads/export;x=1", Err(PathError::Ambiguous), Ok("leads:admin"), Err(PathError::Ambiguous)),
+            ("/leads;jsessionid=1/export", Err(PathError::Ambiguous), Ok("leads:admin"), Err(PathError::Ambiguous)),
+            ("/leads/;x/export", Err(PathError::Ambiguous), Err(PathError::NotCanonical), Err(PathError::Ambiguous)),
+            // Suffix patterns (Spring) and formats (Rails) route `export.csv` to `export`.
+            ("/leads/export.csv", Ok("leads:admin"), Ok("leads:admin"), Ok("leads:admin")),
+            ("/leads/export.csv/x", Ok("leads:admin"), Ok("leads:admin"), Ok("leads:admin")),
+            ("/leads/exports.csv", Ok("leads:read"), Ok("leads:read"), Ok("leads:read")),
+        ];
+        for (uri, s, p, e) in cases {
+            let want = |r: Need| r.map(str::to_owned);
+            assert_eq!(need(&strict, "GET", uri), want(s), "strict {uri}");
+            assert_eq!(need(&params, "GET", uri), want(p), "path params {uri}");
+            assert_eq!(need(&percent, "GET", uri), want(e), "encoded % {uri}");
+        }
     }
 
     const ROUTES: &str = r#"

@@ -24,12 +24,19 @@ use super::clock::{Clock, SystemClock};
 use super::loader::{KeyStore, Loader, watch as watch_keyset};
 use super::metrics::Metrics;
 use super::respond::{self, Body};
-use super::routes::Routes;
+use super::routes::{PathPolicy, Routes};
 use super::service::{Upstream, Verifier};
 use crate::keyset::KeySetId;
 
 /// Largest request head (request line plus headers) read; larger ones get `431`.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Hardening switches; every default is the safe choice (see `docs/verifier.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hardening {
+    /// Ambiguous path shapes to let through (`--allow-path-params`, `--allow-encoded-percent`).
+    pub path_policy: PathPolicy,
+}
 
 /// How the verifier runs; built from the command line.
 #[derive(Debug, Clone)]
@@ -57,6 +64,8 @@ pub struct Config {
     /// Threads serving the main listener, each with a single-threaded runtime of
     /// its own; 0 serves it on the caller's runtime (tests, the demo).
     pub workers: usize,
+    /// Path policy, key-set rollback and the connection cap.
+    pub hardening: Hardening,
 }
 
 /// A started verifier: its bound addresses and a way to stop it.
@@ -102,7 +111,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let routes = match &config.routes {
         Some(path) => Routes::load(path)?,
         None => Routes::default(),
-    };
+    }
+    .with_policy(config.hardening.path_policy);
     let upstream = config.upstream.as_deref().map(|url| Upstream::new(url, config.upstream_timeout)).transpose()?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let admin =
