@@ -571,6 +571,35 @@ fn a_data_link_leading_outside_the_volume_is_refused_and_the_last_good_set_stays
 }
 
 #[test]
+fn an_older_key_set_is_refused_unless_rollback_is_explicitly_allowed() {
+    let (kept, revoked) = (token(1), token(2));
+    let older = [record(&kept, &["x:read"]), record(&revoked, &["x:read"])];
+    for allow_rollback in [false, true] {
+        let mut dir = KubeletDir::new();
+        dir.publish_set("default", 2, &older[..1]);
+        let store = Arc::new(KeyStore::new(allow_rollback));
+        let metrics = Arc::new(Metrics::new());
+        let mut loader = Loader::new(vec![dir.path.clone()], Arc::clone(&store), Arc::clone(&metrics));
+        loader.reload().unwrap();
+        dir.publish_set("default", 1, &older);
+        let result = loader.reload();
+        if allow_rollback {
+            result.unwrap();
+            assert!(knows(&store, &revoked), "--allow-keyset-rollback loads the older set");
+            continue;
+        }
+        let err = result.expect_err("an older set was loaded");
+        assert!(matches!(err, ReloadError::Rollback { from: 2, to: 1, .. }), "{err}");
+        assert!(knows(&store, &kept) && !knows(&store, &revoked), "a revoked key came back");
+        let text = metrics.encode();
+        assert!(text.contains(r#"keyward_verifier_keyset_generation{keyset="team-a/default"} 2"#), "{text}");
+        assert!(text.contains("keyward_verifier_reload_failures_total 1"), "{text}");
+        dir.publish_set("default", 3, &older[..1]);
+        loader.reload().unwrap();
+    }
+}
+
+#[test]
 fn shards_from_several_directories_merge_into_one_set() {
     let (a, b, c) = (token(1), token(2), token(3));
     let shards =

@@ -74,6 +74,9 @@ pub(super) struct VerifierArgs {
     /// Accept an encoded `%` (`%25`) in paths; unsafe in front of an app that decodes paths twice.
     #[arg(long)]
     allow_encoded_percent: bool,
+    /// Disaster recovery only: load a key set older than the one in force (it can bring revoked keys back).
+    #[arg(long)]
+    allow_keyset_rollback: bool,
 }
 
 pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
@@ -104,6 +107,7 @@ pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
                 allow_path_params: args.allow_path_params,
                 allow_encoded_percent: args.allow_encoded_percent,
             },
+            allow_keyset_rollback: args.allow_keyset_rollback,
         },
     };
     // Requests are served on the workers' own runtimes; this one only accepts,

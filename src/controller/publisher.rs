@@ -13,7 +13,10 @@
 //!
 //! The generation written never goes backwards: it is one above both the
 //! highest stored generation and the highest this process ever wrote for the
-//! set (a hand edit or deleted shard cannot rewind it), and it never wraps.
+//! set (a hand edit or deleted shard cannot rewind it), at least the wall
+//! clock in milliseconds since the Unix epoch ([`next_generation`]: it keeps
+//! rising across operator restarts after the set's shards were deleted), and
+//! it never wraps. Verifiers refuse a set older than the one in force.
 //!
 //! Shards are ConfigMaps `keyset-<keySet>-<i>` (i from 1), each with one key
 //! [`shard_file_name`], labelled managed-by keyward and
@@ -284,7 +287,7 @@ impl Publisher {
             state.records = Some(records);
             return Ok(());
         }
-        let next = generation.checked_add(1).ok_or_else(|| Error::GenerationExhausted(id.to_string()))?;
+        let next = next_generation(generation, now).ok_or_else(|| Error::GenerationExhausted(id.to_string()))?;
         let desired = shard_map(id, encode_packed(id, next, &records, self.max_shard_bytes)?);
         // From here on a partial write may have stored `next` somewhere: never reuse it.
         state.high_water = next;
@@ -483,4 +486,14 @@ async fn write_shard(
         return Ok(2);
     }
     Ok(1)
+}
+
+/// The generation after `generation`, written at `now`: one above it and at
+/// least `now` in milliseconds since the Unix epoch. Nothing stored may
+/// remember the last generation (the set's ConfigMaps deleted while the
+/// operator restarted), yet verifiers still hold it and refuse anything
+/// older; the wall clock keeps rising across both. `None` when exhausted.
+fn next_generation(generation: u64, now: jiff::Timestamp) -> Option<u64> {
+    let floor = u64::try_from(now.as_millisecond()).unwrap_or(0);
+    generation.checked_add(1).map(|next| next.max(floor))
 }

@@ -36,6 +36,8 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub struct Hardening {
     /// Ambiguous path shapes to let through (`--allow-path-params`, `--allow-encoded-percent`).
     pub path_policy: PathPolicy,
+    /// Load a key set older than the one in force (`--allow-keyset-rollback`, disaster recovery only).
+    pub allow_keyset_rollback: bool,
 }
 
 /// How the verifier runs; built from the command line.
@@ -119,7 +121,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
     let (addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
 
-    let store = Arc::new(KeyStore::default());
+    let store = Arc::new(KeyStore::new(config.hardening.allow_keyset_rollback));
     let metrics = Arc::new(Metrics::new());
     let verifier = Arc::new(Verifier::new(Arc::clone(&store), routes, Arc::clone(&metrics), clock, upstream));
     let (stop, stopped) = watch::channel(false);

@@ -1,5 +1,6 @@
 //! Controller tests against kube-fake-client: each lifecycle path, injected faults, idempotence, no leaks.
 
+mod generations;
 pub(super) mod harness;
 
 use std::collections::BTreeMap;
