@@ -68,6 +68,9 @@ pub(super) struct VerifierArgs {
     /// Threads serving the main listener, each on a runtime of its own [default: the CPUs available].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Connections the main listener keeps open at most; at the cap a new one replaces an idle one [default: from the fd limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
     /// Accept `;` path parameters (`/a;v=1/b`); rules then match the path without them, as servlet containers route it.
     #[arg(long)]
     allow_path_params: bool,
@@ -108,6 +111,7 @@ pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
                 allow_encoded_percent: args.allow_encoded_percent,
             },
             allow_keyset_rollback: args.allow_keyset_rollback,
+            max_connections: args.max_connections.and_then(|n| usize::try_from(n).ok()),
         },
     };
     // Requests are served on the workers' own runtimes; this one only accepts,

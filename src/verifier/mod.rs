@@ -15,6 +15,7 @@
 pub mod api_source;
 pub mod bearer;
 pub mod clock;
+pub mod conns;
 pub mod decision;
 pub mod index;
 pub mod loader;

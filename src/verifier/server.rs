@@ -14,13 +14,13 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::api_source;
 use super::clock::{Clock, SystemClock};
+use super::conns::{Gate, GateMetrics, Permit, REFUSED, default_max_connections};
 use super::loader::{KeyStore, Loader, watch as watch_keyset};
 use super::metrics::Metrics;
 use super::respond::{self, Body};
@@ -31,6 +31,9 @@ use crate::keyset::KeySetId;
 /// Largest request head (request line plus headers) read; larger ones get `431`.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
+/// Connections the admin listener keeps open at most: probes and scrapers need few.
+const ADMIN_MAX_CONNECTIONS: usize = 32;
+
 /// Hardening switches; every default is the safe choice (see `docs/verifier.md`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Hardening {
@@ -38,6 +41,8 @@ pub struct Hardening {
     pub path_policy: PathPolicy,
     /// Load a key set older than the one in force (`--allow-keyset-rollback`, disaster recovery only).
     pub allow_keyset_rollback: bool,
+    /// Connections the main listener keeps open at most (`--max-connections`); `None`: from the fd limit.
+    pub max_connections: Option<usize>,
 }
 
 /// How the verifier runs; built from the command line.
@@ -123,6 +128,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
 
     let store = Arc::new(KeyStore::new(config.hardening.allow_keyset_rollback));
     let metrics = Arc::new(Metrics::new());
+    let max_connections = config.hardening.max_connections.unwrap_or_else(default_max_connections);
+    metrics.connections_max.set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+    let gate = Gate::new(max_connections, metrics.connections.clone());
+    let admin_gate = Gate::new(ADMIN_MAX_CONNECTIONS, GateMetrics::default());
     let verifier = Arc::new(Verifier::new(Arc::clone(&store), routes, Arc::clone(&metrics), clock, upstream));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -144,20 +153,21 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
 
     let timeouts = Timeouts { header_read: config.header_read_timeout, grace: config.shutdown_grace };
     if config.workers == 0 {
-        tasks.spawn(serve(listener, main_handler(Arc::clone(&verifier)), timeouts, stopped.clone()));
+        let handler = main_handler(Arc::clone(&verifier));
+        tasks.spawn(serve(listener, handler, Arc::clone(&gate), timeouts, stopped.clone()));
     } else {
-        let workers = start_workers(&verifier, config.workers, timeouts, &stopped)?;
-        tasks.spawn(hand_out(listener, workers, stopped.clone()));
+        let workers = start_workers(&verifier, config.workers, &gate, timeouts, &stopped)?;
+        tasks.spawn(hand_out(listener, workers, Arc::clone(&gate), stopped.clone()));
     }
 
-    let admin_state = (Arc::clone(&store), Arc::clone(&metrics));
+    let admin_state = (Arc::clone(&store), Arc::clone(&metrics), gate);
     let admin_handler = move |request: Request<Incoming>| {
-        let (store, metrics) = admin_state.clone();
-        async move { Ok::<_, Infallible>(admin_answer(&store, &metrics, &request)) }
+        let (store, metrics, gate) = admin_state.clone();
+        async move { Ok::<_, Infallible>(admin_answer(&store, &metrics, &gate, &request)) }
     };
-    tasks.spawn(serve(admin, admin_handler, timeouts, stopped));
+    tasks.spawn(serve(admin, admin_handler, admin_gate, timeouts, stopped));
 
-    tracing::info!(%addr, %admin_addr, mode = if config.upstream.is_some() { "proxy" } else { "forward-auth" }, "verifier listening");
+    tracing::info!(%addr, %admin_addr, max_connections, mode = if config.upstream.is_some() { "proxy" } else { "forward-auth" }, "verifier listening");
     Ok(Running { addr, admin_addr, store, metrics, stop, tasks })
 }
 
@@ -171,7 +181,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Re
 }
 
 /// The admin listener's answers.
-fn admin_answer<B>(store: &KeyStore, metrics: &Metrics, request: &Request<B>) -> Response<Body> {
+fn admin_answer<B>(store: &KeyStore, metrics: &Metrics, gate: &Gate, request: &Request<B>) -> Response<Body> {
     let text = |status: StatusCode, body: &'static str| {
         let mut response = Response::new(respond::full(body));
         *response.status_mut() = status;
@@ -179,8 +189,12 @@ fn admin_answer<B>(store: &KeyStore, metrics: &Metrics, request: &Request<B>) ->
     };
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if store.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no valid key set has loaded\n"),
+        "/readyz" if !store.is_ready() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no valid key set has loaded\n")
+        }
+        // At the cap every new client costs an idle one its connection: send traffic elsewhere.
+        "/readyz" if gate.saturated() => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: at the connection cap\n"),
+        "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
             if let Some(age) = store.since_last_load() {
                 metrics.seconds_since_reload.set(age.as_secs_f64());
@@ -226,52 +240,97 @@ fn http1_builder(timeouts: Timeouts) -> http1::Builder {
 }
 
 /// Accept connections until told to stop, then wait for open ones (up to the grace period).
-async fn serve<H, F>(listener: TcpListener, handler: H, timeouts: Timeouts, mut stop: watch::Receiver<bool>)
-where
+async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    gate: Arc<Gate>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
     let builder = http1_builder(timeouts);
     loop {
         let stream = tokio::select! {
             accepted = crate::net::accept(&listener, "verifier") => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        serve_connection(&builder, &graceful, stream, handler.clone());
+        let Some(permit) = admit(&gate, &stream) else { continue };
+        serve_connection(&builder, stream, handler.clone(), permit, stop.clone());
     }
     drop(listener);
-    finish(graceful, timeouts.grace).await;
+    finish(&gate, timeouts.grace).await;
 }
 
-/// Serve one connection on the current runtime, watched by `graceful`.
-fn serve_connection<H, F>(builder: &http1::Builder, graceful: &GracefulShutdown, stream: TcpStream, handler: H)
-where
+/// A place under the cap for a new connection; if there is none, answer it a fixed 503 (and it is closed).
+fn admit(gate: &Arc<Gate>, stream: &TcpStream) -> Option<Permit> {
+    let permit = gate.admit();
+    if permit.is_none() {
+        // Best effort: a new socket's send buffer takes these few bytes at once.
+        let _ = stream.try_write(REFUSED);
+    }
+    permit
+}
+
+/// Serve one connection on the current runtime until it ends, the gate
+/// chooses it to make room, or shutdown starts (then it finishes its request
+/// in progress, if any, and closes).
+fn serve_connection<H, F>(
+    builder: &http1::Builder,
+    stream: TcpStream,
+    handler: H,
+    permit: Permit,
+    mut stop: watch::Receiver<bool>,
+) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let _ = stream.set_nodelay(true);
-    let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler));
-    let connection = graceful.watch(connection);
+    let tracker = permit.tracker();
+    let service = service_fn(move |request| {
+        let busy = tracker.busy();
+        let answer = handler(request);
+        async move {
+            let response = answer.await;
+            drop(busy);
+            response
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::spawn(async move {
-        if let Err(err) = connection.await {
+        let mut connection = std::pin::pin!(connection);
+        let ended = tokio::select! {
+            result = connection.as_mut() => Some(result),
+            () = permit.evicted() => None,
+            _ = stop.wait_for(|stop| *stop) => None,
+        };
+        let result = if let Some(result) = ended {
+            result
+        } else {
+            // Closes an idle connection now; one with a request in progress after its answer.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        };
+        if let Err(err) = result {
             // hyper's messages name the failure (timeout, too large), never request contents.
             tracing::debug!(error = %err, "connection ended with an error");
         }
+        drop(permit);
     });
 }
 
 /// Let open connections finish, for at most `grace`.
-async fn finish(graceful: GracefulShutdown, grace: Duration) {
+async fn finish(gate: &Gate, grace: Duration) {
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = gate.drained() => {}
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing open connections"),
     }
 }
 
 /// The serving threads of the main listener: where to send accepted connections, and the threads.
 struct Workers {
-    inboxes: Vec<mpsc::Sender<std::net::TcpStream>>,
+    inboxes: Vec<mpsc::Sender<(std::net::TcpStream, Permit)>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -282,33 +341,34 @@ struct Workers {
 fn start_workers(
     verifier: &Verifier,
     count: usize,
+    gate: &Arc<Gate>,
     timeouts: Timeouts,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Workers> {
     let mut workers = Workers { inboxes: Vec::with_capacity(count), threads: Vec::with_capacity(count) };
     for i in 0..count {
-        let (inbox, mut streams) = mpsc::channel::<std::net::TcpStream>(1024);
+        let (inbox, mut streams) = mpsc::channel::<(std::net::TcpStream, Permit)>(1024);
+        let gate = Arc::clone(gate);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let handler = main_handler(Arc::new(verifier.for_worker()));
         let mut stop = stop.clone();
         let thread = std::thread::Builder::new().name(format!("keyward-worker-{i}")).spawn(move || {
             runtime.block_on(async move {
-                let graceful = GracefulShutdown::new();
                 let builder = http1_builder(timeouts);
                 loop {
-                    let std_stream = tokio::select! {
+                    let (std_stream, permit) = tokio::select! {
                         received = streams.recv() => match received {
-                            Some(stream) => stream,
+                            Some(received) => received,
                             None => break,
                         },
                         _ = stop.wait_for(|stop| *stop) => break,
                     };
                     match TcpStream::from_std(std_stream) {
-                        Ok(stream) => serve_connection(&builder, &graceful, stream, handler.clone()),
+                        Ok(stream) => serve_connection(&builder, stream, handler.clone(), permit, stop.clone()),
                         Err(err) => tracing::warn!(error = %err, "could not take over a connection"),
                     }
                 }
-                finish(graceful, timeouts.grace).await;
+                finish(&gate, timeouts.grace).await;
             });
         })?;
         workers.inboxes.push(inbox);
@@ -318,7 +378,7 @@ fn start_workers(
 }
 
 /// Accept connections and hand them to the workers in turn; on stop, wait for the workers to finish.
-async fn hand_out(listener: TcpListener, workers: Workers, mut stop: watch::Receiver<bool>) {
+async fn hand_out(listener: TcpListener, workers: Workers, gate: Arc<Gate>, mut stop: watch::Receiver<bool>) {
     let Workers { inboxes, threads } = workers;
     let mut next = 0;
     loop {
@@ -326,9 +386,10 @@ async fn hand_out(listener: TcpListener, workers: Workers, mut stop: watch::Rece
             accepted = crate::net::accept(&listener, "verifier") => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
+        let Some(permit) = admit(&gate, &stream) else { continue };
         let Ok(stream) = stream.into_std() else { continue };
         // A worker that is gone (it only stops on shutdown) drops the connection.
-        let _ = inboxes[next].send(stream).await;
+        let _ = inboxes[next].send((stream, permit)).await;
         next = (next + 1) % inboxes.len();
     }
     drop(listener);
