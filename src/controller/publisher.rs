@@ -31,7 +31,7 @@ use jiff::SignedDuration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -43,7 +43,7 @@ use crate::keyset::{
 };
 use crate::plan::{Held, LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings, records_with};
 
-use super::{Clock, Error, FIELD_MANAGER, Metrics, namespace};
+use super::{Clock, Error, FIELD_MANAGER, Metrics, decode, namespace};
 
 /// ApiKeys per page when a key set is rebuilt from a list.
 const LIST_PAGE: u32 = 500;
@@ -251,22 +251,25 @@ impl Publisher {
         let mut state = set.lock().await;
         let now = (self.clock)();
         let held = self.held_in(id);
-        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &id.namespace);
+        // Raw, decoded one by one: an object the types refuse is left out (its own reconcile reports it).
+        let keys: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &id.namespace, &decode::api_resource());
         // A page at a time: only one page of ApiKeys is held while records are built.
         let mut all = Vec::new();
         let mut unrecorded = HashSet::new();
         let mut params = ListParams::default().limit(LIST_PAGE);
         loop {
             let page = keys.list(&params).await.map_err(Error::kube("list ApiKeys"))?;
+            let items: Vec<ApiKey> = page.items.iter().filter_map(|object| decoded(id, object)).collect();
             unrecorded.extend(
-                page.items
+                items
                     .iter()
                     .filter(|k| k.status.as_ref().is_none_or(|s| s.current_key.is_none()))
                     .filter_map(|k| k.metadata.uid.clone()),
             );
-            all.extend(page.items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| {
+            all.extend(items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| {
                 let held = k.metadata.uid.as_deref().and_then(|uid| held.get(uid));
-                records_with(k, held, self.default_grace, now)
+                records_with(k, held, self.default_grace, now).into_iter().filter(publishable)
             }));
             match page.metadata.continue_ {
                 Some(token) if !token.is_empty() => {
@@ -360,6 +363,28 @@ impl Publisher {
 
 /// Two records with one hash would make the verifier's answer ambiguous;
 /// neither is published (fail closed) and the clash is logged by key id.
+/// `object` as an ApiKey; `None` (logged briefly) when it does not decode.
+fn decoded(id: &KeySetId, object: &DynamicObject) -> Option<ApiKey> {
+    match decode::decode(object) {
+        Ok(key) => Some(key),
+        Err(why) => {
+            debug!(namespace = %id.namespace, name = %object.name_any(), problem = %why.problem, "ApiKey does not decode; left out of the key set");
+            None
+        }
+    }
+}
+
+/// Whether `record` can be written in the key-set format (a stored name the API took may not be a DNS subdomain).
+fn publishable(record: &Record) -> bool {
+    match record.validate() {
+        Ok(()) => true,
+        Err(problem) => {
+            warn!(namespace = %record.namespace, key_id = %record.key_id, problem, "record cannot be published; withheld");
+            false
+        }
+    }
+}
+
 fn unique(records: impl Iterator<Item = Record>) -> Vec<Record> {
     let all: Vec<Record> = records.collect();
     let mut count: HashMap<_, usize> = HashMap::new();

@@ -2,6 +2,7 @@
 
 mod generations;
 pub(super) mod harness;
+mod undecodable;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
