@@ -175,6 +175,7 @@ fn config(dir: &KubeletDir) -> Config {
         upstream_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(1),
         workers: 0,
+        hardening: keyward::verifier::Hardening::default(),
     }
 }
 

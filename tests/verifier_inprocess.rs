@@ -12,7 +12,7 @@ use keyward::keyset::{self, RecordState};
 use keyward::token::Token;
 use keyward::verifier::clock::ManualClock;
 use keyward::verifier::index::KeyIndex;
-use keyward::verifier::loader::{KeyStore, Loader};
+use keyward::verifier::loader::{KeyStore, Loader, ReloadError};
 use keyward::verifier::metrics::Metrics;
 use keyward::verifier::respond::Body;
 use keyward::verifier::routes::Routes;
@@ -309,6 +309,98 @@ async fn no_answer_ever_contains_the_token() {
     }
 }
 
+/// The status, reason and challenge of one forward-auth answer, after checking that `secret` appears nowhere in it.
+async fn answer_without(
+    h: &Harness,
+    method: &str,
+    uri: &str,
+    auth: &str,
+    secret: &str,
+) -> (StatusCode, String, String) {
+    let a = send(h, verify(method, uri, &[auth])).await;
+    let headers = format!("{:?}", a.headers);
+    assert!(!a.raw.contains(secret) && !headers.contains(secret), "{uri:?}: {secret:?} echoed in {} {headers}", a.raw);
+    let challenge = a.headers.get("www-authenticate").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (a.status, a.body["reason"].as_str().unwrap_or_default().to_owned(), challenge)
+}
+
+#[tokio::test]
+async fn request_text_never_reaches_an_answer_and_a_token_in_the_path_never_comes_back() {
+    let (k, records) = keys();
+    let h = harness(records);
+    let fixed_400 = r#"Bearer realm="keyward", error="invalid_request""#;
+    let injected = r#"/x",error="injected",realm="evil"#;
+    let (status, reason, challenge) = answer_without(&h, "GET", injected, &bearer(&k.reader), "injected").await;
+    assert_eq!((status, reason.as_str(), challenge.as_str()), (StatusCode::BAD_REQUEST, "invalid_request", fixed_400));
+
+    let secret = k.good.expose();
+    for uri in [format!("/{secret}"), format!("/{secret}/leads"), format!("/leads/{secret}"), format!("/x/{secret}")] {
+        let (status, reason, challenge) = answer_without(&h, "POST", &uri, &bearer(&k.reader), secret).await;
+        assert_ne!(status, StatusCode::OK, "{uri}");
+        assert!(reason == "invalid_request" || reason == "insufficient_scope", "{uri}: {reason}");
+        assert!(
+            challenge == fixed_400
+                || challenge.ends_with(r#"scope="leads:write""#)
+                || challenge.ends_with(r#"scope="x:write""#),
+            "{uri}: {challenge}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn absolute_form_uris_are_decided_on_their_real_path() {
+    let orders = token(11);
+    let h = harness(vec![record(&orders, &["orders:read"])]);
+    let auth = bearer(&orders);
+    let cases = [
+        ("http://h/orders/1", StatusCode::OK, "allowed"),
+        // The path of both is `/`, which needs a `*` scope.
+        ("http://h?/orders/1", StatusCode::FORBIDDEN, "insufficient_scope"),
+        ("http://h?x=/orders/1", StatusCode::FORBIDDEN, "insufficient_scope"),
+        ("http://h#/orders/1", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("http://user@h/orders/1", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("ftp://h/orders/1", StatusCode::BAD_REQUEST, "invalid_request"),
+    ];
+    for (uri, status, reason) in cases {
+        let a = send(&h, verify("GET", uri, &[&auth])).await;
+        assert_eq!((a.status, a.body["reason"].as_str()), (status, Some(reason)), "{uri}: {}", a.raw);
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_paths_are_refused_or_need_the_stronger_scope() {
+    let (k, _) = keys();
+    let orders = token(11);
+    let h = harness(vec![record(&k.reader, &["leads:read"]), record(&orders, &["orders:read"])]);
+    let cases = [
+        ("/orders/..;/admin", &orders, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("/orders/%252e%252e/admin", &orders, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("/orders/%2e%2e/admin", &orders, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("/leads/export;x=1", &k.reader, StatusCode::BAD_REQUEST, "invalid_request"),
+        // `/leads/export` needs leads:admin (the harness's routes); so does `/leads/export.csv`.
+        ("/leads/export.csv", &k.reader, StatusCode::FORBIDDEN, "insufficient_scope"),
+        ("/leads/exports.csv", &k.reader, StatusCode::OK, "allowed"),
+    ];
+    for (uri, t, status, reason) in cases {
+        let a = send(&h, verify("GET", uri, &[&bearer(t)])).await;
+        assert_eq!((a.status, a.body["reason"].as_str()), (status, Some(reason)), "{uri}: {}", a.raw);
+    }
+    // With --allow-path-params the parameters are dropped before matching, never before `..`.
+    let routes = Routes::from_yaml("routes:\n  - pathPrefix: /leads/export\n    scope: leads:admin\n")
+        .unwrap()
+        .with_policy(keyward::verifier::routes::PathPolicy { allow_path_params: true, allow_encoded_percent: false });
+    let lenient =
+        Verifier::new(Arc::clone(&h.store), routes, Arc::clone(&h.metrics), Arc::new(ManualClock::new(now())), None);
+    for (uri, status) in [
+        ("/leads/export;x=1", StatusCode::FORBIDDEN),
+        ("/leads/1;v=2", StatusCode::OK),
+        ("/orders/..;/admin", StatusCode::BAD_REQUEST),
+    ] {
+        let a = answer(lenient.handle(verify("GET", uri, &[&bearer(&k.reader)])).await).await;
+        assert_eq!(a.status, status, "{uri}: {}", a.raw);
+    }
+}
+
 #[tokio::test]
 async fn metrics_count_decisions_by_outcome() {
     let (k, records) = keys();
@@ -434,6 +526,77 @@ fn a_corrupt_partial_or_mixed_update_keeps_the_last_good_set() {
     dir.publish(&shards);
     loader.reload().unwrap();
     assert!(knows(&store, &keep) && knows(&store, &added) && !knows(&store, &revoke), "the whole new set is in force");
+}
+
+#[test]
+fn a_data_link_leading_outside_the_volume_is_refused_and_the_last_good_set_stays() {
+    let (good, intruder) = (token(1), token(2));
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&good, &["x:read"])]);
+    let (mut loader, store, _) = loader_for(&[&dir]);
+    loader.reload().unwrap();
+
+    // A whole, newer key set outside the volume.
+    let outside = tempfile::tempdir().unwrap();
+    let foreign = outside.path().join("..2026_11_22_13_00_00.000001");
+    std::fs::create_dir(&foreign).unwrap();
+    let files = shard_files("default", 9, &[record(&intruder, &["*:admin"])], keyset::DEFAULT_MAX_SHARD_BYTES);
+    for (name, text) in &files {
+        std::fs::write(foreign.join(name), text).unwrap();
+    }
+    let via_parent =
+        std::path::Path::new("..").join(outside.path().file_name().unwrap()).join(foreign.file_name().unwrap());
+    // Inside the volume, but itself a link out; and a real version directory whose shard is a link out.
+    std::os::unix::fs::symlink(&foreign, dir.path.join("..2026_link")).unwrap();
+    let linked_files = dir.path.join("..2026_linked_files");
+    std::fs::create_dir(&linked_files).unwrap();
+    std::os::unix::fs::symlink(foreign.join(&files[0].0), linked_files.join(&files[0].0)).unwrap();
+    let targets = [
+        foreign.clone(),
+        dir.path.join(&via_parent),
+        via_parent.clone(),
+        std::path::PathBuf::from("..2026_link"),
+        std::path::PathBuf::from("..2026_linked_files"),
+        std::path::PathBuf::from("..2026_linked_files/../..2026_link"),
+    ];
+    let data = dir.path.join("..data");
+    for target in targets {
+        let tmp = dir.path.join("..data_tmp");
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        std::fs::rename(&tmp, &data).unwrap();
+        let err = loader.reload().expect_err("followed a link out of the volume");
+        assert!(matches!(err, ReloadError::Load(keyset::LoadError::Escapes(_))), "{target:?}: {err}");
+        assert!(knows(&store, &good) && !knows(&store, &intruder), "{target:?}: the last good set must stay");
+    }
+}
+
+#[test]
+fn an_older_key_set_is_refused_unless_rollback_is_explicitly_allowed() {
+    let (kept, revoked) = (token(1), token(2));
+    let older = [record(&kept, &["x:read"]), record(&revoked, &["x:read"])];
+    for allow_rollback in [false, true] {
+        let mut dir = KubeletDir::new();
+        dir.publish_set("default", 2, &older[..1]);
+        let store = Arc::new(KeyStore::new(allow_rollback));
+        let metrics = Arc::new(Metrics::new());
+        let mut loader = Loader::new(vec![dir.path.clone()], Arc::clone(&store), Arc::clone(&metrics));
+        loader.reload().unwrap();
+        dir.publish_set("default", 1, &older);
+        let result = loader.reload();
+        if allow_rollback {
+            result.unwrap();
+            assert!(knows(&store, &revoked), "--allow-keyset-rollback loads the older set");
+            continue;
+        }
+        let err = result.expect_err("an older set was loaded");
+        assert!(matches!(err, ReloadError::Rollback { from: 2, to: 1, .. }), "{err}");
+        assert!(knows(&store, &kept) && !knows(&store, &revoked), "a revoked key came back");
+        let text = metrics.encode();
+        assert!(text.contains(r#"keyward_verifier_keyset_generation{keyset="team-a/default"} 2"#), "{text}");
+        assert!(text.contains("keyward_verifier_reload_failures_total 1"), "{text}");
+        dir.publish_set("default", 3, &older[..1]);
+        loader.reload().unwrap();
+    }
 }
 
 #[test]

@@ -109,6 +109,7 @@ fn forward_auth(keys: &KubeletDir) -> Config {
         upstream_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(1),
         workers: 1,
+        hardening: keyward::verifier::Hardening::default(),
     }
 }
 

@@ -30,6 +30,7 @@ fn config(dir: &KubeletDir, upstream: Option<String>) -> Config {
         upstream_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(5),
         workers: 2,
+        hardening: keyward::verifier::Hardening::default(),
     }
 }
 
@@ -400,4 +401,87 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     running.shutdown().await;
     assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
     assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_body_from_the_client_is_a_client_error_not_an_upstream_failure() {
+    let writer = token(1);
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&writer, &["leads:write"])]);
+    let app = upstream(Duration::ZERO).await;
+    let running = keyward::verifier::start(config(&dir, Some(format!("http://{}", app.addr)))).await.unwrap();
+    let c = client();
+    wait_ready(&c, &running).await;
+
+    let mut raw = TcpStream::connect(running.addr).await.unwrap();
+    let head = format!(
+        "POST /leads HTTP/1.1\r\nHost: app\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n\r\n",
+        bearer(&writer)
+    );
+    raw.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_all(&mut raw).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "a broken chunk is the client's fault: {answer:?}");
+    assert!(answer.contains("bad_request") && !answer.contains(writer.expose()), "{answer:?}");
+
+    let metrics =
+        String::from_utf8(get(&c, format!("http://{}/metrics", running.admin_addr)).await.body.to_vec()).unwrap();
+    assert!(metrics.contains(r#"keyward_verifier_client_errors_total{kind="body"} 1"#), "{metrics}");
+    assert!(!metrics.contains("keyward_verifier_upstream_errors_total{"), "no upstream fault: {metrics}");
+    running.shutdown().await;
+}
+
+/// Whether `/readyz` answers `status` within 5 s.
+async fn readyz_turns(c: &TestClient, admin: SocketAddr, status: StatusCode) -> bool {
+    for _ in 0..500 {
+        if get(c, format!("http://{admin}/readyz")).await.status == status {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_idle_connections_make_room_for_new_clients_and_readiness_says_so() {
+    let reader = token(1);
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&reader, &["leads:read"])]);
+    let mut cfg = config(&dir, None);
+    cfg.hardening.max_connections = Some(4);
+    let running = keyward::verifier::start(cfg).await.unwrap();
+    let c = client();
+    wait_ready(&c, &running).await;
+    let admin = running.admin_addr;
+
+    // One client holds every connection the cap allows and sends nothing.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(running.addr).await.unwrap());
+    }
+    let saturated = readyz_turns(&c, admin, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(saturated, "/readyz stayed 200 at the connection cap");
+
+    // Another client is served at once, not after the 10 s header window.
+    let request = format!(
+        "GET /verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /leads\r\nAuthorization: {}\r\n\r\n",
+        bearer(&reader)
+    );
+    let mut fresh = TcpStream::connect(running.addr).await.unwrap();
+    fresh.write_all(request.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(3), read_all(&mut fresh)).await.expect("served in time");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    // ... in the place of the oldest idle connection, which is closed.
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(3), idle[0].read(&mut byte)).await;
+    assert!(matches!(closed, Ok(Ok(0) | Err(_))), "the oldest idle connection is still open: {closed:?}");
+
+    let metrics =
+        String::from_utf8(get(&c, format!("http://{}/metrics", running.admin_addr)).await.body.to_vec()).unwrap();
+    for line in ["keyward_verifier_connections_max 4", "keyward_verifier_connections_evicted_total 1"] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    drop(idle);
+    let ready = readyz_turns(&c, admin, StatusCode::OK).await;
+    assert!(ready, "/readyz did not recover once the connections closed");
+    running.shutdown().await;
 }

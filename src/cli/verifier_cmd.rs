@@ -9,7 +9,8 @@ use clap::Args;
 
 use crate::keyset::KeySetId;
 use crate::runtime::{shutdown, telemetry};
-use crate::verifier::Config;
+use crate::verifier::routes::PathPolicy;
+use crate::verifier::{Config, Hardening};
 
 fn parse_keyset_id(text: &str) -> Result<KeySetId, String> {
     text.parse().map_err(|e: crate::keyset::KeySetIdParseError| e.to_string())
@@ -56,6 +57,18 @@ pub(super) struct VerifierArgs {
     /// Threads serving the main listener, each on a runtime of its own [default: the CPUs available].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Connections the main listener keeps open at most; at the cap a new one replaces an idle one [default: from the fd limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// Accept `;` path parameters (`/a;v=1/b`); rules then match the path without them, as servlet containers route it.
+    #[arg(long)]
+    allow_path_params: bool,
+    /// Accept an encoded `%` (`%25`) in paths; unsafe in front of an app that decodes paths twice.
+    #[arg(long)]
+    allow_encoded_percent: bool,
+    /// Disaster recovery only: load a key set older than the one in force (it can bring revoked keys back).
+    #[arg(long)]
+    allow_keyset_rollback: bool,
 }
 
 pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
@@ -74,6 +87,14 @@ pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
         workers: args
             .workers
             .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get), usize::from),
+        hardening: Hardening {
+            path_policy: PathPolicy {
+                allow_path_params: args.allow_path_params,
+                allow_encoded_percent: args.allow_encoded_percent,
+            },
+            allow_keyset_rollback: args.allow_keyset_rollback,
+            max_connections: args.max_connections.and_then(|n| usize::try_from(n).ok()),
+        },
     };
     // Requests are served on the workers' own runtimes; this one only accepts,
     // watches the key set and serves the admin listener.

@@ -9,6 +9,7 @@
 
 mod admin;
 mod apply;
+mod decode;
 mod error;
 mod events;
 mod lease;
@@ -100,9 +101,18 @@ impl Context {
 #[instrument(skip_all, fields(namespace = key.namespace().unwrap_or_default(), name = key.name_any(), generation = key.metadata.generation.unwrap_or_default()))]
 pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     // The cached object may lag our own last status write; plan from the stored one.
-    let keys: kube::Api<ApiKey> = kube::Api::namespaced(ctx.client.clone(), namespace(&key)?);
-    let Some(mut key) = keys.get_opt(&key.name_any()).await.map_err(Error::kube("get ApiKey"))? else {
+    // Read raw and decoded here: an object the types refuse reports itself instead of failing every retry.
+    let keys: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(ctx.client.clone(), namespace(&key)?, &decode::api_resource());
+    let Some(object) = keys.get_opt(&key.name_any()).await.map_err(Error::kube("get ApiKey"))? else {
         return Ok(Action::await_change());
+    };
+    let mut key = match decode::decode(&object) {
+        Ok(key) => key,
+        Err(why) => {
+            decode::report(&ctx, &object, &why).await?;
+            return Ok(Action::await_change());
+        }
     };
     for _ in 0..MAX_PASSES {
         let now = (ctx.clock)();

@@ -15,10 +15,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -28,7 +29,7 @@ use crate::api::{ApiKey, ApiKeySpec, ApiKeyStatus};
 use crate::keyset::KeySetId;
 use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings};
 
-use super::{Clock, Context, Health, Metrics, Minter, Publisher, error_policy, reconcile};
+use super::{Clock, Context, Health, Metrics, Minter, Publisher, decode, error_policy, reconcile};
 
 /// The CRD's name, checked at start-up.
 pub const CRD_NAME: &str = "apikeys.keyward.dev";
@@ -119,11 +120,19 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let shards = tokio::spawn(watch_shards(client.clone(), publisher.clone(), options.resync, shutdown.clone()));
 
     let (store, writer) = reflector::store();
-    let keys = watcher(Api::<ApiKey>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(slim)
-        .reflect(writer)
-        .applied_objects();
+    // Raw objects: one stored ApiKey the types refuse must not fail the whole list (see `decode`).
+    let keys =
+        watcher(Api::<DynamicObject>::all_with(client.clone(), &decode::api_resource()), watcher::Config::default())
+            .default_backoff()
+            .map_ok(|event| match event {
+                watcher::Event::Apply(object) => watcher::Event::Apply(slim(object)),
+                watcher::Event::Delete(object) => watcher::Event::Delete(slim(object)),
+                watcher::Event::InitApply(object) => watcher::Event::InitApply(slim(object)),
+                watcher::Event::Init => watcher::Event::Init,
+                watcher::Event::InitDone => watcher::Event::InitDone,
+            })
+            .reflect(writer)
+            .applied_objects();
     let controller = Controller::for_stream(keys, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency));
     metrics.count_keys_from(Some(store.clone()));
@@ -192,9 +201,9 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
 /// its own last write), and the cache only triggers reconciles and counts keys by
 /// state (`keyward_keys`). So spec, the rest of status, labels, annotations
 /// (`kubectl apply`'s last-applied copy among them) and managed fields stay out of memory.
-fn slim(key: &mut ApiKey) {
-    let meta = std::mem::take(&mut key.metadata);
-    key.metadata = ObjectMeta {
+fn slim(object: DynamicObject) -> ApiKey {
+    let meta = object.metadata;
+    let metadata = ObjectMeta {
         name: meta.name,
         namespace: meta.namespace,
         uid: meta.uid,
@@ -203,8 +212,11 @@ fn slim(key: &mut ApiKey) {
         deletion_timestamp: meta.deletion_timestamp,
         ..ObjectMeta::default()
     };
-    key.spec = ApiKeySpec::default();
-    key.status = key.status.take().map(|status| ApiKeyStatus { state: status.state, ..ApiKeyStatus::default() });
+    let status = object.data.get("status").map(|status| ApiKeyStatus {
+        state: status.get("state").and_then(|state| serde_json::from_value(state.clone()).ok()),
+        ..ApiKeyStatus::default()
+    });
+    ApiKey { metadata, spec: ApiKeySpec::default(), status }
 }
 
 async fn watch_shards(client: Client, publisher: Arc<Publisher>, resync: Duration, shutdown: impl Future<Output = ()>) {

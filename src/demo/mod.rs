@@ -125,6 +125,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             upstream_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(1),
             workers: 0,
+            hardening: crate::verifier::Hardening::default(),
         },
         verifier_clock,
     )

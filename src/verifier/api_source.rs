@@ -76,8 +76,11 @@ pub async fn watch(client: kube::Client, id: KeySetId, store: Arc<KeyStore>, met
             }
         };
         if changed {
-            match index_from_configmaps(&id, mirror.configmaps(), store.current().as_deref()) {
-                Ok(index) => drop(install(&store, &metrics, index)),
+            let installed = index_from_configmaps(&id, mirror.configmaps(), store.current().as_deref())
+                .map_err(|err| err.to_string())
+                .and_then(|index| install(&store, &metrics, index).map_err(|err| err.to_string()));
+            match installed {
+                Ok(replaced) => drop(replaced),
                 Err(err) => {
                     metrics.reload_failures.inc();
                     tracing::warn!(error = %err, keyset = %id, "key-set reload failed; last good set stays in force");

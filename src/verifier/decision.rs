@@ -13,6 +13,7 @@ use super::bearer::{BearerError, bearer_token};
 use super::index::{Entry, KeyIndex};
 use super::routes::{PathError, Routes};
 use crate::keyset::RecordState;
+use crate::scope::Scope;
 use crate::token::{KeyId, Token};
 
 /// What the verifier answered, as counted in metrics and named in response bodies.
@@ -102,8 +103,9 @@ pub struct Decision<'i> {
     pub entry: Option<Entry<'i>>,
     /// For [`Outcome::RateLimited`]: when to try again.
     pub retry_after: Option<Duration>,
-    /// For [`Outcome::InsufficientScope`]: the scope the request needed, e.g. `leads:write`.
-    pub required_scope: Option<String>,
+    /// For [`Outcome::InsufficientScope`]: the scope the request needed, e.g.
+    /// `leads:write`. A [`Scope`], so only characters a scope allows can reach an answer.
+    pub required_scope: Option<Scope>,
 }
 
 impl Decision<'_> {
@@ -150,13 +152,20 @@ where
             | PathError::NotAbsolute
             | PathError::TooLong
             | PathError::BadEncoding
-            | PathError::NotCanonical,
+            | PathError::NotCanonical
+            | PathError::BadTarget
+            | PathError::Ambiguous
+            | PathError::BadResource,
         ) => {
             return with(Outcome::InvalidRequest);
         }
     };
     if !entry.allows(&requirement.resource, requirement.action) {
-        return Decision { required_scope: Some(requirement.to_string()), ..with(Outcome::InsufficientScope) };
+        // Routes only yield valid resources; should one not be, refuse without naming it.
+        let Ok(scope) = requirement.to_string().parse::<Scope>() else {
+            return with(Outcome::InvalidRequest);
+        };
+        return Decision { required_scope: Some(scope), ..with(Outcome::InsufficientScope) };
     }
     if let Some(bucket) = &entry.bucket
         && let Err(wait) = bucket.try_acquire(now.monotonic)

@@ -40,9 +40,18 @@ use crate::keyset::{
 pub struct KeyStore {
     index: ArcSwapOption<KeyIndex>,
     loaded_at: Mutex<Option<Instant>>,
+    /// Accept a key set older than the one in force (`--allow-keyset-rollback`, for disaster recovery).
+    allow_rollback: bool,
 }
 
 impl KeyStore {
+    /// An empty store; with `allow_rollback`, a key set with a lower generation
+    /// than the one in force is loaded (with a warning) instead of refused.
+    #[must_use]
+    pub fn new(allow_rollback: bool) -> KeyStore {
+        KeyStore { allow_rollback, ..KeyStore::default() }
+    }
+
     /// The index in force; `None` until the first valid key set loaded.
     #[must_use]
     pub fn current(&self) -> Option<Arc<KeyIndex>> {
@@ -83,6 +92,18 @@ pub enum ReloadError {
     /// The key sets cannot be indexed together.
     #[error("key set not loaded: {0}")]
     Index(#[from] IndexError),
+    /// A key set's generation is lower than the one in force: it could bring revoked keys back.
+    #[error(
+        "key set {keyset} not loaded: generation {to} is older than generation {from} in force (--allow-keyset-rollback accepts it)"
+    )]
+    Rollback {
+        /// `namespace/name` of the key set.
+        keyset: String,
+        /// The generation in force.
+        from: u64,
+        /// The older generation that was offered.
+        to: u64,
+    },
 }
 
 /// Reads the key-set directories and installs new indexes into a [`KeyStore`].
@@ -143,7 +164,7 @@ impl Loader {
         let previous = self.store.current();
         let index = index_from_stored(&stored, previous.as_deref())?;
         drop((previous, stored));
-        let replaced = install(&self.store, &self.metrics, index);
+        let replaced = install(&self.store, &self.metrics, index)?;
         self.in_force = Some(digest);
         retire(replaced);
         Ok(())
@@ -276,13 +297,22 @@ fn retire(index: Option<Arc<KeyIndex>>) {
 /// Put a new index in force and bring the key-set metrics up to date; shared by every key-set source.
 ///
 /// Returns the index it replaced, for the caller to drop off the request path.
-pub(super) fn install(store: &KeyStore, metrics: &Metrics, index: KeyIndex) -> Option<Arc<KeyIndex>> {
+/// Refuses (keeping the set in force) a key set whose generation is lower than
+/// the one in force, unless the store allows rollback: an older set can hold
+/// keys revoked since.
+pub(super) fn install(
+    store: &KeyStore,
+    metrics: &Metrics,
+    index: KeyIndex,
+) -> Result<Option<Arc<KeyIndex>>, ReloadError> {
     if let Some(previous) = store.current() {
         for set in index.sets() {
             let old = previous.sets().iter().find(|s| s.id == set.id);
-            if let Some(old) = old.filter(|old| old.generation > set.generation) {
-                tracing::warn!(keyset = %set.id, from = old.generation, to = set.generation, "key-set generation went backwards");
+            let Some(old) = old.filter(|old| old.generation > set.generation) else { continue };
+            if !store.allow_rollback {
+                return Err(ReloadError::Rollback { keyset: set.id.clone(), from: old.generation, to: set.generation });
             }
+            tracing::warn!(keyset = %set.id, from = old.generation, to = set.generation, "key-set generation went backwards; loaded because --allow-keyset-rollback is set");
         }
     }
     metrics.keys_loaded.set(i64::try_from(index.len()).unwrap_or(i64::MAX));
@@ -295,7 +325,7 @@ pub(super) fn install(store: &KeyStore, metrics: &Metrics, index: KeyIndex) -> O
     let replaced = store.install(index);
     metrics.ready.set(1);
     metrics.reloads.inc();
-    replaced
+    Ok(replaced)
 }
 
 /// A cheap summary of what the directories hold: changes whenever kubelet swaps `..data` or a file changes.

@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::conns::GateMetrics;
 use super::decision::Outcome;
 
 /// The `outcome` label of a decision.
@@ -54,6 +55,12 @@ pub struct Metrics {
     pub ready: Gauge,
     /// Upstream failures in proxy mode, by kind (`unavailable`, `timeout`).
     pub upstream_errors: Family<UpstreamLabel, Counter>,
+    /// Requests the client broke in proxy mode (a malformed or cut-off body), by kind (`body`).
+    pub client_errors: Family<ClientErrorLabel, Counter>,
+    /// The main listener's connections: open now, closed to make room, refused at the cap.
+    pub connections: GateMetrics,
+    /// The main listener's connection cap.
+    pub connections_max: Gauge,
     by_outcome: [Counter; Outcome::ALL.len()],
     not_ready: Counter,
 }
@@ -62,6 +69,13 @@ pub struct Metrics {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct UpstreamLabel {
     /// `unavailable` (502) or `timeout` (504).
+    pub kind: &'static str,
+}
+
+/// The `kind` label of client errors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ClientErrorLabel {
+    /// `body`: the request body could not be read (400).
     pub kind: &'static str,
 }
 
@@ -103,6 +117,26 @@ impl Metrics {
         registry.register("ready", "1 once a valid key set has loaded", ready.clone());
         let upstream_errors = Family::<UpstreamLabel, Counter>::default();
         registry.register("upstream_errors", "Upstream failures in proxy mode", upstream_errors.clone());
+        let client_errors = Family::<ClientErrorLabel, Counter>::default();
+        registry.register(
+            "client_errors",
+            "Requests the client broke in proxy mode (answered 400, not forwarded whole)",
+            client_errors.clone(),
+        );
+        let connections = GateMetrics::default();
+        registry.register("connections", "Connections open on the main listener", connections.open.clone());
+        let connections_max = Gauge::default();
+        registry.register("connections_max", "Connection cap of the main listener", connections_max.clone());
+        registry.register(
+            "connections_evicted",
+            "Idle connections closed to make room for a new one at the cap",
+            connections.evicted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "New connections refused at the cap because every open one was busy",
+            connections.refused.clone(),
+        );
         // Handles to each series, made once, so that counting takes no lock and every outcome shows from the start.
         let by_outcome =
             Outcome::ALL.map(|outcome| decisions.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).clone());
@@ -118,6 +152,9 @@ impl Metrics {
             reload_failures,
             ready,
             upstream_errors,
+            client_errors,
+            connections,
+            connections_max,
             by_outcome,
             not_ready,
         }

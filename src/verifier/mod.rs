@@ -15,6 +15,7 @@
 pub mod api_source;
 pub mod bearer;
 pub mod clock;
+pub mod conns;
 pub mod decision;
 pub mod index;
 pub mod loader;
@@ -26,7 +27,7 @@ pub mod server;
 pub mod service;
 pub mod table;
 
-pub use server::{Config, Running, run, start};
+pub use server::{Config, Hardening, Running, run, start};
 
 #[cfg(test)]
 mod tests;

@@ -77,10 +77,12 @@ pub fn denied(decision: &Decision<'_>) -> Response<Body> {
     let mut body = serde_json::json!({ "error": error, "reason": reason });
     let mut challenge = format!("Bearer realm=\"keyward\", error=\"{error}\"");
     if let Some(scope) = &decision.required_scope {
-        body["scope"] = scope.as_str().into();
+        // A parsed Scope: lowercase letters, digits, `.`, `_`, `-`, `*` and `:` only, nothing to escape.
+        let scope = scope.to_string();
         challenge.push_str(", scope=\"");
-        challenge.push_str(scope);
+        challenge.push_str(&scope);
         challenge.push('"');
+        body["scope"] = scope.into();
     }
     let retry_after = decision.retry_after.map(|wait| {
         // Whole seconds, rounded up, at least one: Retry-After has no fractions.

@@ -14,23 +14,37 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::api_source;
 use super::clock::{Clock, SystemClock};
+use super::conns::{Gate, GateMetrics, Permit, REFUSED, default_max_connections};
 use super::loader::{KeyStore, Loader, watch as watch_keyset};
 use super::metrics::Metrics;
 use super::respond::{self, Body};
-use super::routes::Routes;
+use super::routes::{PathPolicy, Routes};
 use super::service::{Upstream, Verifier};
 use crate::keyset::KeySetId;
 use crate::runtime::admin;
 
 /// Largest request head (request line plus headers) read; larger ones get `431`.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Connections the admin listener keeps open at most: probes and scrapers need few.
+const ADMIN_MAX_CONNECTIONS: usize = 32;
+
+/// Hardening switches; every default is the safe choice (see `docs/verifier.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hardening {
+    /// Ambiguous path shapes to let through (`--allow-path-params`, `--allow-encoded-percent`).
+    pub path_policy: PathPolicy,
+    /// Load a key set older than the one in force (`--allow-keyset-rollback`, disaster recovery only).
+    pub allow_keyset_rollback: bool,
+    /// Connections the main listener keeps open at most (`--max-connections`); `None`: from the fd limit.
+    pub max_connections: Option<usize>,
+}
 
 /// How the verifier runs; built from the command line.
 #[derive(Debug, Clone)]
@@ -58,6 +72,8 @@ pub struct Config {
     /// Threads serving the main listener, each with a single-threaded runtime of
     /// its own; 0 serves it on the caller's runtime (tests, the demo).
     pub workers: usize,
+    /// Path policy, key-set rollback and the connection cap.
+    pub hardening: Hardening,
 }
 
 /// A started verifier: its bound addresses and a way to stop it.
@@ -103,15 +119,20 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let routes = match &config.routes {
         Some(path) => Routes::load(path)?,
         None => Routes::default(),
-    };
+    }
+    .with_policy(config.hardening.path_policy);
     let upstream = config.upstream.as_deref().map(|url| Upstream::new(url, config.upstream_timeout)).transpose()?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let admin =
         TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
     let (addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
 
-    let store = Arc::new(KeyStore::default());
+    let store = Arc::new(KeyStore::new(config.hardening.allow_keyset_rollback));
     let metrics = Arc::new(Metrics::new());
+    let max_connections = config.hardening.max_connections.unwrap_or_else(default_max_connections);
+    metrics.connections_max.set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+    let gate = Gate::new(max_connections, metrics.connections.clone());
+    let admin_gate = Gate::new(ADMIN_MAX_CONNECTIONS, GateMetrics::default());
     let verifier = Arc::new(Verifier::new(Arc::clone(&store), routes, Arc::clone(&metrics), clock, upstream));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -133,20 +154,21 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
 
     let timeouts = Timeouts { header_read: config.header_read_timeout, grace: config.shutdown_grace };
     if config.workers == 0 {
-        tasks.spawn(serve(listener, main_handler(Arc::clone(&verifier)), timeouts, stopped.clone()));
+        let handler = main_handler(Arc::clone(&verifier));
+        tasks.spawn(serve(listener, handler, Arc::clone(&gate), timeouts, stopped.clone()));
     } else {
-        let workers = start_workers(&verifier, config.workers, timeouts, &stopped)?;
-        tasks.spawn(hand_out(listener, workers, stopped.clone()));
+        let workers = start_workers(&verifier, config.workers, &gate, timeouts, &stopped)?;
+        tasks.spawn(hand_out(listener, workers, Arc::clone(&gate), stopped.clone()));
     }
 
-    let report = Arc::new(AdminReport { store: Arc::clone(&store), metrics: Arc::clone(&metrics) });
+    let report = Arc::new(AdminReport { store: Arc::clone(&store), metrics: Arc::clone(&metrics), gate });
     let admin_handler = move |request: Request<Incoming>| {
         let response = admin::respond(report.as_ref(), request.method(), request.uri().path());
         async move { Ok::<_, Infallible>(response.map(respond::full_body)) }
     };
-    tasks.spawn(serve(admin, admin_handler, timeouts, stopped));
+    tasks.spawn(serve(admin, admin_handler, admin_gate, timeouts, stopped));
 
-    tracing::info!(%addr, %admin_addr, mode = if config.upstream.is_some() { "proxy" } else { "forward-auth" }, "verifier listening");
+    tracing::info!(%addr, %admin_addr, max_connections, mode = if config.upstream.is_some() { "proxy" } else { "forward-auth" }, "verifier listening");
     Ok(Running { addr, admin_addr, store, metrics, stop, tasks })
 }
 
@@ -159,15 +181,24 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Re
     Ok(())
 }
 
-/// What the verifier tells its admin listener: ready once a valid key set has loaded.
+/// What the verifier tells its admin listener: ready once a valid key set has
+/// loaded and while the main listener is below its connection cap.
 struct AdminReport {
     store: Arc<KeyStore>,
     metrics: Arc<Metrics>,
+    gate: Arc<Gate>,
 }
 
 impl admin::Report for AdminReport {
     fn readiness(&self) -> Result<(), &'static str> {
-        if self.store.is_ready() { Ok(()) } else { Err("not ready: no valid key set has loaded\n") }
+        if !self.store.is_ready() {
+            return Err("not ready: no valid key set has loaded\n");
+        }
+        // At the cap every new client costs an idle one its connection: send traffic elsewhere.
+        if self.gate.saturated() {
+            return Err("not ready: at the connection cap\n");
+        }
+        Ok(())
     }
 
     fn metrics(&self) -> String {
@@ -209,52 +240,97 @@ fn http1_builder(timeouts: Timeouts) -> http1::Builder {
 }
 
 /// Accept connections until told to stop, then wait for open ones (up to the grace period).
-async fn serve<H, F>(listener: TcpListener, handler: H, timeouts: Timeouts, mut stop: watch::Receiver<bool>)
-where
+async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    gate: Arc<Gate>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
     let builder = http1_builder(timeouts);
     loop {
         let stream = tokio::select! {
             accepted = crate::net::accept(&listener, "verifier") => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        serve_connection(&builder, &graceful, stream, handler.clone());
+        let Some(permit) = admit(&gate, &stream) else { continue };
+        serve_connection(&builder, stream, handler.clone(), permit, stop.clone());
     }
     drop(listener);
-    finish(graceful, timeouts.grace).await;
+    finish(&gate, timeouts.grace).await;
 }
 
-/// Serve one connection on the current runtime, watched by `graceful`.
-fn serve_connection<H, F>(builder: &http1::Builder, graceful: &GracefulShutdown, stream: TcpStream, handler: H)
-where
+/// A place under the cap for a new connection; if there is none, answer it a fixed 503 (and it is closed).
+fn admit(gate: &Arc<Gate>, stream: &TcpStream) -> Option<Permit> {
+    let permit = gate.admit();
+    if permit.is_none() {
+        // Best effort: a new socket's send buffer takes these few bytes at once.
+        let _ = stream.try_write(REFUSED);
+    }
+    permit
+}
+
+/// Serve one connection on the current runtime until it ends, the gate
+/// chooses it to make room, or shutdown starts (then it finishes its request
+/// in progress, if any, and closes).
+fn serve_connection<H, F>(
+    builder: &http1::Builder,
+    stream: TcpStream,
+    handler: H,
+    permit: Permit,
+    mut stop: watch::Receiver<bool>,
+) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let _ = stream.set_nodelay(true);
-    let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler));
-    let connection = graceful.watch(connection);
+    let tracker = permit.tracker();
+    let service = service_fn(move |request| {
+        let busy = tracker.busy();
+        let answer = handler(request);
+        async move {
+            let response = answer.await;
+            drop(busy);
+            response
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::spawn(async move {
-        if let Err(err) = connection.await {
+        let mut connection = std::pin::pin!(connection);
+        let ended = tokio::select! {
+            result = connection.as_mut() => Some(result),
+            () = permit.evicted() => None,
+            _ = stop.wait_for(|stop| *stop) => None,
+        };
+        let result = if let Some(result) = ended {
+            result
+        } else {
+            // Closes an idle connection now; one with a request in progress after its answer.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        };
+        if let Err(err) = result {
             // hyper's messages name the failure (timeout, too large), never request contents.
             tracing::debug!(error = %err, "connection ended with an error");
         }
+        drop(permit);
     });
 }
 
 /// Let open connections finish, for at most `grace`.
-async fn finish(graceful: GracefulShutdown, grace: Duration) {
+async fn finish(gate: &Gate, grace: Duration) {
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = gate.drained() => {}
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing open connections"),
     }
 }
 
 /// The serving threads of the main listener: where to send accepted connections, and the threads.
 struct Workers {
-    inboxes: Vec<mpsc::Sender<std::net::TcpStream>>,
+    inboxes: Vec<mpsc::Sender<(std::net::TcpStream, Permit)>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -265,33 +341,34 @@ struct Workers {
 fn start_workers(
     verifier: &Verifier,
     count: usize,
+    gate: &Arc<Gate>,
     timeouts: Timeouts,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Workers> {
     let mut workers = Workers { inboxes: Vec::with_capacity(count), threads: Vec::with_capacity(count) };
     for i in 0..count {
-        let (inbox, mut streams) = mpsc::channel::<std::net::TcpStream>(1024);
+        let (inbox, mut streams) = mpsc::channel::<(std::net::TcpStream, Permit)>(1024);
+        let gate = Arc::clone(gate);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let handler = main_handler(Arc::new(verifier.for_worker()));
         let mut stop = stop.clone();
         let thread = std::thread::Builder::new().name(format!("keyward-worker-{i}")).spawn(move || {
             runtime.block_on(async move {
-                let graceful = GracefulShutdown::new();
                 let builder = http1_builder(timeouts);
                 loop {
-                    let std_stream = tokio::select! {
+                    let (std_stream, permit) = tokio::select! {
                         received = streams.recv() => match received {
-                            Some(stream) => stream,
+                            Some(received) => received,
                             None => break,
                         },
                         _ = stop.wait_for(|stop| *stop) => break,
                     };
                     match TcpStream::from_std(std_stream) {
-                        Ok(stream) => serve_connection(&builder, &graceful, stream, handler.clone()),
+                        Ok(stream) => serve_connection(&builder, stream, handler.clone(), permit, stop.clone()),
                         Err(err) => tracing::warn!(error = %err, "could not take over a connection"),
                     }
                 }
-                finish(graceful, timeouts.grace).await;
+                finish(&gate, timeouts.grace).await;
             });
         })?;
         workers.inboxes.push(inbox);
@@ -301,7 +378,7 @@ fn start_workers(
 }
 
 /// Accept connections and hand them to the workers in turn; on stop, wait for the workers to finish.
-async fn hand_out(listener: TcpListener, workers: Workers, mut stop: watch::Receiver<bool>) {
+async fn hand_out(listener: TcpListener, workers: Workers, gate: Arc<Gate>, mut stop: watch::Receiver<bool>) {
     let Workers { inboxes, threads } = workers;
     let mut next = 0;
     loop {
@@ -309,9 +386,10 @@ async fn hand_out(listener: TcpListener, workers: Workers, mut stop: watch::Rece
             accepted = crate::net::accept(&listener, "verifier") => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
+        let Some(permit) = admit(&gate, &stream) else { continue };
         let Ok(stream) = stream.into_std() else { continue };
         // A worker that is gone (it only stops on shutdown) drops the connection.
-        let _ = inboxes[next].send(stream).await;
+        let _ = inboxes[next].send((stream, permit)).await;
         next = (next + 1) % inboxes.len();
     }
     drop(listener);

@@ -1,6 +1,7 @@
 //! The request handler of the main listener: forward-auth (`/verify`) or reverse proxy to `--upstream`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use super::clock::Clock;
 use super::decision::{Decision, Outcome, decide};
 use super::index::KeyIndex;
 use super::loader::KeyStore;
-use super::metrics::{Metrics, UpstreamLabel};
+use super::metrics::{ClientErrorLabel, Metrics, UpstreamLabel};
 use super::respond::{self, Body, BoxError, KEY_ID_HEADER, SCOPES_HEADER};
 use super::routes::Routes;
 
@@ -233,7 +234,15 @@ impl Verifier {
                 parts.headers.insert(HOST, host);
             }
         }
-        let body = body.map_err(Into::into).boxed_unsync();
+        // Notes whether the client's own body failed (a malformed chunk, a hang-up), which is no upstream fault.
+        let client_failed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&client_failed);
+        let body = body
+            .map_err(move |err| {
+                flag.store(true, Ordering::Relaxed);
+                err.into()
+            })
+            .boxed_unsync();
         let forwarded = Request::from_parts(parts, body);
 
         match tokio::time::timeout(upstream.timeout, upstream.client.request(forwarded)).await {
@@ -241,6 +250,12 @@ impl Verifier {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+            }
+            Ok(Err(err)) if client_failed.load(Ordering::Relaxed) => {
+                self.metrics.client_errors.get_or_create(&ClientErrorLabel { kind: "body" }).inc();
+                // The client's mistake: debug, not warn, so no client can raise the upstream alarm.
+                tracing::debug!(error = %err, "client request body failed; request abandoned");
+                respond::error(StatusCode::BAD_REQUEST, "bad_request")
             }
             Ok(Err(err)) => {
                 self.metrics.upstream_errors.get_or_create(&UpstreamLabel { kind: "unavailable" }).inc();

@@ -35,7 +35,10 @@
 //!
 //! The generation written never goes backwards: it is one above both the
 //! highest stored generation and the highest this process ever wrote for the
-//! set (a hand edit or deleted shard cannot rewind it), and it never wraps.
+//! set (a hand edit or deleted shard cannot rewind it), at least the wall
+//! clock in milliseconds since the Unix epoch ([`next_generation`]: it keeps
+//! rising across operator restarts after the set's shards were deleted), and
+//! it never wraps. Verifiers refuse a set older than the one in force.
 //!
 //! How shards are stored (names, labels, `data` or `binaryData`) is the
 //! contract's [`crate::configmap`]; [`stored`] does the API calls.
@@ -49,17 +52,17 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::api::{DynamicObject, ListParams};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::ApiKey;
 use crate::configmap::{highest_generation, layout};
 use crate::keyset::{DEFAULT_MAX_SHARD_BYTES, KeySetId, Record, encode_packed};
 use crate::plan::{Settings, records_with};
 
-use super::{Clock, Error, Metrics};
+use super::{Clock, Error, Metrics, decode};
 use holds::HeldEntry;
 
 /// ApiKeys per page when a key set is rebuilt from a list.
@@ -178,22 +181,25 @@ impl Publisher {
         let mut state = set.lock().await;
         let now = (self.clock)();
         let held = self.held_in(id);
-        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &id.namespace);
+        // Raw, decoded one by one: an object the types refuse is left out (its own reconcile reports it).
+        let keys: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &id.namespace, &decode::api_resource());
         // A page at a time: only one page of ApiKeys is held while records are built.
         let mut all = Vec::new();
         let mut unrecorded = HashSet::new();
         let mut params = ListParams::default().limit(LIST_PAGE);
         loop {
             let page = keys.list(&params).await.map_err(Error::kube("list ApiKeys"))?;
+            let items: Vec<ApiKey> = page.items.iter().filter_map(|object| decoded(id, object)).collect();
             unrecorded.extend(
-                page.items
+                items
                     .iter()
                     .filter(|k| k.status.as_ref().is_none_or(|s| s.current_key.is_none()))
                     .filter_map(|k| k.metadata.uid.clone()),
             );
-            all.extend(page.items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| {
+            all.extend(items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| {
                 let held = k.metadata.uid.as_deref().and_then(|uid| held.get(uid));
-                records_with(k, held, self.default_grace, now)
+                records_with(k, held, self.default_grace, now).into_iter().filter(publishable)
             }));
             match page.metadata.continue_ {
                 Some(token) if !token.is_empty() => {
@@ -213,7 +219,7 @@ impl Publisher {
             state.records = Some(records);
             return Ok(());
         }
-        let next = generation.checked_add(1).ok_or_else(|| Error::GenerationExhausted(id.to_string()))?;
+        let next = next_generation(generation, now).ok_or_else(|| Error::GenerationExhausted(id.to_string()))?;
         let desired = layout(id, encode_packed(id, next, &records, self.max_shard_bytes)?);
         // From here on a partial write may have stored `next` somewhere: never reuse it.
         state.high_water = next;
@@ -273,6 +279,28 @@ impl Publisher {
     }
 }
 
+/// `object` as an ApiKey; `None` (logged briefly) when it does not decode.
+fn decoded(id: &KeySetId, object: &DynamicObject) -> Option<ApiKey> {
+    match decode::decode(object) {
+        Ok(key) => Some(key),
+        Err(why) => {
+            debug!(namespace = %id.namespace, name = %object.name_any(), problem = %why.problem, "ApiKey does not decode; left out of the key set");
+            None
+        }
+    }
+}
+
+/// Whether `record` can be written in the key-set format (a stored name the API took may not be a DNS subdomain).
+fn publishable(record: &Record) -> bool {
+    match record.validate() {
+        Ok(()) => true,
+        Err(problem) => {
+            warn!(namespace = %record.namespace, key_id = %record.key_id, problem, "record cannot be published; withheld");
+            false
+        }
+    }
+}
+
 /// Two records with one hash would make the verifier's answer ambiguous;
 /// neither is published (fail closed) and the clash is logged by key id.
 fn unique(records: impl Iterator<Item = Record>) -> Vec<Record> {
@@ -290,4 +318,14 @@ fn unique(records: impl Iterator<Item = Record>) -> Vec<Record> {
             single
         })
         .collect()
+}
+
+/// The generation after `generation`, written at `now`: one above it and at
+/// least `now` in milliseconds since the Unix epoch. Nothing stored may
+/// remember the last generation (the set's ConfigMaps deleted while the
+/// operator restarted), yet verifiers still hold it and refuse anything
+/// older; the wall clock keeps rising across both. `None` when exhausted.
+fn next_generation(generation: u64, now: jiff::Timestamp) -> Option<u64> {
+    let floor = u64::try_from(now.as_millisecond()).unwrap_or(0);
+    generation.checked_add(1).map(|next| next.max(floor))
 }

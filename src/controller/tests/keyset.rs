@@ -87,7 +87,7 @@ async fn a_stored_key_set_with_a_missing_shard_counts_as_publishing_nothing() {
     assert!(published.is_empty(), "verifiers refuse an incomplete set: {published:?}");
 }
 
-fn generation_of(text: &str) -> u64 {
+pub(super) fn generation_of(text: &str) -> u64 {
     let field = text.split_whitespace().find_map(|w| w.strip_prefix("generation=")).expect("header has a generation");
     field.parse().expect("generation is a number")
 }

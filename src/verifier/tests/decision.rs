@@ -124,7 +124,7 @@ fn route_rules_decide_the_required_scope_and_a_denial_names_it() {
     assert_eq!(ask(&idx, &routes, "GET", "/leads/1", &[&bearer(&t)], now()).outcome, Outcome::Allowed);
     let denied = ask(&idx, &routes, "GET", "/leads/export", &[&bearer(&t)], now());
     assert_eq!(denied.outcome, Outcome::InsufficientScope);
-    assert_eq!(denied.required_scope.as_deref(), Some("leads:admin"));
+    assert_eq!(denied.required_scope.map(|s| s.to_string()).as_deref(), Some("leads:admin"));
 }
 
 #[test]

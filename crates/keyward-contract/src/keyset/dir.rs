@@ -6,6 +6,12 @@
 //! from the directory it points to gives one consistent snapshot even if a
 //! swap happens mid-read. A plain directory without `..data` (as written by
 //! `keyward keyset build`) is read as it is.
+//!
+//! Reads stay inside the mounted directory: kubelet's `..data` is always a
+//! relative link to a `..<timestamp>` directory beside it, holding regular
+//! files. A `..data` that is anything else (an absolute link, a path through
+//! `..` or another directory, a link to a link) or a shard under it that is
+//! not a regular file is refused, never followed.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +35,9 @@ pub enum LoadError {
     /// The directory holds no shard files: the key set is missing, not empty.
     #[error("{0}: no *{SHARD_FILE_SUFFIX} files")]
     NoShards(PathBuf),
+    /// `..data` is not a relative link to a directory inside the volume, or a shard under it is not a regular file.
+    #[error("{0}: not followed: ..data must be a relative link to a directory in the volume, holding regular files")]
+    Escapes(PathBuf),
     /// `..data` was swapped during every attempt to read the directory.
     #[error("{0}: the volume changed during every read attempt")]
     KeptChanging(PathBuf),
@@ -52,13 +61,31 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
     move |source| LoadError::Io { path: path.to_owned(), source }
 }
 
-/// The directory holding the current files: the target of `..data` if present.
-fn snapshot_root(dir: &Path) -> Result<PathBuf, LoadError> {
+/// The directory holding the current files, and whether it came from `..data`.
+///
+/// `..data` must be a symlink to one plain name (no `/`, not `..`) that is a
+/// real directory in `dir`, as kubelet writes it; anything else is refused.
+fn snapshot_root(dir: &Path) -> Result<(PathBuf, bool), LoadError> {
     let data = dir.join("..data");
-    match std::fs::canonicalize(&data) {
-        Ok(resolved) => Ok(resolved),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(dir.to_owned()),
-        Err(e) => Err(io(&data)(e)),
+    let target = match std::fs::symlink_metadata(&data) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::read_link(&data).map_err(io(&data))?,
+        Ok(_) => return Err(LoadError::Escapes(data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((dir.to_owned(), false)),
+        Err(e) => return Err(io(&data)(e)),
+    };
+    let mut components = target.components();
+    let one_name = matches!(
+        (components.next(), components.next()),
+        (Some(std::path::Component::Normal(name)), None) if name != "..data"
+    );
+    if !one_name {
+        return Err(LoadError::Escapes(data));
+    }
+    let root = dir.join(&target);
+    match std::fs::symlink_metadata(&root) {
+        Ok(meta) if meta.is_dir() => Ok((root, true)),
+        Ok(_) => Err(LoadError::Escapes(data)),
+        Err(e) => Err(io(&root)(e)),
     }
 }
 
@@ -79,9 +106,9 @@ pub fn read_stored(dir: &Path) -> Result<Vec<(PathBuf, StoredBytes)>, LoadError>
     const ATTEMPTS: usize = 3;
     let mut attempt = 1;
     loop {
-        let root = snapshot_root(dir)?;
-        let result = read_snapshot(dir, &root);
-        if snapshot_root(dir)? == root {
+        let (root, kubelet) = snapshot_root(dir)?;
+        let result = read_snapshot(dir, &root, kubelet);
+        if snapshot_root(dir)?.0 == root {
             return result;
         }
         if attempt == ATTEMPTS {
@@ -91,7 +118,7 @@ pub fn read_stored(dir: &Path) -> Result<Vec<(PathBuf, StoredBytes)>, LoadError>
     }
 }
 
-fn read_snapshot(dir: &Path, root: &Path) -> Result<Vec<(PathBuf, StoredBytes)>, LoadError> {
+fn read_snapshot(dir: &Path, root: &Path, kubelet: bool) -> Result<Vec<(PathBuf, StoredBytes)>, LoadError> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(root).map_err(io(root))? {
         let entry = entry.map_err(io(root))?;
@@ -99,6 +126,10 @@ fn read_snapshot(dir: &Path, root: &Path) -> Result<Vec<(PathBuf, StoredBytes)>,
         let name = name.to_string_lossy();
         if name.starts_with("..") || !name.ends_with(SHARD_FILE_SUFFIX) {
             continue;
+        }
+        // kubelet writes regular files under `..data`; a link there could lead anywhere.
+        if kubelet && !entry.file_type().map_err(io(&entry.path()))?.is_file() {
+            return Err(LoadError::Escapes(entry.path()));
         }
         paths.push(entry.path());
     }
