@@ -19,7 +19,7 @@
 #![cfg_attr(test, allow(clippy::needless_pass_by_value))]
 
 pub use keyward_api as api;
-pub use keyward_contract::{configmap, duration, keyset, scope, token};
+pub use keyward_contract::{configmap, duration, keyset, scope, token, usage};
 
 pub mod cli;
 pub mod controller;

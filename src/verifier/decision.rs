@@ -136,7 +136,11 @@ where
     let Some(entry) = index.get(&hash) else {
         return Decision::new(Outcome::Unknown);
     };
-    let with = |outcome| Decision { entry: Some(entry), ..Decision::new(outcome) };
+    // Every decision about a loaded key is counted on the key's own counters (no lock, no allocation).
+    let with = |outcome| {
+        entry.usage.count(outcome, now.wall.as_second());
+        Decision { entry: Some(entry), ..Decision::new(outcome) }
+    };
     match entry.state {
         RecordState::Active => {}
         RecordState::Inactive => return with(Outcome::Inactive),

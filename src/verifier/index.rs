@@ -18,6 +18,7 @@ use jiff::Timestamp;
 
 use super::ratelimit::Bucket;
 use super::table::{PAYLOAD, Table};
+use super::usage::KeyUsage;
 use crate::keyset::{KeySet, RateLimit, RecordState, ScannedSet, ScannedShard};
 use crate::scope::{Action, Scope};
 use crate::token::{KeyHash, KeyId};
@@ -45,6 +46,8 @@ pub struct Entry<'i> {
     pub grant: &'i Grant,
     /// The key's token bucket, if it has a rate limit.
     pub bucket: Option<&'i Bucket>,
+    /// The key's usage counters.
+    pub usage: &'i KeyUsage,
 }
 
 impl Entry<'_> {
@@ -82,13 +85,15 @@ impl Entry<'_> {
     }
 }
 
-/// A slot's payload: not-before, not-after (LE i64), grant, bucket (LE u32, `NO_BUCKET` for none), state.
+/// A slot's payload: not-before, not-after (LE i64), grant, bucket (LE u32, `NO_BUCKET` for none), state,
+/// usage counters (LE u32).
 struct Payload {
     not_before: i64,
     not_after: i64,
     grant: u32,
     bucket: u32,
     state: RecordState,
+    usage: u32,
 }
 
 const NO_BUCKET: u32 = u32::MAX;
@@ -105,6 +110,7 @@ impl Payload {
             RecordState::Inactive => 1,
             RecordState::Revoked => 2,
         };
+        out[25..29].copy_from_slice(&self.usage.to_le_bytes());
         out
     }
 
@@ -130,6 +136,7 @@ impl Payload {
                 // Only ever 2; anything else would refuse rather than allow.
                 _ => RecordState::Revoked,
             },
+            usage: u32::from_le_bytes(half(25)),
         }
     }
 }
@@ -151,6 +158,8 @@ pub struct KeyIndex {
     table: Table,
     grants: Vec<Grant>,
     buckets: Vec<Arc<Bucket>>,
+    /// One per key, in insertion order; carried over from the previous index by hash.
+    usage: Vec<Arc<KeyUsage>>,
     sets: Vec<SetInfo>,
 }
 
@@ -255,7 +264,14 @@ impl<'p> IndexBuilder<'p> {
                 id
             }
         };
-        let payload = Payload { not_before, not_after: not_after.unwrap_or(i64::MAX), grant, bucket, state };
+        let usage = self
+            .previous
+            .and_then(|p| p.usage_of(hash))
+            .map_or_else(|| Arc::new(KeyUsage::new(hash.key_id())), Arc::clone);
+        let usage_id = u32::try_from(self.index.usage.len()).map_err(|_| IndexError::TooLarge)?;
+        self.index.usage.push(usage);
+        let payload =
+            Payload { not_before, not_after: not_after.unwrap_or(i64::MAX), grant, bucket, state, usage: usage_id };
         self.index.table.insert(hash, &payload.encode()).map_err(|_| IndexError::DuplicateHash(hash.key_id()))
     }
 }
@@ -307,6 +323,7 @@ impl KeyIndex {
             NO_BUCKET => None,
             i => Some(&**self.buckets.get(i as usize)?),
         };
+        let usage = self.usage.get(payload.usage as usize)?;
         Some(Entry {
             hash: *hash,
             state: payload.state,
@@ -314,7 +331,18 @@ impl KeyIndex {
             not_after: payload.not_after,
             grant,
             bucket,
+            usage,
         })
+    }
+
+    fn usage_of(&self, hash: &KeyHash) -> Option<&Arc<KeyUsage>> {
+        self.usage.get(Payload::decode(self.table.get(hash)?).usage as usize)
+    }
+
+    /// Every loaded key's usage counters.
+    #[must_use]
+    pub fn usages(&self) -> &[Arc<KeyUsage>] {
+        &self.usage
     }
 
     fn bucket(&self, hash: &KeyHash) -> Option<&Arc<Bucket>> {
@@ -342,8 +370,9 @@ impl KeyIndex {
         // Arc allocations add two counters to what they hold; each bucket also has its pointer in the side table.
         let arc = 2 * std::mem::size_of::<usize>();
         let buckets = self.buckets.len() * (std::mem::size_of::<Bucket>() + arc + std::mem::size_of::<usize>());
+        let usage = self.usage.len() * (std::mem::size_of::<KeyUsage>() + arc + std::mem::size_of::<usize>());
         // A grant's scope strings: a guess of 64 bytes each set.
-        self.table.slot_bytes() + buckets + self.grants.len() * (std::mem::size_of::<Grant>() + 64)
+        self.table.slot_bytes() + buckets + usage + self.grants.len() * (std::mem::size_of::<Grant>() + 64)
     }
 
     /// The loaded key sets.
@@ -366,11 +395,12 @@ mod tests {
     #[test]
     fn a_payload_reads_back_as_written() {
         for state in [RecordState::Active, RecordState::Inactive, RecordState::Revoked] {
-            let payload = Payload { not_before: -5, not_after: i64::MAX, grant: 7, bucket: NO_BUCKET, state };
+            let payload =
+                Payload { not_before: -5, not_after: i64::MAX, grant: 7, bucket: NO_BUCKET, state, usage: 0x0102_0304 };
             let back = Payload::decode(&payload.encode());
             assert_eq!(
-                (back.not_before, back.not_after, back.grant, back.bucket, back.state),
-                (-5, i64::MAX, 7, NO_BUCKET, state)
+                (back.not_before, back.not_after, back.grant, back.bucket, back.state, back.usage),
+                (-5, i64::MAX, 7, NO_BUCKET, state, 0x0102_0304)
             );
         }
     }

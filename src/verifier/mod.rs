@@ -26,6 +26,7 @@ pub mod routes;
 pub mod server;
 pub mod service;
 pub mod table;
+pub mod usage;
 
 pub use server::{Config, Hardening, Running, run, start};
 

@@ -19,3 +19,4 @@ pub mod duration;
 pub mod keyset;
 pub mod scope;
 pub mod token;
+pub mod usage;

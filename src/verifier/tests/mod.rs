@@ -15,3 +15,4 @@ pub(super) mod fixtures {
 }
 mod props;
 mod reload;
+mod usage;
