@@ -176,6 +176,7 @@ fn config(dir: &KubeletDir) -> Config {
         shutdown_grace: Duration::from_secs(1),
         workers: 0,
         hardening: keyward::verifier::Hardening::default(),
+        usage: None,
     }
 }
 

@@ -273,15 +273,19 @@ fn the_nginx_example_runs_the_tested_configuration() {
 }
 
 #[test]
-fn the_watch_rbac_reads_configmaps_only() {
+fn the_verifier_rbac_reads_configmaps_and_writes_only_configmaps() {
     let objects = objects();
     let roles = of_kind(&objects, "Role");
     assert_eq!(roles.len(), 1);
     let role_rules = roles[0]["rules"].as_array().unwrap();
-    assert_eq!(role_rules.len(), 1);
-    assert_eq!(strings(&role_rules[0]["apiGroups"]), [""]);
-    assert_eq!(strings(&role_rules[0]["resources"]), ["configmaps"]);
+    assert_eq!(role_rules.len(), 2, "{role_rules:?}");
+    for rule in role_rules {
+        assert_eq!(strings(&rule["apiGroups"]), [""]);
+        assert_eq!(strings(&rule["resources"]), ["configmaps"]);
+    }
     assert_eq!(strings(&role_rules[0]["verbs"]), ["get", "list", "watch"]);
+    // The usage report: created and rewritten by server-side apply; never deleted (garbage collection does it).
+    assert_eq!(strings(&role_rules[1]["verbs"]), ["create", "patch"]);
     assert!(of_kind(&objects, "ClusterRole").is_empty() && of_kind(&objects, "ClusterRoleBinding").is_empty());
     // The flag such a verifier runs with parses.
     let argv =

@@ -110,6 +110,7 @@ fn forward_auth(keys: &KubeletDir) -> Config {
         shutdown_grace: Duration::from_secs(1),
         workers: 1,
         hardening: keyward::verifier::Hardening::default(),
+        usage: None,
     }
 }
 

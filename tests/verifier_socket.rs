@@ -31,6 +31,7 @@ fn config(dir: &KubeletDir, upstream: Option<String>) -> Config {
         shutdown_grace: Duration::from_secs(5),
         workers: 2,
         hardening: keyward::verifier::Hardening::default(),
+        usage: None,
     }
 }
 

@@ -9,6 +9,8 @@ use clap::Args;
 
 use crate::keyset::KeySetId;
 use crate::runtime::{shutdown, telemetry};
+use crate::usage::new_epoch;
+use crate::verifier::api_report::{PodRef, Reporting};
 use crate::verifier::routes::PathPolicy;
 use crate::verifier::{Config, Hardening};
 
@@ -69,10 +71,36 @@ pub(super) struct VerifierArgs {
     /// Disaster recovery only: load a key set older than the one in force (it can bring revoked keys back).
     #[arg(long)]
     allow_keyset_rollback: bool,
+    /// How often to write this pod's usage report to the cluster; `0s` turns reports off. Reports are
+    /// also off without `POD_NAME`, `POD_UID` and `POD_NAMESPACE` (downward API) or API access.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    usage_report_interval: Duration,
+}
+
+/// Usage reporting, if the interval, the Pod's identity and API access allow it; the verifier serves either way.
+async fn usage_reporting(interval: Duration) -> Option<Reporting> {
+    if interval.is_zero() {
+        return None;
+    }
+    let Some(pod) = PodRef::from_env() else {
+        tracing::info!("usage reports off: POD_NAME, POD_UID and POD_NAMESPACE are not all set");
+        return None;
+    };
+    match kube::Client::try_default().await {
+        Ok(client) => Some(Reporting { client, pod, interval, epoch: new_epoch(&mut rand::rng()) }),
+        Err(err) => {
+            tracing::warn!(error = %err, "usage reports off: no access to the Kubernetes API");
+            None
+        }
+    }
 }
 
 pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(telemetry::filter_from_env("info"), telemetry::Format::Json);
+    // Requests are served on the workers' own runtimes; this one only accepts,
+    // watches the key set, writes usage reports and serves the admin listener.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let usage = runtime.block_on(usage_reporting(args.usage_report_interval));
     let config = Config {
         keyset_dirs: args.keyset_dirs,
         watch_keyset: args.watch_keyset,
@@ -95,10 +123,8 @@ pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
             allow_keyset_rollback: args.allow_keyset_rollback,
             max_connections: args.max_connections.and_then(|n| usize::try_from(n).ok()),
         },
+        usage,
     };
-    // Requests are served on the workers' own runtimes; this one only accepts,
-    // watches the key set and serves the admin listener.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(crate::verifier::run(config, shutdown::signal()))?;
     Ok(ExitCode::SUCCESS)
 }

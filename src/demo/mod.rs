@@ -126,6 +126,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             shutdown_grace: Duration::from_secs(1),
             workers: 0,
             hardening: crate::verifier::Hardening::default(),
+            usage: None,
         },
         verifier_clock,
     )

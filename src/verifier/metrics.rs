@@ -61,6 +61,10 @@ pub struct Metrics {
     pub connections: GateMetrics,
     /// The main listener's connection cap.
     pub connections_max: Gauge,
+    /// Usage reports written.
+    pub usage_reports: Counter,
+    /// Usage reports that could not be written (the next one carries their counts).
+    pub usage_report_failures: Counter,
     by_outcome: [Counter; Outcome::ALL.len()],
     not_ready: Counter,
 }
@@ -137,6 +141,14 @@ impl Metrics {
             "New connections refused at the cap because every open one was busy",
             connections.refused.clone(),
         );
+        let usage_reports = Counter::default();
+        registry.register("usage_reports", "Usage reports written to the cluster", usage_reports.clone());
+        let usage_report_failures = Counter::default();
+        registry.register(
+            "usage_report_failures",
+            "Usage reports that could not be written; the next report carries their counts",
+            usage_report_failures.clone(),
+        );
         // Handles to each series, made once, so that counting takes no lock and every outcome shows from the start.
         let by_outcome =
             Outcome::ALL.map(|outcome| decisions.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).clone());
@@ -155,6 +167,8 @@ impl Metrics {
             client_errors,
             connections,
             connections_max,
+            usage_reports,
+            usage_report_failures,
             by_outcome,
             not_ready,
         }

@@ -10,8 +10,10 @@
 //!
 //! The decision ([`decision::decide`]) is a pure function of the request, the
 //! loaded keys, the routes and the time; everything around it is plumbing.
-//! Only [`api_source`] (the `--watch-keyset` input) depends on kube.
+//! Only [`api_source`] (the `--watch-keyset` input) and [`api_report`] (the
+//! usage report) depend on kube.
 
+pub mod api_report;
 pub mod api_source;
 pub mod bearer;
 pub mod clock;

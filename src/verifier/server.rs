@@ -18,7 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::api_source;
 use super::clock::{Clock, SystemClock};
 use super::conns::{Gate, GateMetrics, Permit, REFUSED, default_max_connections};
 use super::loader::{KeyStore, Loader, watch as watch_keyset};
@@ -26,6 +25,7 @@ use super::metrics::Metrics;
 use super::respond::{self, Body};
 use super::routes::{PathPolicy, Routes};
 use super::service::{Upstream, Verifier};
+use super::{api_report, api_source};
 use crate::keyset::KeySetId;
 use crate::runtime::admin;
 
@@ -74,6 +74,8 @@ pub struct Config {
     pub workers: usize,
     /// Path policy, key-set rollback and the connection cap.
     pub hardening: Hardening,
+    /// Usage reports to the cluster; `None` for off.
+    pub usage: Option<api_report::Reporting>,
 }
 
 /// A started verifier: its bound addresses and a way to stop it.
@@ -133,7 +135,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     metrics.connections_max.set(i64::try_from(max_connections).unwrap_or(i64::MAX));
     let gate = Gate::new(max_connections, metrics.connections.clone());
     let admin_gate = Gate::new(ADMIN_MAX_CONNECTIONS, GateMetrics::default());
-    let verifier = Arc::new(Verifier::new(Arc::clone(&store), routes, Arc::clone(&metrics), clock, upstream));
+    let verifier =
+        Arc::new(Verifier::new(Arc::clone(&store), routes, Arc::clone(&metrics), Arc::clone(&clock), upstream));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
@@ -151,6 +154,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
             _ = stop_watching.wait_for(|stop| *stop) => {}
         }
     });
+
+    if let Some(reporting) = config.usage.clone() {
+        tasks.spawn(api_report::run(reporting, Arc::clone(&store), clock, Arc::clone(&metrics), stopped.clone()));
+    }
 
     let timeouts = Timeouts { header_read: config.header_read_timeout, grace: config.shutdown_grace };
     if config.workers == 0 {

@@ -195,12 +195,12 @@ impl Report {
             let mut words = line.split(' ');
             match words.next() {
                 Some("pod") => {
-                    report.pod = words.next().filter(|w| !w.is_empty()).ok_or_else(bad)?.to_owned();
-                    report.pod_uid = words.next().ok_or_else(bad)?.to_owned();
+                    words.next().filter(|w| !w.is_empty()).ok_or_else(bad)?.clone_into(&mut report.pod);
+                    words.next().ok_or_else(bad)?.clone_into(&mut report.pod_uid);
                     pod = true;
                 }
                 Some("epoch") => {
-                    report.epoch = words.next().filter(|e| valid_epoch(e)).ok_or_else(bad)?.to_owned();
+                    words.next().filter(|e| valid_epoch(e)).ok_or_else(bad)?.clone_into(&mut report.epoch);
                     epoch = true;
                 }
                 Some("at") => {

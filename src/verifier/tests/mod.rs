@@ -1,5 +1,6 @@
 //! Tests of the verifier: decisions, loading and the HTTP surface, in process.
 
+mod api_report;
 mod decision;
 
 /// The fixture builders, from the test kit, and the verifier's fixed "now".
