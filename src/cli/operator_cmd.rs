@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::controller::usage::UsageOptions;
 use crate::controller::{Admin, Health, LeaseError, LeaseSettings, Metrics, Options, check_crd, run_elected};
 use crate::plan::Settings;
+use crate::plan::usage::Budget;
 use crate::runtime::{admin, shutdown, telemetry};
 
 /// Options of `keyward operator`.
@@ -71,6 +73,18 @@ pub struct OperatorArgs {
     #[arg(long, env = "KEYWARD_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
     retry_period: Duration,
 
+    /// How often verifiers' usage reports are added up into key sets' aggregates; `0s` turns usage off.
+    #[arg(long, env = "KEYWARD_USAGE_AGGREGATE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    usage_aggregate_interval: Duration,
+
+    /// A key's usage counts are written to its status at most once per this long.
+    #[arg(long, env = "KEYWARD_USAGE_STATUS_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    usage_status_interval: Duration,
+
+    /// `status.lastUsedAt` is rounded down to this step, so it is written at most once per step per key.
+    #[arg(long, env = "KEYWARD_USAGE_LAST_USED_STEP", default_value = "1h", value_parser = humantime::parse_duration)]
+    usage_last_used_step: Duration,
+
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -90,6 +104,17 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency,
         metrics: admin.metrics.clone(),
         health: admin.health.clone(),
+        usage: (!args.usage_aggregate_interval.is_zero())
+            .then(|| -> anyhow::Result<UsageOptions> {
+                Ok(UsageOptions {
+                    interval: args.usage_aggregate_interval,
+                    budget: Budget {
+                        status_interval: jiff::SignedDuration::try_from(args.usage_status_interval)?,
+                        last_used_step: jiff::SignedDuration::try_from(args.usage_last_used_step)?,
+                    },
+                })
+            })
+            .transpose()?,
         ..Options::default()
     };
     let lease = LeaseSettings {

@@ -17,6 +17,7 @@ mod metrics;
 mod observe;
 mod publisher;
 mod run;
+pub mod usage;
 
 #[cfg(test)]
 mod tests;

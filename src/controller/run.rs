@@ -59,6 +59,8 @@ pub struct Options {
     pub health: Arc<Health>,
     /// When notified, reconcile every ApiKey (the demo uses it after leaping its clock).
     pub reconcile_all: Option<Arc<tokio::sync::Notify>>,
+    /// Adding up verifiers' usage reports; `None` for off.
+    pub usage: Option<super::usage::UsageOptions>,
 }
 
 impl Default for Options {
@@ -73,6 +75,7 @@ impl Default for Options {
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::default()),
             reconcile_all: None,
+            usage: Some(super::usage::UsageOptions::default()),
         }
     }
 }
@@ -118,6 +121,9 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
 
     let publishing = tokio::spawn(publisher.clone().run(shutdown.clone()));
     let shards = tokio::spawn(watch_shards(client.clone(), publisher.clone(), options.resync, shutdown.clone()));
+    let usage = options
+        .usage
+        .map(|usage| tokio::spawn(super::usage::run(client.clone(), options.clock.clone(), usage, shutdown.clone())));
 
     let (store, writer) = reflector::store();
     // Raw objects: one stored ApiKey the types refuse must not fail the whole list (see `decode`).
@@ -189,6 +195,9 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     publisher.flush().await;
     let _ = publishing.await;
     shards.abort();
+    if let Some(usage) = usage {
+        usage.abort();
+    }
     synced.abort();
     metrics.count_keys_from(None);
     health.set_leading(false);

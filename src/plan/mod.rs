@@ -23,6 +23,7 @@ mod lifecycle;
 mod reason;
 mod records;
 mod schedule;
+pub mod usage;
 mod validate;
 
 #[cfg(test)]

@@ -72,7 +72,14 @@ pub const ROTATE_ANNOTATION: &str = "keyward.dev/rotate";
         name = "Last used",
         type_ = "date",
         json_path = ".status.lastUsedAt",
-        description = "Last request seen with this key (usage reporting is not built yet; stays empty)"
+        description = "Last request a verifier allowed with this key, to the hour"
+    ),
+    printcolumn(
+        name = "Requests 24h",
+        type_ = "integer",
+        json_path = ".status.usage.last24h.allowed",
+        description = "Requests allowed in the last 24 hours",
+        priority = 1
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -138,8 +145,10 @@ pub struct ApiKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
 
-    /// Expire the key once nobody has used it for this long (`90d`, `720h`).
-    /// Validated but not enforced yet: verifiers do not report usage yet.
+    /// Expire the key once nobody has used it for this long (`90d`, `720h`):
+    /// counted from `status.lastUsedAt`, or from when the key became Ready if
+    /// it was never used. Validated but not enforced yet: usage is reported and
+    /// shown in `status.usage`, the expiry itself is still to come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
     #[x_kube(validation = Rule::new(keyward_contract::duration::cel_positive_rule()).message("must be longer than zero"))]
@@ -307,16 +316,33 @@ pub struct KeyVersion {
     pub published_at: Option<Time>,
 }
 
-/// Requests seen with this key, as reported by verifiers.
+/// Requests seen with this key (all its tokens), as reported by verifiers and added up by the operator.
+///
+/// Granularity: the last 24 hours are counted in whole hours, 7 and 30 days in
+/// whole days (UTC), so a window may include up to one bucket more than its
+/// length. Written at most once per `--usage-status-interval` (default 5 min).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     /// Requests in the last 24 hours.
-    pub last24h: u64,
+    pub last24h: RequestCounts,
     /// Requests in the last 7 days.
-    pub last7d: u64,
+    pub last7d: RequestCounts,
     /// Requests in the last 30 days.
-    pub last30d: u64,
+    pub last30d: RequestCounts,
+    /// When the operator computed these counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Time>,
+}
+
+/// Allowed and refused requests in one window.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestCounts {
+    /// Requests the verifiers allowed.
+    pub allowed: u64,
+    /// Requests refused for this key: inactive, expired, insufficient scope or rate limited.
+    pub denied: u64,
 }
 
 /// What the operator observed and did. Written only by the operator.
@@ -388,7 +414,8 @@ pub struct ApiKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_name: Option<String>,
 
-    /// Last request seen with this key, as reported by verifiers (not reported yet).
+    /// Last request a verifier allowed with this key, rounded down to the operator's
+    /// `--usage-last-used-step` (default one hour): it moves only by whole steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<Time>,
 

@@ -16,5 +16,6 @@ mod revoke;
 mod rotation;
 mod tampering;
 mod undecodable;
+mod usage;
 mod validation;
 mod writes;

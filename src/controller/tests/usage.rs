@@ -1,0 +1,175 @@
+//! Usage: verifiers' reports added up into the key set's aggregate and the ApiKey's status, on the in-memory API.
+
+use std::collections::BTreeMap;
+
+use jiff::SignedDuration;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use crate::api::RequestCounts;
+use crate::controller::usage::{Pass, aggregate_name, pass};
+use crate::keyset::KeySetId;
+use crate::plan::Settings;
+use crate::plan::usage::Budget;
+use crate::token::KeyId;
+use crate::usage::{Counts, LABEL_USAGE_REPORT, REPORT_KEY, Report, report_name};
+
+use super::examples::CRM;
+use super::harness::{Harness, NS, harness};
+
+const E1: &str = "00000000000000e1";
+const E2: &str = "00000000000000e2";
+
+fn set() -> KeySetId {
+    KeySetId { namespace: NS.to_owned(), name: "default".to_owned() }
+}
+
+async fn ready_key(h: &Harness) -> KeyId {
+    h.create(CRM).await;
+    h.settle_ready("crm").await;
+    h.get("crm").await.status.unwrap().current_key.unwrap().key_id.parse().unwrap()
+}
+
+/// Write (create or overwrite) pod `pod`'s report in `namespace`, as the verifier does.
+async fn report(h: &Harness, namespace: &str, pod: &str, epoch: &str, key: KeyId, allowed: u64, denied: u64) {
+    let now = (h.ctx.clock)().as_second();
+    let report = Report {
+        pod: pod.to_owned(),
+        pod_uid: format!("uid-{pod}"),
+        epoch: epoch.to_owned(),
+        at: now,
+        key_sets: vec![format!("{NS}/default")],
+        keys: BTreeMap::from([(
+            key,
+            Counts { allowed, rate_limited: denied, last_allowed: (allowed > 0).then_some(now), ..Counts::default() },
+        )]),
+    };
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(report_name(pod)),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([(LABEL_USAGE_REPORT.to_owned(), "true".to_owned())])),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(REPORT_KEY.to_owned(), report.encode())])),
+        ..ConfigMap::default()
+    };
+    let api: Api<ConfigMap> = Api::namespaced(h.client.clone(), namespace);
+    let body = serde_json::to_value(&cm).unwrap();
+    api.patch(&report_name(pod), &PatchParams::apply("keyward-verifier").force(), &Patch::Apply(&body))
+        .await
+        .expect("report written");
+}
+
+async fn add_up(h: &Harness) -> Pass {
+    pass(&h.client, &set(), (h.ctx.clock)(), Budget::default()).await.expect("usage pass")
+}
+
+async fn last24h(h: &Harness) -> RequestCounts {
+    h.get("crm").await.status.unwrap().usage.map(|u| u.last24h).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn counts_add_up_across_two_replicas_and_survive_a_verifier_restart() {
+    let h = harness(Settings::default()).await;
+    let id = ready_key(&h).await;
+    report(&h, NS, "api-0", E1, id, 10, 1).await;
+    report(&h, NS, "api-1", E1, id, 7, 0).await;
+    add_up(&h).await;
+    assert_eq!(last24h(&h).await, RequestCounts { allowed: 17, denied: 1 });
+
+    // api-0 restarts: a new epoch counting from zero replaces its report.
+    h.advance(SignedDuration::from_mins(5));
+    report(&h, NS, "api-0", E2, id, 3, 0).await;
+    report(&h, NS, "api-1", E1, id, 9, 0).await;
+    add_up(&h).await;
+    assert_eq!(last24h(&h).await, RequestCounts { allowed: 10 + 3 + 9, denied: 1 });
+    let status = h.get("crm").await.status.unwrap();
+    let last_used = status.last_used_at.expect("lastUsedAt set").0;
+    assert_eq!(last_used.as_second() % 3600, 0, "lastUsedAt moves by whole hours: {last_used}");
+}
+
+#[tokio::test]
+async fn a_retried_report_and_an_operator_restart_count_nothing_twice() {
+    let h = harness(Settings::default()).await;
+    let id = ready_key(&h).await;
+    report(&h, NS, "api-0", E1, id, 4, 0).await;
+    let first = add_up(&h).await;
+    assert!(first.aggregate_written && first.status_writes == 1, "{first:?}");
+    // The same cumulative report written again (a retry), and a fresh pass as a restarted operator makes.
+    report(&h, NS, "api-0", E1, id, 4, 0).await;
+    let again = add_up(&h).await;
+    assert_eq!(again, Pass::default(), "nothing new, nothing written");
+    h.advance(SignedDuration::from_mins(10));
+    report(&h, NS, "api-0", E1, id, 6, 0).await;
+    add_up(&h).await;
+    assert_eq!(last24h(&h).await, RequestCounts { allowed: 6, denied: 0 });
+}
+
+#[tokio::test]
+async fn a_failed_aggregate_write_counts_nothing_and_the_next_pass_counts_once() {
+    let h = harness(Settings::default()).await;
+    let id = ready_key(&h).await;
+    report(&h, NS, "api-0", E1, id, 4, 0).await;
+    h.inject("keyward-usage.default", true);
+    assert!(pass(&h.client, &set(), (h.ctx.clock)(), Budget::default()).await.is_err());
+    assert_eq!(h.get("crm").await.status.unwrap().usage, None, "no status from an unwritten aggregate");
+    add_up(&h).await;
+    add_up(&h).await;
+    assert_eq!(last24h(&h).await, RequestCounts { allowed: 4, denied: 0 });
+}
+
+#[tokio::test]
+async fn status_counts_are_written_at_most_once_per_status_interval() {
+    let h = harness(Settings::default()).await;
+    let id = ready_key(&h).await;
+    report(&h, NS, "api-0", E1, id, 1, 0).await;
+    add_up(&h).await;
+    h.advance(SignedDuration::from_mins(1));
+    report(&h, NS, "api-0", E1, id, 2, 0).await;
+    let early = add_up(&h).await;
+    assert_eq!(early.status_writes, 0, "{early:?}");
+    assert_eq!(last24h(&h).await.allowed, 1);
+    h.advance(SignedDuration::from_mins(5));
+    add_up(&h).await;
+    assert_eq!(last24h(&h).await.allowed, 2);
+}
+
+#[tokio::test]
+async fn reports_of_another_namespace_or_key_ids_of_other_keys_change_nothing() {
+    let h = harness(Settings::default()).await;
+    let id = ready_key(&h).await;
+    report(&h, "intruder", "api-0", E1, id, 1000, 0).await;
+    report(&h, NS, "api-1", E1, "abcdefabcdef".parse().unwrap(), 1000, 0).await;
+    add_up(&h).await;
+    assert_eq!(last24h(&h).await, RequestCounts::default());
+    assert_eq!(h.get("crm").await.status.unwrap().last_used_at, None);
+}
+
+#[tokio::test]
+async fn no_token_reaches_a_report_the_aggregate_or_status() {
+    let h = harness(Settings::default()).await;
+    let id = ready_key(&h).await;
+    report(&h, NS, "api-0", E1, id, 3, 0).await;
+    add_up(&h).await;
+    let token = h.secret_token("crm-apikey", crate::plan::DATA_TOKEN).await.unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let aggregate = configmaps.get(&aggregate_name("default")).await.unwrap();
+    let report = configmaps.get(&report_name("api-0")).await.unwrap();
+    let status = h.get("crm").await.status;
+    for text in [json!(aggregate).to_string(), json!(report).to_string(), json!(status).to_string()] {
+        assert!(!text.contains(&token), "a token leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn the_periodic_pass_finds_the_namespaces_and_key_sets_that_have_reports() {
+    let h = harness(Settings::default()).await;
+    let id = ready_key(&h).await;
+    report(&h, NS, "api-0", E1, id, 2, 0).await;
+    crate::controller::usage::pass_all(&h.client, &h.ctx.clock, Budget::default()).await.expect("pass over all");
+    assert_eq!(last24h(&h).await, RequestCounts { allowed: 2, denied: 0 });
+}
