@@ -284,3 +284,39 @@ fn operator_refuses_lease_durations_that_do_not_nest_before_connecting() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("renew deadline"), "{}", stderr(&out));
 }
+
+/// `keyward operator` with `env` set, stdin closed; a free admin port unless `args` names one.
+fn operator(args: &[&str], kubeconfig: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("operator")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the keyward binary starts")
+}
+
+#[test]
+fn a_missing_kubeconfig_is_reported_once_with_its_path() {
+    let out = operator(&["--admin-listen", "127.0.0.1:0"], "/nonexistent");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim_end(),
+        "keyward: cannot read kubeconfig /nonexistent (KUBECONFIG): No such file or directory (os error 2)",
+        "one line, the path as written"
+    );
+    assert!(stdout(&out).is_empty(), "nothing on stdout: {}", stdout(&out));
+}
+
+#[test]
+fn a_busy_admin_port_is_reported_with_its_address() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let out = operator(&["--admin-listen", &address], "/nonexistent");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("cannot listen on {address} (--admin-listen)")), "{err}");
+    assert!(err.contains("in use"), "{err}");
+}

@@ -78,3 +78,26 @@ async fn no_token_appears_in_any_write_event_status_or_log_line() {
         assert!(!haystack.contains(body), "a token leaked");
     }
 }
+
+#[tokio::test]
+async fn the_created_log_line_names_the_new_key_id() {
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let logs = logs.clone();
+        move || LogWriter(logs.clone())
+    };
+    let subscriber = tracing_subscriber::fmt().with_writer(writer).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = harness(Settings::default()).await;
+    h.create(ROTATING).await;
+    h.settle_ready("crm").await;
+    let key = h.get("crm").await;
+    let key_id = key.status.unwrap().current_key.expect("a current key once Ready").key_id;
+    let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let created = logged
+        .lines()
+        .find(|l| l.contains("lifecycle step") && l.contains("reason=\"Created\""))
+        .unwrap_or_else(|| panic!("a Created lifecycle step is logged:\n{logged}"));
+    assert!(created.contains(&format!("key_id=\"{key_id}\"")), "the line names key id {key_id}: {created}");
+}
