@@ -51,11 +51,7 @@ pub async fn client(source: &Source) -> Result<kube::Client, ConfigError> {
     kube::Client::try_from(config).map_err(|e| ConfigError::Client(e.to_string()))
 }
 
-async fn config(
-    source: &Source,
-    env: Option<OsString>,
-    home: Option<PathBuf>,
-) -> Result<kube::Config, ConfigError> {
+async fn config(source: &Source, env: Option<OsString>, home: Option<PathBuf>) -> Result<kube::Config, ConfigError> {
     let options = KubeConfigOptions { context: source.context.clone(), ..KubeConfigOptions::default() };
     let default_path = home.map(|h| h.join(".kube").join("config"));
     let (paths, origin): (Vec<PathBuf>, &'static str) = if let Some(path) = &source.kubeconfig {
@@ -78,7 +74,8 @@ async fn config(
     let mut merged = Kubeconfig::default();
     for path in &paths {
         let read = Kubeconfig::read_from(path).map_err(|e| read_error(path, origin, e))?;
-        merged = merged.merge(read).map_err(|e| ConfigError::Invalid { origin: describe(&paths), reason: e.to_string() })?;
+        merged =
+            merged.merge(read).map_err(|e| ConfigError::Invalid { origin: describe(&paths), reason: e.to_string() })?;
     }
     kube::Config::from_custom_kubeconfig(merged, &options)
         .await
