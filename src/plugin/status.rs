@@ -127,6 +127,8 @@ pub fn render(key: &ApiKey, events: &Events, now: Timestamp) -> String {
     out.push_str("\nConditions:\n");
     if status.conditions.is_empty() {
         out.push_str("  (none)\n");
+    } else {
+        let _ = writeln!(out, "  {:<8}{:<8}{:<18}{:<10}MESSAGE", "TYPE", "STATUS", "REASON", "CHANGED");
     }
     for c in &status.conditions {
         let _ = writeln!(
@@ -150,6 +152,7 @@ pub fn render(key: &ApiKey, events: &Events, now: Timestamp) -> String {
         }
         Events::Listed(lines) if lines.is_empty() => out.push_str("  (none)\n"),
         Events::Listed(lines) => {
+            let _ = writeln!(out, "  {:<10}{:<9}{:<18}MESSAGE", "AGE", "TYPE", "REASON");
             for e in lines.iter().skip(lines.len().saturating_sub(EVENTS_SHOWN)) {
                 let age = e.time.map_or_else(|| "?".to_owned(), |t| relative(t, now));
                 let _ = writeln!(out, "  {:<10}{:<9}{:<18}{}", age, e.type_, e.reason, e.message);

@@ -216,6 +216,41 @@ async fn revoke_refuses_without_yes_when_stdin_is_not_a_terminal_and_revokes_wit
     assert_no_token(&format!("{out}{err}{}", text(&refused)), &token);
 }
 
+/// `kubectl keyward ARGS` as the admin on a terminal (a pseudo-terminal from util-linux's
+/// `script`), typing `typed`; the terminal's output.
+fn plugin_on_terminal(plane: &ControlPlane, args: &[&str], typed: &str) -> Output {
+    let path = format!("{}:{}", plugin_dir(plane).display(), std::env::var("PATH").unwrap_or_default());
+    let line = format!("kubectl keyward {} --kubeconfig {}", args.join(" "), plane.kubeconfig().display());
+    let mut child = Command::new("script")
+        .args(["--quiet", "--return", "--command", &line, "/dev/null"])
+        .env("PATH", path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script (util-linux)");
+    child.stdin.take().unwrap().write_all(typed.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn revoke_on_a_terminal_asks_for_the_name_and_says_it_cannot_be_undone() {
+    let ns = "plugin-revoke-tty";
+    let (plane, client, token) = ready_key(ns, "{scopes: [orders:read]}").await;
+    let wrong = plugin_on_terminal(plane, &["revoke", "crm", "-n", ns], "no\n");
+    assert!(!wrong.status.success(), "{}", describe(&wrong));
+    let said = text(&wrong);
+    assert!(said.contains("This cannot be undone") && said.contains("Type the key's name (crm) to confirm"), "{said}");
+    assert!(said.contains("not revoked: the answer did not match crm"), "{said}");
+    assert!(!apikey(&client, ns).await.spec.revoked, "a wrong answer revokes nothing");
+
+    let right = plugin_on_terminal(plane, &["revoke", "crm", "-n", ns], "crm\n");
+    assert!(right.status.success(), "{}", describe(&right));
+    assert!(text(&right).contains("revoked (spec.revoked=true)"), "{}", describe(&right));
+    with_state(&client, ns, "Revoked").await;
+    assert_no_token(&format!("{said}{}", text(&right)), &token);
+}
+
 #[tokio::test]
 async fn token_prints_the_secrets_token_on_stdout_only_with_a_warning() {
     let ns = "plugin-token";
