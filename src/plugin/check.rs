@@ -5,6 +5,7 @@
 //! say whether verifiers accept it now. Reading key sets is optional: without
 //! `list configmaps` the answer comes from status alone, with a note.
 
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Read};
 use std::process::{Command, ExitCode, Stdio};
 
@@ -74,14 +75,15 @@ pub fn describe(
     let key_id = hash.key_id();
     let mut out = String::new();
     let Some((key, slot, version)) = in_status(keys, hash) else {
-        out.push_str(&format!("No ApiKey {scope} has this token (key id {key_id}).\n"));
+        let _ = writeln!(out, "No ApiKey {scope} has this token (key id {key_id}).");
         if let Some([(key_set, record), ..]) = published {
-            out.push_str(&format!(
-                "It is published in key set {key_set} for {}/{} ({}), but no ApiKey's status names it.\n",
+            let _ = writeln!(
+                out,
+                "It is published in key set {key_set} for {}/{} ({}), but no ApiKey's status names it.",
                 record.namespace,
                 record.name,
                 record.state.as_str()
-            ));
+            );
         }
         return (out, false);
     };
@@ -90,16 +92,20 @@ pub fn describe(
         Slot::Previous => "its previous token, replaced by a rotation and still accepted for the grace period",
         Slot::Next => "its next token, being published by a rotation and not yet in the Secret",
     };
-    out.push_str(&format!(
-        "This token belongs to apikey.keyward.dev/{} in namespace {}: {which}.\n",
+    let _ = writeln!(
+        out,
+        "This token belongs to apikey.keyward.dev/{} in namespace {}: {which}.",
         key.name_any(),
         key.namespace().unwrap_or_default()
-    ));
-    out.push_str(&format!("Key id:     {key_id}\n"));
-    out.push_str(&format!("State:      {}\n", key.status.as_ref().and_then(|s| s.state).map_or("unknown", state_word)));
-    out.push_str(&format!("Valid from: {} ({})\n", version.not_before.0, relative(version.not_before.0, now)));
+    );
+    let _ = writeln!(out, "Key id:     {key_id}");
+    let state = key.status.as_ref().and_then(|s| s.state).map_or("unknown", state_word);
+    let _ = writeln!(out, "State:      {state}");
+    let _ = writeln!(out, "Valid from: {} ({})", version.not_before.0, relative(version.not_before.0, now));
     match &version.not_after {
-        Some(end) => out.push_str(&format!("Valid to:   {} ({})\n", end.0, relative(end.0, now))),
+        Some(end) => {
+            let _ = writeln!(out, "Valid to:   {} ({})", end.0, relative(end.0, now));
+        }
         None => out.push_str("Valid to:   no end set\n"),
     }
     match published {
@@ -107,7 +113,7 @@ pub fn describe(
         Some([]) => out.push_str("Published:  no (verifiers refuse it)\n"),
         Some(records) => {
             for (key_set, record) in records {
-                out.push_str(&format!("Published:  key set {key_set}, {}\n", record.state.as_str()));
+                let _ = writeln!(out, "Published:  key set {key_set}, {}", record.state.as_str());
             }
         }
     }
@@ -170,7 +176,7 @@ fn read_token() -> Result<Token, PluginError> {
         }
         read?;
     } else {
-        std::io::stdin().take(4096).read_to_string(&mut *text)?;
+        std::io::stdin().take(4096).read_to_string(&mut text)?;
     }
     // The error says what is wrong with the text, never the text.
     Token::parse(text.trim())

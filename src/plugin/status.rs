@@ -225,11 +225,9 @@ pub fn relative(t: Timestamp, now: Timestamp) -> String {
         7_200..172_800 => format!("{}h", amount / 3_600),
         _ => format!("{}d", amount / 86_400),
     };
-    if seconds < 0 {
-        format!("{text} ago")
-    } else if seconds == 0 {
-        "now".to_owned()
-    } else {
-        format!("in {text}")
+    match seconds.cmp(&0) {
+        std::cmp::Ordering::Less => format!("{text} ago"),
+        std::cmp::Ordering::Equal => "now".to_owned(),
+        std::cmp::Ordering::Greater => format!("in {text}"),
     }
 }

@@ -56,15 +56,15 @@ async fn config(source: &Source, env: Option<OsString>, home: Option<PathBuf>) -
     let default_path = home.map(|h| h.join(".kube").join("config"));
     let (paths, origin): (Vec<PathBuf>, &'static str) = if let Some(path) = &source.kubeconfig {
         (vec![path.clone()], "--kubeconfig")
-    } else if let Some(paths) = env.as_ref().map(|v| non_empty_paths(v)).filter(|p| !p.is_empty()) {
+    } else if let Some(paths) = env.as_ref().map(non_empty_paths).filter(|p| !p.is_empty()) {
         (paths, "KUBECONFIG")
     } else if let Some(path) = default_path.as_ref().filter(|p| p.exists()) {
         (vec![path.clone()], "the default location")
     } else {
-        if let Some(context) = &source.context {
-            if kube::Config::incluster().is_ok() {
-                return Err(ConfigError::ContextInCluster(context.clone()));
-            }
+        if let Some(context) = &source.context
+            && kube::Config::incluster().is_ok()
+        {
+            return Err(ConfigError::ContextInCluster(context.clone()));
         }
         return kube::Config::incluster().map_err(|e| ConfigError::Nowhere {
             default: default_path.map_or_else(|| "~/.kube/config".to_owned(), |p| p.display().to_string()),
