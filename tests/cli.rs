@@ -320,3 +320,46 @@ fn a_busy_admin_port_is_reported_with_its_address() {
     assert!(err.contains(&format!("cannot listen on {address} (--admin-listen)")), "{err}");
     assert!(err.contains("in use"), "{err}");
 }
+
+#[test]
+fn the_binary_named_kubectl_keyward_is_the_kubectl_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("kubectl-keyward");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_keyward"), &plugin).unwrap();
+    let out = Command::new(&plugin).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let help = stdout(&out);
+    assert!(help.contains("Usage: kubectl keyward [OPTIONS] <COMMAND>"), "{help}");
+    for command in ["status", "rotate", "disable", "enable", "revoke", "token", "check"] {
+        assert!(help.contains(&format!("  {command} ")), "{command} missing from\n{help}");
+    }
+    for flag in ["--namespace", "--context", "--kubeconfig"] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+    // Under its own name the binary is keyward, with the plugin as `keyward kubectl`.
+    let own = keyward(&["kubectl", "--help"], "");
+    assert!(stdout(&own).contains("Usage: keyward kubectl [OPTIONS] <COMMAND>"), "{}", stdout(&own));
+}
+
+#[test]
+fn the_plugin_names_an_unknown_context_and_an_unreadable_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\n\
+         users:\n- name: u\n  user: {}\ncontexts:\n- name: here\n  context: {cluster: c, user: u}\ncurrent-context: here\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = keyward(&["kubectl", "status", "crm", "--kubeconfig", config, "--context", "elsewhere"], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).starts_with(&format!("kubectl keyward: kubeconfig {config}:")), "{}", stderr(&out));
+    assert!(stderr(&out).contains("elsewhere"), "{}", stderr(&out));
+
+    let out = keyward(&["kubectl", "status", "crm", "--kubeconfig", "/nonexistent"], "");
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "kubectl keyward: cannot read kubeconfig /nonexistent (--kubeconfig): No such file or directory (os error 2)"
+    );
+}

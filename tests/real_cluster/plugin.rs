@@ -342,6 +342,14 @@ async fn forbidden_names_the_verb_and_resource_the_user_lacks() {
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(out.contains("State:         Active"), "{out}");
     assert!(out.contains("(not shown: forbidden: you may not list events"), "{out}");
+    // Without -n, the namespace of the kubeconfig's context (the ServiceAccount's here).
+    let output = plugin(plane, &viewer, &["status", "crm"], None);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&format!("Name:          {ns}/crm")),
+        "{}",
+        describe(&output)
+    );
     // `check` without `list configmaps` answers from status, and says so.
     let output = plugin(plane, &viewer, &["check", "-n", ns], Some(token.expose()));
     assert!(output.status.success(), "{}", describe(&output));
