@@ -30,6 +30,14 @@ pub async fn rotate(session: &Session, name: &str, now: Timestamp) -> Result<Exi
         )));
     }
     let value = now.to_string();
+    let declared = declared_by(&key, &["f:metadata", "f:annotations", &format!("f:{ROTATE_ANNOTATION}")]);
+    if !declared.is_empty() {
+        eprintln!(
+            "warning: the {ROTATE_ANNOTATION} annotation is also declared by {}: its next apply sets the old value \
+             back, which the operator takes as another rotation request. Rotate by changing the value there instead.",
+            declared.join(", ")
+        );
+    }
     patch(session, name, &json!({ "metadata": { "annotations": { ROTATE_ANNOTATION: value } } })).await?;
     print(&format!(
         "apikey.keyward.dev/{name} rotation requested ({ROTATE_ANNOTATION}={value})\n\
@@ -48,6 +56,7 @@ pub async fn set_active(session: &Session, name: &str, active: bool) -> Result<E
         print(&format!("apikey.keyward.dev/{name} is already {word} (spec.active={active}); nothing changed\n"))?;
         return Ok(ExitCode::SUCCESS);
     }
+    warn_declared(&key, "active");
     patch(session, name, &json!({ "spec": { "active": active } })).await?;
     let what = if active {
         "its token works again (the same token) once the key set is republished".to_owned()
@@ -73,6 +82,7 @@ pub async fn revoke(session: &Session, name: &str, yes: bool) -> Result<ExitCode
     if !yes {
         confirm(session, &key, name)?;
     }
+    warn_declared(&key, "revoked");
     patch(session, name, &json!({ "spec": { "revoked": true } })).await?;
     print(&format!(
         "apikey.keyward.dev/{name} revoked (spec.revoked=true). Its token stops working as soon as verifiers see the\n\
@@ -115,6 +125,37 @@ async fn patch(session: &Session, name: &str, body: &serde_json::Value) -> Resul
         .patch(name, &params, &Patch::Merge(body))
         .await
         .map_err(|e| session.apikey_access("patch", name).fail(e))
+}
+
+/// Warn when an apply (kubectl apply, a GitOps sync) declares `spec.<field>`: it may set it back.
+fn warn_declared(key: &ApiKey, field: &str) {
+    let declared = declared_by(key, &["f:spec", &format!("f:{field}")]);
+    if !declared.is_empty() {
+        eprintln!(
+            "warning: spec.{field} is also declared by {} (an apply, such as kubectl apply or a GitOps sync); \
+             its next apply may set it back: make the same change there.",
+            declared.join(", ")
+        );
+    }
+}
+
+/// The field managers that declare the field at `path` (in `managedFields` notation,
+/// `["f:spec", "f:active"]`) by applying: server-side apply, or kubectl's client-side apply.
+#[must_use]
+pub fn declared_by(key: &ApiKey, path: &[&str]) -> Vec<String> {
+    key.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.operation.as_deref() == Some("Apply") || m.manager.as_deref() == Some("kubectl-client-side-apply")
+        })
+        .filter(|m| m.manager.as_deref() != Some(FIELD_MANAGER))
+        .filter(|m| {
+            m.fields_v1.as_ref().is_some_and(|f| path.iter().try_fold(&f.0, |node, step| node.get(step)).is_some())
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect()
 }
 
 fn state(key: &ApiKey) -> Option<KeyState> {

@@ -175,9 +175,11 @@ async fn rotate_asks_the_operator_for_a_new_token_and_status_shows_the_previous_
 #[tokio::test]
 async fn disable_and_enable_switch_spec_active_and_the_operator_follows() {
     let ns = "plugin-disable";
-    let (plane, client, token) = ready_key(ns, "{scopes: [orders:read]}").await;
-    let (out, _) = plugin_ok(plane, &["disable", "crm", "-n", ns], None);
+    // Declared by an apply (field manager test-user), as a GitOps tool would.
+    let (plane, client, token) = ready_key(ns, "{scopes: [orders:read], active: true}").await;
+    let (out, err) = plugin_ok(plane, &["disable", "crm", "-n", ns], None);
     assert!(out.contains("disabled (spec.active=false)"), "{out}");
+    assert!(err.contains("warning: spec.active is also declared by test-user"), "{err}");
     let key = with_state(&client, ns, "Inactive").await;
     assert!(!key.spec.active);
     let (again, _) = plugin_ok(plane, &["disable", "crm", "-n", ns], None);
