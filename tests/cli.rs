@@ -363,3 +363,27 @@ fn the_plugin_names_an_unknown_context_and_an_unreadable_kubeconfig() {
         "kubectl keyward: cannot read kubeconfig /nonexistent (--kubeconfig): No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn plugin_check_refuses_input_that_is_no_token_before_connecting_and_never_echoes_it() {
+    let token = new_token("kw");
+    let mut typo = token.clone().into_bytes();
+    let last = typo.len() - 1;
+    typo[last] = if typo[last] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    for input in [typo.as_str(), "not a token", ""] {
+        let out = keyward(&["kubectl", "check", "--kubeconfig", "/nonexistent"], &format!("{input}\n"));
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("kubectl keyward: standard input does not hold a well-formed keyward token: "),
+            "{err}"
+        );
+        assert!(input.is_empty() || !err.contains(input), "the input is echoed: {err}");
+        assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    }
+    // A well-formed token gets as far as the cluster, and the error is about the kubeconfig.
+    let out = keyward(&["kubectl", "check", "--kubeconfig", "/nonexistent"], &token);
+    assert!(stderr(&out).contains("cannot read kubeconfig /nonexistent"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(&token), "the token is echoed");
+}

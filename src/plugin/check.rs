@@ -121,10 +121,12 @@ pub fn describe(
 }
 
 /// Read a token on stdin, find it, and say so; exit 1 when no ApiKey has it.
-pub async fn run(session: &Session, all_namespaces: bool, now: Timestamp) -> Result<ExitCode, PluginError> {
-    let token = read_token()?;
-    let hash = token.hash();
-    drop(token);
+pub async fn run(
+    session: &Session,
+    hash: &KeyHash,
+    all_namespaces: bool,
+    now: Timestamp,
+) -> Result<ExitCode, PluginError> {
     let (keys_api, maps_api, scope, namespace) = if all_namespaces {
         (
             kube::Api::all(session.client.clone()),
@@ -149,13 +151,13 @@ pub async fn run(session: &Session, all_namespaces: bool, now: Timestamp) -> Res
         .map(|l| l.items)
         .map_err(|e| maps_access.fail(e));
     let published = match maps {
-        Ok(maps) => Some(in_key_sets(&maps, &hash)),
+        Ok(maps) => Some(in_key_sets(&maps, hash)),
         Err(e) => {
             eprintln!("note: key sets not read, answering from ApiKey status only: {e}");
             None
         }
     };
-    let (text, found) = describe(&keys, published.as_deref(), &hash, &scope, now);
+    let (text, found) = describe(&keys, published.as_deref(), hash, &scope, now);
     print(&text)?;
     if !found && !all_namespaces {
         eprintln!("hint: -A looks in every namespace");
@@ -163,8 +165,9 @@ pub async fn run(session: &Session, all_namespaces: bool, now: Timestamp) -> Res
     Ok(if found { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// The token on stdin: one line, surrounding white space removed. On a terminal the typing is not echoed.
-fn read_token() -> Result<Token, PluginError> {
+/// The hash of the token on stdin (one line, surrounding white space removed); the token is wiped.
+/// On a terminal the typing is not echoed.
+pub fn read_hash() -> Result<KeyHash, PluginError> {
     let mut text = zeroize::Zeroizing::new(String::new());
     if std::io::stdin().is_terminal() {
         eprint!("Paste the token and press Enter (it is not shown): ");
@@ -179,8 +182,9 @@ fn read_token() -> Result<Token, PluginError> {
         std::io::stdin().take(4096).read_to_string(&mut text)?;
     }
     // The error says what is wrong with the text, never the text.
-    Token::parse(text.trim())
-        .map_err(|e| PluginError::Refused(format!("standard input does not hold a well-formed keyward token: {e}")))
+    let token = Token::parse(text.trim())
+        .map_err(|e| PluginError::Refused(format!("standard input does not hold a well-formed keyward token: {e}")))?;
+    Ok(token.hash())
 }
 
 /// Run `stty` on the terminal (standard input); whether it worked.

@@ -126,20 +126,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: Args) -> Result<ExitCode, PluginError> {
-    let source = kubeconfig::Source { kubeconfig: args.flags.kubeconfig, context: args.flags.context };
-    let client = kubeconfig::client(&source).await?;
-    let namespace = args.flags.namespace.unwrap_or_else(|| client.default_namespace().to_owned());
-    let session = Session { client, namespace };
     let now = crate::runtime::clock::now();
-    match args.command {
-        Command::Status { name } => status::run(&session, &name, now).await,
-        Command::Rotate { name } => change::rotate(&session, &name, now).await,
-        Command::Disable { name } => change::set_active(&session, &name, false).await,
-        Command::Enable { name } => change::set_active(&session, &name, true).await,
-        Command::Revoke { name, yes } => change::revoke(&session, &name, yes).await,
-        Command::Token { name } => token::run(&session, &name).await,
-        Command::Check { all_namespaces } => check::run(&session, all_namespaces, now).await,
+    let Args { flags, command } = args;
+    match command {
+        Command::Status { name } => status::run(&connect(flags).await?, &name, now).await,
+        Command::Rotate { name } => change::rotate(&connect(flags).await?, &name, now).await,
+        Command::Disable { name } => change::set_active(&connect(flags).await?, &name, false).await,
+        Command::Enable { name } => change::set_active(&connect(flags).await?, &name, true).await,
+        Command::Revoke { name, yes } => change::revoke(&connect(flags).await?, &name, yes).await,
+        Command::Token { name } => token::run(&connect(flags).await?, &name).await,
+        Command::Check { all_namespaces } => {
+            // The token first: input that is no token is refused without a cluster, and the
+            // token itself is wiped once hashed, before any request is made.
+            let hash = check::read_hash()?;
+            check::run(&connect(flags).await?, &hash, all_namespaces, now).await
+        }
     }
+}
+
+async fn connect(flags: Flags) -> Result<Session, PluginError> {
+    let source = kubeconfig::Source { kubeconfig: flags.kubeconfig, context: flags.context };
+    let client = kubeconfig::client(&source).await?;
+    let namespace = flags.namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+    Ok(Session { client, namespace })
 }
 
 impl Session {
