@@ -55,7 +55,8 @@ pub enum PluginError {
     #[error("{0}")]
     Refused(String),
     /// Standard input, standard output or the terminal failed.
-    #[error("reading or writing the terminal failed: {0}")]
+    // The I/O error is the source: printed as a chain (`{:#}`), it follows once.
+    #[error("reading or writing the terminal failed")]
     Io(#[from] std::io::Error),
     /// No cluster could be reached from the kubeconfig.
     #[error(transparent)]
