@@ -5,11 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use crate::controller::{Admin, Health, LeaseError, LeaseSettings, Metrics, Options, check_crd, run_elected};
 use crate::plan::Settings;
-use crate::runtime::{admin, shutdown, telemetry};
+use crate::runtime::{admin, kubeconfig, shutdown, telemetry};
 
 /// Options of `keyward operator`.
 #[derive(Debug, Args)]
@@ -103,13 +104,15 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.worker_threads.into()).enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.admin_listen).await?;
+        let listener = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_task = tokio::spawn(admin::serve(listener, Arc::new(admin.clone()), async move {
             let _ = admin_stopped.await;
         }));
         // The usual kubeconfig, or the in-cluster service account.
-        let client = kube::Client::try_default().await?;
+        let client = kubeconfig::client(&kubeconfig::Source::default()).await?;
         check_crd(&client).await?;
         admin.health.crd_checked();
         tracing::info!(identity = %lease.identity, lease = %lease.name, "keyward operator starting");

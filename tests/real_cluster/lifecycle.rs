@@ -21,7 +21,8 @@ use super::support::{
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn operator() -> &'static Tethered {
+/// The one operator of this test binary, shared by every module that needs one (lifecycle, plugin).
+pub fn operator() -> &'static Tethered {
     static OPERATOR: OnceLock<Tethered> = OnceLock::new();
     OPERATOR.get_or_init(|| {
         let plane = cluster_with_manifests();
