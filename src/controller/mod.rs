@@ -109,6 +109,10 @@ pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     };
     let mut key = match decode::decode(&object) {
         Ok(key) => key,
+        Err(_) if object.metadata.deletion_timestamp.is_some() => {
+            decode::release(&ctx, &object).await?;
+            return Ok(Action::await_change());
+        }
         Err(why) => {
             decode::report(&ctx, &object, &why).await?;
             return Ok(Action::await_change());
