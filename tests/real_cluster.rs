@@ -12,5 +12,6 @@ mod real_cluster {
     pub mod install;
     pub mod lifecycle;
     pub mod plugin;
+    pub mod restarts;
     pub mod support;
 }

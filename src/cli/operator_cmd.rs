@@ -28,6 +28,11 @@ pub struct OperatorArgs {
     #[arg(long, env = "KEYWARD_DEFAULT_GRACE_PERIOD", default_value = "1h", value_parser = humantime::parse_duration)]
     default_grace_period: Duration,
 
+    /// How long after a rotation's swap the workloads that opted in (annotation
+    /// `keyward.dev/restart-on-rotation`) are restarted; keys swapped within it restart a workload once.
+    #[arg(long, env = "KEYWARD_RESTART_DELAY", default_value = "10s", value_parser = humantime::parse_duration)]
+    restart_delay: Duration,
+
     /// How long the key-set publisher gathers changes before one write.
     #[arg(long, env = "KEYWARD_COALESCE", default_value = "500ms", value_parser = humantime::parse_duration)]
     coalesce: Duration,
@@ -89,6 +94,7 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         settings,
         coalesce: args.coalesce,
         concurrency: args.concurrency,
+        restart_delay: jiff::SignedDuration::try_from(args.restart_delay)?,
         metrics: admin.metrics.clone(),
         health: admin.health.clone(),
         ..Options::default()

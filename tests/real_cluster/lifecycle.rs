@@ -31,19 +31,19 @@ pub fn operator() -> &'static Tethered {
 }
 
 /// A fresh namespace, the shared operator running, and an admin client.
-async fn setup(namespace: &str) -> (&'static ControlPlane, Client) {
+pub(super) async fn setup(namespace: &str) -> (&'static ControlPlane, Client) {
     let plane = cluster_with_manifests();
     operator();
     run_ok(plane.kubectl().args(["create", "namespace", namespace]));
     (plane, client_from(plane.kubeconfig()).await)
 }
 
-fn create(plane: &ControlPlane, namespace: &str, yaml: &str) {
+pub(super) fn create(plane: &ControlPlane, namespace: &str, yaml: &str) {
     let output = apply(plane, namespace, yaml);
     assert!(output.status.success(), "apply failed: {}", describe(&output));
 }
 
-async fn ready(client: &Client, namespace: &str, name: &str) -> ApiKey {
+pub(super) async fn ready(client: &Client, namespace: &str, name: &str) -> ApiKey {
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
     eventually(&format!("{namespace}/{name} Ready"), MINUTE, || async {
         keys.get_opt(name).await.unwrap().filter(is_ready)
@@ -72,7 +72,7 @@ fn is_settled(key: &ApiKey) -> bool {
 }
 
 /// The token in a key's Secret, if there is one.
-async fn secret_token(client: &Client, namespace: &str, secret: &str) -> Option<Token> {
+pub(super) async fn secret_token(client: &Client, namespace: &str, secret: &str) -> Option<Token> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let raw = secrets.get_opt(secret).await.unwrap()?.data?.remove("token")?.0;
     Token::parse(std::str::from_utf8(&raw).ok()?).ok()
