@@ -91,14 +91,29 @@ pub(super) async fn restart_workloads(ctx: &Context, key: &ApiKey) -> Result<Opt
     Ok(owed.requeue_at)
 }
 
-/// The workloads of kind `K` in `namespace` that carry [`RESTART_ANNOTATION`].
-async fn opted_in<K>(ctx: &Context, namespace: &str, kind: &'static str) -> Result<Vec<Workload>, kube::Error>
-where
+/// A namespaced workload kind keyward can restart (Deployment, StatefulSet, DaemonSet).
+trait WorkloadKind:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> WorkloadKind for K where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
+}
+
+/// The workloads of kind `K` in `namespace` that carry [`RESTART_ANNOTATION`].
+async fn opted_in<K: WorkloadKind>(
+    ctx: &Context,
+    namespace: &str,
+    kind: &'static str,
+) -> Result<Vec<Workload>, kube::Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let list = api.list_metadata(&ListParams::default()).await?;
     Ok(list.items.iter().filter_map(|meta: &PartialObjectMeta<K>| workload(kind, meta)).collect())
@@ -111,13 +126,7 @@ fn workload<K>(kind: &'static str, meta: &PartialObjectMeta<K>) -> Option<Worklo
     Some(Workload { kind, name: meta.metadata.name.clone()?, keys, restarted_at })
 }
 
-async fn restart<K>(ctx: &Context, namespace: &str, name: &str, stamp: &str) -> Result<(), kube::Error>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
+async fn restart<K: WorkloadKind>(ctx: &Context, namespace: &str, name: &str, stamp: &str) -> Result<(), kube::Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = json!({
         "metadata": { "annotations": { RESTARTED_AT_ANNOTATION: stamp } },
