@@ -126,7 +126,10 @@ fn the_binary_serves_forward_auth_and_exits_cleanly_on_sigterm() {
 fn the_key_set_source_is_either_directories_or_the_api_and_bad_flags_are_refused() {
     let dir = KubeletDir::new();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec![], "--keyset-dir"),
+        // No source at all: the error and the usage line name both ways.
+        (vec![], "--keyset-dir <DIR>|--watch-keyset <NAMESPACE/NAME>"),
+        // A directory that does not exist fails at once instead of answering 503 forever.
+        (vec!["--keyset-dir".into(), "/nonexistent/keyward".into()], "--keyset-dir /nonexistent/keyward: No such file"),
         (
             vec![
                 "--keyset-dir".into(),
@@ -167,6 +170,8 @@ fn the_key_set_source_is_either_directories_or_the_api_and_bad_flags_are_refused
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} was accepted");
         assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in:\n{stderr}");
+        // A kubeconfig that cannot be read is named once, plainly (not a thrice-repeated chain).
+        assert!(stderr.matches("no-such-kubeconfig").count() <= 1, "{args:?}:\n{stderr}");
     }
 }
 
