@@ -1,5 +1,5 @@
 # One place for the commands developers and CI run. CI calls `make ci` through .ci/run.
-.PHONY: all fmt fmt-check lint clippy doc deny deps-check test harness crds bench load manifests-check ci
+.PHONY: all fmt fmt-check lint clippy doc deny deps-check test faults harness crds bench load manifests-check ci
 
 all: fmt lint test
 
@@ -40,6 +40,14 @@ test:
 # The real control plane (etcd, kube-apiserver, kube-controller-manager from Kubernetes'
 # Go modules). The tests build it on demand; this target only makes the slow first build
 # visible. A cold build takes many minutes on 2 cores; Go's build cache makes later ones fast.
+# A longer series of seeded fault runs on the real control plane (tests/real_cluster_faults.rs);
+# one line per run, for BENCHMARKS.md. CI runs the default single seed through `make test`.
+FAULT_RUNS ?= 5
+FAULT_KEYS ?= 60
+faults: harness
+	KEYWARD_FAULT_RUNS=$(FAULT_RUNS) KEYWARD_FAULT_KEYS=$(FAULT_KEYS) cargo test --locked --test real_cluster_faults seeded \
+	  -- --nocapture >target/faults.log 2>&1; status=$$?; grep -E '^fault-run|test result|panicked' target/faults.log; exit $$status
+
 harness:
 	cd tools/kube-harness && CGO_ENABLED=0 go build -trimpath -buildvcs=false -o ../../target/kube-harness/kube-harness .
 

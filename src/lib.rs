@@ -27,5 +27,6 @@ pub mod controller;
 pub mod demo;
 mod net;
 pub mod plan;
+pub mod plugin;
 pub mod runtime;
 pub mod verifier;

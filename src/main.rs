@@ -4,9 +4,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = keyward::cli::Cli::parse();
+    // `keyward ...`, or `kubectl keyward ...` when started as `kubectl-keyward`.
+    let cli = keyward::cli::Cli::from_invocation();
     keyward::cli::run(cli)
 }

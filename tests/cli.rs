@@ -284,3 +284,106 @@ fn operator_refuses_lease_durations_that_do_not_nest_before_connecting() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("renew deadline"), "{}", stderr(&out));
 }
+
+/// `keyward operator` with `env` set, stdin closed; a free admin port unless `args` names one.
+fn operator(args: &[&str], kubeconfig: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("operator")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the keyward binary starts")
+}
+
+#[test]
+fn a_missing_kubeconfig_is_reported_once_with_its_path() {
+    let out = operator(&["--admin-listen", "127.0.0.1:0"], "/nonexistent");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim_end(),
+        "keyward: cannot read kubeconfig /nonexistent (KUBECONFIG): No such file or directory (os error 2)",
+        "one line, the path as written"
+    );
+    assert!(stdout(&out).is_empty(), "nothing on stdout: {}", stdout(&out));
+}
+
+#[test]
+fn a_busy_admin_port_is_reported_with_its_address() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let out = operator(&["--admin-listen", &address], "/nonexistent");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("cannot listen on {address} (--admin-listen)")), "{err}");
+    assert!(err.contains("in use"), "{err}");
+}
+
+#[test]
+fn the_binary_named_kubectl_keyward_is_the_kubectl_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("kubectl-keyward");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_keyward"), &plugin).unwrap();
+    let out = Command::new(&plugin).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let help = stdout(&out);
+    assert!(help.contains("Usage: kubectl keyward [OPTIONS] <COMMAND>"), "{help}");
+    for command in ["status", "rotate", "disable", "enable", "revoke", "token", "check"] {
+        assert!(help.contains(&format!("  {command} ")), "{command} missing from\n{help}");
+    }
+    for flag in ["--namespace", "--context", "--kubeconfig"] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+    // Under its own name the binary is keyward, with the plugin as `keyward kubectl`.
+    let own = keyward(&["kubectl", "--help"], "");
+    assert!(stdout(&own).contains("Usage: keyward kubectl [OPTIONS] <COMMAND>"), "{}", stdout(&own));
+}
+
+#[test]
+fn the_plugin_names_an_unknown_context_and_an_unreadable_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\n\
+         users:\n- name: u\n  user: {}\ncontexts:\n- name: here\n  context: {cluster: c, user: u}\ncurrent-context: here\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = keyward(&["kubectl", "status", "crm", "--kubeconfig", config, "--context", "elsewhere"], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).starts_with(&format!("kubectl keyward: kubeconfig {config}:")), "{}", stderr(&out));
+    assert!(stderr(&out).contains("elsewhere"), "{}", stderr(&out));
+
+    let out = keyward(&["kubectl", "status", "crm", "--kubeconfig", "/nonexistent"], "");
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "kubectl keyward: cannot read kubeconfig /nonexistent (--kubeconfig): No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn plugin_check_refuses_input_that_is_no_token_before_connecting_and_never_echoes_it() {
+    let token = new_token("kw");
+    let mut typo = token.clone().into_bytes();
+    let last = typo.len() - 1;
+    typo[last] = if typo[last] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    for input in [typo.as_str(), "not a token", ""] {
+        let out = keyward(&["kubectl", "check", "--kubeconfig", "/nonexistent"], &format!("{input}\n"));
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("kubectl keyward: standard input does not hold a well-formed keyward token: "),
+            "{err}"
+        );
+        assert!(input.is_empty() || !err.contains(input), "the input is echoed: {err}");
+        assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    }
+    // A well-formed token gets as far as the cluster, and the error is about the kubeconfig.
+    let out = keyward(&["kubectl", "check", "--kubeconfig", "/nonexistent"], &token);
+    assert!(stderr(&out).contains("cannot read kubeconfig /nonexistent"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(&token), "the token is echoed");
+}

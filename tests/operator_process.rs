@@ -85,6 +85,7 @@ async fn the_operator_binary_carries_a_key_to_ready_over_http_and_stops_on_sigte
             .args(["--propagation-delay", "1s", "--publish-poll", "500ms", "--identity", "test", "--log", "debug"])
             .env("KUBECONFIG", &kubeconfig)
             .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::fs::File::create(dir.path().join("operator.stdout")).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -138,4 +139,6 @@ async fn the_operator_binary_carries_a_key_to_ready_over_http_and_stops_on_sigte
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("\"namespace\":\"team-a\""), "the log is JSON and names the key's namespace");
     assert!(!logged.contains(token.expose()), "no token in the operator's log");
+    let stdout = std::fs::read_to_string(dir.path().join("operator.stdout")).unwrap();
+    assert!(stdout.is_empty(), "the operator logs to stderr only, like the verifier; stdout had:\n{stdout}");
 }

@@ -11,5 +11,7 @@ mod real_cluster {
     pub mod control_plane;
     pub mod install;
     pub mod lifecycle;
+    pub mod plugin;
+    pub mod restarts;
     pub mod support;
 }

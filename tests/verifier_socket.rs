@@ -486,3 +486,49 @@ async fn at_the_connection_cap_idle_connections_make_room_for_new_clients_and_re
     assert!(ready, "/readyz did not recover once the connections closed");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_an_http_1_0_upstream_http_1_1_clients_keep_http_1_1_and_their_connection() {
+    let reader = token(1);
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&reader, &["leads:read"])]);
+    // An HTTP/1.0 app: one answer per connection, then it closes.
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let serving = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = app.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    let running = keyward::verifier::start(config(&dir, Some(format!("http://{app_addr}")))).await.unwrap();
+    wait_ready(&client(), &running).await;
+
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let request = format!("GET /leads HTTP/1.1\r\nHost: app\r\nAuthorization: {}\r\n\r\n", bearer(&reader));
+    for round in 0..2 {
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"\r\n\r\nok") {
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
+            assert!(
+                matches!(read, Ok(Ok(1))),
+                "round {round}: connection ended after {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "round {round}: {text}");
+        assert!(!text.to_ascii_lowercase().contains("connection: close"), "round {round}: {text}");
+    }
+    running.shutdown().await;
+    serving.abort();
+}

@@ -9,7 +9,9 @@ mod operator_cmd;
 mod token_cmd;
 mod verifier_cmd;
 
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +38,9 @@ enum Command {
     Operator(operator_cmd::OperatorArgs),
     /// Run the sidecar that checks Bearer tokens against the key set (forward-auth or proxy).
     Verifier(verifier_cmd::VerifierArgs),
+    /// The kubectl plugin: status, rotate, disable, enable, revoke, token, check. Installed as
+    /// `kubectl-keyward` (a symlink or copy of this binary), it runs as `kubectl keyward ...`.
+    Kubectl(crate::plugin::Args),
     /// Walk example keys through their whole life: operator and verifier on an in-memory cluster.
     #[cfg(feature = "demo")]
     Demo(demo_cmd::DemoArgs),
@@ -48,16 +53,37 @@ enum Command {
     FakeApiserver(fake_apiserver_cmd::FakeApiserverArgs),
 }
 
+impl Cli {
+    /// The command line of this process. Run under the name `kubectl-keyward` (how kubectl
+    /// calls a plugin, through a symlink or a copy of this binary), it is `kubectl keyward`'s.
+    #[must_use]
+    pub fn from_invocation() -> Cli {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        if args.first().is_some_and(|argv0| is_plugin_name(argv0)) {
+            let plugin = crate::plugin::PluginCli::parse_from(args);
+            return Cli { command: Command::Kubectl(plugin.args) };
+        }
+        Cli::parse_from(args)
+    }
+}
+
+/// Whether the program was started as `kubectl-keyward` (`kubectl-keyward.exe` on Windows).
+fn is_plugin_name(argv0: &OsStr) -> bool {
+    Path::new(argv0).file_stem().is_some_and(|stem| stem == crate::plugin::PLUGIN_NAME)
+}
+
 /// Run a parsed command line; errors are printed to stderr.
 #[must_use]
 pub fn run(cli: Cli) -> ExitCode {
     install_crypto_provider();
+    let program = if matches!(cli.command, Command::Kubectl(_)) { "kubectl keyward" } else { "keyward" };
     let result = match cli.command {
         Command::Crd => print_stdout(&crate::api::crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
         Command::Operator(args) => operator_cmd::run_operator(&args),
         Command::Verifier(args) => verifier_cmd::run(args),
+        Command::Kubectl(args) => crate::plugin::run(args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo_cmd::run(args),
         #[cfg(feature = "demo")]
@@ -67,7 +93,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // The redaction is a safety net: messages are built never to hold tokens.
-            eprintln!("keyward: {}", crate::token::redact(&format!("{err:#}")));
+            eprintln!("{program}: {}", crate::token::redact(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }

@@ -5,13 +5,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use crate::controller::usage::UsageOptions;
 use crate::controller::{Admin, Health, LeaseError, LeaseSettings, Metrics, Options, check_crd, run_elected};
 use crate::plan::Settings;
 use crate::plan::usage::Budget;
-use crate::runtime::{admin, shutdown, telemetry};
+use crate::runtime::{admin, kubeconfig, shutdown, telemetry};
 
 /// Options of `keyward operator`.
 #[derive(Debug, Args)]
@@ -28,6 +29,11 @@ pub struct OperatorArgs {
     /// Grace period of the previous token when an ApiKey sets none.
     #[arg(long, env = "KEYWARD_DEFAULT_GRACE_PERIOD", default_value = "1h", value_parser = humantime::parse_duration)]
     default_grace_period: Duration,
+
+    /// How long after a rotation's swap the workloads that opted in (annotation
+    /// `keyward.dev/restart-on-rotation`) are restarted; keys swapped within it restart a workload once.
+    #[arg(long, env = "KEYWARD_RESTART_DELAY", default_value = "10s", value_parser = humantime::parse_duration)]
+    restart_delay: Duration,
 
     /// How long the key-set publisher gathers changes before one write.
     #[arg(long, env = "KEYWARD_COALESCE", default_value = "500ms", value_parser = humantime::parse_duration)]
@@ -102,6 +108,7 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         settings,
         coalesce: args.coalesce,
         concurrency: args.concurrency,
+        restart_delay: jiff::SignedDuration::try_from(args.restart_delay)?,
         metrics: admin.metrics.clone(),
         health: admin.health.clone(),
         usage: (!args.usage_aggregate_interval.is_zero())
@@ -128,13 +135,15 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.worker_threads.into()).enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.admin_listen).await?;
+        let listener = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_task = tokio::spawn(admin::serve(listener, Arc::new(admin.clone()), async move {
             let _ = admin_stopped.await;
         }));
         // The usual kubeconfig, or the in-cluster service account.
-        let client = kube::Client::try_default().await?;
+        let client = kubeconfig::client(&kubeconfig::Source::default()).await?;
         check_crd(&client).await?;
         admin.health.crd_checked();
         tracing::info!(identity = %lease.identity, lease = %lease.name, "keyward operator starting");

@@ -20,14 +20,11 @@ fn parse_keyset_id(text: &str) -> Result<KeySetId, String> {
 
 /// Command-line flags of `keyward verifier`; see `docs/verifier.md`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("keyset_source").required(true).args(["keyset_dirs", "watch_keyset"])))]
 pub(super) struct VerifierArgs {
     /// Directory of key-set shards (`*.keyset`), e.g. a mounted ConfigMap volume; repeat for several.
-    #[arg(
-        long = "keyset-dir",
-        value_name = "DIR",
-        required_unless_present = "watch_keyset",
-        conflicts_with = "watch_keyset"
-    )]
+    /// It must exist (kubelet mounts the volume before the container starts); it may be empty.
+    #[arg(long = "keyset-dir", value_name = "DIR")]
     keyset_dirs: Vec<PathBuf>,
     /// Read key set NAMESPACE/NAME from its ConfigMaps through the Kubernetes API (label-selected watch).
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_keyset_id)]
@@ -86,7 +83,7 @@ async fn usage_reporting(interval: Duration) -> Option<Reporting> {
         tracing::info!("usage reports off: POD_NAME, POD_UID and POD_NAMESPACE are not all set");
         return None;
     };
-    match kube::Client::try_default().await {
+    match crate::runtime::kubeconfig::client(&crate::runtime::kubeconfig::Source::default()).await {
         Ok(client) => Some(Reporting { client, pod, interval, epoch: new_epoch(&mut rand::rng()) }),
         Err(err) => {
             tracing::warn!(error = %err, "usage reports off: no access to the Kubernetes API");
@@ -97,6 +94,15 @@ async fn usage_reporting(interval: Duration) -> Option<Reporting> {
 
 pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(telemetry::filter_from_env("info"), telemetry::Format::Json);
+    // A missing directory is a mistake in the Pod spec, not a key set still on its
+    // way: say so at once instead of answering 503 forever.
+    for dir in &args.keyset_dirs {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => anyhow::bail!("--keyset-dir {}: not a directory", dir.display()),
+            Err(e) => anyhow::bail!("--keyset-dir {}: {e}", dir.display()),
+        }
+    }
     // Requests are served on the workers' own runtimes; this one only accepts,
     // watches the key set, writes usage reports and serves the admin listener.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -33,7 +33,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::api::ApiKey;
+use crate::api::{ApiKey, ApiKeyStatus};
 use crate::plan::{DATA_NEXT_TOKEN, DATA_TOKEN, DesiredSecret, EventKind, FINALIZER, Finalizer, Plan, Publish, Source};
 use crate::token::Token;
 
@@ -254,7 +254,7 @@ pub(super) fn merge_diff(old: &Value, new: &Value) -> Value {
 
 async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
     let reference = key.object_ref(&());
-    let key_id = key.status.as_ref().and_then(|s| s.current_key.as_ref()).map_or("", |k| k.key_id.as_str());
+    let key_id = event_key_id(key, plan);
     for planned in &plan.events {
         info!(
             namespace = key.namespace().unwrap_or_default(),
@@ -279,6 +279,19 @@ async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
             warn!(name = %key.name_any(), reason = planned.reason.as_str(), error = %e, "could not publish Event");
         }
     }
+}
+
+/// The key id a lifecycle step is about: the token this plan holds for the
+/// publisher (a new key's, which no status names yet), else the current key of
+/// the status being written, else of the stored one; empty when there is none.
+pub(super) fn event_key_id<'a>(key: &'a ApiKey, plan: &'a Plan) -> &'a str {
+    let current = |s: &'a ApiKeyStatus| s.current_key.as_ref().map(|k| k.key_id.as_str());
+    plan.hold
+        .as_ref()
+        .map(|h| h.version.key_id.as_str())
+        .or_else(|| plan.status.as_ref().and_then(current))
+        .or_else(|| key.status.as_ref().and_then(current))
+        .unwrap_or_default()
 }
 
 /// Longest Event note, in bytes: the API server refuses notes of 1 KiB or more.

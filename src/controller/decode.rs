@@ -7,7 +7,9 @@
 //! So lists and watches read raw objects ([`DynamicObject`]) and decode each
 //! on its own; an object that does not decode is left out of key sets, and its
 //! reconcile reports it (`Ready=False`, reason `InvalidSpec`, and an Event)
-//! naming the field, never quoting the stored value.
+//! naming the field, never quoting the stored value. Deleted, it is let go:
+//! its key sets are rebuilt without it and the operator's finalizer released,
+//! so it never hangs in `Terminating`.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -18,6 +20,8 @@ use serde_json::{Value, json};
 use tracing::warn;
 
 use crate::api::{ApiKey, ApiKeySpec, CONDITION_READY, ConditionUpdate, KeyState, set_condition};
+use crate::keyset::KeySetId;
+use crate::plan::FINALIZER;
 
 use super::{Context, Error, FIELD_MANAGER};
 
@@ -76,6 +80,40 @@ fn missing_field(error: &serde_json::Error) -> Option<String> {
 /// A field name from the object, cut so that a message stays short.
 fn short(key: &str) -> String {
     key.chars().take(64).collect()
+}
+
+/// Let a deleted, undecodable ApiKey go: every key set it may be in (its
+/// stored `spec.keySet` and `status.keySet` where readable, else `default`) is
+/// rebuilt now (without it, as it does not decode), then the finalizer is
+/// released. Its Secret is owned by it and goes with it.
+pub(super) async fn release(ctx: &Context, object: &DynamicObject) -> Result<(), Error> {
+    let namespace = object.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let Some(list) = object.metadata.finalizers.as_ref().filter(|l| l.iter().any(|f| f == FINALIZER)) else {
+        return Ok(());
+    };
+    let named = |path: &str| object.data.pointer(path).and_then(Value::as_str).map(str::to_owned);
+    let mut sets: Vec<String> = [named("/spec/keySet"), named("/status/keySet")].into_iter().flatten().collect();
+    if sets.is_empty() {
+        sets.push(ApiKeySpec::default().key_set);
+    }
+    sets.dedup();
+    for name in sets {
+        let id = KeySetId { namespace: namespace.clone(), name };
+        if id.to_string().parse::<KeySetId>().is_ok() {
+            ctx.publisher.publish_now(&id).await?;
+        }
+    }
+    let kept: Vec<&String> = list.iter().filter(|f| *f != FINALIZER).collect();
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "test", "path": "/metadata/finalizers", "value": list },
+        { "op": "replace", "path": "/metadata/finalizers", "value": kept },
+    ]))?;
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &api_resource());
+    match api.patch(&object.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(super::apply::guarded("release finalizer")(e)),
+    }
 }
 
 /// Record on the object itself why it is not working: status `Error`,

@@ -16,6 +16,7 @@ mod lease;
 mod metrics;
 mod observe;
 mod publisher;
+mod restarts;
 mod run;
 pub mod usage;
 
@@ -81,6 +82,8 @@ pub struct Context {
     pub recorder: events::Recorder,
     /// The key-set writer.
     pub publisher: Arc<Publisher>,
+    /// How long after a rotation's swap opted-in workloads are restarted.
+    pub restart_delay: jiff::SignedDuration,
 }
 
 impl Context {
@@ -94,7 +97,15 @@ impl Context {
     #[must_use]
     pub fn with(client: Client, settings: Settings, publisher: Arc<Publisher>, clock: Clock, mint: Minter) -> Context {
         let reporter = Reporter { controller: "keyward".to_owned(), instance: std::env::var("POD_NAME").ok() };
-        Context { recorder: events::Recorder::new(client.clone(), reporter), client, settings, clock, mint, publisher }
+        Context {
+            recorder: events::Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            clock,
+            mint,
+            publisher,
+            restart_delay: crate::plan::restarts::DEFAULT_RESTART_DELAY,
+        }
     }
 }
 
@@ -110,6 +121,10 @@ pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     };
     let mut key = match decode::decode(&object) {
         Ok(key) => key,
+        Err(_) if object.metadata.deletion_timestamp.is_some() => {
+            decode::release(&ctx, &object).await?;
+            return Ok(Action::await_change());
+        }
         Err(why) => {
             decode::report(&ctx, &object, &why).await?;
             return Ok(Action::await_change());
@@ -123,7 +138,8 @@ pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Er
         if plan.finalizer == Finalizer::Remove || plan.delete_apikey {
             return Ok(Action::await_change());
         }
-        match plan.requeue_at {
+        let restart_at = restarts::restart_workloads(&ctx, &key).await?;
+        match earliest(plan.requeue_at, restart_at) {
             Some(at) if at <= now => {}
             Some(at) => return Ok(Action::requeue(until(now, at))),
             None => return Ok(Action::await_change()),
@@ -131,6 +147,14 @@ pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     }
     warn!("plan did not settle; trying again shortly");
     Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// The earlier of two deadlines, either of which may be absent.
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// What to do after a failed reconcile: every variant has its retry policy.

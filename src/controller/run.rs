@@ -61,6 +61,8 @@ pub struct Options {
     pub reconcile_all: Option<Arc<tokio::sync::Notify>>,
     /// Adding up verifiers' usage reports; `None` for off.
     pub usage: Option<super::usage::UsageOptions>,
+    /// How long after a rotation's swap opted-in workloads are restarted.
+    pub restart_delay: jiff::SignedDuration,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             health: Arc::new(Health::default()),
             reconcile_all: None,
             usage: Some(super::usage::UsageOptions::default()),
+            restart_delay: crate::plan::restarts::DEFAULT_RESTART_DELAY,
         }
     }
 }
@@ -110,13 +113,16 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
             .with_default_grace(options.settings.default_grace_period)
             .with_metrics(metrics.clone()),
     );
-    let ctx = Arc::new(Context::with(
-        client.clone(),
-        options.settings.clone(),
-        publisher.clone(),
-        options.clock.clone(),
-        options.mint.clone(),
-    ));
+    let ctx = Arc::new(Context {
+        restart_delay: options.restart_delay,
+        ..Context::with(
+            client.clone(),
+            options.settings.clone(),
+            publisher.clone(),
+            options.clock.clone(),
+            options.mint.clone(),
+        )
+    });
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
 
     let publishing = tokio::spawn(publisher.clone().run(shutdown.clone()));

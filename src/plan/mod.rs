@@ -22,6 +22,7 @@
 mod lifecycle;
 mod reason;
 mod records;
+pub mod restarts;
 mod schedule;
 pub mod usage;
 mod validate;

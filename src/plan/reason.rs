@@ -70,6 +70,10 @@ reasons! {
     Swapped,
     /// Event: the previous token's grace period ended.
     PreviousRetired,
+    /// Event: a workload that opted in was restarted after the rotation.
+    WorkloadRestarted,
+    /// Warning Event: an opted-in workload could not be restarted.
+    WorkloadRestartFailed,
     /// Event: the Secret lost or changed its token and is being repaired.
     SecretRepaired,
     /// Event: the key moved to another key set.

@@ -43,6 +43,13 @@ fn err(field: impl Into<String>, problem: impl Into<String>) -> SpecError {
     SpecError { field: field.into(), problem: problem.into() }
 }
 
+/// The stored name of an ApiKey, which the key-set format carries: a real API
+/// server only stores DNS subdomain names, but an object written around it
+/// (or by an older server) may hold another, and is then never published.
+pub fn validate_name(name: &str) -> Option<SpecError> {
+    (!is_dns_subdomain(name)).then(|| err("metadata.name", "must be a DNS subdomain name to be published"))
+}
+
 /// How the token is rotated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cadence {

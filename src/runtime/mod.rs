@@ -1,4 +1,5 @@
-//! Process plumbing the binaries share: the one clock, logging, the shutdown signal and the admin listener.
+//! Process plumbing the binaries share: the one clock, logging, the shutdown signal, the admin listener
+//! and finding the cluster from a kubeconfig.
 //!
 //! `keyward operator`, `keyward verifier`, `keyward demo` and
 //! `keyward fake-apiserver` each set these up the same way through here, so a
@@ -7,5 +8,6 @@
 
 pub mod admin;
 pub mod clock;
+pub mod kubeconfig;
 pub mod shutdown;
 pub mod telemetry;

@@ -113,9 +113,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         "give either --keyset-dir (one or more) or --watch-keyset, not both"
     );
     let client = match &config.watch_keyset {
-        Some(_) => {
-            Some(kube::Client::try_default().await.context("connecting to the Kubernetes API for --watch-keyset")?)
-        }
+        Some(_) => Some(
+            crate::runtime::kubeconfig::client(&crate::runtime::kubeconfig::Source::default())
+                .await
+                .context("connecting to the Kubernetes API for --watch-keyset")?,
+        ),
         None => None,
     };
     let routes = match &config.routes {

@@ -222,6 +222,8 @@ impl Verifier {
             return respond::error(StatusCode::BAD_REQUEST, "invalid_request");
         };
         parts.uri = uri;
+        // The upstream speaks its own HTTP version; the client gets the one it asked in.
+        let client_version = parts.version;
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(AUTHORIZATION);
@@ -249,6 +251,9 @@ impl Verifier {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                // An HTTP/1.0 upstream must not turn an HTTP/1.1 client's answer into
+                // HTTP/1.0 (which closes every kept-alive connection).
+                parts.version = client_version;
                 Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
             }
             Ok(Err(err)) if client_failed.load(Ordering::Relaxed) => {

@@ -26,7 +26,10 @@ use serde::Deserialize;
 pub struct Ready {
     pub kubeconfig: PathBuf,
     pub server: String,
+    pub ca_file: PathBuf,
     pub dir: PathBuf,
+    /// The harness process: SIGHUP restarts kube-apiserver on the same port and data.
+    pub pid: u32,
 }
 
 /// A running control plane, shared by every test of one test binary.
@@ -112,6 +115,12 @@ impl ControlPlane {
     /// authenticated by a real token from the TokenRequest API (`kubectl create token`),
     /// so RBAC sees the ServiceAccount and its groups exactly as in a Pod.
     pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        self.service_account_kubeconfig_via(namespace, name, &self.ready.server)
+    }
+
+    /// [`Self::service_account_kubeconfig`] reaching the API server at `server` (a
+    /// proxy in front of it); plain `http://` servers get no CA.
+    pub fn service_account_kubeconfig_via(&self, namespace: &str, name: &str, server: &str) -> PathBuf {
         let output = self
             .kubectl()
             .args(["create", "token", name, "-n", namespace, "--duration=24h"])
@@ -126,13 +135,18 @@ impl ControlPlane {
         let admin_config: serde_yaml::Value =
             serde_yaml::from_str(&std::fs::read_to_string(&self.ready.kubeconfig).unwrap()).unwrap();
         let ca = admin_config["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap().to_owned();
+        let ca_line = if server.starts_with("https://") {
+            format!("\n    certificate-authority-data: {ca}")
+        } else {
+            String::new()
+        };
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: keyward-test\n  cluster:\n    server: {server}\n    \
-             certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  \
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: keyward-test\n  cluster:\n    server: {server}{ca_line}\n\
+             users:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  \
              context:\n    cluster: keyward-test\n    user: {name}\n    namespace: {namespace}\ncurrent-context: sa\n",
-            server = self.ready.server,
         );
-        let path = self.ready.dir.join(format!("sa-{namespace}-{name}.kubeconfig"));
+        let suffix = if server == self.ready.server { String::new() } else { format!("-via-{}", server.len()) };
+        let path = self.ready.dir.join(format!("sa-{namespace}-{name}{suffix}.kubeconfig"));
         std::fs::write(&path, text).unwrap();
         path
     }

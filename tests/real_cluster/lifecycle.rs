@@ -16,11 +16,13 @@ use serde_json::json;
 use super::control_plane::{ControlPlane, client_from};
 use super::support::{
     Tethered, apply, cluster_with_manifests, describe, eventually, is_ready, records, run_ok, start_operator,
+    start_watch_verifier, verify,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn operator() -> &'static Tethered {
+/// The one operator of this test binary, shared by every module that needs one (lifecycle, plugin).
+pub fn operator() -> &'static Tethered {
     static OPERATOR: OnceLock<Tethered> = OnceLock::new();
     OPERATOR.get_or_init(|| {
         let plane = cluster_with_manifests();
@@ -29,19 +31,19 @@ fn operator() -> &'static Tethered {
 }
 
 /// A fresh namespace, the shared operator running, and an admin client.
-async fn setup(namespace: &str) -> (&'static ControlPlane, Client) {
+pub(super) async fn setup(namespace: &str) -> (&'static ControlPlane, Client) {
     let plane = cluster_with_manifests();
     operator();
     run_ok(plane.kubectl().args(["create", "namespace", namespace]));
     (plane, client_from(plane.kubeconfig()).await)
 }
 
-fn create(plane: &ControlPlane, namespace: &str, yaml: &str) {
+pub(super) fn create(plane: &ControlPlane, namespace: &str, yaml: &str) {
     let output = apply(plane, namespace, yaml);
     assert!(output.status.success(), "apply failed: {}", describe(&output));
 }
 
-async fn ready(client: &Client, namespace: &str, name: &str) -> ApiKey {
+pub(super) async fn ready(client: &Client, namespace: &str, name: &str) -> ApiKey {
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
     eventually(&format!("{namespace}/{name} Ready"), MINUTE, || async {
         keys.get_opt(name).await.unwrap().filter(is_ready)
@@ -70,7 +72,7 @@ fn is_settled(key: &ApiKey) -> bool {
 }
 
 /// The token in a key's Secret, if there is one.
-async fn secret_token(client: &Client, namespace: &str, secret: &str) -> Option<Token> {
+pub(super) async fn secret_token(client: &Client, namespace: &str, secret: &str) -> Option<Token> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let raw = secrets.get_opt(secret).await.unwrap()?.data?.remove("token")?.0;
     Token::parse(std::str::from_utf8(&raw).ok()?).ok()
@@ -406,32 +408,10 @@ async fn server_side_apply_removes_a_secret_label_the_operator_stops_sending() {
     assert_operator_log_clean(&[]);
 }
 
-/// One forward-auth request to a verifier; the status code it answers.
-async fn verify(addr: std::net::SocketAddr, token: &Token) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!(
-        "GET /verify HTTP/1.1\r\nHost: verifier\r\nAuthorization: Bearer {}\r\nX-Original-Method: GET\r\n\
-         X-Original-URI: /orders/1\r\nConnection: close\r\n\r\n",
-        token.expose()
-    );
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.ok()?;
-    String::from_utf8_lossy(&answer).split_whitespace().nth(1)?.parse().ok()
-}
-
 #[tokio::test]
 async fn a_watch_keyset_verifier_with_the_example_rbac_sees_a_revocation() {
     let ns = "life-verifier";
     let (plane, client) = setup(ns).await;
-    // The verifier's ServiceAccount and Role exactly as examples/ ship them, in this namespace.
-    run_ok(
-        plane
-            .kubectl()
-            .args(["apply", "-n", ns, "-f"])
-            .arg(super::support::repo("examples/workloads/verifier-watch-rbac.yaml")),
-    );
     create(
         plane,
         ns,
@@ -440,24 +420,8 @@ async fn a_watch_keyset_verifier_with_the_example_rbac_sees_a_revocation() {
     ready(&client, ns, "partner").await;
     let token = secret_token(&client, ns, "partner-apikey").await.unwrap();
 
-    let kubeconfig = plane.service_account_kubeconfig(ns, "keyward-verifier");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", super::support::free_port()).parse().unwrap();
-    let args: Vec<String> = [
-        "verifier".to_owned(),
-        "--watch-keyset".to_owned(),
-        format!("{ns}/default"),
-        "--listen".to_owned(),
-        addr.to_string(),
-        "--admin-listen".to_owned(),
-        format!("127.0.0.1:{}", super::support::free_port()),
-    ]
-    .to_vec();
-    let verifier = Tethered::spawn(
-        std::path::Path::new(env!("CARGO_BIN_EXE_keyward")),
-        &args,
-        &[("KUBECONFIG", kubeconfig.as_path())],
-        plane.ready.dir.join("verifier-watch.log"),
-    );
+    // The verifier as the ServiceAccount and Role examples/ ship.
+    let (verifier, addr) = start_watch_verifier(plane, ns);
     eventually("the verifier to allow the key", MINUTE, || async {
         (verify(addr, &token).await == Some(200)).then_some(())
     })

@@ -158,8 +158,13 @@ impl Tethered {
         let _ = Command::new("kill").args(["-KILL", &self.pid.to_string()]).status();
     }
 
+    /// Whether the program still runs. One that exited stays a zombie of its wrapper
+    /// (which reaps it only when stopped), so the process state is read, not `kill -0`.
     pub fn is_running(&self) -> bool {
-        Command::new("kill").args(["-0", &self.pid.to_string()]).status().is_ok_and(|s| s.success())
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // pid (comm) STATE ...: comm may hold spaces, so read after its closing parenthesis.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        state.is_some_and(|s| s != "Z" && s != "X")
     }
 
     pub fn log_text(&self) -> String {
@@ -181,6 +186,11 @@ pub fn free_port() -> u16 {
 /// `keyward operator` as the ServiceAccount of manifests/, with fast test timings.
 pub fn start_operator(plane: &ControlPlane, identity: &str, dir: &Path) -> Tethered {
     let kubeconfig = plane.service_account_kubeconfig("keyward-system", "keyward-operator");
+    start_operator_with(&kubeconfig, identity, dir)
+}
+
+/// [`start_operator`] with a kubeconfig of the caller's (for example through a proxy).
+pub fn start_operator_with(kubeconfig: &Path, identity: &str, dir: &Path) -> Tethered {
     let args: Vec<String> = [
         "operator",
         "--admin-listen",
@@ -208,7 +218,49 @@ pub fn start_operator(plane: &ControlPlane, identity: &str, dir: &Path) -> Tethe
     Tethered::spawn(
         Path::new(env!("CARGO_BIN_EXE_keyward")),
         &args,
-        &[("KUBECONFIG", kubeconfig.as_path())],
+        &[("KUBECONFIG", kubeconfig)],
         dir.join(format!("operator-{identity}.log")),
     )
+}
+
+/// `keyward verifier --watch-keyset NAMESPACE/default` as the ServiceAccount and Role that
+/// examples/workloads/verifier-watch-rbac.yaml ships (applied here into `namespace`),
+/// and the address it serves forward-auth requests on.
+pub fn start_watch_verifier(plane: &ControlPlane, namespace: &str) -> (Tethered, std::net::SocketAddr) {
+    run_ok(
+        plane.kubectl().args(["apply", "-n", namespace, "-f"]).arg(repo("examples/workloads/verifier-watch-rbac.yaml")),
+    );
+    let kubeconfig = plane.service_account_kubeconfig(namespace, "keyward-verifier");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let args: Vec<String> = vec![
+        "verifier".to_owned(),
+        "--watch-keyset".to_owned(),
+        format!("{namespace}/default"),
+        "--listen".to_owned(),
+        addr.to_string(),
+        "--admin-listen".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let verifier = Tethered::spawn(
+        Path::new(env!("CARGO_BIN_EXE_keyward")),
+        &args,
+        &[("KUBECONFIG", kubeconfig.as_path())],
+        plane.ready.dir.join(format!("verifier-{namespace}.log")),
+    );
+    (verifier, addr)
+}
+
+/// One forward-auth request (`GET /orders/1`) to a verifier; the status code it answers.
+pub async fn verify(addr: std::net::SocketAddr, token: &keyward::token::Token) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!(
+        "GET /verify HTTP/1.1\r\nHost: verifier\r\nAuthorization: Bearer {}\r\nX-Original-Method: GET\r\n\
+         X-Original-URI: /orders/1\r\nConnection: close\r\n\r\n",
+        token.expose()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok()?;
+    String::from_utf8_lossy(&answer).split_whitespace().nth(1)?.parse().ok()
 }

@@ -10,6 +10,7 @@
 //	kube-harness kube-apiserver ...    the upstream command, flags as upstream
 //	kube-harness kube-controller-manager ...
 //	kube-harness crd-cost FILE         every CEL rule's estimated cost next to its limit
+//	kube-harness fault-proxy ...       a seeded fault-injecting proxy to the API server
 //
 // `up` prints one JSON line on stdout once /readyz answers 200 and stops cleanly on
 // SIGTERM or SIGINT, or when its standard input closes (the test process that
@@ -46,6 +47,8 @@ func main() {
 		os.Exit(cli.Run(cmd))
 	case "crd-cost":
 		os.Exit(crdCost(args))
+	case "fault-proxy":
+		os.Exit(faultProxyMain(args))
 	case "-h", "--help", "help":
 		usage()
 	default:
@@ -59,6 +62,8 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   kube-harness up --dir DIR [--etcd-dir DIR]   start etcd, kube-apiserver and kube-controller-manager on loopback
   kube-harness crd-cost FILE                  validate a CRD as the API server does; print each CEL rule's cost
+  kube-harness fault-proxy --upstream URL --ca FILE [--listen ADDR] [--seed N] [--rate P]
+                                              a seeded fault-injecting proxy to the API server (see faultproxy.go)
   kube-harness kube-apiserver FLAGS...        the upstream component (used by up)
   kube-harness kube-controller-manager FLAGS...
 `)

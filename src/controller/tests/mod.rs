@@ -12,6 +12,7 @@ pub(super) mod harness;
 mod keyset;
 mod lease;
 mod moves;
+mod restarts;
 mod revoke;
 mod rotation;
 mod tampering;

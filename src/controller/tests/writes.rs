@@ -31,15 +31,21 @@ fn event_notes_are_cut_under_one_kib_at_a_character_boundary() {
     assert!(cut.ends_with('…') && long.starts_with(cut.trim_end_matches('…')));
 }
 
-#[tokio::test]
-async fn no_token_appears_in_any_write_event_status_or_log_line() {
+/// Every log line of this thread, at every level, without colours, until the guard drops.
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
     let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
     let writer = {
         let logs = logs.clone();
         move || LogWriter(logs.clone())
     };
-    let subscriber = tracing_subscriber::fmt().with_writer(writer).with_max_level(tracing::Level::TRACE).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let subscriber =
+        tracing_subscriber::fmt().with_writer(writer).with_ansi(false).with_max_level(tracing::Level::TRACE).finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn no_token_appears_in_any_write_event_status_or_log_line() {
+    let (logs, _guard) = capture_logs();
 
     let h = harness(Settings::default()).await;
     h.create(ROTATING).await;
@@ -77,4 +83,21 @@ async fn no_token_appears_in_any_write_event_status_or_log_line() {
         let body = token.rsplit_once('_').unwrap().1;
         assert!(!haystack.contains(body), "a token leaked");
     }
+}
+
+#[tokio::test]
+async fn the_created_log_line_names_the_new_key_id() {
+    let (logs, _guard) = capture_logs();
+
+    let h = harness(Settings::default()).await;
+    h.create(ROTATING).await;
+    h.settle_ready("crm").await;
+    let key = h.get("crm").await;
+    let key_id = key.status.unwrap().current_key.expect("a current key once Ready").key_id;
+    let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let created = logged
+        .lines()
+        .find(|l| l.contains("lifecycle step") && l.contains("reason=\"Created\""))
+        .unwrap_or_else(|| panic!("a Created lifecycle step is logged:\n{logged}"));
+    assert!(created.contains(&format!("key_id=\"{key_id}\"")), "the line names key id {key_id}: {created}");
 }

@@ -20,7 +20,7 @@ use crate::keyset::{Record, RecordState};
 use crate::token::KeyHash;
 
 use super::records::{records_from, version_hash};
-use super::validate::{SpecError, ValidSpec, validate};
+use super::validate::{SpecError, ValidSpec, validate, validate_name};
 use super::{
     DesiredSecret, EventKind, Finalizer, Held, LABEL_APIKEY, LABEL_MANAGED_BY, MANAGED_BY, Mint, Observed, Plan,
     PlannedEvent, Publish, Reason, SecretView, Settings, Slot, Source, secret_name,
@@ -61,9 +61,13 @@ impl Phase {
         if key.metadata.deletion_timestamp.is_some() {
             return Phase::Deleting;
         }
-        let spec = match validate(&key.spec, settings.default_grace_period) {
-            Ok(spec) => spec,
-            Err(errors) => return Phase::Invalid(errors),
+        let spec = match (
+            key.metadata.name.as_deref().and_then(validate_name),
+            validate(&key.spec, settings.default_grace_period),
+        ) {
+            (None, Ok(spec)) => spec,
+            (name, Err(errors)) => return Phase::Invalid(name.into_iter().chain(errors).collect()),
+            (Some(name), Ok(_)) => return Phase::Invalid(vec![name]),
         };
         if let SecretView::Present(facts) = &observed.secret
             && !facts.owned

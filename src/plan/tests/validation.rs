@@ -134,3 +134,18 @@ fn secret_template_keys_and_values_must_be_what_kubernetes_accepts() {
         }
     }
 }
+
+#[test]
+fn a_stored_name_the_key_set_format_cannot_carry_is_reported_and_never_published() {
+    // A real API server refuses such a name; one written around it must cost only itself.
+    let key = an_api_key("Not_A_Name").build();
+
+    let plan = plan(&key, &crate::plan::Observed::default(), &crate::plan::Settings::default(), at(T0));
+
+    let status = plan.status.as_ref().expect("status reports the problem");
+    assert_eq!((status.state, status.conditions[0].reason.as_str()), (Some(KeyState::Error), "InvalidSpec"));
+    assert!(status.conditions[0].message.contains("metadata.name"), "{}", status.conditions[0].message);
+    assert!(plan.mint.is_none() && plan.secret.is_none(), "nothing is written");
+    assert_ne!(plan.publish, Publish::Now);
+    assert!(crate::plan::records_with(&key, None, DEFAULT_GRACE, at(T0)).iter().all(|r| r.validate().is_err()));
+}

@@ -1,0 +1,193 @@
+//! `check`: which ApiKey a token on stdin belongs to, found by its SHA-256; the token itself is never printed.
+//!
+//! Two sources, both public: the hashes ApiKey status records (current,
+//! previous and next key) say which key the token is; the key-set ConfigMaps
+//! say whether verifiers accept it now. Reading key sets is optional: without
+//! `list configmaps` the answer comes from status alone, with a note.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Read};
+use std::process::{Command, ExitCode, Stdio};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use kube::api::ListParams;
+
+use super::status::{relative, state_word};
+use super::{Access, PluginError, Session, print};
+use crate::api::{ApiKey, KeyVersion};
+use crate::configmap::{LABEL_KEYSET, any_keyset_selector, stored_entries};
+use crate::keyset::{Record, decode_shard};
+use crate::token::{KeyHash, Token};
+
+/// Which of a key's tokens a hash is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// The token in the Secret.
+    Current,
+    /// The token a rotation replaced, in its grace period.
+    Previous,
+    /// A token being published by a rotation, not yet in the Secret.
+    Next,
+}
+
+/// The ApiKey whose status names `hash`, and as which of its tokens.
+#[must_use]
+pub fn in_status<'a>(keys: &'a [ApiKey], hash: &KeyHash) -> Option<(&'a ApiKey, Slot, &'a KeyVersion)> {
+    let text = hash.to_string();
+    let matches = |v: &KeyVersion| match &v.hash {
+        Some(h) => *h == text,
+        None => v.key_id == hash.key_id().as_str(),
+    };
+    keys.iter().find_map(|key| {
+        let status = key.status.as_ref()?;
+        [(Slot::Current, &status.current_key), (Slot::Previous, &status.previous_key), (Slot::Next, &status.next_key)]
+            .into_iter()
+            .find_map(|(slot, version)| version.as_ref().filter(|v| matches(v)).map(|v| (key, slot, v)))
+    })
+}
+
+/// The records of `hash` in the key-set shards `maps` hold, with each one's key-set name.
+#[must_use]
+pub fn in_key_sets(maps: &[ConfigMap], hash: &KeyHash) -> Vec<(String, Record)> {
+    let mut found = Vec::new();
+    for map in maps {
+        let key_set = map.labels().get(LABEL_KEYSET).cloned().unwrap_or_default();
+        for (_, bytes) in stored_entries(map) {
+            // A shard that does not decode says nothing about this token; verifiers refuse it too.
+            let Ok(shard) = decode_shard(bytes) else { continue };
+            found.extend(shard.records.into_iter().filter(|r| r.hash == *hash).map(|r| (key_set.clone(), r)));
+        }
+    }
+    found
+}
+
+/// What `check` says about a token with hash `hash`: (text, whether an ApiKey was found).
+#[must_use]
+pub fn describe(
+    keys: &[ApiKey],
+    published: Option<&[(String, Record)]>,
+    hash: &KeyHash,
+    scope: &str,
+    now: Timestamp,
+) -> (String, bool) {
+    let key_id = hash.key_id();
+    let mut out = String::new();
+    let Some((key, slot, version)) = in_status(keys, hash) else {
+        let _ = writeln!(out, "No ApiKey {scope} has this token (key id {key_id}).");
+        if let Some([(key_set, record), ..]) = published {
+            let _ = writeln!(
+                out,
+                "It is published in key set {key_set} for {}/{} ({}), but no ApiKey's status names it.",
+                record.namespace,
+                record.name,
+                record.state.as_str()
+            );
+        }
+        return (out, false);
+    };
+    let which = match slot {
+        Slot::Current => "its current token (the one in the Secret)",
+        Slot::Previous => "its previous token, replaced by a rotation and still accepted for the grace period",
+        Slot::Next => "its next token, being published by a rotation and not yet in the Secret",
+    };
+    let _ = writeln!(
+        out,
+        "This token belongs to apikey.keyward.dev/{} in namespace {}: {which}.",
+        key.name_any(),
+        key.namespace().unwrap_or_default()
+    );
+    let _ = writeln!(out, "Key id:     {key_id}");
+    let state = key.status.as_ref().and_then(|s| s.state).map_or("unknown", state_word);
+    let _ = writeln!(out, "State:      {state}");
+    let _ = writeln!(out, "Valid from: {} ({})", version.not_before.0, relative(version.not_before.0, now));
+    match &version.not_after {
+        Some(end) => {
+            let _ = writeln!(out, "Valid to:   {} ({})", end.0, relative(end.0, now));
+        }
+        None => out.push_str("Valid to:   no end set\n"),
+    }
+    match published {
+        None => {}
+        Some([]) => out.push_str("Published:  no (verifiers refuse it)\n"),
+        Some(records) => {
+            for (key_set, record) in records {
+                let _ = writeln!(out, "Published:  key set {key_set}, {}", record.state.as_str());
+            }
+        }
+    }
+    (out, true)
+}
+
+/// Read a token on stdin, find it, and say so; exit 1 when no ApiKey has it.
+pub async fn run(
+    session: &Session,
+    hash: &KeyHash,
+    all_namespaces: bool,
+    now: Timestamp,
+) -> Result<ExitCode, PluginError> {
+    let (keys_api, maps_api, scope, namespace) = if all_namespaces {
+        (
+            kube::Api::all(session.client.clone()),
+            kube::Api::all(session.client.clone()),
+            "in any namespace".to_owned(),
+            "(all namespaces)",
+        )
+    } else {
+        (
+            session.apikeys(),
+            kube::Api::namespaced(session.client.clone(), &session.namespace),
+            format!("in namespace {}", session.namespace),
+            session.namespace.as_str(),
+        )
+    };
+    let access = Access { verb: "list", resource: "apikeys.keyward.dev", kind: "ApiKey", namespace, name: None };
+    let keys = keys_api.list(&ListParams::default()).await.map_err(|e| access.fail(e))?.items;
+    let maps_access = Access { verb: "list", resource: "configmaps", kind: "ConfigMap", namespace, name: None };
+    let maps: Result<Vec<ConfigMap>, PluginError> = maps_api
+        .list(&ListParams::default().labels(&any_keyset_selector()))
+        .await
+        .map(|l| l.items)
+        .map_err(|e| maps_access.fail(e));
+    let published = match maps {
+        Ok(maps) => Some(in_key_sets(&maps, hash)),
+        Err(e) => {
+            eprintln!("note: key sets not read, answering from ApiKey status only: {e}");
+            None
+        }
+    };
+    let (text, found) = describe(&keys, published.as_deref(), hash, &scope, now);
+    print(&text)?;
+    if !found && !all_namespaces {
+        eprintln!("hint: -A looks in every namespace");
+    }
+    Ok(if found { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The hash of the token on stdin (one line, surrounding white space removed); the token is wiped.
+/// On a terminal the typing is not echoed.
+pub fn read_hash() -> Result<KeyHash, PluginError> {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    if std::io::stdin().is_terminal() {
+        eprint!("Paste the token and press Enter (it is not shown): ");
+        let echo_off = stty("-echo");
+        let read = std::io::stdin().read_line(&mut text);
+        if echo_off {
+            stty("echo");
+            eprintln!();
+        }
+        read?;
+    } else {
+        std::io::stdin().take(4096).read_to_string(&mut text)?;
+    }
+    // The error says what is wrong with the text, never the text.
+    let token = Token::parse(text.trim())
+        .map_err(|e| PluginError::Refused(format!("standard input does not hold a well-formed keyward token: {e}")))?;
+    Ok(token.hash())
+}
+
+/// Run `stty` on the terminal (standard input); whether it worked.
+fn stty(setting: &str) -> bool {
+    Command::new("stty").arg(setting).stdin(Stdio::inherit()).status().is_ok_and(|s| s.success())
+}
