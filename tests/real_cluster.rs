@@ -14,4 +14,5 @@ mod real_cluster {
     pub mod plugin;
     pub mod restarts;
     pub mod support;
+    pub mod usage;
 }

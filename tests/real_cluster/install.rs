@@ -47,7 +47,11 @@ fn kubectl_shows_the_documented_columns_category_short_name_and_field_docs() {
     };
     let columns = "NAME STATE PREFIX SCOPES EXPIRES NEXT ROTATION LAST USED AGE";
     assert_eq!(header(&["apikeys"]), columns);
-    assert_eq!(header(&["apikeys", "-o", "wide"]), columns);
+    // -o wide adds the requests allowed in the last 24 hours (status.usage).
+    assert_eq!(
+        header(&["apikeys", "-o", "wide"]),
+        "NAME STATE PREFIX SCOPES EXPIRES NEXT ROTATION LAST USED REQUESTS 24H AGE"
+    );
     assert_eq!(header(&["ak"]), columns, "short name ak");
     let category = run_ok(plane.kubectl().args(["get", "keyward", "-n", "kubectl-view", "-o", "name"]));
     assert_eq!(category.trim(), "apikey.keyward.dev/partner-orders", "category keyward lists ApiKeys");

@@ -83,7 +83,7 @@ async fn published(client: &Client, namespace: &str) -> Vec<String> {
 }
 
 /// Nothing the operator did was refused for lack of RBAC, and it logged none of `tokens`.
-fn assert_operator_log_clean(tokens: &[&Token]) {
+pub(super) fn assert_operator_log_clean(tokens: &[&Token]) {
     let log = operator().log_text();
     assert!(
         !log.to_lowercase().contains("forbidden"),

@@ -209,6 +209,11 @@ pub fn start_operator_with(kubeconfig: &Path, identity: &str, dir: &Path) -> Tet
         "4s",
         "--retry-period",
         "1s",
+        // Usage added up every 2 s and written at once, so tests need not wait minutes.
+        "--usage-aggregate-interval",
+        "2s",
+        "--usage-status-interval",
+        "1s",
         "--log",
         "info",
     ]
@@ -227,6 +232,16 @@ pub fn start_operator_with(kubeconfig: &Path, identity: &str, dir: &Path) -> Tet
 /// examples/workloads/verifier-watch-rbac.yaml ships (applied here into `namespace`),
 /// and the address it serves forward-auth requests on.
 pub fn start_watch_verifier(plane: &ControlPlane, namespace: &str) -> (Tethered, std::net::SocketAddr) {
+    start_watch_verifier_with(plane, namespace, &[], &[])
+}
+
+/// [`start_watch_verifier`] with more arguments and environment (a Pod's downward-API variables).
+pub fn start_watch_verifier_with(
+    plane: &ControlPlane,
+    namespace: &str,
+    extra_args: &[&str],
+    extra_env: &[(&str, &Path)],
+) -> (Tethered, std::net::SocketAddr) {
     run_ok(
         plane.kubectl().args(["apply", "-n", namespace, "-f"]).arg(repo("examples/workloads/verifier-watch-rbac.yaml")),
     );
@@ -241,10 +256,13 @@ pub fn start_watch_verifier(plane: &ControlPlane, namespace: &str) -> (Tethered,
         "--admin-listen".to_owned(),
         format!("127.0.0.1:{}", free_port()),
     ];
+    let args: Vec<String> = args.into_iter().chain(extra_args.iter().map(ToString::to_string)).collect();
+    let mut env = vec![("KUBECONFIG", kubeconfig.as_path())];
+    env.extend_from_slice(extra_env);
     let verifier = Tethered::spawn(
         Path::new(env!("CARGO_BIN_EXE_keyward")),
         &args,
-        &[("KUBECONFIG", kubeconfig.as_path())],
+        &env,
         plane.ready.dir.join(format!("verifier-{namespace}.log")),
     );
     (verifier, addr)

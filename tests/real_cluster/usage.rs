@@ -1,0 +1,87 @@
+//! Usage on a real API server: a `--watch-keyset` verifier as the example ServiceAccount writes
+//! its report (owned by its Pod), the shared operator adds it up into the ApiKey's status,
+//! and the garbage collector removes the report with the Pod. A 403 anywhere fails the test.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use keyward::api::ApiKey;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+
+use super::lifecycle::{assert_operator_log_clean, create, ready, secret_token, setup};
+use super::support::{eventually, start_watch_verifier_with, verify};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_verifiers_report_reaches_the_apikey_status_and_goes_with_its_pod() {
+    let ns = "usage-report";
+    let (plane, client) = setup(ns).await;
+    create(
+        plane,
+        ns,
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner}\nspec: {scopes: [orders:read]}\n",
+    );
+    ready(&client, ns, "partner").await;
+    let token = secret_token(&client, ns, "partner-apikey").await.unwrap();
+
+    // A Pod object to own the report (nothing runs it: the harness has no kubelet).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "api-0"},
+        "spec": {"containers": [{"name": "verifier", "image": "keyward:dev"}]}
+    }))
+    .unwrap();
+    let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let uid = pod.metadata.uid.clone().unwrap();
+    let (verifier, addr) = start_watch_verifier_with(
+        plane,
+        ns,
+        &["--usage-report-interval", "1s"],
+        &[("POD_NAME", Path::new("api-0")), ("POD_UID", Path::new(&uid)), ("POD_NAMESPACE", Path::new(ns))],
+    );
+    eventually("the verifier to allow the key", MINUTE, || async {
+        (verify(addr, &token).await == Some(200)).then_some(())
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(verify(addr, &token).await, Some(200));
+    }
+
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), ns);
+    let status = eventually("three allowed requests in status.usage", MINUTE, || async {
+        let status = keys.get("partner").await.unwrap().status?;
+        (status.usage.as_ref()?.last24h.allowed == 3).then_some(status)
+    })
+    .await;
+    let last_used = status.last_used_at.as_ref().expect("lastUsedAt set").0;
+    assert_eq!(last_used.as_second() % 3600, 0, "lastUsedAt to the hour: {last_used}");
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let report = configmaps.get("keyward-usage-api-0").await.unwrap();
+    let owner = &report.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Pod", uid.as_str()));
+    let aggregate = configmaps.get("keyward-usage.default").await.unwrap();
+    for text in [json!(report).to_string(), json!(aggregate).to_string(), json!(status).to_string()] {
+        assert!(!text.contains(token.expose()), "a token in a report, the aggregate or status");
+    }
+    let log = verifier.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "the verifier's RBAC suffices:\n{log}");
+    assert!(!log.contains(token.expose()), "no token in the verifier's log");
+    assert_operator_log_clean(&[&token]);
+
+    // The verifier stops (writing a last report), then its Pod goes: the garbage collector removes the report.
+    drop(verifier);
+    pods.delete("api-0", &DeleteParams::default()).await.unwrap();
+    eventually("the report removed with its Pod", MINUTE, || async {
+        configmaps.get_opt("keyward-usage-api-0").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    // Its counts stay.
+    let after = keys.get("partner").await.unwrap().status.unwrap().usage.unwrap();
+    assert_eq!(after.last24h.allowed, 3);
+}
