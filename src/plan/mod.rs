@@ -24,6 +24,7 @@ mod reason;
 mod records;
 pub mod restarts;
 mod schedule;
+pub mod unused;
 pub mod usage;
 mod validate;
 

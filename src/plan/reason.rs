@@ -51,6 +51,8 @@ reasons! {
     Revoked,
     /// Condition and Event: the key is past `expiresAt`.
     Expired,
+    /// Condition and Event: nobody used the key for `expireAfterUnused`.
+    Unused,
     /// Condition and Event: the spec breaks a rule.
     InvalidSpec,
     /// Condition and Event: the Secret exists and belongs to someone else.

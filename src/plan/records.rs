@@ -54,7 +54,7 @@ pub(super) fn records_from(
     if status.is_none() && current.is_none() {
         return Vec::new();
     }
-    let expired = status.is_some_and(|s| s.expired_at.is_some()) || spec.expires_at.is_some_and(|t| t <= now);
+    let expired = super::unused::has_expired(&spec, status, now);
     let revoked =
         key.spec.revoked || status.is_some_and(|s| s.revoked_at.is_some() || s.state == Some(KeyState::Revoked));
     if key.metadata.deletion_timestamp.is_some() || revoked || expired {

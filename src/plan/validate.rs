@@ -83,6 +83,8 @@ pub struct ValidSpec {
     pub rate_limit: Option<RateLimit>,
     /// How long to keep an expired ApiKey before deleting it.
     pub retain_expired_for: Option<KeyDuration>,
+    /// Expire the key once unused for this long.
+    pub expire_after_unused: Option<KeyDuration>,
 }
 
 /// Check `spec` the way admission does; collect every problem, not just the first.
@@ -109,7 +111,7 @@ pub fn validate(spec: &ApiKeySpec, default_grace: SignedDuration) -> Result<Vali
         }
         Some(RateLimit { requests: limit.requests, period, burst: limit.burst.unwrap_or(limit.requests) })
     });
-    let _ = duration("spec.expireAfterUnused", spec.expire_after_unused.as_deref(), &mut errors);
+    let expire_after_unused = duration("spec.expireAfterUnused", spec.expire_after_unused.as_deref(), &mut errors);
     let retain_expired_for = duration("spec.retainExpiredFor", spec.retain_expired_for.as_deref(), &mut errors);
     if !is_dns_label(&spec.key_set) || spec.key_set.len() > MAX_KEY_SET_LEN {
         errors.push(err("spec.keySet", "must be a DNS label of at most 40 characters"));
@@ -156,7 +158,7 @@ pub fn validate(spec: &ApiKeySpec, default_grace: SignedDuration) -> Result<Vali
     }
     if errors.is_empty() {
         let expires_at = spec.expires_at.as_ref().map(|t| t.0);
-        Ok(ValidSpec { scopes, prefix, expires_at, rotation, rate_limit, retain_expired_for })
+        Ok(ValidSpec { scopes, prefix, expires_at, rotation, rate_limit, retain_expired_for, expire_after_unused })
     } else {
         Err(errors)
     }

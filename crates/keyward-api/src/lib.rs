@@ -147,8 +147,8 @@ pub struct ApiKeySpec {
 
     /// Expire the key once nobody has used it for this long (`90d`, `720h`):
     /// counted from `status.lastUsedAt`, or from when the key became Ready if
-    /// it was never used. Validated but not enforced yet: usage is reported and
-    /// shown in `status.usage`, the expiry itself is still to come.
+    /// it was never used. The key then expires with reason `Unused`. Needs
+    /// verifiers that report usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
     #[x_kube(validation = Rule::new(keyward_contract::duration::cel_positive_rule()).message("must be longer than zero"))]

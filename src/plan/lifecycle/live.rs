@@ -27,7 +27,7 @@ impl Draft<'_> {
             self.release_previous_secret();
         }
         // Also while a new token is held: expiry must not wait for its Ready.
-        if let Some(t) = spec.expires_at {
+        if let Some((t, _)) = super::super::unused::expiry(spec, Some(&self.status)) {
             self.deadline(t);
         }
         self.summarise_live();

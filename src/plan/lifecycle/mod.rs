@@ -80,7 +80,7 @@ impl Phase {
         // state Revoked covers statuses written before `revokedAt` existed.
         if key.spec.revoked || old.is_some_and(|s| s.revoked_at.is_some() || s.state == Some(KeyState::Revoked)) {
             Phase::Revoked
-        } else if old.is_some_and(|s| s.expired_at.is_some()) || spec.expires_at.is_some_and(|t| t <= now) {
+        } else if super::unused::has_expired(&spec, old, now) {
             Phase::Expired(spec)
         } else {
             Phase::Live(spec)

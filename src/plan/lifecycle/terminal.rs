@@ -8,6 +8,7 @@ use crate::plan::validate::{SpecError, ValidSpec};
 use crate::plan::{EventKind, Finalizer, Plan, PlannedEvent, Publish, Reason, secret_name};
 
 use super::super::schedule::after;
+use super::super::unused::Cause;
 use super::{CONFLICT_RECHECK, Draft};
 
 impl Draft<'_> {
@@ -142,17 +143,25 @@ impl Draft<'_> {
     }
 
     pub(super) fn expire(&mut self, spec: &ValidSpec) {
-        let expired_at = self.status.expired_at.as_ref().map_or_else(|| spec.expires_at.unwrap_or(self.now), |t| t.0);
+        let due = super::super::unused::expiry(spec, Some(&self.old)).filter(|(t, _)| *t <= self.now);
+        let expired_at = self.status.expired_at.as_ref().map_or_else(|| due.map_or(self.now, |(t, _)| t), |t| t.0);
+        // The cause is decided once, when the key expires, and kept in the Ready condition's reason.
+        let unused = match &self.old.expired_at {
+            Some(_) => self.old.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == Reason::Unused.as_str()),
+            None => due.is_some_and(|(_, cause)| cause == Cause::Unused),
+        };
         self.status.expired_at = Some(Time(expired_at));
+        let reason = if unused { Reason::Unused } else { Reason::Expired };
+        let why = if unused { "unused for expireAfterUnused" } else { "expired" };
         if !self.was(KeyState::Expired) {
-            self.event(EventKind::Normal, Reason::Expired, format!("Key expired at {expired_at}"));
+            self.event(EventKind::Normal, reason, format!("Key {why} at {expired_at}"));
         }
         self.clean_up_tokens();
         if let Some(current) = &mut self.status.current_key {
             current.not_after.get_or_insert(Time(expired_at));
         }
         self.status.state = Some(KeyState::Expired);
-        self.ready(false, Reason::Expired, format!("The key expired at {expired_at}"));
+        self.ready(false, reason, format!("The key {why} at {expired_at}"));
         if let Some(retain) = spec.retain_expired_for.as_ref().and_then(|d| SignedDuration::try_from(d.get()).ok()) {
             let delete_at = after(expired_at, retain);
             if delete_at <= self.now {

@@ -3,7 +3,10 @@
 use crate::api::KeyState;
 use crate::plan::Publish;
 
-use super::fixtures::{T0, World, an_api_key, at, mins};
+use jiff::SignedDuration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::fixtures::{T0, World, an_api_key, at, mins, ready_reason};
 
 #[test]
 fn a_key_requeues_exactly_at_its_expiry() {
@@ -67,4 +70,70 @@ fn a_key_that_expires_while_its_token_is_held_is_looked_at_at_expiry_and_withdra
     assert_eq!(expired.publish, Publish::Now);
     assert!(world.published_hashes().is_empty());
     assert_eq!(world.secret_tokens, (None, None));
+}
+
+fn unused_for(d: &str) -> crate::api::ApiKey {
+    let mut key = an_api_key("crm").build();
+    key.spec.expire_after_unused = Some(d.to_owned());
+    key
+}
+
+#[test]
+fn a_key_never_used_expires_exactly_expire_after_unused_after_it_became_ready_with_reason_unused() {
+    let mut world = World::converged(unused_for("30d"), T0);
+    let ready_since = super::fixtures::ready_since(&world);
+    let deadline = ready_since + SignedDuration::from_hours(30 * 24);
+    assert_eq!(world.plan().requeue_at, Some(deadline));
+
+    world.now = deadline - SignedDuration::from_secs(1);
+    world.reconcile();
+    assert_eq!(world.status().state, Some(KeyState::Active), "one second before its deadline");
+
+    world.now = deadline;
+    let plan = world.reconcile();
+    assert_eq!(world.status().state, Some(KeyState::Expired));
+    assert_eq!(world.status().expired_at.as_ref().map(|t| t.0), Some(deadline));
+    assert_eq!(ready_reason(&world).1, "Unused");
+    assert!(plan.records.is_empty(), "withdrawn from the key set: {:?}", plan.records);
+    assert_eq!(world.secret_tokens, (None, None));
+}
+
+#[test]
+fn a_key_used_before_its_deadline_is_no_longer_expiring() {
+    let mut world = World::converged(unused_for("30d"), T0);
+    // A verifier reported a use on day 20 (the operator's usage pass wrote lastUsedAt).
+    let used = at("2026-01-21T00:00:00Z");
+    world.key.status.as_mut().unwrap().last_used_at = Some(Time(used));
+    world.now = at("2026-01-31T00:00:00Z");
+    let plan = world.reconcile();
+    assert_eq!(world.status().state, Some(KeyState::Active));
+    assert_eq!(plan.requeue_at, Some(used + SignedDuration::from_hours(30 * 24)));
+    assert!(!plan.records.is_empty(), "still published");
+}
+
+#[test]
+fn an_unused_key_keeps_its_reason_and_is_deleted_after_its_retention() {
+    let mut key = unused_for("1d");
+    key.spec.retain_expired_for = Some("7d".to_owned());
+    let mut world = World::converged(key, T0);
+    let deadline = super::fixtures::ready_since(&world) + SignedDuration::from_hours(24);
+    world.now = deadline;
+    let expired = world.reconcile();
+    assert_eq!(expired.requeue_at, Some(deadline + SignedDuration::from_hours(7 * 24)));
+    world.after(mins(1));
+    assert_eq!(ready_reason(&world).1, "Unused", "the cause stays on later passes");
+    world.now = deadline + SignedDuration::from_hours(7 * 24);
+    world.reconcile();
+    assert!(world.deleted);
+}
+
+#[test]
+fn expires_at_before_the_unused_deadline_expires_the_key_with_reason_expired() {
+    let mut key = unused_for("30d");
+    key.spec.expires_at = Some(Time(at("2026-01-10T00:00:00Z")));
+    let mut world = World::converged(key, T0);
+    assert_eq!(world.plan().requeue_at, Some(at("2026-01-10T00:00:00Z")));
+    world.now = at("2026-01-10T00:00:00Z");
+    world.reconcile();
+    assert_eq!(ready_reason(&world).1, "Expired");
 }

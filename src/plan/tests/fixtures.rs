@@ -349,6 +349,11 @@ pub fn later(world: &World, d: SignedDuration) -> Timestamp {
     world.now.checked_add(d).expect("test times are in range")
 }
 
+/// When the key last became Ready (its Ready=True condition's transition).
+pub fn ready_since(world: &World) -> Timestamp {
+    crate::plan::unused::unused_since(world.key.status.as_ref()).expect("the key is Ready")
+}
+
 pub fn ready_reason(world: &World) -> (String, String) {
     let c = &world.status().conditions[0];
     (c.status.clone(), c.reason.clone())
