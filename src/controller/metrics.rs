@@ -2,7 +2,8 @@
 //!
 //! Label values are bounded by construction: error labels are [`Error::label`]
 //! variant names, states are [`KeyState`] names, key sets are (namespace,
-//! name) pairs that exist in the cluster. No label or value ever holds a token.
+//! name) pairs that exist in the cluster, as are the ApiKeys of the expiry gauge
+//! (one series per live key with an expiry). No label or value ever holds a token.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -43,6 +44,16 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExpiryLabels {
+    namespace: String,
+    name: String,
+    reason: String,
+}
+
+/// The expiry reasons of `keyward_apikey_expiry_timestamp_seconds`.
+const EXPIRY_REASONS: [&str; 2] = ["ExpiresAt", "Unused"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeySetLabels {
     namespace: String,
     keyset: String,
@@ -65,6 +76,7 @@ pub struct Metrics {
     keyset_shards: Family<KeySetLabels, Gauge>,
     keyset_writes: Family<KeySetLabels, Counter>,
     leader: Gauge,
+    expiry: Family<ExpiryLabels, Gauge>,
     /// The controller's ApiKey cache while this replica leads; keys by state are counted from it at scrape time.
     keys_source: Mutex<Option<Store<ApiKey>>>,
 }
@@ -98,8 +110,15 @@ impl Metrics {
         registry.register("keyset_writes", "Key-set ConfigMap writes and deletes", keyset_writes.clone());
         let leader = Gauge::default();
         registry.register("leader", "Whether this replica holds the leader Lease (1) or not (0)", leader.clone());
+        let expiry = Family::<ExpiryLabels, Gauge>::default();
+        registry.register(
+            "apikey_expiry_timestamp_seconds",
+            "When a live ApiKey will expire (Unix seconds), by reason: ExpiresAt or Unused (expireAfterUnused)",
+            expiry.clone(),
+        );
         Metrics {
             registry: root,
+            expiry,
             reconciles,
             failures,
             duration,
@@ -142,6 +161,23 @@ impl Metrics {
             .filter(|line| line.starts_with("keyward_keyset_writes_total{"))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
+    }
+
+    /// Set the coming expiry of ApiKey `namespace/name` (`None`: none, or already expired or deleted).
+    /// At most one series per key: a series of the other reason is removed.
+    pub fn key_expiry(&self, namespace: &str, name: &str, expiry: Option<(jiff::Timestamp, &str)>) {
+        for reason in EXPIRY_REASONS {
+            let labels =
+                ExpiryLabels { namespace: namespace.to_owned(), name: name.to_owned(), reason: reason.to_owned() };
+            match expiry {
+                Some((at, wanted)) if wanted == reason => {
+                    self.expiry.get_or_create(&labels).set(at.as_second());
+                }
+                _ => {
+                    self.expiry.remove(&labels);
+                }
+            }
+        }
     }
 
     /// Whether this replica leads.

@@ -117,6 +117,7 @@ pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     let keys: kube::Api<kube::api::DynamicObject> =
         kube::Api::namespaced_with(ctx.client.clone(), namespace(&key)?, &decode::api_resource());
     let Some(object) = keys.get_opt(&key.name_any()).await.map_err(Error::kube("get ApiKey"))? else {
+        ctx.publisher.metrics().key_expiry(namespace(&key)?, &key.name_any(), None);
         return Ok(Action::await_change());
     };
     let mut key = match decode::decode(&object) {
@@ -130,6 +131,7 @@ pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Er
             return Ok(Action::await_change());
         }
     };
+    gauge_expiry(&ctx, &key);
     for _ in 0..MAX_PASSES {
         let now = (ctx.clock)();
         let seen = observe::observe(&ctx, &key).await?;
@@ -154,6 +156,23 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+/// `keyward_apikey_expiry_timestamp_seconds` for `key` as stored: its coming expiry, if it is live and has one.
+fn gauge_expiry(ctx: &Context, key: &ApiKey) {
+    let status = key.status.as_ref();
+    let over = key.metadata.deletion_timestamp.is_some()
+        || key.spec.revoked
+        || status.is_some_and(|s| s.expired_at.is_some() || s.revoked_at.is_some());
+    let expiry = crate::plan::validate(&key.spec, ctx.settings.default_grace_period)
+        .ok()
+        .filter(|_| !over)
+        .and_then(|spec| crate::plan::unused::expiry(&spec, status));
+    let labelled = expiry
+        .map(|(at, cause)| (at, if cause == crate::plan::unused::Cause::Unused { "Unused" } else { "ExpiresAt" }));
+    if let Some(namespace) = key.metadata.namespace.as_deref() {
+        ctx.publisher.metrics().key_expiry(namespace, &key.name_any(), labelled);
     }
 }
 

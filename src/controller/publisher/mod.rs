@@ -118,6 +118,12 @@ impl Publisher {
         }
     }
 
+    /// The metrics it reports to (shared with the reconciler).
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Report key-set sizes and writes to `metrics`.
     #[must_use]
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Publisher {

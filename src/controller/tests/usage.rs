@@ -173,3 +173,29 @@ async fn the_periodic_pass_finds_the_namespaces_and_key_sets_that_have_reports()
     crate::controller::usage::pass_all(&h.client, &h.ctx.clock, Budget::default()).await.expect("pass over all");
     assert_eq!(last24h(&h).await, RequestCounts { allowed: 2, denied: 0 });
 }
+
+#[tokio::test]
+async fn the_expiry_gauge_follows_the_unused_deadline_as_usage_moves_it() {
+    let h = harness(Settings::default()).await;
+    h.create("apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: crm, namespace: team-a}\nspec: {scopes: [leads:read], expireAfterUnused: 30d}\n").await;
+    h.settle_ready("crm").await;
+    h.reconcile("crm").await;
+    let gauge = |text: &str| -> Option<i64> {
+        let series = "keyward_apikey_expiry_timestamp_seconds{namespace=\"team-a\",name=\"crm\",reason=\"Unused\"} ";
+        text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.parse().ok())
+    };
+    let metrics = h.ctx.publisher.metrics();
+    let ready_deadline = gauge(&metrics.encode()).expect("an unused deadline");
+
+    let id = h.get("crm").await.status.unwrap().current_key.unwrap().key_id.parse().unwrap();
+    h.advance(SignedDuration::from_hours(48));
+    report(&h, NS, "api-0", E1, id, 1, 0).await;
+    add_up(&h).await;
+    h.reconcile("crm").await;
+    let moved = gauge(&metrics.encode()).expect("still expiring");
+    let used = (h.ctx.clock)().as_second();
+    assert!(moved > ready_deadline, "a use two days later moves the deadline: {ready_deadline} -> {moved}");
+    assert_eq!(moved, used - used % 3600 + 30 * 86_400, "30 days after lastUsedAt (to the hour)");
+    let token = h.secret_token("crm-apikey", crate::plan::DATA_TOKEN).await.unwrap();
+    assert!(!metrics.encode().contains(&token));
+}
