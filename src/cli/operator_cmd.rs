@@ -79,6 +79,11 @@ pub struct OperatorArgs {
     #[arg(long, env = "KEYWARD_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
     retry_period: Duration,
 
+    /// Advance notices before a key expires (Warning Event `ExpiringSoon` at each point), comma-separated.
+    #[arg(long, env = "KEYWARD_EXPIRY_NOTICES", default_value = "15d,7d,1d", value_delimiter = ',',
+          value_parser = parse_notice)]
+    expiry_notices: Vec<Duration>,
+
     /// How often verifiers' usage reports are added up into key sets' aggregates; `0s` turns usage off.
     #[arg(long, env = "KEYWARD_USAGE_AGGREGATE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     usage_aggregate_interval: Duration,
@@ -96,12 +101,25 @@ pub struct OperatorArgs {
     log: String,
 }
 
+/// A notice point: `15d` or a humantime duration.
+fn parse_notice(text: &str) -> Result<Duration, String> {
+    match text.strip_suffix('d').and_then(|n| n.parse::<u64>().ok()) {
+        Some(days) => Ok(Duration::from_secs(days * 86_400)),
+        None => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    }
+}
+
 pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(telemetry::filter(&args.log)?, telemetry::Format::Json);
     let settings = Settings {
         propagation_delay: jiff::SignedDuration::try_from(args.propagation_delay)?,
         default_grace_period: jiff::SignedDuration::try_from(args.default_grace_period)?,
         publish_poll: jiff::SignedDuration::try_from(args.publish_poll)?,
+        expiry_notices: args
+            .expiry_notices
+            .iter()
+            .map(|d| jiff::SignedDuration::try_from(*d))
+            .collect::<Result<_, _>>()?,
     };
     let admin = Admin { metrics: Arc::new(Metrics::new()), health: Arc::new(Health::default()) };
     let options = Options {

@@ -69,6 +69,8 @@ pub struct Settings {
     pub default_grace_period: SignedDuration,
     /// How soon to look again while a hash (next or current) is not seen published yet.
     pub publish_poll: SignedDuration,
+    /// Advance notices before a key expires (`--expiry-notices`), longest first.
+    pub expiry_notices: Vec<SignedDuration>,
 }
 
 impl Default for Settings {
@@ -77,6 +79,7 @@ impl Default for Settings {
             propagation_delay: SignedDuration::from_secs(120),
             default_grace_period: SignedDuration::from_hours(1),
             publish_poll: SignedDuration::from_secs(5),
+            expiry_notices: unused::DEFAULT_NOTICES.iter().map(|d| SignedDuration::from_hours(d * 24)).collect(),
         }
     }
 }

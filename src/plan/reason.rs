@@ -53,6 +53,10 @@ reasons! {
     Expired,
     /// Condition and Event: nobody used the key for `expireAfterUnused`.
     Unused,
+    /// Condition `ExpiringSoon` and Warning Event: a notice point before expiry was reached.
+    ExpiringSoon,
+    /// Condition `ExpiringSoon` False: no notice point reached (or the expiry moved away).
+    NotExpiringSoon,
     /// Condition and Event: the spec breaks a rule.
     InvalidSpec,
     /// Condition and Event: the Secret exists and belongs to someone else.

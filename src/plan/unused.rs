@@ -10,6 +10,9 @@ use jiff::{SignedDuration, Timestamp};
 use super::validate::ValidSpec;
 use crate::api::ApiKeyStatus;
 
+/// The default notice points, in days before expiry.
+pub const DEFAULT_NOTICES: [i64; 3] = [15, 7, 1];
+
 /// What makes a key expire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {

@@ -345,6 +345,18 @@ pub struct RequestCounts {
     pub denied: u64,
 }
 
+/// The last advance notice of expiry sent for a key, so that each notice point is sent once.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpiryNotice {
+    /// What expires the key: `ExpiresAt` or `Unused`.
+    pub reason: String,
+    /// The expiry the notice was about.
+    pub expires_at: Time,
+    /// The notice point (`15d`, `7d`, `1d`): how long before expiry it was due.
+    pub before: String,
+}
+
 /// What the operator observed and did. Written only by the operator.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -418,6 +430,10 @@ pub struct ApiKeyStatus {
     /// `--usage-last-used-step` (default one hour): it moves only by whole steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<Time>,
+
+    /// The last `ExpiringSoon` notice sent (one Warning Event per notice point and expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_notice: Option<ExpiryNotice>,
 
     /// Request counts, as reported by verifiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

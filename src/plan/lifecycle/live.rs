@@ -30,6 +30,7 @@ impl Draft<'_> {
         if let Some((t, _)) = super::super::unused::expiry(spec, Some(&self.status)) {
             self.deadline(t);
         }
+        self.expiry_notices(spec);
         self.summarise_live();
     }
 

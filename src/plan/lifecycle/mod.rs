@@ -27,6 +27,7 @@ use super::{
 };
 
 mod live;
+mod notices;
 mod terminal;
 
 /// Condition statuses as Kubernetes spells them.

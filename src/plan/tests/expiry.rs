@@ -10,7 +10,8 @@ use super::fixtures::{T0, World, an_api_key, at, mins, ready_reason};
 
 #[test]
 fn a_key_requeues_exactly_at_its_expiry() {
-    let world = World::converged(an_api_key("crm").expiring_at("2026-01-10T00:00:00Z").build(), T0);
+    let mut world = World::converged(an_api_key("crm").expiring_at("2026-01-10T00:00:00Z").build(), T0);
+    world.settings.expiry_notices.clear();
     assert_eq!(world.plan().requeue_at, Some(at("2026-01-10T00:00:00Z")));
     assert_eq!(world.plan().records[0].not_after, Some(at("2026-01-10T00:00:00Z")));
 }
@@ -81,6 +82,7 @@ fn unused_for(d: &str) -> crate::api::ApiKey {
 #[test]
 fn a_key_never_used_expires_exactly_expire_after_unused_after_it_became_ready_with_reason_unused() {
     let mut world = World::converged(unused_for("30d"), T0);
+    world.settings.expiry_notices.clear();
     let ready_since = super::fixtures::ready_since(&world);
     let deadline = ready_since + SignedDuration::from_hours(30 * 24);
     assert_eq!(world.plan().requeue_at, Some(deadline));
@@ -101,6 +103,7 @@ fn a_key_never_used_expires_exactly_expire_after_unused_after_it_became_ready_wi
 #[test]
 fn a_key_used_before_its_deadline_is_no_longer_expiring() {
     let mut world = World::converged(unused_for("30d"), T0);
+    world.settings.expiry_notices.clear();
     // A verifier reported a use on day 20 (the operator's usage pass wrote lastUsedAt).
     let used = at("2026-01-21T00:00:00Z");
     world.key.status.as_mut().unwrap().last_used_at = Some(Time(used));
@@ -132,8 +135,63 @@ fn expires_at_before_the_unused_deadline_expires_the_key_with_reason_expired() {
     let mut key = unused_for("30d");
     key.spec.expires_at = Some(Time(at("2026-01-10T00:00:00Z")));
     let mut world = World::converged(key, T0);
+    world.settings.expiry_notices.clear();
     assert_eq!(world.plan().requeue_at, Some(at("2026-01-10T00:00:00Z")));
     world.now = at("2026-01-10T00:00:00Z");
     world.reconcile();
     assert_eq!(ready_reason(&world).1, "Expired");
+}
+
+fn notices(world: &World) -> usize {
+    world.event_reasons().iter().filter(|r| **r == "ExpiringSoon").count()
+}
+
+fn expiring_soon(world: &World) -> Option<(String, String)> {
+    world.status().conditions.iter().find(|c| c.type_ == "ExpiringSoon").map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[test]
+fn a_notice_is_sent_once_at_each_notice_point_also_across_restarts() {
+    let mut world = World::converged(an_api_key("crm").expiring_at("2026-02-01T00:00:00Z").build(), T0);
+    assert_eq!(notices(&world), 0);
+    assert_eq!(expiring_soon(&world), None, "no condition before the first notice point");
+    assert_eq!(world.plan().requeue_at, Some(at("2026-01-17T00:00:00Z")), "15 days before");
+
+    world.now = at("2026-01-17T00:00:00Z");
+    world.reconcile();
+    assert_eq!(notices(&world), 1);
+    assert_eq!(expiring_soon(&world).map(|c| c.0), Some("True".to_owned()));
+    let plan = world.after(mins(10));
+    assert_eq!(notices(&world), 1, "not again at the same point");
+    assert_eq!(plan.requeue_at, Some(at("2026-01-25T00:00:00Z")), "the 7-day point is next");
+    world.restart();
+    world.after(mins(10));
+    assert_eq!(notices(&world), 1, "not again after an operator restart (status remembers)");
+    assert_eq!(world.status().expiry_notice.as_ref().map(|n| n.before.as_str()), Some("15d"));
+
+    world.now = at("2026-01-25T00:00:00Z");
+    world.reconcile();
+    world.now = at("2026-01-31T00:00:00Z");
+    world.reconcile();
+    assert_eq!(notices(&world), 3, "15, 7 and 1 day before");
+    let warning = world.plans.iter().flat_map(|p| &p.events).find(|e| e.reason.as_str() == "ExpiringSoon").unwrap();
+    assert_eq!(warning.kind, crate::plan::EventKind::Warning);
+    assert!(warning.note.contains("2026-02-01T00:00:00Z") && warning.note.contains("ExpiresAt"), "{}", warning.note);
+}
+
+#[test]
+fn a_key_used_after_a_notice_is_no_longer_expiring_soon_and_does_not_expire() {
+    let mut world = World::converged(unused_for("30d"), T0);
+    let deadline = super::fixtures::ready_since(&world) + SignedDuration::from_hours(30 * 24);
+    world.now = deadline - SignedDuration::from_hours(24);
+    world.reconcile();
+    assert_eq!(notices(&world), 1, "a late first look sends only the most urgent notice");
+    assert_eq!(world.status().expiry_notice.as_ref().map(|n| n.before.as_str()), Some("1d"));
+
+    world.key.status.as_mut().unwrap().last_used_at = Some(Time(world.now));
+    world.reconcile();
+    assert_eq!(expiring_soon(&world).map(|c| c.1), Some("NotExpiringSoon".to_owned()));
+    world.now = deadline;
+    world.reconcile();
+    assert_eq!(world.status().state, Some(KeyState::Active), "used before its deadline: not expired");
 }
