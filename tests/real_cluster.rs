@@ -9,7 +9,12 @@
 mod real_cluster {
     pub mod admission;
     pub mod control_plane;
+    #[path = "../fake_vs_real/fake.rs"]
+    pub mod fake;
+    pub mod fake_vs_real;
     pub mod install;
     pub mod lifecycle;
+    #[path = "../fake_vs_real/scenarios.rs"]
+    pub mod scenarios;
     pub mod support;
 }

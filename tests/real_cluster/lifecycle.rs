@@ -20,7 +20,8 @@ use super::support::{
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn operator() -> &'static Tethered {
+/// The one operator process of this binary (also what the fake-vs-real scenarios run with).
+pub fn operator() -> &'static Tethered {
     static OPERATOR: OnceLock<Tethered> = OnceLock::new();
     OPERATOR.get_or_init(|| {
         let plane = cluster_with_manifests();
