@@ -56,6 +56,7 @@ pub mod discovery;
 pub mod events;
 mod namespaces;
 pub mod server;
+mod table;
 mod writes;
 
 /// Errors inside response bodies.
@@ -596,8 +597,13 @@ impl WatchService {
         name: Option<&str>,
         path: &str,
         query: &str,
-        metadata: bool,
+        shape: Shape,
     ) -> Result<Response<ResponseBody>, BoxError> {
+        let Shape { metadata, table } = shape;
+        let answer = |value: Value| {
+            let value = if table { table::api_keys(&value, writes::now_timestamp()) } else { value };
+            respond(StatusCode::OK, Bytes::from(value.to_string()))
+        };
         let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
         let Some(name) = name else {
             if let Some(token) = query_param(query, "continue").map(decode) {
@@ -607,14 +613,14 @@ impl WatchService {
                 };
                 let mut list =
                     json!({"apiVersion": rest.api_version, "kind": rest.kind, "metadata": {}, "items": rest.items});
-                self.state.page(&mut list, limit, rest.version, metadata);
-                return Ok(respond(StatusCode::OK, Bytes::from(list.to_string())));
+                self.state.page(&mut list, limit, rest.version, metadata && !table);
+                return Ok(answer(list));
             }
             let version = self.state.current();
             return Ok(match self.list(target, query).await? {
                 Ok(mut list) => {
-                    self.state.page(&mut list, limit, version, metadata);
-                    respond(StatusCode::OK, Bytes::from(list.to_string()))
+                    self.state.page(&mut list, limit, version, metadata && !table);
+                    answer(list)
                 }
                 Err(refused) => refused,
             });
@@ -636,6 +642,9 @@ impl WatchService {
             && let Ok(mut object) = serde_json::from_slice::<Value>(&bytes)
         {
             self.state.decorate(target, &mut object);
+            if table {
+                return Ok(answer(object));
+            }
             if metadata {
                 object = metadata_only(&object);
             }
@@ -693,7 +702,8 @@ impl tower::Service<Request<Body>> for WatchService {
                 return this.watch(target, &query, metadata).await;
             }
             if method == http::Method::GET {
-                return this.read(&target, name.as_deref(), &path, &query, metadata).await;
+                let table = table::wanted(&parts.headers) && target.prefix == "apis/keyward.dev/v1alpha1";
+                return this.read(&target, name.as_deref(), &path, &query, Shape { metadata, table }).await;
             }
             let content_type =
                 parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -711,6 +721,13 @@ impl tower::Service<Request<Body>> for WatchService {
             this.write(write).await
         })
     }
+}
+
+/// How a read is answered: whole objects, metadata only, or (ApiKeys for kubectl) a Table.
+#[derive(Clone, Copy)]
+struct Shape {
+    metadata: bool,
+    table: bool,
 }
 
 /// `404 NotFound` for a path that names no resource, as the API server answers.

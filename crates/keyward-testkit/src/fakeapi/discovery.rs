@@ -99,6 +99,18 @@ pub fn answer(method: &Method, path: &str) -> Option<Response<ResponseBody>> {
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
         }),
         "/apis" => groups(),
+        // No OpenAPI documents: kubectl then validates nothing client-side and sends
+        // `fieldValidation`, which the in-memory API ignores (docs/testing.md).
+        "/openapi/v3" => json!({"paths": {}}),
+        "/openapi/v2" => {
+            // An empty OpenAPI v2 document (an empty protobuf message), which kubectl asks for.
+            let mut empty = respond(StatusCode::OK, Bytes::new());
+            empty.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+            );
+            return Some(empty);
+        }
         _ => {
             let prefix = path.strip_prefix('/')?;
             let (group, version) = group_version(prefix)?;

@@ -44,11 +44,17 @@ pub(super) struct Write {
     pub dry_run: bool,
 }
 
+/// The fake API server's clock.
+#[must_use]
+#[allow(clippy::disallowed_methods)] // The API server's own clock (deletions, ages), not a decision of keyward's.
+pub(super) fn now_timestamp() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
 /// The fake API server's clock, in the form of `metadata.creationTimestamp`.
 #[must_use]
-#[allow(clippy::disallowed_methods)] // The API server's own clock stamps deletions, not a decision of keyward's.
 pub(super) fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    now_timestamp().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Whether the API server keeps `metadata.generation` for objects under `target`.
