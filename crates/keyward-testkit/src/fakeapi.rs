@@ -707,6 +707,11 @@ impl tower::Service<Request<Body>> for WatchService {
             }
             let content_type =
                 parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if content_type.as_deref().is_some_and(|c| c.contains("protobuf")) {
+                // kubectl's typed commands (`create namespace`, `create secret`) send protobuf.
+                let message = "the in-memory API reads JSON only: use `kubectl apply -f` with YAML";
+                return Ok(status_failure(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", message));
+            }
             let write = writes::Write {
                 method,
                 status: name.is_some() && path.ends_with("/status"),
