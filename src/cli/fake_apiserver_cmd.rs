@@ -48,21 +48,6 @@ pub(super) fn run(args: &FakeApiserverArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::loopback;
-
-    #[test]
-    fn host_names_resolving_to_loopback_are_accepted_and_others_refused() {
-        assert!(loopback("localhost:0").unwrap().ip().is_loopback());
-        assert_eq!(loopback("127.0.0.1:6443").unwrap().to_string(), "127.0.0.1:6443");
-        assert_eq!(loopback("[::1]:0").unwrap().to_string(), "[::1]:0");
-        let refused = loopback("0.0.0.0:6443").unwrap_err().to_string();
-        assert!(refused.contains("not a loopback address"), "{refused}");
-        assert!(loopback("localhost").is_err(), "a port is required");
-    }
-}
-
 /// The loopback address `listen` (HOST:PORT) names: a literal address, or a host name that
 /// resolves to one (IPv4 first). Anything else is refused: the in-memory API has no authentication.
 fn loopback(listen: &str) -> anyhow::Result<SocketAddr> {
@@ -82,4 +67,19 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     std::io::Write::write_all(&mut file, text.as_bytes())?;
     file.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback;
+
+    #[test]
+    fn host_names_resolving_to_loopback_are_accepted_and_others_refused() {
+        assert!(loopback("localhost:0").unwrap().ip().is_loopback());
+        assert_eq!(loopback("127.0.0.1:6443").unwrap().to_string(), "127.0.0.1:6443");
+        assert_eq!(loopback("[::1]:0").unwrap().to_string(), "[::1]:0");
+        let refused = loopback("0.0.0.0:6443").unwrap_err().to_string();
+        assert!(refused.contains("not a loopback address"), "{refused}");
+        assert!(loopback("localhost").is_err(), "a port is required");
+    }
 }

@@ -10,7 +10,6 @@
 // Shared by two test binaries, each using a part.
 #![allow(dead_code)]
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -19,10 +18,57 @@ use k8s_openapi::api::events::v1::Event as NewEvent;
 use keyward::api::ApiKey;
 use keyward::keyset::decode_shard;
 use keyward::token::Token;
+use keyward_testkit::fakeapi::admission::field_path;
+use keyward_testkit::wait::eventually;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
+
+/// One `#[tokio::test]` per scenario, each handed to `$run(namespace, needs an operator,
+/// scenario)`; the caller has `scenarios` in scope.
+macro_rules! scenario_tests {
+    ($run:ident) => {
+        #[tokio::test]
+        async fn finalizers_hold_a_deleted_object() {
+            $run("fin", false, async |c, ns| scenarios::finalizers_hold_a_deleted_object(c, &ns).await).await;
+        }
+
+        #[tokio::test]
+        async fn dry_run_never_persists() {
+            $run("dry", false, async |c, ns| scenarios::dry_run_never_persists(c, &ns).await).await;
+        }
+
+        #[tokio::test]
+        async fn a_watch_from_nothing_lists_first() {
+            $run("watch", false, async |c, ns| scenarios::a_watch_from_nothing_lists_first(c, &ns).await).await;
+        }
+
+        #[tokio::test]
+        async fn generation_follows_the_spec_only() {
+            $run("gen", false, async |c, ns| scenarios::generation_follows_the_spec_only(c, &ns).await).await;
+        }
+
+        #[tokio::test]
+        async fn events_are_one_resource_under_two_apis() {
+            $run("events", false, async |c, ns| scenarios::events_are_one_resource_under_two_apis(c, &ns).await).await;
+        }
+
+        #[tokio::test]
+        async fn invalid_api_keys_are_refused() {
+            $run("invalid", false, async |c, ns| scenarios::invalid_api_keys_are_refused(c, &ns).await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_operator_carries_a_key_from_create_to_delete() {
+            $run("operator", true, async |c, ns| {
+                scenarios::the_operator_carries_a_key_from_create_to_delete(c, &ns).await
+            })
+            .await;
+        }
+    };
+}
+pub(crate) use scenario_tests;
 
 /// What a scenario observed, one fact per line.
 pub type Transcript = Vec<String>;
@@ -48,7 +94,8 @@ fn config_map(name: &str, finalizers: &[&str]) -> ConfigMap {
     .unwrap()
 }
 
-fn api_key(name: &str, spec: &Value) -> DynamicObject {
+/// An ApiKey with `spec`, as an untyped object.
+pub fn api_key(name: &str, spec: &Value) -> DynamicObject {
     serde_json::from_value(json!({
         "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "metadata": {"name": name}, "spec": spec,
     }))
@@ -68,21 +115,6 @@ fn outcome<T>(result: &Result<T, kube::Error>) -> String {
         Ok(_) => "ok".to_owned(),
         Err(kube::Error::Api(e)) => format!("{} {}", e.code, e.reason),
         Err(e) => format!("error {e}"),
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {PATIENCE:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -324,33 +356,29 @@ pub async fn events_are_one_resource_under_two_apis(client: Client, ns: &str) ->
     .unwrap();
     t.push(format!("events.k8s.io create: {}", outcome(&new.create(&PostParams::default(), &new_style).await)));
 
-    let mut through_core: Vec<String> = core
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|e| format!("{}/{}", e.reason.clone().unwrap_or_default(), e.message.clone().unwrap_or_default()))
-        .collect();
-    through_core.sort();
-    t.push(format!("core/v1 lists (reason/message): {}", through_core.join(", ")));
-    let mut through_new: Vec<String> = new
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|e| format!("{}/{}", e.reason.clone().unwrap_or_default(), e.note.clone().unwrap_or_default()))
-        .collect();
-    through_new.sort();
-    t.push(format!("events.k8s.io lists (reason/note): {}", through_new.join(", ")));
+    let through_core =
+        sorted(core.list(&ListParams::default()).await.unwrap().items.iter().map(|e| (&e.reason, &e.message)));
+    t.push(format!("core/v1 lists (reason/message): {through_core}"));
+    let through_new =
+        sorted(new.list(&ListParams::default()).await.unwrap().items.iter().map(|e| (&e.reason, &e.note)));
+    t.push(format!("events.k8s.io lists (reason/note): {through_new}"));
     let one = core.get("new-event").await.map(|e| e.involved_object.name.unwrap_or_default());
     t.push(format!("core/v1 get of the events.k8s.io Event: involvedObject {one:?}", one = one.ok()));
     let regarding_name = new.get("core-event").await.ok().and_then(|e| e.regarding?.name);
     t.push(format!("events.k8s.io get of the core/v1 Event: regarding {regarding_name:?}"));
-    assert_eq!(through_core.len(), 2, "both Events through core/v1: {through_core:?}");
-    assert_eq!(through_new.len(), 2, "both Events through events.k8s.io: {through_new:?}");
+    let both = "FromCore/written through core/v1, FromEvents/written through events.k8s.io";
+    assert_eq!(through_core, both, "both Events through core/v1");
+    assert_eq!(through_new, both, "both Events through events.k8s.io");
     t
+}
+
+/// `reason/text` of each Event, sorted, as one line.
+fn sorted<'a>(events: impl Iterator<Item = (&'a Option<String>, &'a Option<String>)>) -> String {
+    let mut lines: Vec<String> = events
+        .map(|(reason, text)| format!("{}/{}", reason.as_deref().unwrap_or(""), text.as_deref().unwrap_or("")))
+        .collect();
+    lines.sort();
+    lines.join(", ")
 }
 
 /// One case of `tests/admission/cases.yaml`: a spec (and for updates the stored old one), and
@@ -369,22 +397,6 @@ pub struct Case {
 pub fn cases() -> Vec<Case> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/admission/cases.yaml");
     serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).expect("tests/admission/cases.yaml parses")
-}
-
-/// `/spec/scopes/0` → `spec.scopes[0]`, the way the API server names fields.
-pub fn field_path(pointer: &str) -> String {
-    let mut path = String::new();
-    for segment in pointer.trim_start_matches('/').split('/') {
-        if segment.chars().all(|c| c.is_ascii_digit()) {
-            let _ = write!(path, "[{segment}]");
-        } else {
-            if !path.is_empty() {
-                path.push('.');
-            }
-            path.push_str(segment);
-        }
-    }
-    path
 }
 
 /// The server's verdict on a case: `Ok`, or the message of its 422 (dry-run create, or a
@@ -459,7 +471,7 @@ pub async fn the_operator_carries_a_key_from_create_to_delete(client: Client, ns
     )
     .unwrap();
     keys.create(&PostParams::default(), &key).await.unwrap();
-    let ready = eventually("the ApiKey Ready", || async {
+    let ready = eventually("the ApiKey Ready", PATIENCE, || async {
         let key = keys.get("crm").await.unwrap();
         let status = key.status.clone()?;
         let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
@@ -467,7 +479,7 @@ pub async fn the_operator_carries_a_key_from_create_to_delete(client: Client, ns
     })
     .await;
     t.push(format!("ready: state {:?}, finalizers {:?}", ready.status.as_ref().unwrap().state, ready.finalizers()));
-    let token = eventually("the token in the Secret", || async {
+    let token = eventually("the token in the Secret", PATIENCE, || async {
         let raw = secrets.get_opt("crm-apikey").await.unwrap()?.data?.remove("token")?.0;
         Token::parse(std::str::from_utf8(&raw).ok()?).ok()
     })
@@ -485,7 +497,7 @@ pub async fn the_operator_carries_a_key_from_create_to_delete(client: Client, ns
         }
         hashes
     };
-    let hashes = eventually("the hash published", || async {
+    let hashes = eventually("the hash published", PATIENCE, || async {
         let hashes = published(maps.clone()).await;
         (!hashes.is_empty()).then_some(hashes)
     })
@@ -493,10 +505,11 @@ pub async fn the_operator_carries_a_key_from_create_to_delete(client: Client, ns
     t.push(format!("published exactly the Secret's token's hash: {}", hashes == [token.hash().to_string()]));
 
     keys.delete("crm", &DeleteParams::default()).await.unwrap();
-    eventually("the ApiKey gone", || async { keys.get_opt("crm").await.unwrap().is_none().then_some(()) }).await;
+    eventually("the ApiKey gone", PATIENCE, || async { keys.get_opt("crm").await.unwrap().is_none().then_some(()) })
+        .await;
     t.push("ApiKey gone after delete".to_owned());
     t.push(format!("hashes published after delete: {}", published(maps.clone()).await.len()));
-    eventually("the Secret gone with its owner", || async {
+    eventually("the Secret gone with its owner", PATIENCE, || async {
         secrets.get_opt("crm-apikey").await.unwrap().is_none().then_some(())
     })
     .await;

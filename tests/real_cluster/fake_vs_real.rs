@@ -44,38 +44,4 @@ where
     );
 }
 
-#[tokio::test]
-async fn fake_and_real_agree_on_finalizers() {
-    agree("fin", false, async |c, ns| scenarios::finalizers_hold_a_deleted_object(c, &ns).await).await;
-}
-
-#[tokio::test]
-async fn fake_and_real_agree_on_dry_run() {
-    agree("dry", false, async |c, ns| scenarios::dry_run_never_persists(c, &ns).await).await;
-}
-
-#[tokio::test]
-async fn fake_and_real_agree_on_the_initial_list_of_a_watch() {
-    agree("watch", false, async |c, ns| scenarios::a_watch_from_nothing_lists_first(c, &ns).await).await;
-}
-
-#[tokio::test]
-async fn fake_and_real_agree_on_generation() {
-    agree("gen", false, async |c, ns| scenarios::generation_follows_the_spec_only(c, &ns).await).await;
-}
-
-#[tokio::test]
-async fn fake_and_real_agree_on_events() {
-    agree("events", false, async |c, ns| scenarios::events_are_one_resource_under_two_apis(c, &ns).await).await;
-}
-
-#[tokio::test]
-async fn fake_and_real_agree_on_refusing_invalid_api_keys() {
-    agree("invalid", false, async |c, ns| scenarios::invalid_api_keys_are_refused(c, &ns).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_and_real_agree_on_the_operator_lifecycle() {
-    agree("operator", true, async |c, ns| scenarios::the_operator_carries_a_key_from_create_to_delete(c, &ns).await)
-        .await;
-}
+super::scenarios::scenario_tests!(agree);

@@ -12,14 +12,14 @@
 //!   list-then-watch loses nothing. Watch streams end when a watcher falls too far behind
 //!   (it then re-lists, as against a real server). Label selectors (`key=value` terms) and
 //!   `metadata.name`/`metadata.namespace` field selectors filter watches.
-//! - **Writes** ([`writes`]): finalizers (a DELETE marks `deletionTimestamp` and keeps the
+//! - **Writes** (`writes.rs`): finalizers (a DELETE marks `deletionTimestamp` and keeps the
 //!   object until its finalizers are gone; none may be added meanwhile), `?dryRun=All`
 //!   (answered, never stored), `metadata.generation` moving with the spec only (custom
 //!   resources; none on core/v1 objects), a DELETE answering a `Status`, and ApiKeys pruned,
 //!   defaulted and validated against the CRD's schema and CEL rules ([`admission`]), refused
 //!   with `422 Invalid`.
 //! - **Events** under both APIs, core/v1 and events.k8s.io/v1 ([`events`]), and
-//!   **Namespaces** ([`namespaces`]), which kube-fake-client cannot serve.
+//!   **Namespaces** (`namespaces.rs`), which kube-fake-client cannot serve.
 //! - **Lists** are paged when asked (`limit`, `continue`), in name order, each list one
 //!   snapshot (the rest is kept until read; at most `PAGED_LISTS` unfinished lists, older
 //!   tokens answer 410 Gone), and a request that accepts `PartialObjectMetadata` (kube's
@@ -509,46 +509,57 @@ impl WatchService {
         Ok(Ok(list))
     }
 
+    /// What a watch from nothing starts with: the version it starts from, and an `ADDED`
+    /// event for every object that exists.
+    async fn initial(
+        &self,
+        target: &Target,
+        query: &str,
+    ) -> Result<Result<(u64, Vec<Arc<WatchEvent>>), Response<ResponseBody>>, BoxError> {
+        let from = self.state.current();
+        let items = match self.list(target, query).await? {
+            Ok(mut list) => list.get_mut("items").map(Value::take).unwrap_or_default(),
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let initial = items
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|object| {
+                let mut object = object.clone();
+                object["metadata"]["resourceVersion"] = Value::String(from.to_string());
+                let field = |f: &str| {
+                    object.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or("").to_owned()
+                };
+                let (namespace, name) = (field("namespace"), field("name"));
+                let labels = object.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+                let mut line = json!({"type": "ADDED", "object": object}).to_string().into_bytes();
+                line.push(b'\n');
+                Arc::new(WatchEvent {
+                    seq: from,
+                    resource: target.clone(),
+                    line: Bytes::from(line),
+                    labels,
+                    namespace,
+                    name,
+                })
+            })
+            .collect();
+        Ok(Ok((from, initial)))
+    }
+
     async fn watch(&self, target: Target, query: &str, metadata: bool) -> Result<Response<ResponseBody>, BoxError> {
         let selector = query_param(query, "labelSelector").map(decode);
         let fields = query_param(query, "fieldSelector").map(decode);
         let asked = query_param(query, "resourceVersion").filter(|v| !v.is_empty() && *v != "0");
         // From nothing: what exists now, as ADDED, then every change after it (a change made
         // while listing may show twice, never not at all).
-        let (from, initial) = match asked {
-            Some(version) => (version.parse().unwrap_or_else(|_| self.state.current()), Vec::new()),
-            None => {
-                let from = self.state.current();
-                let items = match self.list(&target, query).await? {
-                    Ok(mut list) => list.get_mut("items").map(Value::take).unwrap_or_default(),
-                    Err(refused) => return Ok(refused),
-                };
-                let initial: Vec<Arc<WatchEvent>> = items
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|object| {
-                        let mut object = object.clone();
-                        object["metadata"]["resourceVersion"] = Value::String(from.to_string());
-                        let field = |f: &str| {
-                            object.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or("").to_owned()
-                        };
-                        let (namespace, name) = (field("namespace"), field("name"));
-                        let labels =
-                            object.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
-                        let mut line = json!({"type": "ADDED", "object": object}).to_string().into_bytes();
-                        line.push(b'\n');
-                        Arc::new(WatchEvent {
-                            seq: from,
-                            resource: target.clone(),
-                            line: Bytes::from(line),
-                            labels,
-                            namespace,
-                            name,
-                        })
-                    })
-                    .collect();
-                (from, initial)
+        let (from, initial) = if let Some(version) = asked {
+            (version.parse().unwrap_or_else(|_| self.state.current()), Vec::new())
+        } else {
+            match self.initial(&target, query).await? {
+                Ok(initial) => initial,
+                Err(refused) => return Ok(refused),
             }
         };
         let (replay, rx) = {
@@ -695,7 +706,7 @@ impl tower::Service<Request<Body>> for WatchService {
             if namespaces::is_namespaces(&target) {
                 return Ok(this.state.namespaces(&method, name.as_deref(), &body, dry_run, &writes::now()));
             }
-            if !this.serves(&target) {
+            if !serves(&target) {
                 return Ok(not_found(&path));
             }
             if method == http::Method::GET && matches!(query_param(&query, "watch"), Some("true" | "1")) {
@@ -744,11 +755,9 @@ fn not_found(path: &str) -> Response<ResponseBody> {
     )
 }
 
-impl WatchService {
-    /// Whether kube-fake-client knows the resource (built in, or registered as the ApiKey is).
-    fn serves(&self, target: &Target) -> bool {
-        discovery::resource(&target.prefix, &target.resource).is_some()
-    }
+/// Whether kube-fake-client knows the resource (built in, or registered as the ApiKey is).
+fn serves(target: &Target) -> bool {
+    discovery::resource(&target.prefix, &target.resource).is_some()
 }
 
 #[cfg(test)]

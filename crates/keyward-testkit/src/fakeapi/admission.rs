@@ -103,7 +103,9 @@ fn prune(schema: &Value, value: &mut Value) {
         }
         Value::Array(items) => {
             if let Some(item) = schema.get("items") {
-                items.iter_mut().for_each(|value| prune(item, value));
+                for value in items.iter_mut() {
+                    prune(item, value);
+                }
             }
         }
         _ => {}

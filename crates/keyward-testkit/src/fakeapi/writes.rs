@@ -335,7 +335,7 @@ impl WatchService {
                 result = serde_json::from_slice(&bytes)?;
             }
         }
-        Ok(self.updated(target, &existing, result, write.status).await?)
+        self.updated(target, &existing, result, write.status).await
     }
 
     /// After a successful update: the generation, a finished deletion, the watchers.
