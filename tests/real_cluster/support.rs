@@ -77,6 +77,8 @@ pub fn cluster_with_manifests() -> &'static ControlPlane {
     plane
 }
 
+// Not every test binary that includes this file waits for anything.
+#[allow(unused_imports)]
 pub use keyward_testkit::wait::eventually;
 
 /// Every record of the key set `key_set` in `namespace`, from its ConfigMap shards.
