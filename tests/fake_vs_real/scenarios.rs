@@ -35,6 +35,11 @@ macro_rules! scenario_tests {
         }
 
         #[tokio::test]
+        async fn owned_objects_go_with_their_owner() {
+            $run("gc", false, async |c, ns| scenarios::owned_objects_go_with_their_owner(c, &ns).await).await;
+        }
+
+        #[tokio::test]
         async fn dry_run_never_persists() {
             $run("dry", false, async |c, ns| scenarios::dry_run_never_persists(c, &ns).await).await;
         }
@@ -119,9 +124,10 @@ fn outcome<T>(result: &Result<T, kube::Error>) -> String {
 }
 
 /// The next `n` watch events as `TYPE name`, failing on an error event or a closed stream.
-async fn next_events<S>(stream: &mut S, n: usize) -> Vec<String>
+async fn next_events<K, S>(stream: &mut S, n: usize) -> Vec<String>
 where
-    S: futures::Stream<Item = Result<WatchEvent<ConfigMap>, kube::Error>> + Unpin,
+    K: kube::Resource,
+    S: futures::Stream<Item = Result<WatchEvent<K>, kube::Error>> + Unpin,
 {
     let mut seen = Vec::new();
     while seen.len() < n {
@@ -200,6 +206,35 @@ pub async fn finalizers_hold_a_deleted_object(client: Client, ns: &str) -> Trans
     let answer = maps.delete("free", &DeleteParams::default()).await.unwrap();
     t.push(format!("delete without finalizers answers {}", if answer.is_left() { "the object" } else { "a Status" }));
     t.push(format!("then: {}", if maps.get_opt("free").await.unwrap().is_some() { "still there" } else { "gone" }));
+    t
+}
+
+/// A Secret owned by an object goes when its owner is deleted (the garbage collector), and
+/// watchers of Secrets see it go.
+pub async fn owned_objects_go_with_their_owner(client: Client, ns: &str) -> Transcript {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client, ns);
+    let mut t = Transcript::new();
+    let owner = maps.create(&PostParams::default(), &config_map("owner", &[])).await.unwrap();
+    let owned: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "owned", "labels": {"scenario": "yes"}, "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.uid().unwrap(),
+        }]},
+        "stringData": {"a": "1"},
+    }))
+    .unwrap();
+    let owned = secrets.create(&PostParams::default(), &owned).await.unwrap();
+    let from = owned.resource_version().unwrap();
+    let mut events = secrets.watch(&WatchParams::default().labels("scenario=yes"), &from).await.unwrap().boxed();
+    maps.delete("owner", &DeleteParams::default()).await.unwrap();
+    eventually("the owned Secret gone", PATIENCE, || async {
+        secrets.get_opt("owned").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    t.push("the owned Secret goes with its owner".to_owned());
+    let seen = next_events(&mut events, 1).await;
+    t.push(format!("a watch on Secrets saw: {}", seen.join(", ")));
+    assert_eq!(seen, ["DELETED owned"]);
     t
 }
 

@@ -29,7 +29,8 @@
 //! [`server`] answers HTTP requests with the same service (`keyward fake-apiserver`).
 //!
 //! Known differences from an API server (docs/testing.md lists them all): objects deleted
-//! with their owner (ownerReference cascade) go at once and produce no watch events; watch
+//! with their owner (ownerReference cascade) go at once, and only Secrets and ConfigMaps
+//! produce watch events; watch
 //! events carry this layer's sequence number as `resourceVersion` while gets carry
 //! kube-fake-client's; server-side apply merges but never removes fields an apply stops
 //! sending; namespaces need not exist; no authentication or RBAC.

@@ -11,6 +11,8 @@
 //! - `metadata.generation` of a custom resource moves when anything but `metadata` and
 //!   `status` changes; core/v1 and `*.k8s.io` objects carry none.
 //! - ApiKeys are pruned, defaulted and validated ([`super::admission`]) before they are stored.
+//! - Secrets and ConfigMaps an object owns go with it (kube-fake-client's cascade), and
+//!   watchers see them go, as they would when the garbage collector deletes them.
 //!
 //! What kube-fake-client cannot store (`deletionTimestamp`, which its updates refuse to
 //! change, and the generation it would move) is kept here by uid and laid over every object
@@ -355,12 +357,14 @@ impl WatchService {
         let deleting = result.pointer("/metadata/deletionTimestamp").is_some();
         if deleting && finalizers(&result).is_empty() {
             let name = result.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
+            let dependents = self.dependents(&result).await?;
             let (status, bytes) = self.inner(Method::DELETE, &target.path(Some(&name)), None, Vec::new()).await?;
             if !status.is_success() {
                 return Ok(respond(status, bytes));
             }
             self.state.forget(&result);
             self.state.changed(target, "DELETED", result.clone());
+            self.collected(dependents);
         } else {
             self.state.changed(target, "MODIFIED", result.clone());
         }
@@ -390,6 +394,44 @@ impl WatchService {
             return self.created(&write.target, status, &bytes);
         }
         self.created(&write.target, status, &bytes)
+    }
+
+    /// The Secrets and ConfigMaps `owner` owns (by uid), which kube-fake-client deletes with
+    /// it: what the garbage collector would delete, so that watchers hear of it.
+    async fn dependents(&self, owner: &Value) -> Result<Vec<(Target, Value)>, BoxError> {
+        let (Some(uid), Some(namespace)) =
+            (uid(owner), owner.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned))
+        else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for resource in ["secrets", "configmaps"] {
+            let target = Target {
+                prefix: "api/v1".to_owned(),
+                resource: resource.to_owned(),
+                namespace: Some(namespace.clone()),
+            };
+            let (status, bytes) = self.inner(Method::GET, &target.path(None), None, Vec::new()).await?;
+            if !status.is_success() {
+                continue;
+            }
+            let list: Value = serde_json::from_slice(&bytes)?;
+            let owned = list["items"].as_array().into_iter().flatten().filter(|item| {
+                let owners = item.pointer("/metadata/ownerReferences").and_then(Value::as_array);
+                owners.into_iter().flatten().any(|o| o["uid"].as_str() == Some(uid.as_str()))
+            });
+            found.extend(owned.map(|item| (target.clone(), item.clone())));
+        }
+        Ok(found)
+    }
+
+    /// Tell watchers that the dependents of a deleted owner went with it.
+    fn collected(&self, dependents: Vec<(Target, Value)>) {
+        for (target, mut dependent) in dependents {
+            self.state.decorate(&target, &mut dependent);
+            self.state.forget(&dependent);
+            self.state.changed(&target, "DELETED", dependent);
+        }
     }
 
     /// Once an object is being deleted, the API server refuses new finalizers.
@@ -468,12 +510,14 @@ impl WatchService {
         if write.dry_run {
             return Ok(json_response(StatusCode::OK, &gone));
         }
+        let dependents = self.dependents(&existing).await?;
         let (status, bytes) = self.send(&write).await?;
         if !status.is_success() {
             return Ok(respond(status, bytes));
         }
         self.state.forget(&existing);
         self.state.changed(target, "DELETED", existing);
+        self.collected(dependents);
         Ok(json_response(StatusCode::OK, &gone))
     }
 }
