@@ -199,6 +199,11 @@ impl WatchService {
         }
         let admission = admission::api_keys();
         admission.normalize(object);
+        // Ratcheting, as the API server's for unchanged fields: a write that leaves the spec as
+        // it is (finalizers, labels, annotations) is not refused for what was stored before.
+        if old.is_some_and(|old| !spec_changed(old, object)) {
+            return None;
+        }
         let errors = admission.errors(object, old);
         if errors.is_empty() {
             return None;
@@ -519,5 +524,35 @@ impl WatchService {
         self.state.changed(target, "DELETED", existing);
         self.collected(dependents);
         Ok(json_response(StatusCode::OK, &gone))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::{Patch, PatchParams};
+    use kube::{Api, core::DynamicObject};
+    use serde_json::json;
+
+    use crate::fakeapi::FakeCluster;
+
+    #[tokio::test]
+    async fn a_stored_invalid_api_key_takes_metadata_writes_but_no_spec_change_that_stays_invalid() {
+        // Seeded past admission, as an object from before a CRD upgrade would be.
+        let key: keyward_api::ApiKey = serde_json::from_value(json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
+            "metadata": {"name": "old", "namespace": "a"}, "spec": {"scopes": ["not a scope"]},
+        }))
+        .unwrap();
+        let client = FakeCluster::new().with_object(key).client().await.unwrap();
+        let resource = kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("keyward.dev", "v1alpha1", "ApiKey"),
+            "apikeys",
+        );
+        let keys: Api<DynamicObject> = Api::namespaced_with(client, "a", &resource);
+        let merge = |patch| async { keys.patch("old", &PatchParams::default(), &Patch::Merge(patch)).await };
+        merge(json!({"metadata": {"finalizers": ["keyward.dev/unpublish"]}})).await.expect("metadata writes ratchet");
+        let refused = merge(json!({"spec": {"scopes": ["still not a scope"]}})).await.unwrap_err();
+        assert!(matches!(refused, kube::Error::Api(ref e) if e.code == 422), "{refused}");
+        merge(json!({"spec": {"scopes": ["orders:read"]}})).await.expect("a fix is accepted");
     }
 }
