@@ -40,6 +40,12 @@ macro_rules! scenario_tests {
         }
 
         #[tokio::test]
+        async fn apply_removes_what_a_manager_stops_applying() {
+            $run("apply", false, async |c, ns| scenarios::apply_removes_what_a_manager_stops_applying(c, &ns).await)
+                .await;
+        }
+
+        #[tokio::test]
         async fn dry_run_never_persists() {
             $run("dry", false, async |c, ns| scenarios::dry_run_never_persists(c, &ns).await).await;
         }
@@ -235,6 +241,32 @@ pub async fn owned_objects_go_with_their_owner(client: Client, ns: &str) -> Tran
     let seen = next_events(&mut events, 1).await;
     t.push(format!("a watch on Secrets saw: {}", seen.join(", ")));
     assert_eq!(seen, ["DELETED owned"]);
+    t
+}
+
+/// Server-side apply removes what the same manager applied before and leaves out now, and
+/// keeps what another manager applied too.
+pub async fn apply_removes_what_a_manager_stops_applying(client: Client, ns: &str) -> Transcript {
+    let maps: Api<ConfigMap> = Api::namespaced(client, ns);
+    let mut t = Transcript::new();
+    let apply = |manager: &'static str, labels: Value, data: Value| {
+        let maps = maps.clone();
+        async move {
+            let config = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "applied", "labels": labels}, "data": data});
+            maps.patch("applied", &PatchParams::apply(manager).force(), &Patch::Apply(config)).await.unwrap()
+        }
+    };
+    apply("scenarios", json!({"a": "1", "b": "2"}), json!({"x": "1", "y": "2"})).await;
+    apply("other", json!({"c": "3"}), json!({"y": "2"})).await;
+    let after = apply("scenarios", json!({"a": "1"}), json!({"x": "1"})).await;
+    let keys = |map: Option<&std::collections::BTreeMap<String, String>>| {
+        map.map(|m| m.keys().cloned().collect::<Vec<_>>().join(",")).unwrap_or_default()
+    };
+    t.push(format!("labels after the second apply: {}", keys(after.metadata.labels.as_ref())));
+    t.push(format!("data after the second apply: {}", keys(after.data.as_ref())));
+    assert_eq!(keys(after.metadata.labels.as_ref()), "a,c", "b went, c is another manager's");
+    assert_eq!(keys(after.data.as_ref()), "x,y", "y is another manager's too");
     t
 }
 

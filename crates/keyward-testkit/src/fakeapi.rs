@@ -32,8 +32,8 @@
 //! with their owner (ownerReference cascade) go at once, and only Secrets and ConfigMaps
 //! produce watch events; watch
 //! events carry this layer's sequence number as `resourceVersion` while gets carry
-//! kube-fake-client's; server-side apply merges but never removes fields an apply stops
-//! sending; namespaces need not exist; no authentication or RBAC.
+//! kube-fake-client's; server-side apply knows ownership by applies only; namespaces need
+//! not exist; no authentication or RBAC.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,7 @@ use tokio::sync::broadcast;
 use keyward_api::ApiKey;
 
 pub mod admission;
+mod apply;
 pub mod discovery;
 pub mod events;
 mod namespaces;

@@ -11,6 +11,8 @@
 //! - `metadata.generation` of a custom resource moves when anything but `metadata` and
 //!   `status` changes; core/v1 and `*.k8s.io` objects carry none.
 //! - ApiKeys are pruned, defaulted and validated ([`super::admission`]) before they are stored.
+//! - Server-side apply removes what the same manager applied before and leaves out now,
+//!   unless another manager owns it ([`super::apply`]).
 //! - Secrets and ConfigMaps an object owns go with it (kube-fake-client's cascade), and
 //!   watchers see them go, as they would when the garbage collector deletes them.
 //!
@@ -287,6 +289,16 @@ impl WatchService {
             // A JSON patch that does not apply: kube-fake-client says why.
             return self.forward(&write).await;
         };
+        // What this manager applied last time and leaves out now goes (server-side apply).
+        let unapplied = if apply && !write.status {
+            let manager = super::query_param(&write.query, "fieldManager").map(super::decode).unwrap_or_default();
+            super::apply::removed(&existing, &body, &manager)
+        } else {
+            Vec::new()
+        };
+        for path in &unapplied {
+            super::apply::remove(&mut new, path);
+        }
         if write.status {
             let mut only_status = existing.clone();
             only_status["status"] = new.get("status").cloned().unwrap_or(Value::Null);
@@ -323,10 +335,16 @@ impl WatchService {
             return Ok(respond(status, bytes));
         }
         let mut result: Value = serde_json::from_slice(&bytes)?;
-        if write.method == Method::PATCH && !write.status && is_api_keys(target) {
-            // A patch is stored as kube-fake-client merges it; store it as admission left it.
+        if write.method == Method::PATCH && !write.status {
+            // A patch is stored as kube-fake-client merges it; store it as admission and
+            // server-side apply leave it.
             let mut normalized = result.clone();
-            admission::api_keys().normalize(&mut normalized);
+            if is_api_keys(target) {
+                admission::api_keys().normalize(&mut normalized);
+            }
+            for path in &unapplied {
+                super::apply::remove(&mut normalized, path);
+            }
             if normalized != result {
                 let (status, bytes) = self
                     .inner(
