@@ -221,16 +221,16 @@ pub async fn owned_objects_go_with_their_owner(client: Client, ns: &str) -> Tran
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(client, ns);
     let mut t = Transcript::new();
-    let owner = maps.create(&PostParams::default(), &config_map("owner", &[])).await.unwrap();
-    let owned: Secret = serde_json::from_value(json!({
+    let parent = maps.create(&PostParams::default(), &config_map("owner", &[])).await.unwrap();
+    let child: Secret = serde_json::from_value(json!({
         "metadata": {"name": "owned", "labels": {"scenario": "yes"}, "ownerReferences": [{
-            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.uid().unwrap(),
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": parent.uid().unwrap(),
         }]},
         "stringData": {"a": "1"},
     }))
     .unwrap();
-    let owned = secrets.create(&PostParams::default(), &owned).await.unwrap();
-    let from = owned.resource_version().unwrap();
+    let child = secrets.create(&PostParams::default(), &child).await.unwrap();
+    let from = child.resource_version().unwrap();
     let mut events = secrets.watch(&WatchParams::default().labels("scenario=yes"), &from).await.unwrap().boxed();
     maps.delete("owner", &DeleteParams::default()).await.unwrap();
     eventually("the owned Secret gone", PATIENCE, || async {

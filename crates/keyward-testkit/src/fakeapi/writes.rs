@@ -439,11 +439,11 @@ impl WatchService {
                 continue;
             }
             let list: Value = serde_json::from_slice(&bytes)?;
-            let owned = list["items"].as_array().into_iter().flatten().filter(|item| {
+            let theirs = list["items"].as_array().into_iter().flatten().filter(|item| {
                 let owners = item.pointer("/metadata/ownerReferences").and_then(Value::as_array);
                 owners.into_iter().flatten().any(|o| o["uid"].as_str() == Some(uid.as_str()))
             });
-            found.extend(owned.map(|item| (target.clone(), item.clone())));
+            found.extend(theirs.map(|item| (target.clone(), item.clone())));
         }
         Ok(found)
     }
