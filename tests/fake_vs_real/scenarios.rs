@@ -429,6 +429,9 @@ pub async fn events_are_one_resource_under_two_apis(client: Client, ns: &str) ->
     let through_new =
         sorted(new.list(&ListParams::default()).await.unwrap().items.iter().map(|e| (&e.reason, &e.note)));
     t.push(format!("events.k8s.io lists (reason/note): {through_new}"));
+    let selected = core.list(&ListParams::default().fields("reason=FromEvents")).await.unwrap().items;
+    let selected = sorted(selected.iter().map(|e| (&e.reason, &e.message)));
+    t.push(format!("core/v1 lists with fieldSelector reason=FromEvents: {selected}"));
     let one = core.get("new-event").await.map(|e| e.involved_object.name.unwrap_or_default());
     t.push(format!("core/v1 get of the events.k8s.io Event: involvedObject {one:?}", one = one.ok()));
     let regarding_name = new.get("core-event").await.ok().and_then(|e| e.regarding?.name);

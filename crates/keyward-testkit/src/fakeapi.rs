@@ -480,9 +480,13 @@ impl WatchService {
     /// A list of the collection as clients see it (Events from both APIs), unpaged; or the
     /// store's refusal.
     async fn list(&self, target: &Target, query: &str) -> Result<Result<Value, Response<ResponseBody>>, BoxError> {
+        let twin = events::twin(&target.prefix, &target.resource);
+        // Events are filtered by field here, after both APIs' Events are in one list (their
+        // field names differ, and kube-fake-client knows few of them).
+        let fields = query_param(query, "fieldSelector").map(decode).filter(|_| twin.is_some());
         let kept: Vec<&str> = query
             .split('&')
-            .filter(|kv| ["labelSelector=", "fieldSelector="].iter().any(|p| kv.starts_with(p)))
+            .filter(|kv| kv.starts_with("labelSelector=") || (kv.starts_with("fieldSelector=") && twin.is_none()))
             .collect();
         let query = if kept.is_empty() { String::new() } else { format!("?{}", kept.join("&")) };
         let (status, bytes) =
@@ -491,7 +495,7 @@ impl WatchService {
             return Ok(Err(respond(status, bytes)));
         }
         let mut list: Value = serde_json::from_slice(&bytes)?;
-        if let Some(other) = events::twin(&target.prefix, &target.resource) {
+        if let Some(other) = twin {
             let twin = Target { prefix: other.to_owned(), ..target.clone() };
             let (status, bytes) =
                 self.inner(http::Method::GET, &format!("{}{query}", twin.path(None)), None, Vec::new()).await?;
@@ -501,6 +505,7 @@ impl WatchService {
             {
                 let converted = theirs["items"].as_array().into_iter().flatten();
                 items.extend(converted.map(|event| events::convert(event, &target.prefix)));
+                items.retain(|event| events::fields_match(fields.as_deref(), event));
             }
         }
         if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {

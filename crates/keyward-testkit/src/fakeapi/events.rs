@@ -54,6 +54,24 @@ pub fn convert(event: &Value, to: &str) -> Value {
     Value::Object(out)
 }
 
+/// Whether an Event matches a field selector of `path=value` and `path!=value` terms, each path
+/// a dotted field of the Event (`involvedObject.uid`, `regarding.name`, `reason`).
+#[must_use]
+pub fn fields_match(selector: Option<&str>, event: &Value) -> bool {
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else { return true };
+    selector.split(',').all(|term| {
+        let (path, wanted, equal) = match term.split_once("!=") {
+            Some((path, wanted)) => (path, wanted, false),
+            None => match term.split_once('=') {
+                Some((path, wanted)) => (path, wanted.trim_start_matches('='), true),
+                None => return true,
+            },
+        };
+        let found = event.pointer(&format!("/{}", path.replace('.', "/"))).and_then(Value::as_str).unwrap_or("");
+        (found == wanted) == equal
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +86,14 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Event", "involvedObject": {"name": "x"}, "message": "n", "reason": "R"})
         );
         assert_eq!(convert(&core, EVENTS), new);
+    }
+
+    #[test]
+    fn field_selectors_pick_events_by_any_field() {
+        let event = json!({"involvedObject": {"uid": "u1", "kind": "ApiKey"}, "reason": "Ready"});
+        assert!(fields_match(Some("involvedObject.uid=u1,involvedObject.kind=ApiKey"), &event));
+        assert!(!fields_match(Some("involvedObject.uid=u2"), &event));
+        assert!(fields_match(Some("reason!=Failed"), &event));
+        assert!(fields_match(None, &event));
     }
 }
