@@ -62,14 +62,14 @@ async fn an_undecodable_apikey_is_reported_on_itself_and_does_not_block_its_name
 
 #[tokio::test(start_paused = true)]
 async fn the_operator_starts_and_converges_with_an_undecodable_apikey_already_stored() {
-    let client = keyward_testkit::fakeapi::client().await.unwrap();
-    let raw: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &api_resource());
+    // Stored past admission (the in-memory API refuses it now, as the API server would).
     let bad: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
-        "metadata": { "name": "broken", "namespace": NS }, "spec": {},
+        "metadata": { "name": "broken", "namespace": NS, "uid": "u-broken" }, "spec": {},
     }))
     .unwrap();
-    raw.create(&PostParams::default(), &bad).await.unwrap();
+    let client = keyward_testkit::fakeapi::FakeCluster::new().with_object(bad).client().await.unwrap();
+    let raw: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &api_resource());
     let keys: Api<crate::api::ApiKey> = Api::namespaced(client.clone(), NS);
     keys.create(&PostParams::default(), &serde_yaml::from_str(CRM).unwrap()).await.unwrap();
 
