@@ -75,11 +75,11 @@ fn clock_ticks() -> f64 {
 /// component as `kube-harness kube-apiserver ...`).
 pub fn child_running(parent: u32, subcommand: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let ppid: u32 = stat_fields(pid).get(1)?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let candidate: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let its_parent: u32 = stat_fields(candidate).get(1)?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{candidate}/cmdline")).ok()?;
         let first = cmdline.split(|b| *b == 0).nth(1)?;
-        (ppid == parent && first == subcommand.as_bytes()).then_some(pid)
+        (its_parent == parent && first == subcommand.as_bytes()).then_some(candidate)
     })
 }
 

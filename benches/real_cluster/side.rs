@@ -69,8 +69,8 @@ pub struct Creation {
     pub writes: BTreeMap<String, u64>,
     /// Writes the server answered with an error, by "VERB resource code" (real side only).
     pub failed_writes: BTreeMap<String, u64>,
-    /// GET and LIST requests (real side only; the fake does not count them).
-    pub reads: Option<u64>,
+    /// GET and LIST requests by "VERB resource" (real side only; the fake does not count them).
+    pub reads: Option<BTreeMap<String, u64>>,
     pub keyset_writes_metric: u64,
     pub shards: u64,
     /// ApiKeys Active on the operator's metrics at the end.
@@ -222,7 +222,7 @@ impl Side {
             reconciles: gauge(&text, "keyward_reconciles_total "),
             writes: own_writes(&after.writes, &before.writes, keys),
             failed_writes: difference(&after.failed_writes, &before.failed_writes),
-            reads: after.reads.zip(before.reads).map(|(a, b)| a - b),
+            reads: after.reads.as_ref().zip(before.reads.as_ref()).map(|(a, b)| difference(a, b)),
             keyset_writes_metric: text
                 .lines()
                 .filter_map(|l| l.strip_prefix("keyward_keyset_writes_total")?.split(' ').nth(1)?.parse::<u64>().ok())
@@ -320,7 +320,7 @@ struct Snapshot {
     server_peak_kib: u64,
     writes: BTreeMap<String, u64>,
     failed_writes: BTreeMap<String, u64>,
-    reads: Option<u64>,
+    reads: Option<BTreeMap<String, u64>>,
 }
 
 fn float(text: &str, prefix: &str) -> f64 {
@@ -359,9 +359,9 @@ fn labels(line: &str) -> BTreeMap<&str, &str> {
 }
 
 /// From the API server's metrics: successful writes by "VERB resource[/subresource]",
-/// failed writes by "VERB resource code", and GET plus LIST requests.
-fn request_counts(text: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, u64) {
-    let (mut writes, mut failed, mut reads) = (BTreeMap::new(), BTreeMap::new(), 0);
+/// failed writes by "VERB resource code", and GET and LIST requests by "VERB resource".
+fn request_counts(text: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let (mut writes, mut failed, mut reads) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;
         let labels = labels(line);
@@ -371,7 +371,7 @@ fn request_counts(text: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, 
             resource = format!("{resource}/{sub}");
         }
         if matches!(verb, "GET" | "LIST") {
-            reads += value;
+            *reads.entry(format!("{verb} {resource}")).or_default() += value;
         } else if WRITE_VERBS.contains(&verb) {
             if code.starts_with('2') {
                 *writes.entry(format!("{verb} {resource}")).or_default() += value;
@@ -500,7 +500,9 @@ pub fn print_side_by_side(keys: usize, fake: Option<&Creation>, real: &Creation)
     both("reconciles", &|c| c.reconciles.to_string());
     both("operator writes per key, all", &|c| format!("{:.2}", per_key(c.writes.values().sum())));
     both("operator writes per key, without Events and Leases", &|c| format!("{:.2}", per_key(core_writes(c))));
-    both("reads (GET, LIST) per key", &|c| c.reads.map_or_else(|| "-".to_owned(), |r| format!("{:.2}", per_key(r))));
+    both("reads (GET, LIST) per key", &|c| {
+        c.reads.as_ref().map_or_else(|| "-".to_owned(), |r| format!("{:.2}", per_key(r.values().sum())))
+    });
     both("key-set writes (keyward_keyset_writes_total)", &|c| c.keyset_writes_metric.to_string());
     both("key-set shards at the end", &|c| c.shards.to_string());
     let mut kinds: Vec<&String> =
@@ -509,6 +511,9 @@ pub fn print_side_by_side(keys: usize, fake: Option<&Creation>, real: &Creation)
     kinds.dedup();
     for kind in kinds {
         both(&format!("  writes {kind}"), &|c| c.writes.get(kind).map_or_else(|| "0".to_owned(), u64::to_string));
+    }
+    for (kind, n) in real.reads.iter().flatten().filter(|(_, n)| **n >= 10) {
+        println!("  real API reads {kind}: {n}");
     }
     for (kind, n) in &real.failed_writes {
         println!("  real API refused: {kind}: {n}");
