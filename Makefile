@@ -1,5 +1,5 @@
 # One place for the commands developers and CI run. CI calls `make ci` through .ci/run.
-.PHONY: all fmt fmt-check lint clippy doc deny deps-check test faults harness crds bench load manifests-check ci
+.PHONY: all fmt fmt-check lint clippy doc deny deps-check test faults harness crds bench bench-cluster load manifests-check ci
 
 all: fmt lint test
 
@@ -57,6 +57,12 @@ crds:
 
 bench:
 	cargo bench
+
+# keyward on the real control plane beside the in-memory API, in one run (benches/real_cluster.rs;
+# loopback only; about 10 minutes at the default 10,000 ApiKeys on 2 cores). Not a test: CI does not run it.
+# KEYWARD_BENCH_KEYS=1000 for a quick run; KEYWARD_BENCH_ROUNDS, KEYWARD_BENCH_LARGE_KEYSET as in the bench.
+bench-cluster: harness
+	KEYWARD_KUBE_HARNESS=$(CURDIR)/target/kube-harness/kube-harness cargo bench --locked --bench real_cluster
 
 # The verifier's side-by-side load benchmark (wrk, nginx; loopback only). Not a test: CI does not run it.
 load:

@@ -189,14 +189,12 @@ fn keyset_build_reports_the_line_of_a_bad_record_without_echoing_it() {
 
 #[test]
 fn keyset_inspect_reads_a_kubelet_style_volume() {
-    let dir = tempfile::tempdir().unwrap();
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/team-a.default.1.keyset");
-    let data_dir = dir.path().join("..2026_11_22_10_00_00.000000001");
-    std::fs::create_dir(&data_dir).unwrap();
-    std::fs::copy(&golden, data_dir.join("default.1.keyset")).unwrap();
-    std::os::unix::fs::symlink(data_dir.file_name().unwrap(), dir.path().join("..data")).unwrap();
-    std::os::unix::fs::symlink("..data/default.1.keyset", dir.path().join("default.1.keyset")).unwrap();
-    let out = keyward(&["keyset", "inspect", dir.path().to_str().unwrap()], "");
+    // kubelet's layout: ..data -> ..<timestamp>/, and a link per key through ..data.
+    let mut dir = keyward_testkit::kubelet::KubeletDir::new();
+    dir.publish_bytes(&[("default.1.keyset".to_owned(), std::fs::read(golden).unwrap())]);
+    assert!(dir.path.join("..data").is_symlink(), "a kubelet-style volume");
+    let out = keyward(&["keyset", "inspect", dir.path.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).lines().count(), 4);
     assert!(stderr(&out).contains("keyset team-a/default generation 7: 4 records"), "{}", stderr(&out));

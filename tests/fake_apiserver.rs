@@ -114,3 +114,94 @@ async fn a_kube_client_creates_applies_patches_lists_and_watches_over_http() {
     assert_eq!(counted.get("PATCH apikeys/status"), Some(&1));
     assert_eq!(counted.get("POST secrets"), Some(&1));
 }
+
+/// `keyward fake-apiserver` as a user starts it, with the kubeconfig it writes.
+struct Served {
+    child: std::process::Child,
+    kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn start() -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["fake-apiserver", "--listen", "localhost:0", "--kubeconfig-out"])
+            .arg(&kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert!(line.starts_with("keyward fake-apiserver listening on http://127.0.0.1:"), "{line}");
+        Served { child, kubeconfig, _dir: dir }
+    }
+
+    /// `kubectl ARGS` with `stdin`: whether it succeeded, and its stdout and stderr together.
+    fn kubectl(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        let mut child = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl on PATH");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), text)
+    }
+
+    fn kubectl_ok(&self, args: &[&str], stdin: &str) -> String {
+        let (ok, text) = self.kubectl(args, stdin);
+        assert!(ok, "kubectl {args:?} failed: {text}");
+        text
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CRM: &str = "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: crm, namespace: team-a}\nspec: {scopes: [orders:read]}\n";
+
+#[test]
+fn kubectl_discovers_applies_gets_and_deletes_api_keys_on_the_fake_apiserver() {
+    let served = Served::start();
+    served.kubectl_ok(&["apply", "-f", "-"], "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n");
+    let resources = served.kubectl_ok(&["api-resources", "--api-group=keyward.dev"], "");
+    let row: Vec<&str> = resources.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row, ["apikeys", "ak", "keyward.dev/v1alpha1", "true", "ApiKey"], "{resources}");
+
+    assert!(served.kubectl_ok(&["apply", "-f", "-"], CRM).contains("apikey.keyward.dev/crm created"));
+    let applied = served.kubectl_ok(&["apply", "--server-side", "-f", "-"], &CRM.replace("crm", "partner"));
+    assert!(applied.contains("serverside-applied"), "{applied}");
+
+    // The columns the real API server shows (tests/real_cluster/install.rs), from the server-side Table.
+    let listed = served.kubectl_ok(&["get", "apikeys", "-n", "team-a"], "");
+    let header: Vec<&str> = listed.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header.join(" "), "NAME STATE PREFIX SCOPES EXPIRES NEXT ROTATION LAST USED AGE", "{listed}");
+    assert!(listed.contains("[\"orders:read\"]"), "{listed}");
+    assert_eq!(served.kubectl_ok(&["get", "ak", "-n", "team-a", "-o", "name"], "").lines().count(), 2);
+    let category = served.kubectl_ok(&["get", "keyward", "-n", "team-a", "-o", "name"], "");
+    assert!(category.contains("apikey.keyward.dev/crm"), "{category}");
+
+    // Refused as the API server refuses it, naming the field.
+    let (ok, refused) = served.kubectl(&["apply", "-f", "-"], &CRM.replace("orders:read", "not-a-scope"));
+    assert!(!ok && refused.contains("is invalid") && refused.contains("spec.scopes[0]"), "{refused}");
+    // Unknown resources and paths are 404s, not 500s.
+    let (ok, unknown) = served.kubectl(&["get", "nonsense"], "");
+    assert!(!ok && unknown.contains("doesn't have a resource type"), "{unknown}");
+    let (ok, raw) = served.kubectl(&["get", "--raw", "/nonsense"], "");
+    assert!(!ok && raw.contains("NotFound"), "{raw}");
+
+    served.kubectl_ok(&["delete", "apikey", "crm", "-n", "team-a"], "");
+    let (ok, gone) = served.kubectl(&["get", "apikey", "crm", "-n", "team-a"], "");
+    assert!(!ok && gone.contains("NotFound"), "{gone}");
+}

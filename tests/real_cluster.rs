@@ -9,10 +9,15 @@
 mod real_cluster {
     pub mod admission;
     pub mod control_plane;
+    #[path = "../fake_vs_real/fake.rs"]
+    pub mod fake;
+    pub mod fake_vs_real;
     pub mod install;
     pub mod lifecycle;
     pub mod plugin;
     pub mod restarts;
+    #[path = "../fake_vs_real/scenarios.rs"]
+    pub mod scenarios;
     pub mod support;
     pub mod usage;
 }

@@ -588,3 +588,76 @@ async fn the_api_server_restarted_under_load_loses_nothing_and_the_verifier_keep
     let log = operator.log_text() + &verifier.log_text();
     assert!(!log.contains(before.expose()) && !log.contains(last.expose()), "no token in the logs");
 }
+
+/// Issue 9 and 10 on the real API server: an ApiKey stored before the CRD tightened a rule
+/// (here `spec.scopes` required) is still there once the CRD is back; the operator writes
+/// its status through the status subresource (the API server ratchets the unchanged,
+/// now-invalid spec) and the rest of its namespace converges. This binary's tests run one
+/// at a time, so loosening the CRD touches no other test.
+#[tokio::test]
+async fn a_key_stored_before_the_crd_tightened_gets_its_status_and_costs_only_itself() {
+    let _serial = SERIAL.lock().await;
+    let ns = "tightened";
+    let plane = cluster_with_manifests();
+    let admin = client_from(plane.kubeconfig()).await;
+    run_ok(plane.kubectl().args(["create", "namespace", ns]));
+    let loosen = r#"[{"op": "remove", "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/required"}]"#;
+    run_ok(plane.kubectl().args(["patch", "crd", "apikeys.keyward.dev", "--type=json", "-p", loosen]));
+    let raw: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(admin.clone(), ns, &kube::api::ApiResource::erase::<ApiKey>(&()));
+    let broken: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
+        "metadata": { "name": "broken" }, "spec": { "description": "stored before scopes were required" },
+    }))
+    .unwrap();
+    // The API server serves the loosened schema within a moment.
+    eventually("the loosened CRD to take an ApiKey without scopes", Duration::from_secs(30), || async {
+        raw.create(&PostParams::default(), &broken).await.ok()
+    })
+    .await;
+    run_ok(
+        plane
+            .kubectl()
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(support::repo("crds/apikey.yaml")),
+    );
+    eventually("the tightened CRD to refuse an ApiKey without scopes", Duration::from_secs(30), || async {
+        let mut again = broken.clone();
+        again.metadata.name = Some("refused".to_owned());
+        raw.create(&PostParams { dry_run: true, ..PostParams::default() }, &again).await.err()
+    })
+    .await;
+
+    let kubeconfig = plane.service_account_kubeconfig("keyward-system", "keyward-operator");
+    let dir = plane.ready.dir.join(ns);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut operator = Operator {
+        kubeconfig: &kubeconfig,
+        dir: &dir,
+        name: ns.to_owned(),
+        incarnation: 0,
+        process: None,
+        logs: vec![],
+    };
+    operator.start();
+    let api: Api<ApiKey> = Api::namespaced(admin.clone(), ns);
+    api.create(&PostParams::default(), &key_yaml("good")).await.unwrap();
+
+    eventually("the valid key Ready beside the broken one", Duration::from_secs(90), || async {
+        api.get_opt("good").await.ok().flatten().filter(is_ready)
+    })
+    .await;
+    let status = eventually("the broken key's own status", Duration::from_secs(60), || async {
+        let stored = raw.get("broken").await.ok()?;
+        let ready = stored.data.pointer("/status/conditions/0")?.clone();
+        (ready["reason"] == "InvalidSpec").then_some(ready)
+    })
+    .await;
+    assert_eq!((status["type"].as_str(), status["status"].as_str()), (Some("Ready"), Some("False")), "{status}");
+    assert_eq!(status["message"], "spec.scopes is missing");
+    let published = records(&admin, ns, "default").await;
+    assert_eq!(published.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["good"]);
+    let log = operator.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "RBAC suffices:\n{log}");
+    assert!(log.lines().all(|l| l.len() < 2048), "log lines stay short");
+}

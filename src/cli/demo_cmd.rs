@@ -16,6 +16,10 @@ pub(super) struct DemoArgs {
     /// Also write every object of the cluster at the end into DIR, one YAML file each.
     #[arg(long, value_name = "DIR")]
     dump: Option<PathBuf>,
+    /// Run on the cluster of this kubeconfig instead of an in-memory one: the CRD must be
+    /// installed, no other keyward operator running, and namespace `demo` free of ApiKeys.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
 }
 
 pub(super) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -24,7 +28,10 @@ pub(super) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // published, which is expected here.
     telemetry::init(telemetry::filter_from_env("error"), telemetry::Format::Text);
     let runtime = tokio::runtime::Runtime::new()?;
-    let passed =
-        runtime.block_on(crate::demo::run(crate::demo::DemoOptions { examples: args.examples, dump: args.dump }))?;
+    let passed = runtime.block_on(crate::demo::run(crate::demo::DemoOptions {
+        examples: args.examples,
+        dump: args.dump,
+        kubeconfig: args.kubeconfig,
+    }))?;
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -1,4 +1,4 @@
-//! `keyward demo --dump DIR`: every object of the in-memory cluster, one YAML file each, as the API holds it.
+//! `keyward demo --dump DIR`: every object of the demo's namespace, one YAML file each, as the API holds it.
 
 use std::path::Path;
 
@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 
 use crate::api::ApiKey;
 
-/// Write ApiKeys, Secrets, ConfigMaps and Events into `dir`; returns how many files were written.
+/// Write the demo namespace's ApiKeys, Secrets, ConfigMaps and Events into `dir` (on a real
+/// cluster, nothing of other namespaces); returns how many files were written.
 pub async fn dump(client: &Client, dir: &Path) -> anyhow::Result<usize> {
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     let mut written = 0;
@@ -25,10 +26,16 @@ pub async fn dump(client: &Client, dir: &Path) -> anyhow::Result<usize> {
 
 async fn dump_kind<K>(client: &Client, dir: &Path, kind: &str) -> anyhow::Result<usize>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
 {
-    let list =
-        Api::<K>::all(client.clone()).list(&ListParams::default()).await.with_context(|| format!("listing {kind}s"))?;
+    let list = Api::<K>::namespaced(client.clone(), super::NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing {kind}s"))?;
     for object in &list.items {
         let namespace = object.namespace().unwrap_or_else(|| "cluster".to_owned());
         let path = dir.join(format!("{kind}.{namespace}.{}.yaml", object.name_any()));

@@ -1,6 +1,7 @@
 //! `keyward demo`: the real operator and the real verifier, on an in-memory
 //! cluster seeded with the example ApiKeys, walked through a key's whole life
-//! with real HTTP requests.
+//! with real HTTP requests. With `--kubeconfig` the same walkthrough runs on a
+//! real cluster (the operator in process, with the demo's leaping clock).
 //!
 //! ```text
 //!  examples/*.yaml ──► in-memory API ◄──► operator (same controller code as `keyward operator`)
@@ -55,6 +56,9 @@ pub struct DemoOptions {
     pub examples: PathBuf,
     /// Write every object of the cluster here at the end.
     pub dump: Option<PathBuf>,
+    /// Run on the cluster of this kubeconfig instead of the in-memory API. It needs the CRD
+    /// installed and no other operator running; the namespace `demo` must hold no ApiKeys.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Everything the walkthrough drives.
@@ -72,9 +76,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let examples = load_examples(&options.examples)?;
     let workdir = tempfile::tempdir().context("creating a scratch directory")?;
 
-    // The in-memory API, with the CRD installed the way `kubectl apply` would.
-    let client = FakeCluster::new().with_crd().client().await.context("starting the in-memory API")?;
+    let (client, where_) = match &options.kubeconfig {
+        // The in-memory API, with the CRD installed the way `kubectl apply` would.
+        None => {
+            let client = FakeCluster::new().with_crd().client().await.context("starting the in-memory API")?;
+            (client, "an in-memory cluster".to_owned())
+        }
+        Some(path) => (cluster_client(path).await?, format!("the cluster of {}", path.display())),
+    };
     check_crd(&client).await?;
+    if options.kubeconfig.is_some() {
+        empty_namespace(&client).await?;
+    }
 
     let clock = Arc::new(DemoClock::starting_at(ORIGIN.parse().expect("ORIGIN is a valid timestamp")));
     let reconcile_all = Arc::new(tokio::sync::Notify::new());
@@ -132,7 +145,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     )
     .await?;
 
-    println!("keyward demo: operator and verifier on an in-memory cluster (namespace {NAMESPACE})");
+    println!("keyward demo: operator and verifier on {where_} (namespace {NAMESPACE})");
     println!(
         "  verifier (proxy) on {}, admin on {}; demo clock starts at {ORIGIN}",
         verifier.addr, verifier.admin_addr
@@ -161,6 +174,34 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     }
     let passed = outcome?;
     Ok(passed)
+}
+
+/// A client for the cluster of the kubeconfig at `path`.
+async fn cluster_client(path: &Path) -> anyhow::Result<Client> {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("using {}", path.display()))?;
+    Client::try_from(config).context("building a client for the cluster")
+}
+
+/// Create the namespace [`NAMESPACE`] if it is missing, and refuse to run where ApiKeys
+/// already are (an earlier run's, or someone's): the walkthrough counts on its own.
+async fn empty_namespace(client: &Client) -> anyhow::Result<()> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    if namespaces.get_opt(NAMESPACE).await.context("reading the demo namespace")?.is_none() {
+        let mut namespace = k8s_openapi::api::core::v1::Namespace::default();
+        namespace.metadata.name = Some(NAMESPACE.to_owned());
+        namespaces.create(&PostParams::default(), &namespace).await.context("creating the demo namespace")?;
+    }
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), NAMESPACE);
+    let existing = keys.list(&kube::api::ListParams::default().limit(1)).await.context("listing ApiKeys")?;
+    anyhow::ensure!(
+        existing.items.is_empty(),
+        "namespace {NAMESPACE} already holds ApiKeys (an earlier run?): `kubectl delete namespace {NAMESPACE}` first"
+    );
+    Ok(())
 }
 
 /// Every `*.yaml` file of `dir`, as ApiKeys, sorted by name.

@@ -5,87 +5,24 @@
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keyward::api::ApiKey;
-use kube::api::{DynamicObject, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Api, Client};
-use serde_json::{Value, json};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
 
 use super::control_plane::client_from;
+use super::scenarios::{api_key, api_keys, cases, names_expected, verdict};
 use super::support::{cluster, run_ok};
 
 const NS: &str = "admission";
-
-#[derive(serde::Deserialize)]
-struct Case {
-    name: String,
-    spec: Value,
-    #[serde(default)]
-    old: Option<Value>,
-    #[serde(default)]
-    refused: Vec<String>,
-}
-
-fn object(name: &str, spec: &Value) -> DynamicObject {
-    serde_json::from_value(json!({
-        "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "metadata": {"name": name}, "spec": spec
-    }))
-    .unwrap()
-}
-
-fn api(client: &Client) -> Api<DynamicObject> {
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("keyward.dev", "v1alpha1", "ApiKey"), "apikeys");
-    Api::namespaced_with(client.clone(), NS, &resource)
-}
-
-/// `/spec/scopes/0` → `spec.scopes[0]`, the way the API server names fields.
-fn field_path(pointer: &str) -> String {
-    let mut path = String::new();
-    for segment in pointer.trim_start_matches('/').split('/') {
-        if segment.chars().all(|c| c.is_ascii_digit()) {
-            path.push('[');
-            path.push_str(segment);
-            path.push(']');
-        } else {
-            if !path.is_empty() {
-                path.push('.');
-            }
-            path.push_str(segment);
-        }
-    }
-    path
-}
-
-/// The API server's verdict: `Ok` or the message of its 422.
-async fn verdict(api: &Api<DynamicObject>, index: usize, case: &Case) -> Result<(), String> {
-    let name = format!("case-{index}");
-    let dry_run = PostParams { dry_run: true, ..PostParams::default() };
-    let result = match &case.old {
-        None => api.create(&dry_run, &object(&name, &case.spec)).await.map(drop),
-        Some(old) => {
-            let stored = api.create(&PostParams::default(), &object(&name, old)).await.expect("the old spec is stored");
-            let mut new = object(&name, &case.spec);
-            new.metadata.resource_version = stored.metadata.resource_version;
-            api.replace(&name, &dry_run, &new).await.map(drop)
-        }
-    };
-    match result {
-        Ok(()) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 422 => Err(e.message),
-        Err(e) => panic!("case {}: unexpected answer {e}", case.name),
-    }
-}
 
 #[tokio::test]
 async fn the_api_server_and_kube_cel_agree_on_every_shared_admission_case() {
     let plane = cluster();
     run_ok(plane.kubectl().args(["create", "namespace", NS]));
     let client = client_from(plane.kubeconfig()).await;
-    let api = api(&client);
-    let path = super::support::repo("tests/admission/cases.yaml");
-    let cases: Vec<Case> = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let api = api_keys(&client, NS);
     let mut disagreements = Vec::new();
-    for (index, case) in cases.iter().enumerate() {
+    for (index, case) in cases().iter().enumerate() {
         match (verdict(&api, index, case).await, case.refused.is_empty()) {
             (Ok(()), true) => {}
             (Ok(()), false) => {
@@ -93,17 +30,9 @@ async fn the_api_server_and_kube_cel_agree_on_every_shared_admission_case() {
             }
             (Err(message), true) => disagreements.push(format!("{}: refused ({message}), kube-cel accepts", case.name)),
             (Err(message), false) => {
-                for expected in &case.refused {
-                    let wanted = match expected.split_once(": ") {
-                        Some((pointer, _keyword)) if pointer.starts_with('/') => field_path(pointer),
-                        _ => expected.clone(),
-                    };
-                    if !message.contains(&wanted) {
-                        disagreements.push(format!(
-                            "{}: the API server's refusal does not say {wanted:?}: {message}",
-                            case.name
-                        ));
-                    }
+                for expected in case.refused.iter().filter(|e| !names_expected(&message, e)) {
+                    disagreements
+                        .push(format!("{}: the API server's refusal does not name {expected:?}: {message}", case.name));
                 }
             }
         }
@@ -116,12 +45,8 @@ async fn the_api_server_defaults_active_revoked_and_key_set_and_prunes_unknown_f
     let plane = cluster();
     run_ok(plane.kubectl().args(["create", "namespace", "admission-defaults"]));
     let client = client_from(plane.kubeconfig()).await;
-    let raw: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "admission-defaults",
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("keyward.dev", "v1alpha1", "ApiKey"), "apikeys"),
-    );
-    let mut object = object("defaults", &json!({"scopes": ["a:read"], "bogus": 1}));
+    let raw = api_keys(&client, "admission-defaults");
+    let mut object = api_key("defaults", &json!({"scopes": ["a:read"], "bogus": 1}));
     object.data["spec"]["rotation"] = json!({"every": "30d", "alsoBogus": true});
     let stored =
         raw.create(&PostParams::default(), &object).await.expect("an update-style create prunes, never refuses");

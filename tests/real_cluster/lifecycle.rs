@@ -21,7 +21,8 @@ use super::support::{
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The one operator of this test binary, shared by every module that needs one (lifecycle, plugin).
+/// The one operator of this test binary, shared by every module that needs one (lifecycle,
+/// plugin, restarts, and the fake-vs-real scenarios).
 pub fn operator() -> &'static Tethered {
     static OPERATOR: OnceLock<Tethered> = OnceLock::new();
     OPERATOR.get_or_init(|| {

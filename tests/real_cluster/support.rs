@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use keyward::api::ApiKey;
@@ -78,21 +77,9 @@ pub fn cluster_with_manifests() -> &'static ControlPlane {
     plane
 }
 
-/// Polls `check` every 200 ms until it returns `Some`, or fails naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+// Not every test binary that includes this file waits for anything.
+#[allow(unused_imports)]
+pub use keyward_testkit::wait::eventually;
 
 /// Every record of the key set `key_set` in `namespace`, from its ConfigMap shards.
 pub async fn records(client: &Client, namespace: &str, key_set: &str) -> Vec<Record> {

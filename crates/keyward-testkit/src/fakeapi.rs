@@ -1,26 +1,41 @@
-//! An in-memory Kubernetes API for tests and the demo: kube-fake-client plus the watch it lacks.
+//! An in-memory API server for tests and the demo: kube-fake-client's store behind a layer
+//! that behaves as the real API server does for what keyward and its users touch.
 //!
-//! kube-fake-client serves get, list and writes but not watch, so the real
-//! kube-runtime `Controller` cannot run on it alone. [`FakeCluster`] wraps it in a
-//! small service that turns every successful write into a watch event
-//! (`MODIFIED`, or `DELETED` for deletes) and serves `?watch=true` requests
-//! from them, replaying what happened after the `resourceVersion` the watcher
-//! asks for. List responses carry that event sequence number as their
-//! `resourceVersion`, so list-then-watch loses nothing. Watch streams end when
-//! a watcher falls too far behind (it then re-lists, as against a real server).
+//! kube-fake-client stores objects and answers get, list and writes. [`WatchService`] puts in
+//! front of it what an API server adds, held to the real one by the fake-vs-real scenarios
+//! (`tests/fake_vs_real/scenarios.rs`, run on both by `tests/real_cluster/fake_vs_real.rs`):
 //!
-//! Lists are paged when asked (`limit`, `continue`), in name order, each list
-//! one snapshot (the rest is kept until read; at most `PAGED_LISTS`
-//! unfinished lists, older tokens answer 410 Gone), and a request that
-//! accepts `PartialObjectMetadata` (kube's `metadata_watcher`) gets metadata
-//! only, in lists and watch events, as from a real server.
+//! - **Watch.** Every successful write becomes a watch event (`ADDED`, `MODIFIED`,
+//!   `DELETED`), served to `?watch=true` requests from the `resourceVersion` asked for; a
+//!   watch without one (or from `"0"`) first sends `ADDED` for every object that exists.
+//!   List responses carry the event sequence number as their `resourceVersion`, so
+//!   list-then-watch loses nothing. Watch streams end when a watcher falls too far behind
+//!   (it then re-lists, as against a real server). Label selectors (`key=value` terms) and
+//!   `metadata.name`/`metadata.namespace` field selectors filter watches.
+//! - **Writes** (`writes.rs`): finalizers (a DELETE marks `deletionTimestamp` and keeps the
+//!   object until its finalizers are gone; none may be added meanwhile), `?dryRun=All`
+//!   (answered, never stored), `metadata.generation` moving with the spec only (custom
+//!   resources; none on core/v1 objects), a DELETE answering a `Status`, and ApiKeys pruned,
+//!   defaulted and validated against the CRD's schema and CEL rules ([`admission`]), refused
+//!   with `422 Invalid`.
+//! - **Events** under both APIs, core/v1 and events.k8s.io/v1 ([`events`]), and
+//!   **Namespaces** (`namespaces.rs`), which kube-fake-client cannot serve.
+//! - **Lists** are paged when asked (`limit`, `continue`), in name order, each list one
+//!   snapshot (the rest is kept until read; at most `PAGED_LISTS` unfinished lists, older
+//!   tokens answer 410 Gone), and a request that accepts `PartialObjectMetadata` (kube's
+//!   `metadata_watcher`) gets metadata only, in lists and watch events.
+//! - Paths that are not a resource answer `404 NotFound` (discovery is [`discovery`]'s).
+//!
 //! [`server`] answers HTTP requests with the same service (`keyward fake-apiserver`).
 //!
-//! Known differences from an API server: cascade deletes of owned objects
-//! produce no events; `ADDED` is reported as `MODIFIED` (watchers treat both
-//! as an apply); label selectors support `key=value` terms only.
+//! Known differences from an API server (docs/testing.md lists them all): objects deleted
+//! with their owner (ownerReference cascade) go at once, and only Secrets and ConfigMaps
+//! produce watch events; watch
+//! events carry this layer's sequence number as `resourceVersion` while gets carry
+//! kube-fake-client's; server-side apply knows ownership by applies only; namespaces need
+//! not exist; no authentication or RBAC.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -37,7 +52,14 @@ use tokio::sync::broadcast;
 
 use keyward_api::ApiKey;
 
+pub mod admission;
+mod apply;
+pub mod discovery;
+pub mod events;
+mod namespaces;
 pub mod server;
+mod table;
+mod writes;
 
 /// Errors inside response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -136,6 +158,8 @@ impl WatchService {
             log: Mutex::new(Log { seq: 0, history: VecDeque::new() }),
             tx,
             pages: Mutex::new(Pages::default()),
+            overlay: Mutex::new(HashMap::new()),
+            namespaces: namespaces::Namespaces::default(),
         });
         WatchService { inner, state, timeouts: false }
     }
@@ -154,6 +178,9 @@ struct State {
     log: Mutex<Log>,
     tx: broadcast::Sender<Arc<WatchEvent>>,
     pages: Mutex<Pages>,
+    /// What the API server keeps in metadata that kube-fake-client cannot, by object uid.
+    overlay: Mutex<HashMap<String, writes::Overlay>>,
+    namespaces: namespaces::Namespaces,
 }
 
 /// Lists cut into pages: the rest of each, by continue token, until it is read.
@@ -185,6 +212,9 @@ struct WatchEvent {
     resource: Target,
     line: Bytes,
     labels: serde_json::Map<String, Value>,
+    /// The object's namespace and name, for field selectors.
+    namespace: String,
+    name: String,
 }
 
 /// A collection: API prefix (`api/v1`, `apis/g/v`), resource plural and namespace.
@@ -211,6 +241,18 @@ impl Target {
         let resource = (*rest.first()?).to_owned();
         let name = rest.get(1).map(|n| (*n).to_owned());
         Some((Target { prefix, resource, namespace }, name))
+    }
+
+    /// The path of the collection, or of the object `name` in it.
+    fn path(&self, name: Option<&str>) -> String {
+        let namespace = self.namespace.as_ref().map(|ns| format!("/namespaces/{ns}")).unwrap_or_default();
+        let name = name.map(|n| format!("/{n}")).unwrap_or_default();
+        format!("/{}{namespace}/{}{name}", self.prefix, self.resource)
+    }
+
+    /// The API group (empty for core/v1).
+    fn group(&self) -> &str {
+        self.prefix.strip_prefix("apis/").and_then(|gv| gv.split('/').next()).unwrap_or("")
     }
 
     /// Whether an event on `other` (always namespaced or not) is seen by a watch on `self`.
@@ -258,7 +300,16 @@ fn selector_matches(selector: Option<&str>, labels: &serde_json::Map<String, Val
 }
 
 impl State {
-    fn emit(&self, resource: Target, type_: &str, mut object: Value) {
+    /// Record a change and tell every watcher; an Event also under its other API.
+    fn emit(&self, resource: Target, type_: &str, object: Value) {
+        if let Some(other) = events::twin(&resource.prefix, &resource.resource) {
+            let twin = Target { prefix: other.to_owned(), ..resource.clone() };
+            self.emit_one(twin, type_, events::convert(&object, other));
+        }
+        self.emit_one(resource, type_, object);
+    }
+
+    fn emit_one(&self, resource: Target, type_: &str, mut object: Value) {
         let mut log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         log.seq += 1;
         let seq = log.seq;
@@ -267,9 +318,12 @@ impl State {
             meta.insert("resourceVersion".to_owned(), Value::String(seq.to_string()));
         }
         let labels = object.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+        let field =
+            |f: &str| object.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or("").to_owned();
+        let (namespace, name) = (field("namespace"), field("name"));
         let mut line = json!({ "type": type_, "object": object }).to_string().into_bytes();
         line.push(b'\n');
-        let event = Arc::new(WatchEvent { seq, resource, line: Bytes::from(line), labels });
+        let event = Arc::new(WatchEvent { seq, resource, line: Bytes::from(line), labels, namespace, name });
         log.history.push_back(event.clone());
         if log.history.len() > HISTORY {
             log.history.pop_front();
@@ -370,19 +424,159 @@ fn gone(message: &str) -> Response<ResponseBody> {
     respond(StatusCode::GONE, Bytes::from(gone.to_string()))
 }
 
+/// A Kubernetes `Status` failure, which kube clients turn into an API error.
+fn status_failure(status: StatusCode, reason: &str, message: &str) -> Response<ResponseBody> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": status.as_u16()});
+    respond(status, Bytes::from(body.to_string()))
+}
+
+/// A fresh object uid, in the API server's (UUID) form.
+fn new_uid() -> String {
+    let bits: u128 = rand::random();
+    let hex = format!("{bits:032x}");
+    format!("{}-{}-4{}-a{}-{}", &hex[..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..])
+}
+
+/// Whether a `fieldSelector` (`metadata.name=x`, `metadata.namespace=y` terms) admits an event.
+fn fields_match(selector: Option<&str>, event: &WatchEvent) -> bool {
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else { return true };
+    selector.split(',').all(|term| match term.split_once('=') {
+        Some(("metadata.name", v)) => event.name == v.trim_start_matches('='),
+        Some(("metadata.namespace", v)) => event.namespace == v.trim_start_matches('='),
+        _ => true,
+    })
+}
+
 impl WatchService {
-    fn watch(&self, target: Target, query: &str, metadata: bool) -> Response<ResponseBody> {
+    /// Send a request to kube-fake-client: its status and body.
+    async fn inner(
+        &self,
+        method: http::Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), BoxError> {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(content_type) = content_type {
+            builder = builder.header(http::header::CONTENT_TYPE, content_type);
+        }
+        let response = self.inner.send(builder.body(Body::from(body))?).await?;
+        let status = response.status();
+        Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
+
+    /// The stored object at `path`, as clients see it, if there is one.
+    async fn stored(&self, target: &Target, name: &str) -> Result<Option<Value>, BoxError> {
+        let (status, bytes) = self.inner(http::Method::GET, &target.path(Some(name)), None, Vec::new()).await?;
+        if !status.is_success() {
+            return Ok(None);
+        }
+        let mut object: Value = serde_json::from_slice(&bytes)?;
+        self.state.decorate(target, &mut object);
+        Ok(Some(object))
+    }
+
+    /// A list of the collection as clients see it (Events from both APIs), unpaged; or the
+    /// store's refusal.
+    async fn list(&self, target: &Target, query: &str) -> Result<Result<Value, Response<ResponseBody>>, BoxError> {
+        let twin = events::twin(&target.prefix, &target.resource);
+        // Events are filtered by field here, after both APIs' Events are in one list (their
+        // field names differ, and kube-fake-client knows few of them).
+        let fields = query_param(query, "fieldSelector").map(decode).filter(|_| twin.is_some());
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|kv| kv.starts_with("labelSelector=") || (kv.starts_with("fieldSelector=") && twin.is_none()))
+            .collect();
+        let query = if kept.is_empty() { String::new() } else { format!("?{}", kept.join("&")) };
+        let (status, bytes) =
+            self.inner(http::Method::GET, &format!("{}{query}", target.path(None)), None, Vec::new()).await?;
+        if !status.is_success() {
+            return Ok(Err(respond(status, bytes)));
+        }
+        let mut list: Value = serde_json::from_slice(&bytes)?;
+        if let Some(other) = twin {
+            let twin = Target { prefix: other.to_owned(), ..target.clone() };
+            let (status, bytes) =
+                self.inner(http::Method::GET, &format!("{}{query}", twin.path(None)), None, Vec::new()).await?;
+            if status.is_success()
+                && let (Ok(theirs), Some(items)) =
+                    (serde_json::from_slice::<Value>(&bytes), list.get_mut("items").and_then(Value::as_array_mut))
+            {
+                let converted = theirs["items"].as_array().into_iter().flatten();
+                items.extend(converted.map(|event| events::convert(event, &target.prefix)));
+                items.retain(|event| events::fields_match(fields.as_deref(), event));
+            }
+        }
+        if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
+            for item in items.iter_mut() {
+                self.state.decorate(target, item);
+            }
+        }
+        Ok(Ok(list))
+    }
+
+    /// What a watch from nothing starts with: the version it starts from, and an `ADDED`
+    /// event for every object that exists.
+    async fn initial(
+        &self,
+        target: &Target,
+        query: &str,
+    ) -> Result<Result<(u64, Vec<Arc<WatchEvent>>), Response<ResponseBody>>, BoxError> {
+        let from = self.state.current();
+        let items = match self.list(target, query).await? {
+            Ok(mut list) => list.get_mut("items").map(Value::take).unwrap_or_default(),
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let initial = items
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|object| {
+                let mut object = object.clone();
+                object["metadata"]["resourceVersion"] = Value::String(from.to_string());
+                let field = |f: &str| {
+                    object.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or("").to_owned()
+                };
+                let (namespace, name) = (field("namespace"), field("name"));
+                let labels = object.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+                let mut line = json!({"type": "ADDED", "object": object}).to_string().into_bytes();
+                line.push(b'\n');
+                Arc::new(WatchEvent {
+                    seq: from,
+                    resource: target.clone(),
+                    line: Bytes::from(line),
+                    labels,
+                    namespace,
+                    name,
+                })
+            })
+            .collect();
+        Ok(Ok((from, initial)))
+    }
+
+    async fn watch(&self, target: Target, query: &str, metadata: bool) -> Result<Response<ResponseBody>, BoxError> {
         let selector = query_param(query, "labelSelector").map(decode);
-        let from: u64 =
-            query_param(query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or_else(|| self.state.current());
+        let fields = query_param(query, "fieldSelector").map(decode);
+        let asked = query_param(query, "resourceVersion").filter(|v| !v.is_empty() && *v != "0");
+        // From nothing: what exists now, as ADDED, then every change after it (a change made
+        // while listing may show twice, never not at all).
+        let (from, initial) = if let Some(version) = asked {
+            (version.parse().unwrap_or_else(|_| self.state.current()), Vec::new())
+        } else {
+            match self.initial(&target, query).await? {
+                Ok(initial) => initial,
+                Err(refused) => return Ok(refused),
+            }
+        };
         let (replay, rx) = {
             let log = self.state.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let oldest = log.history.front().map_or(log.seq + 1, |e| e.seq);
             if from + 1 < oldest {
-                let gone = json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Expired","code":410,"message":"too old resource version"});
-                return respond(StatusCode::GONE, Bytes::from(gone.to_string()));
+                return Ok(gone("too old resource version"));
             }
-            let replay: Vec<Arc<WatchEvent>> = log.history.iter().filter(|e| e.seq > from).cloned().collect();
+            let replay: Vec<Arc<WatchEvent>> =
+                initial.into_iter().chain(log.history.iter().filter(|e| e.seq > from).cloned()).collect();
             (replay, self.state.tx.subscribe())
         };
         let live = stream::unfold(rx, |mut rx| async move {
@@ -401,7 +595,9 @@ impl WatchService {
             }
         };
         let events = stream::iter(replay).chain(live).take_until(timeout).filter(move |e| {
-            let keep = target.covers(&e.resource) && selector_matches(selector.as_deref(), &e.labels);
+            let keep = target.covers(&e.resource)
+                && selector_matches(selector.as_deref(), &e.labels)
+                && fields_match(fields.as_deref(), e);
             async move { keep }
         });
         let body = StreamBody::new(events.map(move |e| {
@@ -410,7 +606,69 @@ impl WatchService {
         }));
         let mut response = Response::new(BodyExt::boxed(body));
         response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        response
+        Ok(response)
+    }
+
+    async fn read(
+        &self,
+        target: &Target,
+        name: Option<&str>,
+        path: &str,
+        query: &str,
+        shape: Shape,
+    ) -> Result<Response<ResponseBody>, BoxError> {
+        let Shape { metadata, table } = shape;
+        let answer = |value: Value| {
+            let value = if table { table::api_keys(&value, writes::now_timestamp()) } else { value };
+            respond(StatusCode::OK, Bytes::from(value.to_string()))
+        };
+        let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
+        let Some(name) = name else {
+            if let Some(token) = query_param(query, "continue").map(decode) {
+                // The next page of a list begun earlier: one snapshot, as on a real server.
+                let Some(rest) = self.state.resume(&token) else {
+                    return Ok(gone("the continue token has expired; list again"));
+                };
+                let mut list =
+                    json!({"apiVersion": rest.api_version, "kind": rest.kind, "metadata": {}, "items": rest.items});
+                self.state.page(&mut list, limit, rest.version, metadata && !table);
+                return Ok(answer(list));
+            }
+            let version = self.state.current();
+            return Ok(match self.list(target, query).await? {
+                Ok(mut list) => {
+                    self.state.page(&mut list, limit, version, metadata && !table);
+                    answer(list)
+                }
+                Err(refused) => refused,
+            });
+        };
+        let (mut status, mut bytes) = self.inner(http::Method::GET, path, None, Vec::new()).await?;
+        if status == StatusCode::NOT_FOUND
+            && let Some(other) = events::twin(&target.prefix, &target.resource)
+        {
+            // An Event written through the other API.
+            let twin = Target { prefix: other.to_owned(), ..target.clone() };
+            let (their_status, theirs) =
+                self.inner(http::Method::GET, &twin.path(Some(name)), None, Vec::new()).await?;
+            if their_status.is_success() {
+                let event: Value = serde_json::from_slice(&theirs)?;
+                (status, bytes) = (their_status, Bytes::from(events::convert(&event, &target.prefix).to_string()));
+            }
+        }
+        if status.is_success()
+            && let Ok(mut object) = serde_json::from_slice::<Value>(&bytes)
+        {
+            self.state.decorate(target, &mut object);
+            if table {
+                return Ok(answer(object));
+            }
+            if metadata {
+                object = metadata_only(&object);
+            }
+            bytes = Bytes::from(object.to_string());
+        }
+        Ok(respond(status, bytes))
     }
 }
 
@@ -432,68 +690,81 @@ impl tower::Service<Request<Body>> for WatchService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let path = req.uri().path().to_owned();
-            let query = req.uri().query().unwrap_or("").to_owned();
-            let method = req.method().clone();
-            let target = Target::parse(&path);
-            let metadata = wants_metadata_only(req.headers());
+            let (parts, body) = req.into_parts();
+            let path = parts.uri.path().to_owned();
+            let query = parts.uri.query().unwrap_or("").to_owned();
+            let method = parts.method.clone();
+            let metadata = wants_metadata_only(&parts.headers);
+            if let Some(answer) = discovery::answer(&method, &path) {
+                return Ok(answer);
+            }
+            let Some((target, name)) = Target::parse(&path) else {
+                return Ok(not_found(&path));
+            };
+            let body = body.collect().await?.to_bytes();
+            // In the query, or (for a DELETE) in the DeleteOptions body.
+            let dry_run = query_param(&query, "dryRun") == Some("All")
+                || (method == http::Method::DELETE
+                    && serde_json::from_slice::<Value>(&body)
+                        .is_ok_and(|options| options["dryRun"].as_array().is_some_and(|d| d.contains(&json!("All")))));
+            if namespaces::is_namespaces(&target) {
+                return Ok(this.state.namespaces(&method, name.as_deref(), &body, dry_run, &writes::now()));
+            }
+            if !serves(&target) {
+                return Ok(not_found(&path));
+            }
             if method == http::Method::GET && matches!(query_param(&query, "watch"), Some("true" | "1")) {
-                let (target, _) = target.ok_or("watch on an unknown path")?;
-                return Ok(this.watch(target, &query, metadata));
+                return this.watch(target, &query, metadata).await;
             }
-            let is_list = method == http::Method::GET && target.as_ref().is_some_and(|(_, name)| name.is_none());
-            let limit = query_param(&query, "limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
-            if is_list && let Some(token) = query_param(&query, "continue").map(decode) {
-                // The next page of a list begun earlier: one snapshot, as on a real server.
-                let Some(rest) = this.state.resume(&token) else {
-                    return Ok(gone("the continue token has expired; list again"));
-                };
-                let mut list =
-                    json!({"apiVersion": rest.api_version, "kind": rest.kind, "metadata": {}, "items": rest.items});
-                this.state.page(&mut list, limit, rest.version, metadata);
-                return Ok(respond(StatusCode::OK, Bytes::from(list.to_string())));
+            if method == http::Method::GET {
+                let table = table::wanted(&parts.headers) && target.prefix == "apis/keyward.dev/v1alpha1";
+                return this.read(&target, name.as_deref(), &path, &query, Shape { metadata, table }).await;
             }
-            if is_list {
-                // kube-fake-client would truncate at `limit` without a way on: page here instead.
-                let kept: Vec<&str> = query
-                    .split('&')
-                    .filter(|kv| !kv.starts_with("limit=") && !kv.starts_with("continue=") && !kv.is_empty())
-                    .collect();
-                let uri = if kept.is_empty() { path.clone() } else { format!("{path}?{}", kept.join("&")) };
-                *req.uri_mut() = uri.parse()?;
+            let content_type =
+                parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if content_type.as_deref().is_some_and(|c| c.contains("protobuf")) {
+                // kubectl's typed commands (`create namespace`, `create secret`) send protobuf.
+                let message = "the in-memory API reads JSON only: use `kubectl apply -f` with YAML";
+                return Ok(status_failure(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", message));
             }
-            let version = this.state.current();
-            let response = this.inner.send(req).await?;
-            let (parts, body) = response.into_parts();
-            let bytes = body.collect().await?.to_bytes();
-            let ok = parts.status.is_success();
-            let mut bytes = bytes;
-            if ok && is_list {
-                if let Ok(mut list) = serde_json::from_slice::<Value>(&bytes) {
-                    this.state.page(&mut list, limit, version, metadata);
-                    bytes = Bytes::from(list.to_string());
-                }
-            } else if ok && metadata && method == http::Method::GET {
-                if let Ok(object) = serde_json::from_slice::<Value>(&bytes) {
-                    bytes = Bytes::from(metadata_only(&object).to_string());
-                }
-            } else if ok
-                && method != http::Method::GET
-                && let (Some((mut target, _)), Ok(object)) = (target, serde_json::from_slice::<Value>(&bytes))
-                && object.get("kind").and_then(Value::as_str) != Some("Status")
-            {
-                if target.namespace.is_none() {
-                    target.namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned);
-                }
-                let type_ = if method == http::Method::DELETE { "DELETED" } else { "MODIFIED" };
-                this.state.emit(target, type_, object);
-            }
-            Ok(Response::from_parts(parts, full(bytes)))
+            let write = writes::Write {
+                method,
+                status: name.is_some() && path.ends_with("/status"),
+                target,
+                name,
+                path,
+                query,
+                content_type,
+                body,
+                dry_run,
+            };
+            this.write(write).await
         })
     }
+}
+
+/// How a read is answered: whole objects, metadata only, or (ApiKeys for kubectl) a Table.
+#[derive(Clone, Copy)]
+struct Shape {
+    metadata: bool,
+    table: bool,
+}
+
+/// `404 NotFound` for a path that names no resource, as the API server answers.
+fn not_found(path: &str) -> Response<ResponseBody> {
+    status_failure(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("the server could not find the requested resource ({path})"),
+    )
+}
+
+/// Whether kube-fake-client knows the resource (built in, or registered as the ApiKey is).
+fn serves(target: &Target) -> bool {
+    discovery::resource(&target.prefix, &target.resource).is_some()
 }
 
 #[cfg(test)]

@@ -5,12 +5,14 @@
 //!   ([`fakeapi::server`]).
 //! - [`kubelet`]: ConfigMap volumes written the way kubelet writes them.
 //! - [`fixtures`]: tokens, records and key sets that read like prose.
+//! - [`wait`]: waiting for what must happen, never asserting how fast.
 
 #![forbid(unsafe_code)]
 
 pub mod fakeapi;
 pub mod fixtures;
 pub mod kubelet;
+pub mod wait;
 
 /// kube-fake-client's interceptors and errors, for tests that make the in-memory API fail.
 pub use kube_fake_client::{Error as FakeError, interceptor};

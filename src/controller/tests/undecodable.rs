@@ -62,14 +62,14 @@ async fn an_undecodable_apikey_is_reported_on_itself_and_does_not_block_its_name
 
 #[tokio::test(start_paused = true)]
 async fn the_operator_starts_and_converges_with_an_undecodable_apikey_already_stored() {
-    let client = keyward_testkit::fakeapi::client().await.unwrap();
-    let raw: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &api_resource());
+    // Stored past admission (the in-memory API refuses it now, as the API server would).
     let bad: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
-        "metadata": { "name": "broken", "namespace": NS }, "spec": {},
+        "metadata": { "name": "broken", "namespace": NS, "uid": "u-broken" }, "spec": {},
     }))
     .unwrap();
-    raw.create(&PostParams::default(), &bad).await.unwrap();
+    let client = keyward_testkit::fakeapi::FakeCluster::new().with_object(bad).client().await.unwrap();
+    let raw: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &api_resource());
     let keys: Api<crate::api::ApiKey> = Api::namespaced(client.clone(), NS);
     keys.create(&PostParams::default(), &serde_yaml::from_str(CRM).unwrap()).await.unwrap();
 
@@ -105,4 +105,44 @@ async fn the_operator_starts_and_converges_with_an_undecodable_apikey_already_st
         (Some(KeyState::Active), json!("InvalidSpec")),
         "the valid key converges, the broken one reports"
     );
+}
+
+#[tokio::test]
+async fn a_deleted_apikey_the_types_cannot_read_is_let_go_not_left_terminating() {
+    // Stored before a CRD tightened its rules: seeded past admission, with the operator's finalizer.
+    let bad: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
+        "metadata": { "name": "broken", "namespace": NS, "uid": "u-broken", "finalizers": [crate::plan::FINALIZER] },
+        "spec": { "keySet": "default" },
+    }))
+    .unwrap();
+    let client = keyward_testkit::fakeapi::FakeCluster::new().with_object(bad).client().await.unwrap();
+    let raw: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &api_resource());
+    raw.delete("broken", &kube::api::DeleteParams::default()).await.unwrap();
+    let held = raw.get("broken").await.expect("the finalizer holds it");
+    assert!(held.metadata.deletion_timestamp.is_some());
+
+    let clock: crate::controller::Clock = Arc::new(|| super::harness::T0.parse().unwrap());
+    let publisher = Arc::new(crate::controller::Publisher::new(
+        client.clone(),
+        clock.clone(),
+        std::time::Duration::from_millis(10),
+    ));
+    let ctx = Arc::new(crate::controller::Context::with(
+        client.clone(),
+        Settings::default(),
+        publisher,
+        clock,
+        crate::controller::os_minter(),
+    ));
+    let slim: crate::api::ApiKey = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
+        "metadata": { "name": "broken", "namespace": NS, "uid": "u-broken" },
+        "spec": { "scopes": [] },
+    }))
+    .unwrap();
+
+    reconcile(Arc::new(slim), ctx).await.unwrap();
+
+    assert!(raw.get_opt("broken").await.unwrap().is_none(), "finalizer released, object gone");
 }
