@@ -88,10 +88,14 @@ mod tests {
         );
         let names: Vec<&str> =
             table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["Name", "State", "Prefix", "Scopes", "Expires", "Next rotation", "Last used", "Age"]);
+        // `Requests 24h` has priority 1: kubectl shows it with `-o wide` only.
+        assert_eq!(
+            names,
+            ["Name", "State", "Prefix", "Scopes", "Expires", "Next rotation", "Last used", "Requests 24h", "Age"]
+        );
         assert_eq!(
             table["rows"][0]["cells"],
-            json!(["crm", "Active", null, "[\"orders:read\"]", null, null, null, "5m0s"])
+            json!(["crm", "Active", null, "[\"orders:read\"]", null, null, null, null, "5m0s"])
         );
     }
 }
