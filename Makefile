@@ -60,7 +60,7 @@ crds:
 bench:
 	cargo bench
 
-# The verifier's side-by-side load benchmark (wrk, nginx; loopback only). Not a test: CI does not run it.
+# The verifier's side-by-side load benchmark (wrk, nginx, and caddy when installed; loopback only). Not a test: CI does not run it.
 load:
 	bash bench/load.sh
 
