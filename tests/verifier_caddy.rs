@@ -10,7 +10,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -54,21 +54,9 @@ fn caddy_binary() -> Option<&'static str> {
         .find(|bin| Command::new(bin).arg("version").stdout(Stdio::null()).status().is_ok_and(|s| s.success()))
 }
 
-/// Method, path, request headers, expected status.
-type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, StatusCode);
-
-struct Caddy(Child);
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_caddy(caddy: &str, dir: &Path, config: &Path) -> Caddy {
+fn start_caddy(caddy: &str, dir: &Path, config: &Path) -> KillOnDrop {
     let log = std::fs::File::create(dir.join("caddy.log")).unwrap();
-    Caddy(
+    KillOnDrop(
         Command::new(caddy)
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(config)

@@ -9,7 +9,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -91,18 +91,6 @@ fn nginx_binary() -> Option<&'static str> {
         .find(|bin| Command::new(bin).arg("-v").stderr(Stdio::null()).status().is_ok_and(|s| s.success()))
 }
 
-/// Method, path, request headers, expected status.
-type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, StatusCode);
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_in_front_of_an_app_enforces_every_decision() {
     let Some(nginx) = nginx_binary() else {
@@ -124,7 +112,7 @@ async fn nginx_auth_request_in_front_of_an_app_enforces_every_decision() {
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let conf = work.path().join("nginx.conf");
     std::fs::write(&conf, nginx_conf(work.path(), listen, verifier.addr, app.addr)).unwrap();
-    let _nginx = Nginx(
+    let _nginx = KillOnDrop(
         Command::new(nginx).arg("-p").arg(work.path()).arg("-c").arg(&conf).stderr(Stdio::null()).spawn().unwrap(),
     );
 

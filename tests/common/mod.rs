@@ -143,3 +143,16 @@ impl Front {
         false
     }
 }
+
+/// Method, path, request headers, expected status: one row of a proxy test's table.
+pub type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, http::StatusCode);
+
+/// A child process (a proxy under test), killed and reaped when the test ends, passed or not.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
