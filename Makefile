@@ -1,5 +1,5 @@
 # One place for the commands developers and CI run. CI calls `make ci` through .ci/run.
-.PHONY: all fmt fmt-check lint clippy doc deny deps-check test faults harness crds bench bench-cluster load manifests-check ci
+.PHONY: all fmt fmt-check lint clippy doc deny deps-check test faults harness helm crds bench bench-cluster load manifests-check chart-check ci
 
 all: fmt lint test
 
@@ -52,8 +52,10 @@ harness:
 	cd tools/kube-harness && CGO_ENABLED=0 go build -trimpath -buildvcs=false -o ../../target/kube-harness/kube-harness .
 
 # Regenerate the CRD from the Rust types; a test fails when the checked-in file drifts.
+# The Helm chart carries a copy (Helm reads CRDs from the chart's crds/ only); tests/cli.rs fails when they differ.
 crds:
 	cargo run --quiet --locked -- crd > crds/apikey.yaml
+	cp crds/apikey.yaml charts/keyward/crds/apikey.yaml
 
 bench:
 	cargo bench
@@ -64,7 +66,7 @@ bench:
 bench-cluster: harness
 	KEYWARD_KUBE_HARNESS=$(CURDIR)/target/kube-harness/kube-harness cargo bench --locked --bench real_cluster
 
-# The verifier's side-by-side load benchmark (wrk, nginx; loopback only). Not a test: CI does not run it.
+# The verifier's side-by-side load benchmark (wrk, nginx, and caddy when installed; loopback only). Not a test: CI does not run it.
 load:
 	bash bench/load.sh
 
@@ -73,11 +75,44 @@ load:
 # only warns "Couldn't find schema for kind ApiKey". tests/admission.rs checks the ApiKeys against
 # the CRD's schema and CEL rules, tests/examples.rs the workloads against the code.
 VENV := target/ci-venv
-manifests-check:
-	test -x $(VENV)/bin/kubernetes-validate || (python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet kubernetes-validate)
+$(VENV)/bin/kubernetes-validate:
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet kubernetes-validate
+
+manifests-check: $(VENV)/bin/kubernetes-validate
 	kubectl kustomize manifests/ > target/manifests.yaml
 	$(VENV)/bin/kubernetes-validate --kubernetes-version 1.33.0 --strict target/manifests.yaml
 	kubectl kustomize examples/ > target/examples.yaml
 	$(VENV)/bin/kubernetes-validate --kubernetes-version 1.33.0 --strict target/examples.yaml
 
-ci: fmt-check lint test manifests-check
+# helm, built from its Go module (through the module proxy) into target/tools/bin; kept while
+# the version matches (read from the binary's module info: a `go install`ed helm reports only
+# "v3.22" itself, and defaults to Kubernetes 1.20 without the release's link flags, hence
+# --kube-version below), so later runs take no time. tests/real_cluster/install.rs calls it too.
+HELM_VERSION := v3.22.0
+HELM := target/tools/bin/helm
+helm:
+	@if ! go version -m $(HELM) 2>/dev/null | grep -q "mod[[:space:]]*helm.sh/helm/v3[[:space:]]*$(HELM_VERSION)[[:space:]]"; then \
+	  echo "building helm $(HELM_VERSION) from its Go module (a few minutes the first time)"; \
+	  mkdir -p target/tools/bin && GOBIN=$(CURDIR)/target/tools/bin CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
+	    go install -trimpath helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	fi
+	@go version -m $(HELM) | grep -m1 'mod.*helm.sh/helm/v3'
+
+# The Helm chart: lint it, render it with the defaults and with every option on, validate both
+# renderings like the kustomize base (the ServiceMonitor and PrometheusRule kinds only warn: no
+# schema), check the CRD copy, and compare the default rendering with `kubectl kustomize manifests/`.
+CHART := charts/keyward
+CHART_ALL := --set namespace.create=true --set serviceMonitor.enabled=true --set prometheusRule.enabled=true \
+  --set 'verifierRBAC.namespaces={team-a,team-b}'
+chart-check: helm $(VENV)/bin/kubernetes-validate
+	cmp crds/apikey.yaml $(CHART)/crds/apikey.yaml || (echo "$(CHART)/crds/apikey.yaml differs from crds/apikey.yaml: run make crds"; exit 1)
+	$(HELM) lint --strict --kube-version 1.33.0 $(CHART)
+	$(HELM) lint --strict --kube-version 1.33.0 $(CHART) $(CHART_ALL)
+	$(HELM) template keyward $(CHART) --kube-version 1.33.0 --namespace keyward-system --include-crds --set namespace.create=true > target/chart.yaml
+	$(VENV)/bin/kubernetes-validate --kubernetes-version 1.33.0 --strict target/chart.yaml
+	$(HELM) template keyward $(CHART) --kube-version 1.33.0 --namespace keyward-system --include-crds $(CHART_ALL) > target/chart-all.yaml
+	$(VENV)/bin/kubernetes-validate --kubernetes-version 1.33.0 --strict target/chart-all.yaml
+	kubectl kustomize manifests/ > target/manifests.yaml
+	$(VENV)/bin/python tools/chart-drift.py target/manifests.yaml target/chart.yaml
+
+ci: fmt-check lint test manifests-check chart-check

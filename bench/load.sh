@@ -6,6 +6,9 @@
 #   keyward      keyward verifier in proxy mode (--upstream) in front of it
 #   nginx+auth   nginx auth_request -> keyward forward-auth /verify, then proxy_pass to the upstream
 #   nginx        nginx proxy_pass to the upstream, no auth
+#   caddy+auth   Caddy forward_auth -> keyward forward-auth /verify, then reverse_proxy to the upstream
+#                (the Caddyfile docs/verifier.md documents; only when caddy is installed)
+#   caddy        Caddy reverse_proxy to the upstream, no auth (only when caddy is installed)
 # Every request carries a real token (`keyward token new`) of a real key set
 # (`keyward keyset build`, KEYS records) as `Authorization: Bearer`; tokens are
 # handed to wrk through its Lua script's environment and never printed.
@@ -17,7 +20,7 @@
 # the latency each setup adds over the bare upstream at p50/p90/p99/p99.9.
 #
 # Needs: wrk, nginx (Debian: apt-get install wrk nginx-light), curl, cargo (for the
-# release build; or set KEYWARD_BIN). Settings (environment): THREADS (2),
+# release build; or set KEYWARD_BIN); caddy (apt-get install caddy) adds the two Caddy rows. Settings (environment): THREADS (2),
 # CONNECTIONS (32), DURATION (10s), ROUNDS (3), KEYS (100000), PAIRED_REQUESTS (50000
 # per setup; 0 skips the probe), LATENCY_DURATION (0: a wrk -c1 pass of that length
 # when set). Everything stops by itself and is cleaned up.
@@ -37,6 +40,8 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 NGINX=$(command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
 [ -n "$NGINX" ] || missing+=(nginx-light)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+CADDY=$(command -v caddy 2>/dev/null || true)
+[ -n "$CADDY" ] || echo "caddy not installed: the Caddy rows are left out (apt-get install caddy)" >&2
 if [ ${#missing[@]} -gt 0 ]; then
   echo "missing: ${missing[*]}; install with: apt-get install ${missing[*]}" >&2
   exit 2
@@ -82,6 +87,7 @@ free_port() {
 }
 UPSTREAM=$(free_port); PROXY=$(free_port); PROXY_ADMIN=$(free_port)
 FWD=$(free_port); FWD_ADMIN=$(free_port); NGINX_AUTH=$(free_port); NGINX_PLAIN=$(free_port)
+CADDY_AUTH=$(free_port); CADDY_PLAIN=$(free_port)
 
 # --- the key set: KEYS-1 records with random hashes plus the one whose token wrk sends.
 echo "== key set: $KEYS keys" >&2
@@ -177,6 +183,38 @@ PIDS+=($!)
 "$NGINX" -p "$WORK/front" -c "$WORK/front/nginx.conf" 2>>"$WORK/front/stderr" &
 PIDS+=($!)
 
+# Caddy: forward_auth as docs/verifier.md documents it, and plain reverse_proxy.
+if [ -n "$CADDY" ]; then
+  mkdir -p "$WORK/caddy"
+  cat >"$WORK/caddy/Caddyfile" <<EOF
+{
+  admin off
+  auto_https off
+}
+http://:$CADDY_AUTH {
+  bind 127.0.0.1
+  route {
+    request_header -X-Keyward-Key-Id
+    request_header -X-Keyward-Scopes
+    forward_auth 127.0.0.1:$FWD {
+      uri /verify
+      copy_headers X-Keyward-Key-Id X-Keyward-Scopes
+    }
+    reverse_proxy 127.0.0.1:$UPSTREAM {
+      header_up -Authorization
+    }
+  }
+}
+http://:$CADDY_PLAIN {
+  bind 127.0.0.1
+  reverse_proxy 127.0.0.1:$UPSTREAM
+}
+EOF
+  XDG_CONFIG_HOME="$WORK/caddy" XDG_DATA_HOME="$WORK/caddy" HOME="$WORK/caddy" \
+    "$CADDY" run --adapter caddyfile --config "$WORK/caddy/Caddyfile" >"$WORK/caddy/caddy.log" 2>&1 &
+  PIDS+=($!)
+fi
+
 # --- wait (bounded) until everything answers, and check that auth is really on.
 export KW_TOKEN=$TOKEN
 unset TOKEN
@@ -189,21 +227,30 @@ status() { # url [with-token]
 }
 for _ in $(seq 300); do
   if [ "$(status "http://127.0.0.1:$PROXY_ADMIN/readyz")" = 200 ] && [ "$(status "http://127.0.0.1:$FWD_ADMIN/readyz")" = 200 ] &&
-    [ "$(status "http://127.0.0.1:$UPSTREAM/")" = 200 ] && [ "$(status "http://127.0.0.1:$NGINX_PLAIN/")" = 200 ]; then
+    [ "$(status "http://127.0.0.1:$UPSTREAM/")" = 200 ] && [ "$(status "http://127.0.0.1:$NGINX_PLAIN/")" = 200 ] &&
+    { [ -z "$CADDY" ] || [ "$(status "http://127.0.0.1:$CADDY_PLAIN/")" = 200 ]; }; then
     break
   fi
   sleep 0.1
 done
 PATH_=/bench/1
-for url in "$UPSTREAM" "$PROXY" "$NGINX_AUTH" "$NGINX_PLAIN"; do
+NAMES=(upstream keyward nginx+auth nginx)
+PORTS=("$UPSTREAM" "$PROXY" "$NGINX_AUTH" "$NGINX_PLAIN")
+AUTH_PORTS=("$PROXY" "$NGINX_AUTH")
+if [ -n "$CADDY" ]; then
+  NAMES+=(caddy+auth caddy)
+  PORTS+=("$CADDY_AUTH" "$CADDY_PLAIN")
+  AUTH_PORTS+=("$CADDY_AUTH")
+fi
+for url in "${PORTS[@]}"; do
   got=$(status "http://127.0.0.1:$url$PATH_" token)
   if [ "$got" != 200 ]; then
     echo "setup check failed: 127.0.0.1:$url$PATH_ with the token answered $got" >&2
-    tail -n 5 "$WORK"/*.log "$WORK"/*/error.log >&2 || true
+    tail -n 5 "$WORK"/*.log "$WORK"/*/error.log "$WORK"/caddy/caddy.log >&2 || true
     exit 1
   fi
 done
-for url in "$PROXY" "$NGINX_AUTH"; do
+for url in "${AUTH_PORTS[@]}"; do
   got=$(status "http://127.0.0.1:$url$PATH_")
   [ "$got" = 401 ] || { echo "setup check failed: 127.0.0.1:$url without a token answered $got, not 401" >&2; exit 1; }
 done
@@ -219,9 +266,6 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.status + e.timeout))
 end
 EOF
-
-NAMES=(upstream keyward nginx+auth nginx)
-PORTS=("$UPSTREAM" "$PROXY" "$NGINX_AUTH" "$NGINX_PLAIN")
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -259,6 +303,10 @@ table() {
     'BEGIN { printf "- keyward proxy throughput is %.2fx the nginx auth_request setup (aim: ≥ 3x)\n", a / b }'
   awk -v a="${RPS[nginx]}" -v b="${RPS[nginx+auth]}" -v c="${RPS[keyward]}" \
     'BEGIN { printf "- nginx proxy_pass alone: %.2fx the auth_request setup; keyward proxy is %.2fx nginx proxy_pass\n", a / b, c / a }'
+  if [ -n "${RPS[caddy+auth]:-}" ]; then
+    awk -v a="${RPS[keyward]}" -v b="${RPS[caddy+auth]}" -v c="${RPS[caddy]}" -v d="${P50[caddy+auth]}" -v e="${P50[caddy]}" \
+      'BEGIN { printf "- keyward proxy throughput is %.2fx the Caddy forward_auth setup; Caddy reverse_proxy alone is %.2fx its forward_auth setup; forward_auth adds %.0f µs at p50\n", a / b, c / b, d - e }'
+  fi
 }
 
 run_pass loaded "$THREADS" "$CONNECTIONS" "$DURATION"
@@ -284,5 +332,5 @@ if [ "$PAIRED_REQUESTS" != 0 ]; then
   echo "Paired latency (benches/paired_latency.rs), no other load:"
   echo
   (cd "$ROOT" && PAIRED_REQUESTS=$PAIRED_REQUESTS cargo bench --locked --quiet --bench paired_latency -- \
-    "upstream=127.0.0.1:$UPSTREAM" "keyward=127.0.0.1:$PROXY" "nginx+auth=127.0.0.1:$NGINX_AUTH" "nginx=127.0.0.1:$NGINX_PLAIN")
+    $(for i in "${!NAMES[@]}"; do echo "${NAMES[$i]}=127.0.0.1:${PORTS[$i]}"; done))
 fi

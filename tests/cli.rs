@@ -40,6 +40,14 @@ fn crd_prints_the_checked_in_crd() {
 }
 
 #[test]
+fn the_helm_chart_carries_the_checked_in_crd() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let checked_in = std::fs::read_to_string(root.join("crds/apikey.yaml")).unwrap();
+    let chart = std::fs::read_to_string(root.join("charts/keyward/crds/apikey.yaml")).unwrap_or_default();
+    assert!(chart == checked_in, "charts/keyward/crds/apikey.yaml differs from crds/apikey.yaml: run `make crds`");
+}
+
+#[test]
 fn a_new_token_checks_and_hashes() {
     let token = new_token("acme_live");
     assert!(token.starts_with("acme_live_"), "unexpected shape");

@@ -9,16 +9,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use keyward::verifier::Config;
+use http::StatusCode;
 
 /// The nginx configuration documented in docs/verifier.md, with test addresses and paths.
 fn nginx_conf(dir: &Path, listen: SocketAddr, verifier: SocketAddr, app: SocketAddr) -> String {
@@ -96,36 +91,6 @@ fn nginx_binary() -> Option<&'static str> {
         .find(|bin| Command::new(bin).arg("-v").stderr(Stdio::null()).status().is_ok_and(|s| s.success()))
 }
 
-fn forward_auth(keys: &KubeletDir) -> Config {
-    Config {
-        keyset_dirs: vec![keys.path.clone()],
-        watch_keyset: None,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        upstream: None,
-        routes: None,
-        poll_interval: Duration::from_secs(1),
-        header_read_timeout: Duration::from_secs(10),
-        upstream_timeout: Duration::from_secs(10),
-        shutdown_grace: Duration::from_secs(1),
-        workers: 1,
-        hardening: keyward::verifier::Hardening::default(),
-        usage: None,
-    }
-}
-
-/// Method, path, request headers, expected status.
-type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, StatusCode);
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_in_front_of_an_app_enforces_every_decision() {
     let Some(nginx) = nginx_binary() else {
@@ -141,52 +106,30 @@ async fn nginx_auth_request_in_front_of_an_app_enforces_every_decision() {
         &[record(&reader, &["leads:read"]), with_limit(record(&limited, &["leads:read"]), "1/1h/1")],
     );
     let app = upstream(Duration::ZERO).await;
-    let verifier = keyward::verifier::start(forward_auth(&keys)).await.unwrap();
+    let verifier = keyward::verifier::start(forward_auth_config(&keys)).await.unwrap();
 
     let work = tempfile::tempdir().unwrap();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let conf = work.path().join("nginx.conf");
     std::fs::write(&conf, nginx_conf(work.path(), listen, verifier.addr, app.addr)).unwrap();
-    let _nginx = Nginx(
+    let _nginx = KillOnDrop(
         Command::new(nginx).arg("-p").arg(work.path()).arg("-c").arg(&conf).stderr(Stdio::null()).spawn().unwrap(),
     );
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let send = |method: &str, path: &str, headers: Vec<(&str, String)>| {
-        let mut builder = Request::builder().method(method).uri(format!("http://{listen}{path}"));
-        for (name, value) in headers {
-            builder = builder.header(name, value);
-        }
-        let request = builder.body(Full::default()).unwrap();
-        let client = client.clone();
-        async move {
-            let response = client.request(request).await?;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await?.to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, body))
-        }
-    };
+    let front = Front::new(listen);
     // Wait (bounded) until both nginx and the verifier answer.
-    let mut up = false;
-    for _ in 0..1000 {
-        if let Ok((parts, _)) = send("GET", "/leads", vec![("authorization", bearer(&reader))]).await
-            && parts.status == StatusCode::OK
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let up = front.wait_for_ok("/leads", &[("authorization", bearer(&reader))]).await;
     let error_log = || std::fs::read_to_string(work.path().join("error.log")).unwrap_or_default();
     assert!(up, "nginx + verifier not answering within 10 s; nginx error log:\n{}", error_log());
 
-    let (parts, _) = send(
-        "GET",
-        "/leads/1?page=2",
-        vec![("authorization", bearer(&reader)), ("x-keyward-key-id", "spoofed".into())],
-    )
-    .await
-    .unwrap();
+    let (parts, _) = front
+        .send(
+            "GET",
+            "/leads/1?page=2",
+            vec![("authorization", bearer(&reader)), ("x-keyward-key-id", "spoofed".into())],
+        )
+        .await
+        .unwrap();
     assert_eq!(parts.status, StatusCode::OK);
     let seen: Seen = serde_json::from_str(parts.headers["x-seen"].to_str().unwrap()).unwrap();
     let header =
@@ -214,7 +157,7 @@ async fn nginx_auth_request_in_front_of_an_app_enforces_every_decision() {
     ];
     let before = app.requests.load(std::sync::atomic::Ordering::SeqCst);
     for (method, path, headers, status) in cases {
-        let (parts, _) = send(method, path, headers).await.unwrap();
+        let (parts, _) = front.send(method, path, headers).await.unwrap();
         assert_eq!(parts.status, status, "{method} {path}; nginx error log:\n{}", error_log());
         match status {
             StatusCode::UNAUTHORIZED => {

@@ -80,3 +80,80 @@ pub async fn upstream(delay: Duration) -> Upstream {
     });
     Upstream { addr, connections, requests }
 }
+
+/// The verifier in forward-auth mode on loopback, reading `keys`: what the real-proxy tests put
+/// behind nginx and Caddy.
+pub fn forward_auth_config(keys: &KubeletDir) -> keyward::verifier::Config {
+    keyward::verifier::Config {
+        keyset_dirs: vec![keys.path.clone()],
+        watch_keyset: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        upstream: None,
+        routes: None,
+        poll_interval: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(10),
+        upstream_timeout: Duration::from_secs(10),
+        shutdown_grace: Duration::from_secs(1),
+        workers: 1,
+        hardening: keyward::verifier::Hardening::default(),
+        usage: None,
+    }
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A plain HTTP/1.1 client of a proxy listening on `addr`.
+pub struct Front {
+    pub addr: SocketAddr,
+    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>,
+}
+
+impl Front {
+    pub fn new(addr: SocketAddr) -> Front {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        Front { addr, client }
+    }
+
+    /// One request; the response head and its whole body.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: Vec<(&str, String)>,
+    ) -> Result<(http::response::Parts, bytes::Bytes), BoxError> {
+        let mut builder = Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let response = self.client.request(builder.body(Full::default())?).await?;
+        let (parts, body) = response.into_parts();
+        Ok((parts, body.collect().await?.to_bytes()))
+    }
+
+    /// Waits (bounded: 1,000 tries 10 ms apart) until `GET path` with `headers` answers 200.
+    pub async fn wait_for_ok(&self, path: &str, headers: &[(&str, String)]) -> bool {
+        for _ in 0..1000 {
+            if let Ok((parts, _)) = self.send("GET", path, headers.to_vec()).await
+                && parts.status == http::StatusCode::OK
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+}
+
+/// Method, path, request headers, expected status: one row of a proxy test's table.
+pub type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, http::StatusCode);
+
+/// A child process (a proxy under test), killed and reaped when the test ends, passed or not.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -33,6 +33,57 @@ fn manifests_and_examples_are_accepted_also_as_server_side_dry_runs() {
     assert_eq!(names.lines().count(), 5, "the five example ApiKeys are stored: {names}");
 }
 
+/// `make helm`'s helm (built from its Go module into target/tools/bin once, then reused).
+fn helm() -> std::path::PathBuf {
+    run_ok(std::process::Command::new("make").args(["--no-print-directory", "-C"]).arg(repo("")).arg("helm"));
+    repo("target/tools/bin/helm")
+}
+
+#[test]
+fn the_helm_chart_is_accepted_as_a_server_side_dry_run() {
+    let plane = cluster_with_manifests();
+    // The default rendering, plus the optional objects the control plane has kinds for.
+    let rendered = run_ok(
+        std::process::Command::new(helm())
+            .args([
+                "template",
+                "keyward",
+                "--kube-version",
+                "1.34.0",
+                "--namespace",
+                "keyward-system",
+                "--include-crds",
+                "--set",
+                "namespace.create=true",
+                "--set",
+                "verifierRBAC.namespaces={keyward-system}",
+            ])
+            .arg(repo("charts/keyward")),
+    );
+    let mut child = plane
+        .kubectl()
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), rendered.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the API server refuses the chart's rendering: {}", describe(&output));
+    let applied = String::from_utf8_lossy(&output.stdout);
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/apikeys.keyward.dev",
+        "deployment.apps/keyward-operator",
+        "poddisruptionbudget.policy/keyward-operator",
+        "clusterrole.rbac.authorization.k8s.io/keyward-operator",
+        "role.rbac.authorization.k8s.io/keyward-verifier",
+        "service/keyward-operator-metrics",
+    ] {
+        assert!(applied.contains(object), "{object} is in the dry run:\n{applied}");
+    }
+}
+
 #[test]
 fn kubectl_shows_the_documented_columns_category_short_name_and_field_docs() {
     let plane = cluster();
