@@ -196,20 +196,20 @@ pub const VERIFIER_POD: &str = "keyward-demo-verifier";
 /// and it goes with the namespace.
 async fn usage_reporting(client: &Client) -> anyhow::Result<Reporting> {
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let pod = match pods.get_opt(VERIFIER_POD).await.context("reading the demo verifier's Pod")? {
-        Some(pod) => pod,
-        None => {
-            let pod = serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": VERIFIER_POD, "labels": {"app.kubernetes.io/name": "keyward-demo"}},
-                "spec": {
-                    "schedulingGates": [{"name": "keyward.dev/demo-in-process"}],
-                    "containers": [{"name": "verifier", "image": "keyward:demo"}],
-                },
-            }))?;
-            pods.create(&PostParams::default(), &pod).await.context("creating the demo verifier's Pod")?
-        }
+    let existing = pods.get_opt(VERIFIER_POD).await.context("reading the demo verifier's Pod")?;
+    let pod = if let Some(pod) = existing {
+        pod
+    } else {
+        let pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": VERIFIER_POD, "labels": {"app.kubernetes.io/name": "keyward-demo"}},
+            "spec": {
+                "schedulingGates": [{"name": "keyward.dev/demo-in-process"}],
+                "containers": [{"name": "verifier", "image": "keyward:demo"}],
+            },
+        }))?;
+        pods.create(&PostParams::default(), &pod).await.context("creating the demo verifier's Pod")?
     };
     let uid = pod.metadata.uid.context("the demo verifier's Pod has no uid")?;
     Ok(Reporting {

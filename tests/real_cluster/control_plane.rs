@@ -158,10 +158,8 @@ impl ControlPlane {
              users:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  \
              context:\n    cluster: keyward-test\n    user: {name}\n    namespace: {namespace}\ncurrent-context: sa\n",
         );
-        let mut suffix = if server == self.ready.server { String::new() } else { format!("-via-{}", server.len()) };
-        if let Some((pod, _)) = pod {
-            suffix.push_str(&format!("-pod-{pod}"));
-        }
+        let via = if server == self.ready.server { String::new() } else { format!("-via-{}", server.len()) };
+        let suffix = pod.map_or(via.clone(), |(pod, _)| format!("{via}-pod-{pod}"));
         let path = self.ready.dir.join(format!("sa-{namespace}-{name}{suffix}.kubeconfig"));
         std::fs::write(&path, text).unwrap();
         path

@@ -52,7 +52,7 @@ async fn pod(client: &Client, name: &str) -> String {
 /// The report ConfigMap the verifier of `pod` writes (no keys loaded yet).
 fn report_of(pod: &PodRef) -> ConfigMap {
     let mut reporter = Reporter::new(pod.clone(), "0123456789abcdef".to_owned());
-    let report = reporter.report(None, jiff::Timestamp::now());
+    let report = reporter.report(None, keyward::runtime::clock::now());
     reporter.configmap(&report)
 }
 
@@ -64,7 +64,7 @@ async fn write(client: &Client, configmap: &ConfigMap) -> Result<(), (u16, Strin
     })
 }
 
-fn configmap(name: &str, labels: serde_json::Value) -> ConfigMap {
+fn configmap(name: &str, labels: &serde_json::Value) -> ConfigMap {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": NS, "labels": labels},
@@ -89,7 +89,7 @@ async fn the_verifier_usage_policy_lets_a_verifier_write_only_its_own_pods_repor
 
     // A new policy takes a moment to be in force: until the first refusal (of a probe object
     // that may be written before, and is removed then).
-    let probe = configmap("policy-probe", json!({}));
+    let probe = configmap("policy-probe", &json!({}));
     let (code, message) = eventually("the policy to refuse a ConfigMap", Duration::from_secs(60), || async {
         write(&verifier, &probe).await.err()
     })
@@ -109,7 +109,7 @@ async fn the_verifier_usage_policy_lets_a_verifier_write_only_its_own_pods_repor
     write(&verifier, &report_of(&own)).await.expect("and updates it (server-side apply, as every interval)");
 
     let cases = [
-        ("a key-set shard", configmap("keyset-default-1", json!({"keyward.dev/keyset": "default"})), not_a_report),
+        ("a key-set shard", configmap("keyset-default-1", &json!({"keyward.dev/keyset": "default"})), not_a_report),
         (
             "another Pod's report",
             report_of(&other),
@@ -126,14 +126,14 @@ async fn the_verifier_usage_policy_lets_a_verifier_write_only_its_own_pods_repor
         ),
         (
             "the usage aggregate",
-            configmap("keyward-usage.default", json!({"keyward.dev/usage-aggregate": "default"})),
+            configmap("keyward-usage.default", &json!({"keyward.dev/usage-aggregate": "default"})),
             not_a_report,
         ),
         (
             "a key-set shard dressed as a report",
             configmap(
                 "keyward-usage-api-0",
-                json!({"keyward.dev/usage-report": "true", "keyward.dev/keyset": "default"}),
+                &json!({"keyward.dev/usage-report": "true", "keyward.dev/keyset": "default"}),
             ),
             not_a_report,
         ),

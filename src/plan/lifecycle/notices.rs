@@ -27,8 +27,14 @@ fn notice_text(d: SignedDuration) -> String {
     if secs % 86_400 == 0 {
         return format!("{}d", secs / 86_400);
     }
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    [(h, "h"), (m, "m"), (s, "s")].iter().filter(|(n, _)| *n > 0).map(|(n, unit)| format!("{n}{unit}")).collect()
+    let mut text = String::new();
+    for (n, unit) in [(secs / 3600, 'h'), (secs % 3600 / 60, 'm'), (secs % 60, 's')] {
+        if n > 0 {
+            text.push_str(&n.to_string());
+            text.push(unit);
+        }
+    }
+    text
 }
 
 impl Draft<'_> {
