@@ -1,5 +1,5 @@
 # One place for the commands developers and CI run. CI calls `make ci` through .ci/run.
-.PHONY: all fmt fmt-check lint clippy doc deny deps-check test faults harness helm traefik crds bench bench-cluster load manifests-check chart-check ci
+.PHONY: all fmt fmt-check lint clippy doc deny deps-check test faults harness helm traefik crds bench bench-cluster bench-usage load manifests-check chart-check ci
 
 all: fmt lint test
 
@@ -76,6 +76,12 @@ bench:
 # KEYWARD_BENCH_KEYS=1000 for a quick run; KEYWARD_BENCH_ROUNDS, KEYWARD_BENCH_LARGE_KEYSET as in the bench.
 bench-cluster: harness
 	KEYWARD_KUBE_HARNESS=$(CURDIR)/target/kube-harness/kube-harness cargo bench --locked --bench real_cluster
+
+# The usage write budget on the real control plane (benches/usage_budget.rs): 10,000 busy ApiKeys,
+# 100 verifier replicas' reports, API writes per minute at the default and a tighter budget. Not a
+# test: CI does not run it. KEYWARD_BENCH_KEYS=1000 KEYWARD_BENCH_MINUTES=2 for a quick run.
+bench-usage: harness
+	KEYWARD_KUBE_HARNESS=$(CURDIR)/target/kube-harness/kube-harness cargo bench --locked --bench usage_budget
 
 # The verifier's side-by-side load benchmark (wrk, nginx, and caddy when installed; loopback only). Not a test: CI does not run it.
 load:

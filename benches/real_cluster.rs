@@ -64,16 +64,12 @@ pub struct Settings {
     pub harness: PathBuf,
 }
 
-fn env_count(name: &str, default: usize, max: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default).clamp(1, max)
-}
-
 fn settings() -> Settings {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     Settings {
-        keys: env_count("KEYWARD_BENCH_KEYS", 10_000, 100_000),
-        rounds: env_count("KEYWARD_BENCH_ROUNDS", 20, 200),
-        large: env_count("KEYWARD_BENCH_LARGE_KEYSET", 100_000, 1_000_000),
+        keys: procs::env_count("KEYWARD_BENCH_KEYS", 10_000, 100_000),
+        rounds: procs::env_count("KEYWARD_BENCH_ROUNDS", 20, 200),
+        large: procs::env_count("KEYWARD_BENCH_LARGE_KEYSET", 100_000, 1_000_000),
         skip_fake: std::env::var("KEYWARD_BENCH_SKIP_FAKE").is_ok_and(|v| v == "1"),
         harness: std::env::var_os("KEYWARD_KUBE_HARNESS")
             .map_or_else(|| root.join("target/kube-harness/kube-harness"), PathBuf::from),
@@ -83,28 +79,8 @@ fn settings() -> Settings {
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     let settings = settings();
-    if !settings.harness.is_file() {
-        eprintln!("real_cluster: no control plane at {}; run `make harness` first", settings.harness.display());
-        std::process::exit(1);
-    }
-    let dir = tempfile::Builder::new().prefix("keyward-bench-").tempdir().expect("a temporary directory");
-    keyward::cli::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            outcome = tokio::time::timeout(DEADLINE, run(&settings, dir.path())) => {
-                outcome.unwrap_or_else(|_| Err(format!("not done within {DEADLINE:?}")))
-            }
-            _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
-        }
-    });
-    // Children are stopped by their guards inside `run`, before the directory goes.
-    drop(runtime);
-    drop(dir);
-    if let Err(e) = outcome {
-        eprintln!("real_cluster failed: {e}");
-        std::process::exit(1);
-    }
+    let settings = &settings;
+    procs::run_bench("real_cluster", &settings.harness, DEADLINE, |dir| async move { run(settings, &dir).await });
 }
 
 async fn run(settings: &Settings, dir: &Path) -> Result<(), String> {

@@ -25,6 +25,7 @@ fn the_demo_passes_every_step_and_its_dump_holds_tokens_only_in_secrets() {
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     assert!(token_shapes(&stdout).is_empty() && token_shapes(&stderr).is_empty(), "the demo printed a token");
+    assert_usage_and_notices_shown(&stdout);
 
     let mut secrets_tokens = Vec::new();
     let mut other_text = String::new();
@@ -50,4 +51,26 @@ fn the_demo_passes_every_step_and_its_dump_holds_tokens_only_in_secrets() {
     }
     assert!(token_shapes(&other_text).is_empty(), "a token-shaped string appears outside Secrets");
     assert!(Path::new(dump.path()).join("apikey.demo.partner-orders.yaml").exists());
+}
+
+/// The table after the requests shows each key's last use and 24-hour count, and the unused
+/// key is walked through its three notices to its expiry as Unused.
+fn assert_usage_and_notices_shown(stdout: &str) {
+    let header = stdout.lines().find(|l| l.contains("NEXT ROTATION")).expect("a table is printed");
+    assert!(header.contains("LAST USED") && header.contains("REQ 24H"), "{header}");
+    let crm_used = stdout.lines().any(|l| {
+        l.trim_start().starts_with("crm-integration ") && l.contains("2026-11-23T09:00:00Z") && l.contains(" 2 ")
+    });
+    assert!(crm_used, "crm-integration's row shows its last use and 2 requests:\n{stdout}");
+    for point in ["15d", "7d", "1d"] {
+        let line = format!(
+            "ExpiringSoon  apikey/analytics-readonly  The key expires at 2026-12-23T09:00:00Z (Unused); notice {point} before"
+        );
+        assert_eq!(stdout.matches(&line).count(), 1, "the {point} notice, once:\n{stdout}");
+    }
+    assert!(stdout.contains("Ready=False (Unused)"), "the unused key's final state:\n{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.trim_start().starts_with("analytics-readonly ") && l.contains("Expired")),
+        "the table shows analytics-readonly Expired:\n{stdout}"
+    );
 }

@@ -89,6 +89,11 @@ pub fn load_average() -> String {
         .unwrap_or_default()
 }
 
+/// A count from the environment variable `name`, `default` when unset, bounded to 1..=`max`.
+pub fn env_count(name: &str, default: usize, max: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default).clamp(1, max)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -124,5 +129,36 @@ where
             return Err(format!("{what}: not within {limit:?}"));
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// A bench's `main`: `bench` runs on a two-thread runtime with a temporary directory of its
+/// own, stopped after `deadline` or by Ctrl-C; its children are stopped by their guards inside
+/// it, before the directory goes. Exits 1, saying why, when the harness is missing or it fails.
+pub fn run_bench<F, Fut>(name: &str, harness: &std::path::Path, deadline: Duration, bench: F)
+where
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    if !harness.is_file() {
+        eprintln!("{name}: no control plane at {}; run `make harness` first", harness.display());
+        std::process::exit(1);
+    }
+    let dir = tempfile::Builder::new().prefix(&format!("keyward-{name}-")).tempdir().expect("a temporary directory");
+    keyward::cli::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = tokio::time::timeout(deadline, bench(dir.path().to_path_buf())) => {
+                outcome.unwrap_or_else(|_| Err(format!("not done within {deadline:?}")))
+            }
+            _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+        }
+    });
+    drop(runtime);
+    drop(dir);
+    if let Err(e) = outcome {
+        eprintln!("{name} failed: {e}");
+        std::process::exit(1);
     }
 }

@@ -99,8 +99,14 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// Start the operator (fast test timings, as `operator_10k`) with `kubeconfig`; wait for /readyz.
-async fn start_operator(binary: &Path, kubeconfig: &Path, dir: &Path) -> Result<(Guard, String), String> {
+/// Start the operator (fast test timings, as `operator_10k`, then `extra` flags) with
+/// `kubeconfig`; wait for /readyz.
+pub async fn start_operator(
+    binary: &Path,
+    kubeconfig: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<(Guard, String), String> {
     let admin = format!("127.0.0.1:{}", procs::free_port());
     let log = std::fs::File::create(dir.join("operator.log")).map_err(|e| e.to_string())?;
     // A key turns Ready once its hash is published and the propagation delay has passed: a
@@ -111,6 +117,7 @@ async fn start_operator(binary: &Path, kubeconfig: &Path, dir: &Path) -> Result<
             .args(["operator", "--admin-listen", &admin, "--propagation-delay", "1s", "--publish-poll", "500ms"])
             .args(["--identity", "bench", "--lease-namespace", "keyward-system"])
             .args(["--log", "warn,keyward::controller::publisher=info"])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -154,7 +161,7 @@ impl Side {
         let mut line = String::new();
         BufReader::new(server.0.stdout.take().ok_or("no stdout")?).read_line(&mut line).map_err(|e| e.to_string())?;
         let addr = line.trim().rsplit("http://").next().unwrap_or_default().to_owned();
-        let (operator, admin) = start_operator(binary, &kubeconfig, dir).await?;
+        let (operator, admin) = start_operator(binary, &kubeconfig, dir, &[]).await?;
         let client = client_from(&kubeconfig).await?;
         Ok(Side { operator, server: Server::Fake(server, addr), admin, client })
     }
@@ -167,7 +174,7 @@ impl Side {
         kubectl(&admin_kc, &["apply", "-k", &repo("manifests").to_string_lossy()])?;
         kubectl(&admin_kc, &["create", "namespace", NAMESPACE])?;
         let operator_kc = plane.service_account_kubeconfig("keyward-system", "keyward-operator")?;
-        let (operator, admin) = start_operator(binary, &operator_kc, dir).await?;
+        let (operator, admin) = start_operator(binary, &operator_kc, dir, &[]).await?;
         let client = plane.client.clone();
         Ok(Side { operator, server: Server::Real(plane), admin, client })
     }
@@ -327,7 +334,7 @@ fn float(text: &str, prefix: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok()).unwrap_or(0.0)
 }
 
-fn difference(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub fn difference(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after
         .iter()
         .map(|(k, v)| (k.clone(), v.saturating_sub(before.get(k).copied().unwrap_or(0))))
@@ -360,7 +367,7 @@ fn labels(line: &str) -> BTreeMap<&str, &str> {
 
 /// From the API server's metrics: successful writes by "VERB resource[/subresource]",
 /// failed writes by "VERB resource code", and GET and LIST requests by "VERB resource".
-fn request_counts(text: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, BTreeMap<String, u64>) {
+pub fn request_counts(text: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, BTreeMap<String, u64>) {
     let (mut writes, mut failed, mut reads) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;

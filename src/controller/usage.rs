@@ -12,7 +12,8 @@
 //!    watermarks change in one atomic write, so a retried or re-read report,
 //!    a conflicting writer or an operator restart never counts twice;
 //! 3. derives each ApiKey's `lastUsedAt` and counts from the stored aggregate
-//!    and writes them within the write budget ([`status_write`]).
+//!    and writes them within the write budget ([`status_write`]). When the
+//!    aggregate cannot be stored, only `lastUsedAt` (a maximum) is written.
 //!
 //! Reports are read only from the key set's own namespace, and only key ids
 //! of that key set's ApiKeys count, so no verifier can change another
@@ -33,7 +34,7 @@ use tracing::{debug, warn};
 use crate::api::ApiKey;
 use crate::configmap::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::keyset::KeySetId;
-use crate::plan::usage::{Aggregate, Budget, source, status_write};
+use crate::plan::usage::{Aggregate, Budget, last_used_write, source, status_write};
 use crate::token::KeyId;
 use crate::usage::{LABEL_USAGE_REPORT, REPORT_KEY, Report, report_name};
 
@@ -154,10 +155,22 @@ pub async fn pass(client: &Client, id: &KeySetId, now: Timestamp, budget: Budget
     aggregate.prune(&live, &names, now);
 
     let mut done = Pass::default();
-    if aggregate != before {
-        write_aggregate(&configmaps, id, stored.as_ref(), &aggregate).await?;
-        done.aggregate_written = true;
+    if aggregate != before
+        && let Err(err) = write_aggregate(&configmaps, id, stored.as_ref(), &aggregate).await
+    {
+        // Counts come only from a stored aggregate, so that nothing is counted twice. lastUsedAt is
+        // a maximum, never counted twice: it still follows the reports, so that keys in use do not
+        // expire as unused while the aggregate cannot be stored (too large, a conflict).
+        for key in &members {
+            let stored_last = key.status.as_ref().and_then(|s| s.last_used_at.as_ref()).map(|t| t.0);
+            let last_used = aggregate.usage(&key.name_any(), now).and_then(|(last, _)| last);
+            if let Some(moved) = last_used_write(stored_last, last_used, budget.last_used_step) {
+                write_status(&keys, &key.name_any(), json!({ "status": { "lastUsedAt": Time(moved) } })).await?;
+            }
+        }
+        return Err(err);
     }
+    done.aggregate_written = aggregate != before;
     for key in &members {
         let Some((last_used, usage)) = aggregate.usage(&key.name_any(), now) else { continue };
         let status = key.status.as_ref();
@@ -167,16 +180,22 @@ pub async fn pass(client: &Client, id: &KeySetId, now: Timestamp, budget: Budget
             continue;
         };
         let patch = json!({ "status": { "lastUsedAt": last_used.map(Time), "usage": usage } });
-        let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
-        match keys.patch_status(&key.name_any(), &params, &Patch::Merge(patch)).await {
-            Ok(_) => done.status_writes += 1,
-            // Gone meanwhile; the next pass forgets it.
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => return Err(Error::kube("patch usage status")(err)),
+        if write_status(&keys, &key.name_any(), patch).await? {
+            done.status_writes += 1;
         }
     }
     debug!(namespace = %id.namespace, key_set = %id.name, reports = reports.len(), ?done, "usage added up");
     Ok(done)
+}
+
+/// Merge-patch an ApiKey's status; `false` if it is gone meanwhile (the next pass forgets it).
+async fn write_status(keys: &Api<ApiKey>, name: &str, patch: serde_json::Value) -> Result<bool, Error> {
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+    match keys.patch_status(name, &params, &Patch::Merge(patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(err) => Err(Error::kube("patch usage status")(err)),
+    }
 }
 
 /// Key id → ApiKey name, for every token of the key set's ApiKeys that a verifier may hold.

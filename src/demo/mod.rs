@@ -39,9 +39,12 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 
 use crate::api::ApiKey;
+use crate::controller::usage::UsageOptions;
 use crate::controller::{Options, check_crd};
 use crate::plan::Settings;
+use crate::plan::usage::Budget;
 use crate::verifier::Config;
+use crate::verifier::api_report::{PodRef, Reporting};
 
 /// The namespace the examples are created in.
 pub const NAMESPACE: &str = "demo";
@@ -102,6 +105,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         coalesce: Duration::from_millis(100),
         clock: Arc::new(move || operator_clock.now()),
         reconcile_all: Some(Arc::clone(&reconcile_all)),
+        // Reports added up every 300 ms; counts written at most every 2 s of demo time, so the
+        // table shows them within the walkthrough (a cluster's defaults are 60 s and 5 min).
+        usage: Some(UsageOptions {
+            interval: Duration::from_millis(300),
+            budget: Budget { status_interval: SignedDuration::from_secs(2), ..Budget::default() },
+        }),
         ..Options::default()
     };
     let (stop_operator, operator_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -123,6 +132,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         syncs.push(tokio::spawn(sync.run(Duration::from_millis(200))));
         volumes.push(dir);
     }
+    let reporting = usage_reporting(&client).await?;
     let (upstream_addr, upstream) = upstream::start().await?;
     let verifier_clock: Arc<dyn crate::verifier::clock::Clock> = clock.clone();
     let verifier = crate::verifier::server::start_with_clock(
@@ -139,7 +149,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             shutdown_grace: Duration::from_secs(1),
             workers: 0,
             hardening: crate::verifier::Hardening::default(),
-            usage: None,
+            usage: Some(reporting),
         },
         verifier_clock,
     )
@@ -174,6 +184,40 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     }
     let passed = outcome?;
     Ok(passed)
+}
+
+/// The name of the Pod object standing for the demo's in-process verifier.
+pub const VERIFIER_POD: &str = "keyward-demo-verifier";
+
+/// Usage reports from the demo's verifier, as a sidecar's would be written: every 200 ms, to
+/// `keyward-usage-<pod>`, owned by a Pod. The verifier runs in this process, so a Pod object
+/// stands for it, held back from every scheduler by a scheduling gate (nothing ever runs it):
+/// on a real cluster the garbage collector would delete a report whose owner does not exist,
+/// and it goes with the namespace.
+async fn usage_reporting(client: &Client) -> anyhow::Result<Reporting> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let existing = pods.get_opt(VERIFIER_POD).await.context("reading the demo verifier's Pod")?;
+    let pod = if let Some(pod) = existing {
+        pod
+    } else {
+        let pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": VERIFIER_POD, "labels": {"app.kubernetes.io/name": "keyward-demo"}},
+            "spec": {
+                "schedulingGates": [{"name": "keyward.dev/demo-in-process"}],
+                "containers": [{"name": "verifier", "image": "keyward:demo"}],
+            },
+        }))?;
+        pods.create(&PostParams::default(), &pod).await.context("creating the demo verifier's Pod")?
+    };
+    let uid = pod.metadata.uid.context("the demo verifier's Pod has no uid")?;
+    Ok(Reporting {
+        client: client.clone(),
+        pod: PodRef { namespace: NAMESPACE.to_owned(), name: VERIFIER_POD.to_owned(), uid },
+        interval: Duration::from_millis(200),
+        epoch: crate::usage::new_epoch(&mut crate::token::os_rng()),
+    })
 }
 
 /// A client for the cluster of the kubeconfig at `path`.

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::client::{Answer, Credential};
-use super::{Demo, NAMESPACE, apikeys_table};
+use super::{Demo, NAMESPACE, VERIFIER_POD, apikeys_table};
 use crate::api::{ApiKey, KeyState, ROTATE_ANNOTATION};
 use crate::configmap::any_keyset_selector;
 use crate::plan::{DATA_TOKEN, secret_name};
@@ -135,6 +136,7 @@ pub(super) async fn walk(demo: &Demo, verifier: &Running) -> anyhow::Result<bool
     requests(demo, &mut checks).await?;
     disable_and_enable(demo, &mut checks).await?;
     revoke(demo, &mut checks).await?;
+    unused(demo, &mut checks).await?;
     expire(demo, &mut checks).await?;
     rotate(demo, &mut checks).await?;
     demo.print_table().await;
@@ -235,6 +237,20 @@ async fn requests(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
         allowed >= 100 && limited > 0 && retry_after.is_some(),
         "the burst is honoured, then 429 with Retry-After",
     );
+
+    println!("    ... the verifier reports its counts (keyward-usage-{VERIFIER_POD}); the operator adds them up");
+    let expected =
+        [("crm-integration", 2), ("analytics-readonly", 1), ("internal-admin", 1), ("partner-orders", allowed)];
+    for (name, count) in expected {
+        let reached = eventually(|| async {
+            let status = demo.key(name).await?.status?;
+            let counted = status.usage.as_ref()?.last24h.allowed == u64::try_from(count).ok()?;
+            (counted && status.last_used_at.is_some()).then_some(())
+        })
+        .await;
+        checks.check(reached.is_some(), &format!("{name}: {count} allowed in status.usage.last24h, lastUsedAt set"));
+    }
+    demo.print_table().await;
     Ok(())
 }
 
@@ -279,8 +295,79 @@ async fn revoke(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The notes of the key's `ExpiringSoon` Events, oldest first.
+async fn expiring_soon_notes(demo: &Demo, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(demo.client.clone(), NAMESPACE);
+    let mut found: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("ExpiringSoon")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .collect();
+    found.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    found.into_iter().filter_map(|e| e.note).collect()
+}
+
+async fn unused(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
+    const NAME: &str = "analytics-readonly";
+    let key = demo.key(NAME).await.context_missing("the analytics-readonly ApiKey")?;
+    let after = key.spec.expire_after_unused.clone().context_missing("analytics-readonly's expireAfterUnused")?;
+    heading(5, &format!("Unused keys expire, with notices first ({NAME}: expireAfterUnused {after})"));
+    let token = demo.token(NAME).await.context_missing("analytics-readonly's token")?;
+    let status = key.status.clone().unwrap_or_default();
+    let last_used = status.last_used_at.context_missing("analytics-readonly's lastUsedAt")?.0;
+    let span = after.parse::<crate::duration::KeyDuration>().map_err(anyhow::Error::from)?.get();
+    let deadline = last_used.checked_add(SignedDuration::try_from(span)?)?;
+    println!("    {NAME} was last used at {last_used} (step 2: lastUsedAt, to the hour) and nobody uses it again:");
+    println!("    it expires at {deadline}. The operator warns 15, 7 and 1 day before (--expiry-notices;");
+    println!("    a key's spec.expiryNotices sets its own), with a Warning Event and the ExpiringSoon condition.");
+    for (days, point) in [(15, "15d"), (7, "7d"), (1, "1d")] {
+        let due = deadline.checked_sub(SignedDuration::from_hours(days * 24))?;
+        let gap = demo.now().duration_until(due).checked_add(SignedDuration::from_mins(1)).unwrap_or_default();
+        println!("    ... the clock leaps {} to {point} before", friendly(gap));
+        demo.leap(gap);
+        let wanted = format!("notice {point} before");
+        let note =
+            eventually(|| async { expiring_soon_notes(demo, NAME).await.into_iter().find(|n| n.contains(&wanted)) })
+                .await;
+        if let Some(note) = &note {
+            println!("    Warning  ExpiringSoon  apikey/{NAME}  {note}");
+        }
+        checks.check(note.is_some(), &format!("ExpiringSoon Event {point} before expiry"));
+    }
+    let condition = demo
+        .key(NAME)
+        .await
+        .and_then(|k| k.status)
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "ExpiringSoon").map(|c| (c.status, c.reason)));
+    checks.check(condition == Some(("True".to_owned(), "ExpiringSoon".to_owned())), "condition ExpiringSoon is True");
+    let gap = demo.now().duration_until(deadline).checked_add(SignedDuration::from_mins(1)).unwrap_or_default();
+    println!("    ... the clock leaps {} to just past {deadline}", friendly(gap));
+    demo.leap(gap);
+    checks.check(demo.wait_state(NAME, KeyState::Expired).await, "the operator marks it Expired");
+    let ready = demo.key(NAME).await.and_then(|k| k.status).and_then(|s| s.conditions.into_iter().next());
+    if let Some(ready) = &ready {
+        println!("    Ready={} ({}): {}", ready.status, ready.reason, ready.message);
+    }
+    checks.check(ready.is_some_and(|c| c.reason == "Unused"), "with reason Unused");
+    checks.check(
+        demo.until_status(&token, "/analytics", 401).await,
+        "its hash left the key set: the verifier refuses it",
+    );
+    demo.call("GET", "/analytics", &Credential::Bearer(&token), NAME).await;
+    let notes = expiring_soon_notes(demo, NAME).await;
+    checks.check(notes.len() == 3, &format!("each notice was sent once ({} ExpiringSoon Events)", notes.len()));
+    demo.print_table().await;
+    Ok(())
+}
+
 async fn expire(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
-    heading(5, "Expire (spec.expiresAt) and retention (spec.retainExpiredFor)");
+    heading(6, "Expire (spec.expiresAt) and retention (spec.retainExpiredFor)");
     let key = demo.key("migration-script").await.context_missing("the migration-script ApiKey")?;
     let token = demo.token("migration-script").await.context_missing("migration-script's token")?;
     let expires = key.spec.expires_at.clone().context_missing("migration-script's expiresAt")?.0;
@@ -306,7 +393,7 @@ async fn expire(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
 }
 
 async fn rotate(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
-    heading(6, "Scheduled rotation with a grace period (partner-orders: every 90d, gracePeriod 1d)");
+    heading(7, "Scheduled rotation with a grace period (partner-orders: every 90d, gracePeriod 1d)");
     let old = demo.token("partner-orders").await.context_missing("partner-orders' token")?;
     let due = demo
         .key("partner-orders")
@@ -337,7 +424,11 @@ async fn rotate(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
 
 fn friendly(d: SignedDuration) -> String {
     let hours = d.as_hours();
-    if hours >= 48 { format!("{} days", hours / 24) } else { format!("{hours} hours") }
+    match (hours / 24, hours % 24) {
+        (0 | 1, _) => format!("{hours} hours"),
+        (days, 0) => format!("{days} days"),
+        (days, hours) => format!("{days} days {hours} hours"),
+    }
 }
 
 /// `Option` → `anyhow::Result` with what was missing.

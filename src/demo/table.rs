@@ -4,11 +4,12 @@ use std::fmt::Write as _;
 
 use crate::api::ApiKey;
 
-/// The printer columns of the CRD, plus the Ready reason, as a text table.
+/// The printer columns of the CRD (`-o wide`: requests allowed in the last 24 hours), plus the
+/// Ready reason, as a text table.
 #[must_use]
 pub fn apikeys_table(keys: &[ApiKey]) -> String {
-    let header = ["NAME", "STATE", "PREFIX", "SCOPES", "EXPIRES", "NEXT ROTATION", "READY"];
-    let rows: Vec<[String; 7]> = keys
+    let header = ["NAME", "STATE", "PREFIX", "SCOPES", "EXPIRES", "NEXT ROTATION", "LAST USED", "REQ 24H", "READY"];
+    let rows: Vec<[String; 9]> = keys
         .iter()
         .map(|key| {
             let status = key.status.clone().unwrap_or_default();
@@ -20,6 +21,8 @@ pub fn apikeys_table(keys: &[ApiKey]) -> String {
                 key.spec.scopes.join(","),
                 key.spec.expires_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
                 status.next_rotation_at.map(|t| t.0.to_string()).unwrap_or_default(),
+                status.last_used_at.map(|t| t.0.to_string()).unwrap_or_default(),
+                status.usage.map(|u| u.last24h.allowed.to_string()).unwrap_or_default(),
                 ready,
             ]
         })

@@ -155,6 +155,18 @@ pub fn coarse(t: Timestamp, step: SignedDuration) -> Timestamp {
     Timestamp::from_second(s - s.rem_euclid(step)).unwrap_or(t)
 }
 
+/// The `lastUsedAt` to write, if it moved: `last_used` rounded down to `step`, when later
+/// than the stored one. A maximum, so writing it again never counts anything twice.
+#[must_use]
+pub fn last_used_write(
+    stored: Option<Timestamp>,
+    last_used: Option<Timestamp>,
+    step: SignedDuration,
+) -> Option<Timestamp> {
+    let last_used = coarse(last_used?, step);
+    stored.is_none_or(|s| last_used > s).then_some(last_used)
+}
+
 /// What to write into an ApiKey's status, if anything: `(lastUsedAt, usage)`.
 ///
 /// `lastUsedAt` is written when its coarse value moves forward (at most once
@@ -169,8 +181,8 @@ pub fn status_write(
     budget: Budget,
     now: Timestamp,
 ) -> Option<(Option<Timestamp>, Usage)> {
-    let last_used = last_used.map(|t| coarse(t, budget.last_used_step));
-    let moved = last_used.is_some_and(|t| stored_last_used.is_none_or(|s| t > s));
+    let moved_to = last_used_write(stored_last_used, last_used, budget.last_used_step);
+    let moved = moved_to.is_some();
     let same_counts =
         stored_usage.is_some_and(|s| (s.last24h, s.last7d, s.last30d) == (usage.last24h, usage.last7d, usage.last30d));
     let due = stored_usage
@@ -179,7 +191,7 @@ pub fn status_write(
     if !moved && (same_counts || !due) {
         return None;
     }
-    let new_last_used = if moved { last_used } else { stored_last_used };
+    let new_last_used = moved_to.or(stored_last_used);
     let usage = Usage { updated_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)), ..usage.clone() };
     Some((new_last_used, usage))
 }

@@ -85,6 +85,8 @@ pub struct ValidSpec {
     pub retain_expired_for: Option<KeyDuration>,
     /// Expire the key once unused for this long.
     pub expire_after_unused: Option<KeyDuration>,
+    /// The key's own notice points before expiry; `None` means the operator's.
+    pub expiry_notices: Option<Vec<KeyDuration>>,
 }
 
 /// Check `spec` the way admission does; collect every problem, not just the first.
@@ -113,6 +115,7 @@ pub fn validate(spec: &ApiKeySpec, default_grace: SignedDuration) -> Result<Vali
     });
     let expire_after_unused = duration("spec.expireAfterUnused", spec.expire_after_unused.as_deref(), &mut errors);
     let retain_expired_for = duration("spec.retainExpiredFor", spec.retain_expired_for.as_deref(), &mut errors);
+    let expiry_notices = spec.expiry_notices.as_deref().map(|texts| expiry_notices(texts, &mut errors));
     if !is_dns_label(&spec.key_set) || spec.key_set.len() > MAX_KEY_SET_LEN {
         errors.push(err("spec.keySet", "must be a DNS label of at most 40 characters"));
     }
@@ -158,7 +161,16 @@ pub fn validate(spec: &ApiKeySpec, default_grace: SignedDuration) -> Result<Vali
     }
     if errors.is_empty() {
         let expires_at = spec.expires_at.as_ref().map(|t| t.0);
-        Ok(ValidSpec { scopes, prefix, expires_at, rotation, rate_limit, retain_expired_for, expire_after_unused })
+        Ok(ValidSpec {
+            scopes,
+            prefix,
+            expires_at,
+            rotation,
+            rate_limit,
+            retain_expired_for,
+            expire_after_unused,
+            expiry_notices,
+        })
     } else {
         Err(errors)
     }
@@ -177,6 +189,22 @@ fn scopes(texts: &[String], errors: &mut Vec<SpecError>) -> Vec<Scope> {
             Ok(scope) if parsed.contains(&scope) => errors.push(err(format!("spec.scopes[{i}]"), "listed twice")),
             Ok(scope) => parsed.push(scope),
             Err(e) => errors.push(err(format!("spec.scopes[{i}]"), e.to_string())),
+        }
+    }
+    parsed
+}
+
+fn expiry_notices(texts: &[String], errors: &mut Vec<SpecError>) -> Vec<KeyDuration> {
+    if texts.len() > crate::api::MAX_EXPIRY_NOTICES {
+        errors.push(err("spec.expiryNotices", format!("at most {} notice points", crate::api::MAX_EXPIRY_NOTICES)));
+    }
+    let mut parsed: Vec<KeyDuration> = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let field = format!("spec.expiryNotices[{i}]");
+        match duration(&field, Some(text), errors) {
+            Some(d) if parsed.iter().any(|p| p.as_str() == d.as_str()) => errors.push(err(field, "listed twice")),
+            Some(d) => parsed.push(d),
+            None => {}
         }
     }
     parsed

@@ -121,11 +121,24 @@ impl ControlPlane {
     /// [`Self::service_account_kubeconfig`] reaching the API server at `server` (a
     /// proxy in front of it); plain `http://` servers get no CA.
     pub fn service_account_kubeconfig_via(&self, namespace: &str, name: &str, server: &str) -> PathBuf {
-        let output = self
-            .kubectl()
-            .args(["create", "token", name, "-n", namespace, "--duration=24h"])
-            .output()
-            .expect("run kubectl create token");
+        self.token_kubeconfig(namespace, name, server, None)
+    }
+
+    /// [`Self::service_account_kubeconfig`] with a token bound to Pod `(name, uid)`, as kubelet
+    /// mounts it into that Pod: the API server then knows the request comes from that Pod
+    /// (user extra `authentication.kubernetes.io/pod-name` and `pod-uid`).
+    pub fn pod_service_account_kubeconfig(&self, namespace: &str, name: &str, pod: (&str, &str)) -> PathBuf {
+        self.token_kubeconfig(namespace, name, &self.ready.server, Some(pod))
+    }
+
+    fn token_kubeconfig(&self, namespace: &str, name: &str, server: &str, pod: Option<(&str, &str)>) -> PathBuf {
+        let mut command = self.kubectl();
+        command.args(["create", "token", name, "-n", namespace, "--duration=24h"]);
+        if let Some((pod, uid)) = pod {
+            command.args(["--bound-object-kind=Pod", &format!("--bound-object-name={pod}")]);
+            command.arg(format!("--bound-object-uid={uid}"));
+        }
+        let output = command.output().expect("run kubectl create token");
         assert!(
             output.status.success(),
             "kubectl create token {namespace}/{name}: {}",
@@ -145,7 +158,8 @@ impl ControlPlane {
              users:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  \
              context:\n    cluster: keyward-test\n    user: {name}\n    namespace: {namespace}\ncurrent-context: sa\n",
         );
-        let suffix = if server == self.ready.server { String::new() } else { format!("-via-{}", server.len()) };
+        let via = if server == self.ready.server { String::new() } else { format!("-via-{}", server.len()) };
+        let suffix = pod.map_or(via.clone(), |(pod, _)| format!("{via}-pod-{pod}"));
         let path = self.ready.dir.join(format!("sa-{namespace}-{name}{suffix}.kubeconfig"));
         std::fs::write(&path, text).unwrap();
         path

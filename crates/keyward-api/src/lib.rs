@@ -25,6 +25,8 @@ use keyward_contract::duration::DURATION_PATTERN;
 
 /// API group of the ApiKey resource.
 pub const GROUP: &str = "keyward.dev";
+/// Most notice points `spec.expiryNotices` may list.
+pub const MAX_EXPIRY_NOTICES: usize = 10;
 /// Annotation whose value, when it changes, asks for an immediate rotation.
 pub const ROTATE_ANNOTATION: &str = "keyward.dev/rotate";
 
@@ -154,6 +156,16 @@ pub struct ApiKeySpec {
     #[x_kube(validation = Rule::new(keyward_contract::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub expire_after_unused: Option<String>,
 
+    /// When to warn before the key expires (`expiresAt` or `expireAfterUnused`):
+    /// one Warning Event `ExpiringSoon` at each of these durations before expiry
+    /// (`["30d", "7d"]`). Overrides the operator's `--expiry-notices` (default
+    /// `15d`, `7d`, `1d`) for this key; an empty list sends no notices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_EXPIRY_NOTICES), inner(length(max = 16), pattern(DURATION_PATTERN)))]
+    #[x_kube(validation = Rule::new("self.all(d, d.matches('[1-9]'))").message("expiryNotices must be longer than zero"))]
+    #[x_kube(validation = Rule::new("self.all(d, self.exists_one(e, e == d))").message("expiryNotices must be unique"))]
+    pub expiry_notices: Option<Vec<String>>,
+
     /// Delete the ApiKey object itself this long after it expired (`30d`).
     /// Absent keeps expired ApiKeys as audit records until someone deletes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +190,7 @@ impl Default for ApiKeySpec {
             prefix: None,
             rate_limit: None,
             expire_after_unused: None,
+            expiry_notices: None,
             retain_expired_for: None,
         }
     }

@@ -116,7 +116,10 @@ async fn a_failed_aggregate_write_counts_nothing_and_the_next_pass_counts_once()
     report(&h, NS, "api-0", E1, id, 4, 0).await;
     h.inject("keyward-usage.default", true);
     assert!(pass(&h.client, &set(), (h.ctx.clock)(), Budget::default()).await.is_err());
-    assert_eq!(h.get("crm").await.status.unwrap().usage, None, "no status from an unwritten aggregate");
+    let status = h.get("crm").await.status.unwrap();
+    assert_eq!(status.usage, None, "no counts from an unwritten aggregate");
+    let used = status.last_used_at.expect("lastUsedAt follows the reports, so the key is not taken for unused").0;
+    assert_eq!(used.as_second() % 3600, 0, "to the hour: {used}");
     add_up(&h).await;
     add_up(&h).await;
     assert_eq!(last24h(&h).await, RequestCounts { allowed: 4, denied: 0 });

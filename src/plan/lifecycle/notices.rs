@@ -1,5 +1,7 @@
 //! Advance notices of expiry: one Warning Event `ExpiringSoon` per notice point and expiry, and the `ExpiringSoon` condition.
 //!
+//! The notice points are the key's `spec.expiryNotices` when set (an empty list
+//! sends none), otherwise the operator's `--expiry-notices`.
 //! The last notice sent is kept in `status.expiryNotice`, so a restart never
 //! sends one twice. When the expiry moves (the key was used, `expiresAt`
 //! changed), notices for the new expiry start again.
@@ -18,9 +20,21 @@ use super::Draft;
 /// The condition type.
 pub const CONDITION_EXPIRING_SOON: &str = "ExpiringSoon";
 
-fn days_or_hours(d: SignedDuration) -> String {
+/// A notice point as the duration grammar writes it (`7d`, `36h`, `1h30m`), exactly, so
+/// that `status.expiryNotice.before` parses back to the point that was sent.
+fn notice_text(d: SignedDuration) -> String {
     let secs = d.as_secs();
-    if secs % 86_400 == 0 { format!("{}d", secs / 86_400) } else { format!("{}h", secs / 3600) }
+    if secs % 86_400 == 0 {
+        return format!("{}d", secs / 86_400);
+    }
+    let mut text = String::new();
+    for (n, unit) in [(secs / 3600, 'h'), (secs % 3600 / 60, 'm'), (secs % 60, 's')] {
+        if n > 0 {
+            text.push_str(&n.to_string());
+            text.push(unit);
+        }
+    }
+    text
 }
 
 impl Draft<'_> {
@@ -30,8 +44,13 @@ impl Draft<'_> {
             return;
         };
         let reason = if cause == Cause::Unused { "Unused" } else { "ExpiresAt" };
-        let mut points = self.settings.expiry_notices.clone();
+        // The key's own points (`spec.expiryNotices`, possibly none) or the operator's.
+        let mut points: Vec<SignedDuration> = match &spec.expiry_notices {
+            Some(own) => own.iter().filter_map(|d| SignedDuration::try_from(d.get()).ok()).collect(),
+            None => self.settings.expiry_notices.clone(),
+        };
         points.sort();
+        points.dedup();
         // The most urgent point reached; the next one to come is a deadline.
         let reached = points.iter().copied().find(|d| at.checked_sub(*d).is_ok_and(|due| due <= self.now));
         for d in &points {
@@ -53,11 +72,11 @@ impl Draft<'_> {
                     .parse::<KeyDuration>()
                     .is_ok_and(|b| SignedDuration::try_from(b.get()).is_ok_and(|b| b <= point))
         });
-        let message = format!("The key expires at {at} ({reason}); notice {} before", days_or_hours(point));
+        let message = format!("The key expires at {at} ({reason}); notice {} before", notice_text(point));
         if !already {
             self.event(EventKind::Warning, Reason::ExpiringSoon, message.clone());
             self.status.expiry_notice =
-                Some(ExpiryNotice { reason: reason.to_owned(), expires_at: Time(at), before: days_or_hours(point) });
+                Some(ExpiryNotice { reason: reason.to_owned(), expires_at: Time(at), before: notice_text(point) });
         }
         self.expiring_soon(Some(message));
     }

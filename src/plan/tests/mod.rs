@@ -6,6 +6,7 @@ mod disable;
 mod expiry;
 pub(super) mod fixtures;
 mod moves;
+mod notices;
 mod properties;
 mod publishing;
 mod revoke;

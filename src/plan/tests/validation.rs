@@ -29,6 +29,10 @@ fn invalid_specs_name_the_field_and_wait_for_a_change() {
             "scopes: [\"a:read\"]\nsecretTemplate: {annotations: {app.kubernetes.io/managed-by: me}}",
             "spec.secretTemplate.annotations",
         ),
+        ("scopes: [\"a:read\"]\nexpiryNotices: [\"7d\", \"0d\"]", "spec.expiryNotices[1]"),
+        ("scopes: [\"a:read\"]\nexpiryNotices: [\"7d\", \"a week\"]", "spec.expiryNotices[1]"),
+        ("scopes: [\"a:read\"]\nexpiryNotices: [\"7d\", \"1d\", \"7d\"]", "spec.expiryNotices[2]"),
+        ("scopes: [\"a:read\"]\nexpiryNotices: [1d, 2d, 3d, 4d, 5d, 6d, 7d, 8d, 9d, 10d, 11d]", "spec.expiryNotices"),
         ("scopes: [\"a:read\"]\nrotation: {every: 0s}", "spec.rotation.every"),
         ("scopes: [\"a:read\"]\nrotation: {every: 1d, gracePeriod: 0m}", "spec.rotation.gracePeriod"),
     ];
@@ -73,6 +77,8 @@ fn valid_specs_from_the_docs_pass_validation() {
         "scopes: [\"*:admin\"]\nprefix: acme_live\nrotation: {every: 30d, gracePeriod: 1h}",
         "scopes: [\"a:read\"]\nrotation: {schedule: \"0 3 * * 1\"}\nrateLimit: {requests: 100, period: 1m, burst: 20}",
         "scopes: [\"a:read\"]\nexpiresAt: \"2027-01-01T00:00:00Z\"\nretainExpiredFor: 30d\nsecretName: crm.token",
+        "scopes: [\"a:read\"]\nexpireAfterUnused: 90d\nexpiryNotices: [30d, 7d]",
+        "scopes: [\"a:read\"]\nexpiresAt: \"2027-01-01T00:00:00Z\"\nexpiryNotices: []",
     ] {
         assert!(validate(&KeyBuilder::from_yaml(yaml).build().spec, DEFAULT_GRACE).is_ok(), "{yaml}");
     }

@@ -146,3 +146,14 @@ fn status_is_written_within_the_budget() {
     let (moved, _) = status_write(last, Some(&written), next_hour, &usage, budget, minute).expect("moved");
     assert_eq!(moved, Some(t("2026-11-23T11:00:00Z")));
 }
+
+#[test]
+fn last_used_moves_only_forward_by_whole_steps() {
+    let step = Budget::default().last_used_step;
+    let stored = Some(t("2026-11-23T10:00:00Z"));
+    assert_eq!(last_used_write(None, Some(t("2026-11-23T10:17:12Z")), step), Some(t("2026-11-23T10:00:00Z")));
+    assert_eq!(last_used_write(stored, Some(t("2026-11-23T10:59:59Z")), step), None, "same hour");
+    assert_eq!(last_used_write(stored, Some(t("2026-11-23T09:30:00Z")), step), None, "never back");
+    assert_eq!(last_used_write(stored, Some(t("2026-11-23T11:00:01Z")), step), Some(t("2026-11-23T11:00:00Z")));
+    assert_eq!(last_used_write(stored, None, step), None, "never used: nothing");
+}
