@@ -102,6 +102,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         coalesce: Duration::from_millis(100),
         clock: Arc::new(move || operator_clock.now()),
         reconcile_all: Some(Arc::clone(&reconcile_all)),
+        // The demo's examples configure no ApiKeyWebhook (and its in-memory API has no such CRD).
+        webhooks: None,
         ..Options::default()
     };
     let (stop_operator, operator_stopped) = tokio::sync::oneshot::channel::<()>();
