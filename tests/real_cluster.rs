@@ -20,4 +20,5 @@ mod real_cluster {
     pub mod scenarios;
     pub mod support;
     pub mod usage;
+    pub mod webhooks;
 }
