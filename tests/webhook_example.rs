@@ -94,9 +94,10 @@ async fn the_example_receiver_verifies_a_real_revocation_notice_and_refuses_forg
         ..Settings::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(keyward::controller::run(client.clone(), Options { settings, ..Options::default() }, async {
-        let _ = stopped.await;
-    }));
+    let operator =
+        tokio::spawn(keyward::controller::run(client.clone(), Options { settings, ..Options::default() }, async {
+            let _ = stopped.await;
+        }));
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), NS);
     let key: ApiKey = serde_yaml::from_str(
         "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner, namespace: team-a}\nspec: {scopes: [orders:read]}\n",
@@ -124,7 +125,7 @@ async fn the_example_receiver_verifies_a_real_revocation_notice_and_refuses_forg
 
     // Requests the example must refuse, and one it must take.
     let key = SigningSecret::parse(SECRET.as_bytes()).unwrap();
-    let now = jiff::Timestamp::now().as_second();
+    let now = keyward::runtime::clock::now().as_second();
     let body = r#"{"type":"apikey.disabled","timestamp":"2026-01-01T00:00:00Z","data":{}}"#;
     let good = sign(&key, "msg_test", now, body.as_bytes());
     let other = SigningSecret::parse(b"whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
@@ -133,7 +134,14 @@ async fn the_example_receiver_verifies_a_real_revocation_notice_and_refuses_forg
         ("tampered body", "msg_test", now, good.clone(), body.replace("disabled", "enabled"), 401),
         ("other id", "msg_other", now, good.clone(), body.to_owned(), 401),
         ("wrong secret", "msg_test", now, sign(&other, "msg_test", now, body.as_bytes()), body.to_owned(), 401),
-        ("replayed an hour later", "msg_old", now - 3600, sign(&key, "msg_old", now - 3600, body.as_bytes()), body.to_owned(), 400),
+        (
+            "replayed an hour later",
+            "msg_old",
+            now - 3600,
+            sign(&key, "msg_old", now - 3600, body.as_bytes()),
+            body.to_owned(),
+            400,
+        ),
         ("no signature", "msg_test", now, String::new(), body.to_owned(), 400),
     ];
     for (what, id, timestamp, signature, body, expected) in cases {

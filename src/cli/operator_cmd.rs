@@ -10,8 +10,8 @@ use clap::Args;
 
 use crate::controller::usage::UsageOptions;
 use crate::controller::webhooks::WebhookOptions;
-use crate::notice::RetryPolicy;
 use crate::controller::{Admin, Health, LeaseError, LeaseSettings, Metrics, Options, check_crd, run_elected};
+use crate::notice::RetryPolicy;
 use crate::plan::Settings;
 use crate::plan::usage::Budget;
 use crate::runtime::{admin, kubeconfig, shutdown, telemetry};

@@ -220,7 +220,8 @@ impl Metrics {
     /// Count one notice delivered to, or given up for, webhook `namespace/webhook`, and set its failing gauge.
     pub fn webhook_delivery(&self, namespace: &str, webhook: &str, delivered: bool) {
         let result = if delivered { "delivered" } else { "failed" };
-        let labels = DeliveryLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned(), result: result.to_owned() };
+        let labels =
+            DeliveryLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned(), result: result.to_owned() };
         self.webhook_deliveries.get_or_create(&labels).inc();
         let labels = WebhookLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned() };
         self.webhook_failing.get_or_create(&labels).set(i64::from(!delivered));
@@ -230,8 +231,11 @@ impl Metrics {
     pub fn webhook_removed(&self, namespace: &str, webhook: &str) {
         self.webhook_failing.remove(&WebhookLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned() });
         for result in ["delivered", "failed"] {
-            let labels =
-                DeliveryLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned(), result: result.to_owned() };
+            let labels = DeliveryLabels {
+                namespace: namespace.to_owned(),
+                webhook: webhook.to_owned(),
+                result: result.to_owned(),
+            };
             self.webhook_deliveries.remove(&labels);
         }
     }

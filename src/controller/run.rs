@@ -238,7 +238,10 @@ async fn start_webhooks(
             (notifier, Some(task))
         }
         Ok(false) => {
-            warn!(crd = webhooks::WEBHOOK_CRD_NAME, "the ApiKeyWebhook CRD is not installed: no webhook notices are sent");
+            warn!(
+                crd = webhooks::WEBHOOK_CRD_NAME,
+                "the ApiKeyWebhook CRD is not installed: no webhook notices are sent"
+            );
             (webhooks::Notifier::disabled(), None)
         }
         Err(e) => {

@@ -15,6 +15,7 @@ mod url;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -156,6 +157,9 @@ pub fn message_id(uid: &str, generation: i64, event: &PlannedEvent, key_id: &str
         digest.update([0]);
     }
     let hash = digest.finalize();
-    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("msg_{hex}")
+    hash[..16].iter().fold(String::from("msg_"), |mut id, b| {
+        // Writing into a String cannot fail.
+        let _ = write!(id, "{b:02x}");
+        id
+    })
 }

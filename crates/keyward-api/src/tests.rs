@@ -288,8 +288,7 @@ mod webhook {
     }
 
     fn cel_failures(spec: Value) -> Vec<String> {
-        let object =
-            json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyWebhook", "metadata": {"name": "w"}, "spec": spec});
+        let object = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyWebhook", "metadata": {"name": "w"}, "spec": spec});
         match Validator::new().validate(&schema(), &object, None) {
             Ok(()) => vec![],
             Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
@@ -311,7 +310,8 @@ mod webhook {
 
     #[test]
     fn plain_http_is_refused_unless_it_stays_on_the_node_or_in_the_cluster() {
-        let refused = "url must start with https://, or http:// to localhost, 127.x.x.x, [::1] or <service>.<namespace>.svc";
+        let refused =
+            "url must start with https://, or http:// to localhost, 127.x.x.x, [::1] or <service>.<namespace>.svc";
         let cases = [
             ("https://hooks.example.com/keyward", true),
             ("http://127.0.0.1:8080/hook", true),

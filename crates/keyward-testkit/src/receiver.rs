@@ -89,7 +89,7 @@ async fn answer(
     script: Vec<Answer>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let headers = request.headers().clone();
-    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = request.into_body().collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
     let index = {
         let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
         log.push(Received { headers, body });

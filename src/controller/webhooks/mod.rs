@@ -13,7 +13,7 @@
 //! matches each notice with the cached webhooks of its namespace, and a task
 //! per match signs (Standard Webhooks) and POSTs it with a per-attempt
 //! timeout, retrying with exponential backoff ([`RetryPolicy`]) until it
-//! is delivered or given up. Outcomes go to the [`tracker`], which writes each
+//! is delivered or given up. Outcomes go to the [`Tracker`], which writes each
 //! webhook's status at most once per `status_interval`, emits an Event when a
 //! webhook starts or stops failing, and keeps the metrics.
 //!
@@ -142,7 +142,11 @@ pub fn start(
     (notifier, tokio::spawn(run(shared, receiver, shutdown)))
 }
 
-async fn run(shared: Arc<Shared>, mut notices: mpsc::Receiver<Notice>, shutdown: impl std::future::Future<Output = ()>) {
+async fn run(
+    shared: Arc<Shared>,
+    mut notices: mpsc::Receiver<Notice>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let (store, writer) = reflector::store();
     // Its own task: the router waits for the cache to fill, which needs the watch polled meanwhile.
     let mut watch = tokio::spawn(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use keyward_testkit::fakeapi::FakeCluster;
@@ -19,7 +19,9 @@ use super::{Notifier, WebhookOptions, start};
 use crate::api::{ApiKey, ApiKeyWebhook, KeyState};
 use crate::controller::events::Recorder;
 use crate::controller::{Clock, Metrics, Options};
-use crate::notice::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Notice, RetryPolicy, SigningSecret, notice, verify};
+use crate::notice::{
+    HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Notice, RetryPolicy, SigningSecret, notice, verify,
+};
 use crate::plan::{EventKind, PlannedEvent, Reason};
 
 const NS: &str = "team-a";
@@ -108,7 +110,7 @@ fn key(labels: Value) -> ApiKey {
 
 fn a_notice(reason: Reason, labels: Value) -> Notice {
     let event = PlannedEvent { kind: EventKind::Normal, reason, note: format!("{reason} for the test") };
-    notice(&key(labels), &event, "0123456789ab", Timestamp::now()).unwrap()
+    notice(&key(labels), &event, "0123456789ab", crate::runtime::clock::now()).unwrap()
 }
 
 async fn webhook_status(client: &Client, name: &str) -> Option<crate::api::ApiKeyWebhookStatus> {
@@ -154,11 +156,11 @@ async fn a_revocation_reaches_the_webhook_signed_and_its_status_says_delivered()
     let sent = a_notice(Reason::Revoked, json!({}));
     delivery.notifier.notify(sent.clone());
 
-    let received = eventually("the notice at the receiver", WAIT, || async { receiver.received().pop() }).await;
-    assert!(signed(&received), "the signature verifies: {:?}", received.headers);
-    assert_eq!(received.header(HEADER_ID), sent.id);
-    assert_eq!(received.header("content-type"), "application/json");
-    let body: Value = serde_json::from_slice(&received.body).unwrap();
+    let request = eventually("the notice at the receiver", WAIT, || async { receiver.received().pop() }).await;
+    assert!(signed(&request), "the signature verifies: {:?}", request.headers);
+    assert_eq!(request.header(HEADER_ID), sent.id);
+    assert_eq!(request.header("content-type"), "application/json");
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!((body["type"].as_str(), body["data"]["name"].as_str()), (Some("apikey.revoked"), Some("partner")));
 
     let status = eventually("status Delivered", WAIT, || async {
@@ -185,11 +187,9 @@ async fn a_receiver_answering_500_gets_the_same_notice_again_until_it_takes_it()
     let sent = a_notice(Reason::Disabled, json!({}));
     delivery.notifier.notify(sent.clone());
 
-    let received = eventually("three attempts", WAIT, || async {
-        Some(receiver.received()).filter(|r| r.len() == 3)
-    })
-    .await;
-    for attempt in &received {
+    let attempts =
+        eventually("three attempts", WAIT, || async { Some(receiver.received()).filter(|r| r.len() == 3) }).await;
+    for attempt in &attempts {
         assert_eq!(attempt.header(HEADER_ID), sent.id, "every attempt carries the notice's id");
         assert_eq!(attempt.body, sent.body, "every attempt carries the same body");
         assert!(signed(attempt), "every attempt is signed for its own timestamp");
@@ -251,7 +251,9 @@ async fn a_receiver_that_keeps_failing_shows_in_status_event_and_metric_until_it
 
     delivery.notifier.notify(a_notice(Reason::Enabled, json!({})));
     eventually("status recovered", WAIT, || async {
-        webhook_status(&client, "hook").await.filter(|s| s.consecutive_failures == 0 && ready(s).is_some_and(|r| r.0 == "True"))
+        webhook_status(&client, "hook")
+            .await
+            .filter(|s| s.consecutive_failures == 0 && ready(s).is_some_and(|r| r.0 == "True"))
     })
     .await;
     event_seen(&client, "Normal", "DeliveryRecovered").await;
@@ -296,10 +298,9 @@ async fn a_missing_or_malformed_signing_secret_is_given_up_at_once_and_named_in_
     webhook(&client, "malformed", json!({"url": receiver.url, "secretRef": {"name": "short"}})).await;
     let delivery = Delivery::start(&client, quick(5));
     delivery.notifier.notify(a_notice(Reason::Revoked, json!({})));
-    for (name, reason, words) in [
-        ("missing", "SecretNotFound", "does not exist"),
-        ("malformed", "InvalidSecret", "decodes to 5 bytes"),
-    ] {
+    for (name, reason, words) in
+        [("missing", "SecretNotFound", "does not exist"), ("malformed", "InvalidSecret", "decodes to 5 bytes")]
+    {
         let status = eventually(&format!("{name} failing"), WAIT, || async {
             webhook_status(&client, name).await.filter(|s| s.consecutive_failures == 1)
         })
@@ -333,7 +334,8 @@ async fn a_key_disabled_and_enabled_again_is_not_held_up_by_a_webhook_that_never
         publish_poll: SignedDuration::from_millis(100),
         ..crate::plan::Settings::default()
     };
-    let options = Options { settings, webhooks: Some(quick(10)), coalesce: Duration::from_millis(50), ..Options::default() };
+    let options =
+        Options { settings, webhooks: Some(quick(10)), coalesce: Duration::from_millis(50), ..Options::default() };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let operator = tokio::spawn(crate::controller::run(client.clone(), options, async move {
         let _ = stopped.await;
@@ -360,10 +362,9 @@ async fn a_key_disabled_and_enabled_again_is_not_held_up_by_a_webhook_that_never
     // never runs beside another of it): emitting the notice did not wait for the receiver.
     keys.patch("partner", &PatchParams::default(), &active(true)).await.unwrap();
     eventually("the key Active again", WAIT, || state(KeyState::Active)).await;
-    let both = eventually("the Enabled notice too", WAIT, || async {
-        Some(receiver.received()).filter(|r| r.len() == 2)
-    })
-    .await;
+    let both =
+        eventually("the Enabled notice too", WAIT, || async { Some(receiver.received()).filter(|r| r.len() == 2) })
+            .await;
     assert!(both.iter().all(signed), "both notices are signed");
     stop.send(()).unwrap();
     operator.await.unwrap();

@@ -61,14 +61,21 @@ impl Tracker {
         self.update(hook, |o| {
             o.consecutive_failures = 0;
             o.last_at = Some(now);
-            o.last_result = "Delivered".to_owned();
+            "Delivered".clone_into(&mut o.last_result);
             o.last_success_at = Some(now);
             o.failing = None;
         });
     }
 
     /// A notice to `hook` was given up after `attempts` attempts.
-    pub(super) fn failed(&self, hook: &ApiKeyWebhook, message_id: &str, attempts: u32, failure: &Failure, now: Timestamp) {
+    pub(super) fn failed(
+        &self,
+        hook: &ApiKeyWebhook,
+        message_id: &str,
+        attempts: u32,
+        failure: &Failure,
+        now: Timestamp,
+    ) {
         self.metrics.webhook_delivery(&hook.namespace().unwrap_or_default(), &hook.name_any(), false);
         let message = format!("Notice {message_id} given up after {attempts} attempt(s): {failure}");
         self.update(hook, |o| {
