@@ -26,6 +26,7 @@ pub mod controller;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod net;
+pub mod notice;
 pub mod plan;
 pub mod plugin;
 pub mod runtime;

@@ -40,11 +40,21 @@ fn crd_prints_the_checked_in_crd() {
 }
 
 #[test]
-fn the_helm_chart_carries_the_checked_in_crd() {
+fn crd_kind_apikeywebhook_prints_the_checked_in_webhook_crd() {
+    let out = keyward(&["crd", "--kind", "ApiKeyWebhook"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/apikeywebhook.yaml");
+    assert_eq!(stdout(&out), std::fs::read_to_string(path).unwrap());
+}
+
+#[test]
+fn the_helm_chart_carries_the_checked_in_crds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let checked_in = std::fs::read_to_string(root.join("crds/apikey.yaml")).unwrap();
-    let chart = std::fs::read_to_string(root.join("charts/keyward/crds/apikey.yaml")).unwrap_or_default();
-    assert!(chart == checked_in, "charts/keyward/crds/apikey.yaml differs from crds/apikey.yaml: run `make crds`");
+    for file in ["apikey.yaml", "apikeywebhook.yaml"] {
+        let checked_in = std::fs::read_to_string(root.join("crds").join(file)).unwrap();
+        let chart = std::fs::read_to_string(root.join("charts/keyward/crds").join(file)).unwrap_or_default();
+        assert!(chart == checked_in, "charts/keyward/crds/{file} differs from crds/{file}: run `make crds`");
+    }
 }
 
 #[test]

@@ -21,4 +21,5 @@ mod real_cluster {
     pub mod support;
     pub mod usage;
     pub mod usage_policy;
+    pub mod webhooks;
 }

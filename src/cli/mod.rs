@@ -24,10 +24,25 @@ pub struct Cli {
     command: Command,
 }
 
+/// The CRDs `keyward crd` prints.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CrdKind {
+    /// `apikeys.keyward.dev` (crds/apikey.yaml).
+    #[value(name = "ApiKey")]
+    ApiKey,
+    /// `apikeywebhooks.keyward.dev` (crds/apikeywebhook.yaml).
+    #[value(name = "ApiKeyWebhook")]
+    ApiKeyWebhook,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the ApiKey CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: ApiKey, or ApiKeyWebhook with `--kind`.
+    Crd {
+        /// Which CRD to print.
+        #[arg(long, value_enum, default_value = "ApiKey")]
+        kind: CrdKind,
+    },
     /// Mint, hash and check tokens outside the cluster.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
@@ -78,7 +93,8 @@ pub fn run(cli: Cli) -> ExitCode {
     install_crypto_provider();
     let program = if matches!(cli.command, Command::Kubectl(_)) { "kubectl keyward" } else { "keyward" };
     let result = match cli.command {
-        Command::Crd => print_stdout(&crate::api::crd_yaml()),
+        Command::Crd { kind: CrdKind::ApiKey } => print_stdout(&crate::api::crd_yaml()),
+        Command::Crd { kind: CrdKind::ApiKeyWebhook } => print_stdout(&crate::api::webhook_crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
         Command::Operator(args) => operator_cmd::run_operator(&args),

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::controller::usage::UsageOptions;
+use crate::controller::webhooks::WebhookOptions;
 use crate::controller::{Admin, Health, LeaseError, LeaseSettings, Metrics, Options, check_crd, run_elected};
+use crate::notice::RetryPolicy;
 use crate::plan::Settings;
 use crate::plan::usage::Budget;
 use crate::runtime::{admin, kubeconfig, shutdown, telemetry};
@@ -96,6 +98,30 @@ pub struct OperatorArgs {
     #[arg(long, env = "KEYWARD_USAGE_LAST_USED_STEP", default_value = "1h", value_parser = humantime::parse_duration)]
     usage_last_used_step: Duration,
 
+    /// Send no lifecycle notices to ApiKeyWebhooks (the watch on them is not started either).
+    #[arg(long, env = "KEYWARD_DISABLE_WEBHOOKS")]
+    disable_webhooks: bool,
+
+    /// Attempts to deliver one notice to one webhook, the first included, before it is given up.
+    #[arg(long, env = "KEYWARD_WEBHOOK_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    webhook_attempts: u32,
+
+    /// Wait after a webhook's first failed attempt; doubled after each further one, up to --webhook-retry-cap.
+    #[arg(long, env = "KEYWARD_WEBHOOK_RETRY_BASE", default_value = "5s", value_parser = humantime::parse_duration)]
+    webhook_retry_base: Duration,
+
+    /// Longest wait between two attempts of one notice.
+    #[arg(long, env = "KEYWARD_WEBHOOK_RETRY_CAP", default_value = "5m", value_parser = humantime::parse_duration)]
+    webhook_retry_cap: Duration,
+
+    /// Per-attempt timeout of a webhook without spec.timeoutSeconds.
+    #[arg(long, env = "KEYWARD_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    webhook_timeout: Duration,
+
+    /// A webhook's status (last delivery, failures, Ready) is written at most once per this long.
+    #[arg(long, env = "KEYWARD_WEBHOOK_STATUS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    webhook_status_interval: Duration,
+
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -140,6 +166,16 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .transpose()?,
+        webhooks: (!args.disable_webhooks).then(|| WebhookOptions {
+            retry: RetryPolicy {
+                attempts: args.webhook_attempts,
+                base: args.webhook_retry_base,
+                cap: args.webhook_retry_cap,
+            },
+            default_timeout: args.webhook_timeout,
+            status_interval: args.webhook_status_interval,
+            ..WebhookOptions::default()
+        }),
         ..Options::default()
     };
     let lease = LeaseSettings {

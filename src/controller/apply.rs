@@ -278,6 +278,10 @@ async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             warn!(name = %key.name_any(), reason = planned.reason.as_str(), error = %e, "could not publish Event");
         }
+        // The same step, to the namespace's webhooks: queued, never awaited.
+        if let Some(notice) = crate::notice::notice(key, planned, key_id, (ctx.clock)()) {
+            ctx.notifier.notify(notice);
+        }
     }
 }
 

@@ -50,6 +50,19 @@ struct ExpiryLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    namespace: String,
+    webhook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    namespace: String,
+    webhook: String,
+    result: String,
+}
+
 /// The expiry reasons of `keyward_apikey_expiry_timestamp_seconds`.
 const EXPIRY_REASONS: [&str; 2] = ["ExpiresAt", "Unused"];
 
@@ -77,6 +90,9 @@ pub struct Metrics {
     keyset_writes: Family<KeySetLabels, Counter>,
     leader: Gauge,
     expiry: Family<ExpiryLabels, Gauge>,
+    webhook_deliveries: Family<DeliveryLabels, Counter>,
+    webhook_failing: Family<WebhookLabels, Gauge>,
+    webhook_dropped: Counter,
     /// The controller's ApiKey cache while this replica leads; keys by state are counted from it at scrape time.
     keys_source: Mutex<Option<Store<ApiKey>>>,
 }
@@ -116,9 +132,30 @@ impl Metrics {
             "When a live ApiKey will expire (Unix seconds), by reason: ExpiresAt or Unused (expireAfterUnused)",
             expiry.clone(),
         );
+        let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Lifecycle notices a webhook received (result delivered) or that were given up after every attempt (failed)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_failing = Family::<WebhookLabels, Gauge>::default();
+        registry.register(
+            "webhook_failing",
+            "Whether a webhook's last notice was given up (1) or delivered (0)",
+            webhook_failing.clone(),
+        );
+        let webhook_dropped = Counter::default();
+        registry.register(
+            "webhook_notices_dropped",
+            "Lifecycle notices dropped because the delivery queue was full",
+            webhook_dropped.clone(),
+        );
         Metrics {
             registry: root,
             expiry,
+            webhook_deliveries,
+            webhook_failing,
+            webhook_dropped,
             reconciles,
             failures,
             duration,
@@ -178,6 +215,34 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Count one notice delivered to, or given up for, webhook `namespace/webhook`, and set its failing gauge.
+    pub fn webhook_delivery(&self, namespace: &str, webhook: &str, delivered: bool) {
+        let result = if delivered { "delivered" } else { "failed" };
+        let labels =
+            DeliveryLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned(), result: result.to_owned() };
+        self.webhook_deliveries.get_or_create(&labels).inc();
+        let labels = WebhookLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned() };
+        self.webhook_failing.get_or_create(&labels).set(i64::from(!delivered));
+    }
+
+    /// Forget webhook `namespace/webhook` (deleted): its series go.
+    pub fn webhook_removed(&self, namespace: &str, webhook: &str) {
+        self.webhook_failing.remove(&WebhookLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned() });
+        for result in ["delivered", "failed"] {
+            let labels = DeliveryLabels {
+                namespace: namespace.to_owned(),
+                webhook: webhook.to_owned(),
+                result: result.to_owned(),
+            };
+            self.webhook_deliveries.remove(&labels);
+        }
+    }
+
+    /// Count one notice dropped because the delivery queue was full.
+    pub fn webhook_notice_dropped(&self) {
+        self.webhook_dropped.inc();
     }
 
     /// Whether this replica leads.

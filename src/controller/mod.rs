@@ -11,7 +11,7 @@ mod admin;
 mod apply;
 mod decode;
 mod error;
-mod events;
+pub(crate) mod events;
 mod lease;
 mod metrics;
 mod observe;
@@ -19,6 +19,7 @@ mod publisher;
 mod restarts;
 mod run;
 pub mod usage;
+pub mod webhooks;
 
 #[cfg(test)]
 mod tests;
@@ -84,6 +85,8 @@ pub struct Context {
     pub publisher: Arc<Publisher>,
     /// How long after a rotation's swap opted-in workloads are restarted.
     pub restart_delay: jiff::SignedDuration,
+    /// Where lifecycle notices for webhooks go (never waits).
+    pub notifier: webhooks::Notifier,
 }
 
 impl Context {
@@ -105,6 +108,7 @@ impl Context {
             mint,
             publisher,
             restart_delay: crate::plan::restarts::DEFAULT_RESTART_DELAY,
+            notifier: webhooks::Notifier::disabled(),
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct Options {
     pub usage: Option<super::usage::UsageOptions>,
     /// How long after a rotation's swap opted-in workloads are restarted.
     pub restart_delay: jiff::SignedDuration,
+    /// Lifecycle notices to ApiKeyWebhooks; `None` for off.
+    pub webhooks: Option<super::webhooks::WebhookOptions>,
 }
 
 impl Default for Options {
@@ -79,6 +81,7 @@ impl Default for Options {
             reconcile_all: None,
             usage: Some(super::usage::UsageOptions::default()),
             restart_delay: crate::plan::restarts::DEFAULT_RESTART_DELAY,
+            webhooks: Some(super::webhooks::WebhookOptions::default()),
         }
     }
 }
@@ -113,16 +116,15 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
             .with_default_grace(options.settings.default_grace_period)
             .with_metrics(metrics.clone()),
     );
-    let ctx = Arc::new(Context {
-        restart_delay: options.restart_delay,
-        ..Context::with(
-            client.clone(),
-            options.settings.clone(),
-            publisher.clone(),
-            options.clock.clone(),
-            options.mint.clone(),
-        )
-    });
+    let base = Context::with(
+        client.clone(),
+        options.settings.clone(),
+        publisher.clone(),
+        options.clock.clone(),
+        options.mint.clone(),
+    );
+    let (notifier, delivering) = start_webhooks(&client, &options, &base, shutdown.clone()).await;
+    let ctx = Arc::new(Context { restart_delay: options.restart_delay, notifier, ..base });
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
 
     let publishing = tokio::spawn(publisher.clone().run(shutdown.clone()));
@@ -204,10 +206,49 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     if let Some(usage) = usage {
         usage.abort();
     }
+    if let Some(delivering) = delivering {
+        // It saw the shutdown too: it writes what it has into the webhooks' status and stops.
+        let _ = delivering.await;
+    }
     synced.abort();
     metrics.count_keys_from(None);
     health.set_leading(false);
     info!("operator stopped");
+}
+
+/// Start webhook delivery when it is on and its CRD is installed; else notices go nowhere.
+async fn start_webhooks(
+    client: &Client,
+    options: &Options,
+    ctx: &Context,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (super::webhooks::Notifier, Option<tokio::task::JoinHandle<()>>) {
+    use super::webhooks;
+    let Some(settings) = options.webhooks.clone() else { return (webhooks::Notifier::disabled(), None) };
+    match webhooks::installed(client).await {
+        Ok(true) => {
+            let (notifier, task) = webhooks::start(
+                client.clone(),
+                settings,
+                options.clock.clone(),
+                options.metrics.clone(),
+                ctx.recorder.clone(),
+                shutdown,
+            );
+            (notifier, Some(task))
+        }
+        Ok(false) => {
+            warn!(
+                crd = webhooks::WEBHOOK_CRD_NAME,
+                "the ApiKeyWebhook CRD is not installed: no webhook notices are sent"
+            );
+            (webhooks::Notifier::disabled(), None)
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot tell whether the ApiKeyWebhook CRD is installed: no webhook notices are sent");
+            (webhooks::Notifier::disabled(), None)
+        }
+    }
 }
 
 /// What the cache keeps of an ApiKey: identity, generation and state.

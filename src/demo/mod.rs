@@ -111,6 +111,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             interval: Duration::from_millis(300),
             budget: Budget { status_interval: SignedDuration::from_secs(2), ..Budget::default() },
         }),
+        // The demo's examples configure no ApiKeyWebhook (and its in-memory API has no such CRD).
+        webhooks: None,
         ..Options::default()
     };
     let (stop_operator, operator_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -2,25 +2,36 @@
 //! what `kubectl` shows of ApiKeys (the server-side Table, categories, short name, explain).
 
 use super::control_plane::harness_binary;
-use super::support::{cluster, cluster_with_manifests, describe, repo, run_ok};
+use super::support::{cluster, cluster_with_manifests, describe, install_crd, repo, run_ok};
 
 #[test]
 fn the_crd_is_established_and_every_cel_rule_is_within_the_cost_budget() {
     cluster();
-    // The API server's own CRD validation, with each rule's estimated cost beside its limit.
-    let output =
-        std::process::Command::new(harness_binary()).arg("crd-cost").arg(repo("crds/apikey.yaml")).output().unwrap();
+    let rules = cel_rules_within_budget("crds/apikey.yaml");
+    assert!(rules >= 10, "crd-cost lists every CEL rule of the ApiKey CRD, found {rules}");
+}
+
+#[test]
+fn the_webhook_crd_is_established_and_its_cel_rules_are_within_the_cost_budget() {
+    install_crd(cluster(), "crds/apikeywebhook.yaml", "apikeywebhooks.keyward.dev");
+    let rules = cel_rules_within_budget("crds/apikeywebhook.yaml");
+    assert_eq!(rules, 2, "crd-cost lists the url and events rules");
+}
+
+/// The API server's own CRD validation of `file`, with each rule's estimated cost beside its
+/// limit: every rule within a tenth of its budget. Returns how many rules it listed.
+fn cel_rules_within_budget(file: &str) -> usize {
+    let output = std::process::Command::new(harness_binary()).arg("crd-cost").arg(repo(file)).output().unwrap();
     let table = String::from_utf8_lossy(&output.stdout);
-    println!("{table}");
-    assert!(output.status.success(), "the API server's CRD validation refuses crds/apikey.yaml: {}", describe(&output));
-    let rules = table.lines().filter(|l| l.contains("x-kubernetes-validations")).count();
-    assert!(rules >= 10, "crd-cost lists every CEL rule, found {rules}:\n{table}");
+    println!("{file}:\n{table}");
+    assert!(output.status.success(), "the API server's CRD validation refuses {file}: {}", describe(&output));
     for line in table.lines().skip(1) {
         let mut fields = line.split('\t');
         let cost: u64 = fields.next().unwrap().parse().unwrap();
         let limit: u64 = fields.next().unwrap().parse().unwrap();
         assert!(cost <= limit / 10, "a rule within a tenth of its budget leaves room to grow: {line}");
     }
+    table.lines().filter(|l| l.contains("x-kubernetes-validations")).count()
 }
 
 #[test]

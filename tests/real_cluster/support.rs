@@ -54,16 +54,14 @@ pub fn describe(output: &Output) -> String {
 pub fn cluster() -> &'static ControlPlane {
     static CRD: OnceLock<()> = OnceLock::new();
     let plane = control_plane::shared();
-    CRD.get_or_init(|| {
-        run_ok(plane.kubectl().args(["apply", "--server-side", "-f"]).arg(repo("crds/apikey.yaml")));
-        run_ok(plane.kubectl().args([
-            "wait",
-            "--for=condition=Established",
-            "crd/apikeys.keyward.dev",
-            "--timeout=60s",
-        ]));
-    });
+    CRD.get_or_init(|| install_crd(plane, "crds/apikey.yaml", "apikeys.keyward.dev"));
     plane
+}
+
+/// `kubectl apply` the CRD in `file` and wait until the API server has Established `name`.
+pub fn install_crd(plane: &ControlPlane, file: &str, name: &str) {
+    run_ok(plane.kubectl().args(["apply", "--server-side", "-f"]).arg(repo(file)));
+    run_ok(plane.kubectl().args(["wait", "--for=condition=Established", &format!("crd/{name}"), "--timeout=60s"]));
 }
 
 /// `cluster()` plus `kubectl apply -k manifests/` (namespace, ServiceAccount, RBAC,
@@ -200,6 +198,11 @@ pub fn start_operator_with(kubeconfig: &Path, identity: &str, dir: &Path) -> Tet
         "--usage-aggregate-interval",
         "2s",
         "--usage-status-interval",
+        "1s",
+        // Webhook retries and status writes in fractions of a second.
+        "--webhook-retry-base",
+        "200ms",
+        "--webhook-status-interval",
         "1s",
         "--log",
         "info",

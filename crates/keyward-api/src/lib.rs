@@ -1,4 +1,5 @@
-//! The `ApiKey` custom resource (`keyward.dev/v1alpha1`): what users write, and the status the operator reports.
+//! The `ApiKey` custom resource (`keyward.dev/v1alpha1`): what users write, and the status the operator reports;
+//! and `ApiKeyWebhook` (`webhook.rs`), where lifecycle notices of a namespace's keys are sent.
 //!
 //! Spec fields are deliberately lenient Rust types (strings where admission
 //! applies a pattern) so that an object that slipped past admission still
@@ -11,9 +12,13 @@
 
 mod conditions;
 mod crd;
+mod webhook;
 
 pub use conditions::{CONDITION_READY, ConditionUpdate, set_condition};
-pub use crd::{crd, crd_yaml};
+pub use crd::{crd, crd_yaml, webhook_crd, webhook_crd_yaml};
+pub use webhook::{
+    ApiKeyWebhook, ApiKeyWebhookSpec, ApiKeyWebhookStatus, DEFAULT_SECRET_KEY, NoticeType, SecretKeyRef, URL_RULE,
+};
 
 use std::collections::BTreeMap;
 

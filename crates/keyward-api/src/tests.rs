@@ -275,3 +275,66 @@ fn ready_is_always_the_first_condition() {
     let types: Vec<&str> = conditions.iter().map(|c| c.type_.as_str()).collect();
     assert_eq!(types, ["Ready", "Rotating"]);
 }
+
+mod webhook {
+    use kube_cel::Validator;
+    use serde_json::{Value, json};
+
+    use crate::{webhook_crd, webhook_crd_yaml};
+
+    fn schema() -> Value {
+        let crd = serde_json::to_value(webhook_crd()).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    fn cel_failures(spec: Value) -> Vec<String> {
+        let object = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyWebhook", "metadata": {"name": "w"}, "spec": spec});
+        match Validator::new().validate(&schema(), &object, None) {
+            Ok(()) => vec![],
+            Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_checked_in_webhook_crd_matches_the_rust_types() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/apikeywebhook.yaml");
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(checked_in == webhook_crd_yaml(), "crds/apikeywebhook.yaml is out of date: run `make crds`");
+    }
+
+    #[test]
+    fn every_webhook_cel_rule_compiles() {
+        let compiled = kube_cel::compile_schema(&schema());
+        assert!(!compiled.has_errors(), "{:?}", compiled.compilation_errors());
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_it_stays_on_the_node_or_in_the_cluster() {
+        let refused =
+            "url must start with https://, or http:// to localhost, 127.x.x.x, [::1] or <service>.<namespace>.svc";
+        let cases = [
+            ("https://hooks.example.com/keyward", true),
+            ("http://127.0.0.1:8080/hook", true),
+            ("http://localhost/hook", true),
+            ("http://[::1]:9000", true),
+            ("http://receiver.team-a.svc:8080/notices", true),
+            ("http://receiver.team-a.svc.cluster.local/notices", true),
+            ("http://hooks.example.com/keyward", false),
+            ("http://127.0.0.1.example.com/", false),
+            ("http://localhost.example.com/", false),
+            ("http://team-a.svc/", false),
+            ("ftp://hooks.example.com/", false),
+        ];
+        for (url, accepted) in cases {
+            let failures = cel_failures(json!({"url": url, "secretRef": {"name": "hook"}}));
+            let expected: Vec<String> = if accepted { vec![] } else { vec![refused.to_owned()] };
+            assert_eq!(failures, expected, "url {url}");
+        }
+    }
+
+    #[test]
+    fn events_are_listed_once_each() {
+        let spec = json!({"url": "https://h.example/", "secretRef": {"name": "s"}, "events": ["Revoked", "Revoked"]});
+        assert_eq!(cel_failures(spec), vec!["events must be unique".to_owned()]);
+    }
+}

@@ -88,13 +88,16 @@ impl Default for FakeCluster {
 }
 
 impl FakeCluster {
-    /// An empty cluster serving ApiKeys and their status subresource (the CRD object itself is not installed).
+    /// An empty cluster serving ApiKeys and ApiKeyWebhooks with their status subresources (the CRD objects
+    /// themselves are not installed).
     #[must_use]
     pub fn new() -> FakeCluster {
         FakeCluster {
             builder: kube_fake_client::ClientBuilder::new()
                 .with_resource::<ApiKey>()
-                .with_status_subresource::<ApiKey>(),
+                .with_status_subresource::<ApiKey>()
+                .with_resource::<keyward_api::ApiKeyWebhook>()
+                .with_status_subresource::<keyward_api::ApiKeyWebhook>(),
         }
     }
 
@@ -102,6 +105,13 @@ impl FakeCluster {
     #[must_use]
     pub fn with_crd(mut self) -> FakeCluster {
         self.builder = self.builder.with_object(keyward_api::crd());
+        self
+    }
+
+    /// Install the ApiKeyWebhook CustomResourceDefinition too: the operator then delivers webhook notices.
+    #[must_use]
+    pub fn with_webhook_crd(mut self) -> FakeCluster {
+        self.builder = self.builder.with_object(keyward_api::webhook_crd());
         self
     }
 

@@ -5,6 +5,7 @@
 //!   ([`fakeapi::server`]).
 //! - [`kubelet`]: ConfigMap volumes written the way kubelet writes them.
 //! - [`fixtures`]: tokens, records and key sets that read like prose.
+//! - [`receiver`]: a webhook receiver on loopback that records requests and answers as scripted.
 //! - [`wait`]: waiting for what must happen, never asserting how fast.
 
 #![forbid(unsafe_code)]
@@ -12,6 +13,7 @@
 pub mod fakeapi;
 pub mod fixtures;
 pub mod kubelet;
+pub mod receiver;
 pub mod wait;
 
 /// kube-fake-client's interceptors and errors, for tests that make the in-memory API fail.

@@ -1,7 +1,7 @@
 //! Discovery, as `kubectl` reads it before anything else: `/version`, `/api`, `/apis` and one
 //! resource list per group version (the legacy documents; kubectl asks for aggregated
 //! discovery first and falls back to these when the answer is plain JSON). The resources are
-//! kube-fake-client's built-in ones and the ApiKey CRD's, with its short name and category.
+//! kube-fake-client's built-in ones and keyward's CRDs' (ApiKey, ApiKeyWebhook), with short names and category.
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -55,29 +55,36 @@ pub fn resource(prefix: &str, plural: &str) -> Option<Resource> {
     })
 }
 
+/// keyward's CRDs: ApiKey and ApiKeyWebhook.
+fn crds() -> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 2] {
+    [keyward_api::crd(), keyward_api::webhook_crd()]
+}
+
 fn api_key_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {
-    let crd = keyward_api::crd();
-    let names = &crd.spec.names;
-    let served = group == crd.spec.group && crd.spec.versions.iter().any(|v| v.name == version);
-    (served && plural == names.plural).then(|| Resource {
-        kind: names.kind.clone(),
-        singular: names.singular.clone().unwrap_or_default(),
-        namespaced: crd.spec.scope == "Namespaced",
-        short_names: names.short_names.clone().unwrap_or_default(),
-        categories: names.categories.clone().unwrap_or_default(),
-        status: true,
+    crds().into_iter().find_map(|crd| {
+        let names = &crd.spec.names;
+        let served = group == crd.spec.group && crd.spec.versions.iter().any(|v| v.name == version);
+        (served && plural == names.plural).then(|| Resource {
+            kind: names.kind.clone(),
+            singular: names.singular.clone().unwrap_or_default(),
+            namespaced: crd.spec.scope == "Namespaced",
+            short_names: names.short_names.clone().unwrap_or_default(),
+            categories: names.categories.clone().unwrap_or_default(),
+            status: true,
+        })
     })
 }
 
-/// Every (group, version, plural) served: kube-fake-client's built-in resources and the CRD's.
+/// Every (group, version, plural) served: kube-fake-client's built-in resources and the CRDs'.
 fn all() -> Vec<(String, String, String)> {
-    let crd = keyward_api::crd();
     let mut all: Vec<(String, String, String)> = builtin::list_resources()
         .iter()
         .map(|(group, version, _kind, plural)| ((*group).to_owned(), (*version).to_owned(), (*plural).to_owned()))
         .collect();
-    for version in &crd.spec.versions {
-        all.push((crd.spec.group.clone(), version.name.clone(), crd.spec.names.plural.clone()));
+    for crd in crds() {
+        for version in &crd.spec.versions {
+            all.push((crd.spec.group.clone(), version.name.clone(), crd.spec.names.plural.clone()));
+        }
     }
     all
 }
@@ -181,6 +188,8 @@ mod tests {
         assert_eq!(list["resources"][0]["shortNames"], json!(["ak"]));
         assert_eq!(list["resources"][0]["categories"], json!(["keyward"]));
         assert_eq!(list["resources"][1]["name"], "apikeys/status");
+        assert_eq!(list["resources"][2]["name"], "apikeywebhooks");
+        assert_eq!(list["resources"][2]["shortNames"], json!(["akwh"]));
         let groups = groups();
         assert!(groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "keyward.dev"), "{groups}");
         assert!(resource("api/v1", "configmaps").is_some_and(|r| r.namespaced));

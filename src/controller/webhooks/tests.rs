@@ -1,0 +1,371 @@
+//! Delivery to loopback receivers through the in-memory API: signatures, retries, timeouts,
+//! failures shown in status, Events and metrics, and a reconcile that never waits on a webhook.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use keyward_testkit::fakeapi::FakeCluster;
+use keyward_testkit::receiver::{Answer, Receiver};
+use keyward_testkit::wait::eventually;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::Reporter;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::{Notifier, WebhookOptions, start};
+use crate::api::{ApiKey, ApiKeyWebhook, KeyState};
+use crate::controller::events::Recorder;
+use crate::controller::{Clock, Metrics, Options};
+use crate::notice::{
+    HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Notice, RetryPolicy, SigningSecret, notice, verify,
+};
+use crate::plan::{EventKind, PlannedEvent, Reason};
+
+const NS: &str = "team-a";
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn quick(attempts: u32) -> WebhookOptions {
+    WebhookOptions {
+        retry: RetryPolicy { attempts, base: Duration::from_millis(50), cap: Duration::from_millis(200) },
+        default_timeout: Duration::from_secs(2),
+        status_interval: Duration::from_millis(100),
+        ..WebhookOptions::default()
+    }
+}
+
+fn clock() -> Clock {
+    Arc::new(crate::runtime::clock::now)
+}
+
+async fn cluster() -> Client {
+    let client = FakeCluster::new().with_crd().with_webhook_crd().client().await.unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook-signing", "namespace": NS},
+        "data": {"secret": base64_of(SECRET)}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await.unwrap();
+    client
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+async fn webhook(client: &Client, name: &str, spec: Value) {
+    let mut spec = spec;
+    if spec.get("secretRef").is_none() {
+        spec["secretRef"] = json!({"name": "hook-signing"});
+    }
+    let hook: ApiKeyWebhook = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyWebhook",
+        "metadata": {"name": name, "namespace": NS}, "spec": spec
+    }))
+    .unwrap();
+    Api::<ApiKeyWebhook>::namespaced(client.clone(), NS).create(&PostParams::default(), &hook).await.unwrap();
+}
+
+struct Delivery {
+    notifier: Notifier,
+    metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Delivery {
+    fn start(client: &Client, options: WebhookOptions) -> Delivery {
+        let metrics = Arc::new(Metrics::new());
+        let recorder = Recorder::new(client.clone(), Reporter { controller: "keyward".into(), instance: None });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (notifier, task) = start(client.clone(), options, clock(), metrics.clone(), recorder, async move {
+            let _ = stopped.await;
+        });
+        Delivery { notifier, metrics, stop: Some(stop), task }
+    }
+
+    fn metric(&self, series: &str) -> Option<String> {
+        let text = self.metrics.encode();
+        text.lines().find_map(|line| line.strip_prefix(series).map(|v| v.trim().to_owned()))
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap();
+    }
+}
+
+fn key(labels: Value) -> ApiKey {
+    serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
+        "metadata": {"name": "partner", "namespace": NS, "uid": "uid-partner", "generation": 2, "labels": labels},
+        "spec": {"scopes": ["orders:read"]}, "status": {"state": "Revoked"}
+    }))
+    .unwrap()
+}
+
+fn a_notice(reason: Reason, labels: Value) -> Notice {
+    let event = PlannedEvent { kind: EventKind::Normal, reason, note: format!("{reason} for the test") };
+    notice(&key(labels), &event, "0123456789ab", crate::runtime::clock::now()).unwrap()
+}
+
+async fn webhook_status(client: &Client, name: &str) -> Option<crate::api::ApiKeyWebhookStatus> {
+    Api::<ApiKeyWebhook>::namespaced(client.clone(), NS).get(name).await.unwrap().status
+}
+
+fn ready(status: &crate::api::ApiKeyWebhookStatus) -> Option<(String, String, String)> {
+    let c = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn events(client: &Client) -> Vec<(String, String)> {
+    let list = Api::<K8sEvent>::namespaced(client.clone(), NS).list(&ListParams::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ApiKeyWebhook"))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+        .collect()
+}
+
+/// Wait for an Event of `type_` and `reason` about a webhook.
+async fn event_seen(client: &Client, type_: &str, reason: &str) {
+    let wanted = (type_.to_owned(), reason.to_owned());
+    eventually(&format!("a {type_} Event {reason}"), WAIT, || async {
+        events(client).await.contains(&wanted).then_some(())
+    })
+    .await;
+}
+
+/// Whether the receiver's request carries a valid Standard Webhooks signature of its body.
+fn signed(request: &keyward_testkit::receiver::Received) -> bool {
+    let secret = SigningSecret::parse(SECRET.as_bytes()).unwrap();
+    let timestamp: i64 = request.header(HEADER_TIMESTAMP).parse().unwrap();
+    verify(&secret, request.header(HEADER_ID), timestamp, &request.body, request.header(HEADER_SIGNATURE))
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_the_webhook_signed_and_its_status_says_delivered() {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Status(204)]).await.unwrap();
+    webhook(&client, "hook", json!({"url": receiver.url})).await;
+    let delivery = Delivery::start(&client, quick(3));
+    let sent = a_notice(Reason::Revoked, json!({}));
+    delivery.notifier.notify(sent.clone());
+
+    let request = eventually("the notice at the receiver", WAIT, || async { receiver.received().pop() }).await;
+    assert!(signed(&request), "the signature verifies: {:?}", request.headers);
+    assert_eq!(request.header(HEADER_ID), sent.id);
+    assert_eq!(request.header("content-type"), "application/json");
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!((body["type"].as_str(), body["data"]["name"].as_str()), (Some("apikey.revoked"), Some("partner")));
+
+    let status = eventually("status Delivered", WAIT, || async {
+        webhook_status(&client, "hook").await.filter(|s| s.last_delivery_result.as_deref() == Some("Delivered"))
+    })
+    .await;
+    assert_eq!(ready(&status).map(|r| (r.0, r.1)), Some(("True".to_owned(), "Delivered".to_owned())));
+    assert_eq!(status.consecutive_failures, 0);
+    assert_eq!(
+        delivery.metric(r#"keyward_webhook_deliveries_total{namespace="team-a",webhook="hook",result="delivered"}"#),
+        Some("1".to_owned())
+    );
+    assert_eq!(delivery.metric(r#"keyward_webhook_failing{namespace="team-a",webhook="hook"}"#), Some("0".to_owned()));
+    assert!(events(&client).await.is_empty(), "a first delivery that works needs no Event");
+    delivery.stop().await;
+}
+
+#[tokio::test]
+async fn a_receiver_answering_500_gets_the_same_notice_again_until_it_takes_it() {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Status(500), Answer::Status(500), Answer::Status(200)]).await.unwrap();
+    webhook(&client, "hook", json!({"url": receiver.url})).await;
+    let delivery = Delivery::start(&client, quick(5));
+    let sent = a_notice(Reason::Disabled, json!({}));
+    delivery.notifier.notify(sent.clone());
+
+    let attempts =
+        eventually("three attempts", WAIT, || async { Some(receiver.received()).filter(|r| r.len() == 3) }).await;
+    for attempt in &attempts {
+        assert_eq!(attempt.header(HEADER_ID), sent.id, "every attempt carries the notice's id");
+        assert_eq!(attempt.body, sent.body, "every attempt carries the same body");
+        assert!(signed(attempt), "every attempt is signed for its own timestamp");
+    }
+    let status = eventually("status Delivered", WAIT, || async {
+        webhook_status(&client, "hook").await.filter(|s| s.last_delivery_result.as_deref() == Some("Delivered"))
+    })
+    .await;
+    assert_eq!(status.consecutive_failures, 0);
+    assert_eq!(
+        delivery.metric(r#"keyward_webhook_deliveries_total{namespace="team-a",webhook="hook",result="failed"}"#),
+        None,
+        "retried attempts are not failed notices"
+    );
+    delivery.stop().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_is_given_up_after_its_attempts_and_shows_it() {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Hang]).await.unwrap();
+    webhook(&client, "slow", json!({"url": receiver.url, "timeoutSeconds": 1})).await;
+    let delivery = Delivery::start(&client, quick(2));
+    delivery.notifier.notify(a_notice(Reason::Expired, json!({})));
+
+    let status = eventually("status failing", WAIT, || async {
+        webhook_status(&client, "slow").await.filter(|s| s.consecutive_failures == 1)
+    })
+    .await;
+    let (ready_status, reason, message) = ready(&status).unwrap();
+    assert_eq!((ready_status.as_str(), reason.as_str()), ("False", "DeliveryFailing"));
+    assert!(message.contains("given up after 2 attempt(s): Timeout"), "{message}");
+    assert_eq!(status.last_delivery_result.as_deref(), Some("Timeout"));
+    assert_eq!(receiver.received().len(), 2);
+    assert!(!message.contains(&receiver.url), "the URL may hold a credential: {message}");
+    event_seen(&client, "Warning", "DeliveryFailing").await;
+    assert_eq!(delivery.metric(r#"keyward_webhook_failing{namespace="team-a",webhook="slow"}"#), Some("1".to_owned()));
+    delivery.stop().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_keeps_failing_shows_in_status_event_and_metric_until_it_recovers() {
+    let client = cluster().await;
+    let script = vec![Answer::Status(500), Answer::Status(503), Answer::Status(500), Answer::Status(204)];
+    let receiver = Receiver::start(script).await.unwrap();
+    webhook(&client, "hook", json!({"url": receiver.url})).await;
+    let delivery = Delivery::start(&client, quick(3));
+    delivery.notifier.notify(a_notice(Reason::Revoked, json!({})));
+    let status = eventually("status failing", WAIT, || async {
+        webhook_status(&client, "hook").await.filter(|s| s.consecutive_failures == 1)
+    })
+    .await;
+    assert_eq!(status.last_delivery_result.as_deref(), Some("HTTP 500"));
+    event_seen(&client, "Warning", "DeliveryFailing").await;
+    assert_eq!(
+        delivery.metric(r#"keyward_webhook_deliveries_total{namespace="team-a",webhook="hook",result="failed"}"#),
+        Some("1".to_owned())
+    );
+
+    delivery.notifier.notify(a_notice(Reason::Enabled, json!({})));
+    eventually("status recovered", WAIT, || async {
+        webhook_status(&client, "hook")
+            .await
+            .filter(|s| s.consecutive_failures == 0 && ready(s).is_some_and(|r| r.0 == "True"))
+    })
+    .await;
+    event_seen(&client, "Normal", "DeliveryRecovered").await;
+    assert_eq!(delivery.metric(r#"keyward_webhook_failing{namespace="team-a",webhook="hook"}"#), Some("0".to_owned()));
+    delivery.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_get_only_the_kinds_and_keys_they_ask_for() {
+    let client = cluster().await;
+    let revocations = Receiver::start(vec![]).await.unwrap();
+    let payments = Receiver::start(vec![]).await.unwrap();
+    webhook(&client, "revocations", json!({"url": revocations.url, "events": ["Revoked"]})).await;
+    webhook(&client, "payments", json!({"url": payments.url, "selector": {"matchLabels": {"team": "payments"}}})).await;
+    let delivery = Delivery::start(&client, quick(1));
+    let disabled_other = a_notice(Reason::Disabled, json!({"team": "other"}));
+    let revoked_other = a_notice(Reason::Revoked, json!({"team": "other"}));
+    let disabled_payments = a_notice(Reason::Disabled, json!({"team": "payments"}));
+    for notice in [&disabled_other, &revoked_other, &disabled_payments] {
+        delivery.notifier.notify(notice.clone());
+    }
+    let revoked = eventually("the revocation", WAIT, || async { revocations.received().pop() }).await;
+    let payment = eventually("the payments key's notice", WAIT, || async { payments.received().pop() }).await;
+    assert_eq!(revoked.header(HEADER_ID), revoked_other.id);
+    assert_eq!(payment.header(HEADER_ID), disabled_payments.id);
+    // Routed in order, before the later notices each receiver did get: nothing else is on its way.
+    assert_eq!((revocations.received().len(), payments.received().len()), (1, 1));
+    delivery.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_malformed_signing_secret_is_given_up_at_once_and_named_in_status() {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![]).await.unwrap();
+    let malformed: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "short", "namespace": NS},
+        "data": {"secret": base64_of("whsec_c2hvcnQ=")}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &malformed).await.unwrap();
+    webhook(&client, "missing", json!({"url": receiver.url, "secretRef": {"name": "nowhere"}})).await;
+    webhook(&client, "malformed", json!({"url": receiver.url, "secretRef": {"name": "short"}})).await;
+    let delivery = Delivery::start(&client, quick(5));
+    delivery.notifier.notify(a_notice(Reason::Revoked, json!({})));
+    for (name, reason, words) in
+        [("missing", "SecretNotFound", "does not exist"), ("malformed", "InvalidSecret", "decodes to 5 bytes")]
+    {
+        let status = eventually(&format!("{name} failing"), WAIT, || async {
+            webhook_status(&client, name).await.filter(|s| s.consecutive_failures == 1)
+        })
+        .await;
+        let (_, got, message) = ready(&status).unwrap();
+        assert_eq!(got, reason, "{name}: {message}");
+        assert!(message.contains(words) && message.contains("after 1 attempt(s)"), "{name}: {message}");
+        assert!(!message.contains("c2hvcnQ"), "the secret's value is never quoted: {message}");
+    }
+    assert!(receiver.received().is_empty(), "nothing unsigned is ever sent");
+    delivery.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_the_notice_without_waiting() {
+    let metrics = Arc::new(Metrics::new());
+    let (queue, _unread) = tokio::sync::mpsc::channel(1);
+    let notifier = Notifier { queue: Some((queue, metrics.clone())) };
+    notifier.notify(a_notice(Reason::Revoked, json!({})));
+    notifier.notify(a_notice(Reason::Disabled, json!({})));
+    assert!(metrics.encode().contains("keyward_webhook_notices_dropped_total 1\n"), "{}", metrics.encode());
+}
+
+#[tokio::test]
+async fn a_key_disabled_and_enabled_again_is_not_held_up_by_a_webhook_that_never_answers() {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Hang]).await.unwrap();
+    webhook(&client, "stuck", json!({"url": receiver.url, "timeoutSeconds": 60})).await;
+    let settings = crate::plan::Settings {
+        propagation_delay: SignedDuration::from_millis(200),
+        publish_poll: SignedDuration::from_millis(100),
+        ..crate::plan::Settings::default()
+    };
+    let options =
+        Options { settings, webhooks: Some(quick(10)), coalesce: Duration::from_millis(50), ..Options::default() };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(crate::controller::run(client.clone(), options, async move {
+        let _ = stopped.await;
+    }));
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), NS);
+    let key: ApiKey = serde_yaml::from_str(
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner, namespace: team-a}\nspec: {scopes: [orders:read]}\n",
+    )
+    .unwrap();
+    keys.create(&PostParams::default(), &key).await.unwrap();
+    let state = |wanted: KeyState| {
+        let keys = keys.clone();
+        async move { keys.get("partner").await.ok()?.status?.state.filter(|s| *s == wanted).map(|_| ()) }
+    };
+    let active = |on: bool| Patch::Merge(json!({"spec": {"active": on}}));
+    eventually("the key Active", WAIT, || state(KeyState::Active)).await;
+    keys.patch("partner", &PatchParams::default(), &active(false)).await.unwrap();
+    eventually("the key Inactive", WAIT, || state(KeyState::Inactive)).await;
+    eventually("the Disabled notice held open by the receiver", WAIT, || async {
+        receiver.received().pop().filter(|r| r.body.windows(15).any(|w| w == b"apikey.disabled"))
+    })
+    .await;
+    // The same key reconciles again while its Disabled notice hangs (a reconcile of one object
+    // never runs beside another of it): emitting the notice did not wait for the receiver.
+    keys.patch("partner", &PatchParams::default(), &active(true)).await.unwrap();
+    eventually("the key Active again", WAIT, || state(KeyState::Active)).await;
+    let both =
+        eventually("the Enabled notice too", WAIT, || async { Some(receiver.received()).filter(|r| r.len() == 2) })
+            .await;
+    assert!(both.iter().all(signed), "both notices are signed");
+    stop.send(()).unwrap();
+    operator.await.unwrap();
+}
