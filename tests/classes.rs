@@ -1,0 +1,62 @@
+//! The operator's ApiKeyClass rules (`keyward::plan::class`) against the shared table
+//! `tests/classes/cases.yaml`, which the real API server's ValidatingAdmissionPolicy
+//! also judges (tests/real_cluster/classes.rs): one table, two judges.
+
+#[path = "classes/table.rs"]
+mod table;
+
+use jiff::{SignedDuration, Timestamp};
+use keyward::plan::class::{ClassProblem, ClassView, problem, resolve};
+
+const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(1);
+
+#[test]
+fn the_operator_judges_every_shared_class_case_as_the_table_says() {
+    let table = table::table();
+    assert!(table.cases.len() >= 30, "the shared table holds every case, found {}", table.cases.len());
+    let classes = table.class_objects();
+    let now: Timestamp = "2026-03-01T12:00:00Z".parse().unwrap();
+    let mut wrong = Vec::new();
+    for (index, case) in table.cases.iter().enumerate() {
+        let key = case.key(index, now);
+        let view = resolve(&key, &classes, &table.namespaces[&case.namespace]);
+        let verdict = problem(&key, &view, DEFAULT_GRACE);
+        // What admission can see: rule violations. A missing class is the operator's alone.
+        let messages: Vec<String> = match &verdict {
+            Some(ClassProblem::Violations(v)) => v.iter().map(ToString::to_string).collect(),
+            _ => Vec::new(),
+        };
+        if messages != case.refused {
+            wrong.push(format!("{}: expected {:?}, the operator says {:?}", case.name, case.refused, messages));
+        }
+        let held_back = verdict.as_ref().filter(|p| !matches!(p, ClassProblem::Violations(_))).map(ClassProblem::reason);
+        if held_back != case.held_back.as_deref() {
+            wrong.push(format!("{}: held back {:?}, expected {:?}", case.name, held_back, case.held_back));
+        }
+    }
+    assert!(wrong.is_empty(), "the operator disagrees with the table:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn keys_naming_no_class_belong_to_the_one_default_class_and_two_defaults_hold_keys_back() {
+    let table = table::table();
+    let mut classes = table.class_objects();
+    let key = table.cases[0].key(0, Timestamp::UNIX_EPOCH);
+    assert!(key.spec.class_name.is_none());
+    let labels = &table.namespaces["class-client"];
+    assert!(matches!(resolve(&key, &classes, labels), ClassView::Found(c) if c.name == "client"));
+
+    let partner = classes.iter_mut().find(|c| c.metadata.name.as_deref() == Some("partner")).unwrap();
+    partner.metadata.annotations =
+        Some([(keyward::api::DEFAULT_CLASS_ANNOTATION.to_owned(), "true".to_owned())].into());
+    let view = resolve(&key, &classes, labels);
+    assert_eq!(view, ClassView::AmbiguousDefault(vec!["client".to_owned(), "partner".to_owned()]));
+    let held = problem(&key, &view, DEFAULT_GRACE).expect("two defaults hold the key back");
+    assert_eq!(held.reason(), "ClassAmbiguous");
+    assert!(held.message().contains("client, partner"), "{}", held.message());
+
+    // No default and no className: no class applies (classes are opt-in until one is default).
+    let none: Vec<_> = classes.into_iter().filter(|c| !keyward::plan::class::is_default(c)).collect();
+    assert_eq!(resolve(&key, &none, labels), ClassView::Unclassed);
+    assert_eq!(problem(&key, &ClassView::Unclassed, DEFAULT_GRACE), None);
+}
