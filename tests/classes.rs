@@ -29,7 +29,8 @@ fn the_operator_judges_every_shared_class_case_as_the_table_says() {
         if messages != case.refused {
             wrong.push(format!("{}: expected {:?}, the operator says {:?}", case.name, case.refused, messages));
         }
-        let held_back = verdict.as_ref().filter(|p| !matches!(p, ClassProblem::Violations(_))).map(ClassProblem::reason);
+        let held_back =
+            verdict.as_ref().filter(|p| !matches!(p, ClassProblem::Violations(_))).map(ClassProblem::reason);
         if held_back != case.held_back.as_deref() {
             wrong.push(format!("{}: held back {:?}, expected {:?}", case.name, held_back, case.held_back));
         }

@@ -54,7 +54,9 @@ pub fn is_default(class: &ApiKeyClass) -> bool {
     class.metadata.annotations.as_ref().and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)).is_some_and(|v| v == "true")
 }
 
-/// The class `key` is held to among `classes`: `spec.className`, else the one default class.
+/// The class `key` is held to among `classes`: `spec.className`, else the one default
+/// class, else the class it was held to before (`status.className`), so a key never
+/// leaves a class because the default class went away.
 #[must_use]
 pub fn resolve(key: &ApiKey, classes: &[ApiKeyClass], namespace_labels: &BTreeMap<String, String>) -> ClassView {
     let found = |class: &ApiKeyClass| {
@@ -72,7 +74,15 @@ pub fn resolve(key: &ApiKey, classes: &[ApiKeyClass], namespace_labels: &BTreeMa
     }
     let defaults: Vec<&ApiKeyClass> = classes.iter().filter(|c| is_default(c)).collect();
     match defaults[..] {
-        [] => ClassView::Unclassed,
+        // Held to a default class before: still held to it (or held back when it is gone),
+        // so deleting or un-marking the default class never widens a key.
+        [] => match key.status.as_ref().and_then(|s| s.class_name.as_ref()) {
+            Some(previous) => classes
+                .iter()
+                .find(|c| c.metadata.name.as_ref() == Some(previous))
+                .map_or_else(|| ClassView::Missing(previous.clone()), found),
+            None => ClassView::Unclassed,
+        },
         [class] => found(class),
         _ => {
             let mut names: Vec<String> = defaults.iter().filter_map(|c| c.metadata.name.clone()).collect();
@@ -208,7 +218,8 @@ pub fn check(key: &ApiKey, class: &FoundClass, default_grace: SignedDuration) ->
         }
     }
     if let Some(max) = &spec.max_rate_limit {
-        let within = key.spec.rate_limit.as_ref().or(spec.default_rate_limit.as_ref()).is_some_and(|r| rate_within(r, max));
+        let within =
+            key.spec.rate_limit.as_ref().or(spec.default_rate_limit.as_ref()).is_some_and(|r| rate_within(r, max));
         if !within {
             broken(
                 "maxRateLimit",
@@ -253,7 +264,8 @@ fn allows(rule: &ScopeRule, scope: &str) -> bool {
 /// Whether `key` (requests per period, burst) is within `max`: cross-multiplied, so no rounding.
 fn rate_within(key: &RateLimitSpec, max: &RateLimitSpec) -> bool {
     let (Some(key_period), Some(max_period)) = (seconds(&key.period), seconds(&max.period)) else { return false };
-    let rate_ok = i128::from(key.requests) * i128::from(max_period) <= i128::from(max.requests) * i128::from(key_period);
+    let rate_ok =
+        i128::from(key.requests) * i128::from(max_period) <= i128::from(max.requests) * i128::from(key_period);
     rate_ok && key.burst.unwrap_or(key.requests) <= max.burst.unwrap_or(max.requests)
 }
 

@@ -64,7 +64,9 @@ async fn the_api_servers_policy_and_the_operator_agree_on_every_shared_class_cas
         match (outcome, case.refused.first()) {
             (Ok(()), None) => {}
             (Ok(()), Some(expected)) => disagreements.push(format!("{}: accepted, expected {expected:?}", case.name)),
-            (Err(message), None) => disagreements.push(format!("{}: refused ({message}), expected acceptance", case.name)),
+            (Err(message), None) => {
+                disagreements.push(format!("{}: refused ({message}), expected acceptance", case.name))
+            }
             (Err(message), Some(expected)) => {
                 // What `kubectl apply` prints: the policy, the binding and the first rule broken.
                 let shown = format!(
@@ -73,12 +75,17 @@ async fn the_api_servers_policy_and_the_operator_agree_on_every_shared_class_cas
                 if !message.ends_with(&shown[shown.find("ValidatingAdmissionPolicy").unwrap()..])
                     || !message.starts_with("422 Invalid")
                 {
-                    disagreements.push(format!("{}: the API server says {message:?}, expected {expected:?}", case.name));
+                    disagreements
+                        .push(format!("{}: the API server says {message:?}, expected {expected:?}", case.name));
                 }
             }
         }
     }
-    assert!(disagreements.is_empty(), "the API server's policy disagrees with the table:\n{}", disagreements.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "the API server's policy disagrees with the table:\n{}",
+        disagreements.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -109,9 +116,7 @@ async fn a_key_broken_by_a_narrowed_class_can_be_labelled_and_deleted_but_not_ed
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), ns);
     let edit = json!({"spec": {"displayName": "still writing"}});
     let refusal = eventually("the narrowed class refuses an edit of the key", Duration::from_secs(60), || async {
-        keys.patch("writer", &PatchParams { dry_run: true, ..PatchParams::default() }, &Patch::Merge(&edit))
-            .await
-            .err()
+        keys.patch("writer", &PatchParams { dry_run: true, ..PatchParams::default() }, &Patch::Merge(&edit)).await.err()
     })
     .await;
     assert!(

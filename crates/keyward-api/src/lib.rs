@@ -13,11 +13,11 @@ mod class;
 mod conditions;
 mod crd;
 
-pub use conditions::{CONDITION_READY, ConditionUpdate, set_condition};
 pub use class::{
     ApiKeyClass, ApiKeyClassSpec, DEFAULT_CLASS_ANNOTATION, NamespaceSelector, RESOURCE_PATTERN_PATTERN, ScopeRule,
     SelectorRequirement, class_crd, class_crd_yaml,
 };
+pub use conditions::{CONDITION_READY, ConditionUpdate, set_condition};
 pub use crd::{crd, crd_yaml};
 
 use std::collections::BTreeMap;
@@ -176,7 +176,10 @@ pub struct ApiKeySpec {
     /// `apikeyclass.keyward.dev/is-default-class: "true"`, if there is one (as StorageClass
     /// does); `status.className` shows the class in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+    )]
     pub class_name: Option<String>,
 }
 

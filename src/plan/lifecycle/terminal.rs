@@ -77,7 +77,11 @@ impl Draft<'_> {
     /// was fixed, the class appeared): say so, since the key is published again.
     pub(super) fn class_kept(&mut self) {
         let held_back = [Reason::ClassViolation, Reason::ClassNotFound, Reason::ClassAmbiguous];
-        if self.old.conditions.first().is_some_and(|c| held_back.iter().any(|r| c.reason == *r)) {
+        // Only a key that had a token: a new key says so with `Created`, and its status (and
+        // so the old condition) is not written until it is Ready.
+        if self.old.current_key.is_some()
+            && self.old.conditions.first().is_some_and(|c| held_back.iter().any(|r| c.reason == *r))
+        {
             let class = crate::plan::class::class_name(&self.observed.class).unwrap_or("(none)");
             let note = format!("The key keeps its ApiKeyClass {class} again and is published");
             self.event(EventKind::Normal, Reason::ClassSatisfied, note);

@@ -55,29 +55,36 @@ pub fn resource(prefix: &str, plural: &str) -> Option<Resource> {
     })
 }
 
+/// keyward's CRDs: ApiKey and ApiKeyClass.
+fn crds() -> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 2] {
+    [keyward_api::crd(), keyward_api::class_crd()]
+}
+
 fn api_key_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {
-    let crd = keyward_api::crd();
-    let names = &crd.spec.names;
-    let served = group == crd.spec.group && crd.spec.versions.iter().any(|v| v.name == version);
-    (served && plural == names.plural).then(|| Resource {
-        kind: names.kind.clone(),
-        singular: names.singular.clone().unwrap_or_default(),
-        namespaced: crd.spec.scope == "Namespaced",
-        short_names: names.short_names.clone().unwrap_or_default(),
-        categories: names.categories.clone().unwrap_or_default(),
-        status: true,
+    crds().into_iter().find_map(|crd| {
+        let names = &crd.spec.names;
+        let served = group == crd.spec.group && crd.spec.versions.iter().any(|v| v.name == version);
+        (served && plural == names.plural).then(|| Resource {
+            kind: names.kind.clone(),
+            singular: names.singular.clone().unwrap_or_default(),
+            namespaced: crd.spec.scope == "Namespaced",
+            short_names: names.short_names.clone().unwrap_or_default(),
+            categories: names.categories.clone().unwrap_or_default(),
+            status: crd.spec.versions.iter().any(|v| v.subresources.as_ref().is_some_and(|s| s.status.is_some())),
+        })
     })
 }
 
-/// Every (group, version, plural) served: kube-fake-client's built-in resources and the CRD's.
+/// Every (group, version, plural) served: kube-fake-client's built-in resources and the CRDs'.
 fn all() -> Vec<(String, String, String)> {
-    let crd = keyward_api::crd();
     let mut all: Vec<(String, String, String)> = builtin::list_resources()
         .iter()
         .map(|(group, version, _kind, plural)| ((*group).to_owned(), (*version).to_owned(), (*plural).to_owned()))
         .collect();
-    for version in &crd.spec.versions {
-        all.push((crd.spec.group.clone(), version.name.clone(), crd.spec.names.plural.clone()));
+    for crd in crds() {
+        for version in &crd.spec.versions {
+            all.push((crd.spec.group.clone(), version.name.clone(), crd.spec.names.plural.clone()));
+        }
     }
     all
 }
