@@ -45,16 +45,16 @@ fn keys_naming_no_class_belong_to_the_one_default_class_and_two_defaults_hold_ke
     let key = table.cases[0].key(0, Timestamp::UNIX_EPOCH);
     assert!(key.spec.class_name.is_none());
     let labels = &table.namespaces["class-client"];
-    assert!(matches!(resolve(&key, &classes, labels), ClassView::Found(c) if c.name == "client"));
+    assert!(matches!(resolve(&key, &classes, labels), ClassView::Found(c) if c.name == "customers"));
 
-    let partner = classes.iter_mut().find(|c| c.metadata.name.as_deref() == Some("partner")).unwrap();
-    partner.metadata.annotations =
+    let partners = classes.iter_mut().find(|c| c.metadata.name.as_deref() == Some("partners")).unwrap();
+    partners.metadata.annotations =
         Some([(keyward::api::DEFAULT_CLASS_ANNOTATION.to_owned(), "true".to_owned())].into());
     let view = resolve(&key, &classes, labels);
-    assert_eq!(view, ClassView::AmbiguousDefault(vec!["client".to_owned(), "partner".to_owned()]));
+    assert_eq!(view, ClassView::AmbiguousDefault(vec!["customers".to_owned(), "partners".to_owned()]));
     let held = problem(&key, &view, DEFAULT_GRACE).expect("two defaults hold the key back");
     assert_eq!(held.reason(), "ClassAmbiguous");
-    assert!(held.message().contains("client, partner"), "{}", held.message());
+    assert!(held.message().contains("customers, partners"), "{}", held.message());
 
     // No default and no className: no class applies (classes are opt-in until one is default).
     let none: Vec<_> = classes.into_iter().filter(|c| !keyward::plan::class::is_default(c)).collect();

@@ -8,7 +8,6 @@
 
 mod real_cluster {
     pub mod admission;
-    pub mod classes;
     pub mod control_plane;
     #[path = "../fake_vs_real/fake.rs"]
     pub mod fake;

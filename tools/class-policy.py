@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes manifests/classes/policy.yaml: the ValidatingAdmissionPolicy (and its binding)
+"""Writes manifests/classes/policy.yaml (and the Helm chart's copy): the ValidatingAdmissionPolicy (and its binding)
 that enforces ApiKeyClasses at admission. Its rules and messages are those of
 src/plan/class.rs; tests/classes/cases.yaml holds both to one table of cases
 (tests/classes.rs for the Rust rules, tests/real_cluster/classes.rs for this policy on
@@ -119,8 +119,11 @@ def main():
         out.append(f"    # {rule}\n    - expression: {json.dumps(expression)}\n"
                    f"      messageExpression: {json.dumps(message_expression)}\n      message: {json.dumps(message)}")
     out.append(BINDING)
-    with open("manifests/classes/policy.yaml", "w") as f:
-        f.write("\n".join(out))
+    text = "\n".join(out)
+    # The kustomize base and the Helm chart carry the same objects (tools/chart-drift.py).
+    for path in ("manifests/classes/policy.yaml", "charts/keyward/templates/classes-policy.yaml"):
+        with open(path, "w") as f:
+            f.write(text)
 
 
 if __name__ == "__main__":
