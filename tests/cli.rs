@@ -40,11 +40,26 @@ fn crd_prints_the_checked_in_crd() {
 }
 
 #[test]
-fn the_helm_chart_carries_the_checked_in_crd() {
+fn crd_class_prints_the_checked_in_apikeyclass_crd() {
+    let out = keyward(&["crd", "--class"], "");
+    assert!(out.status.success());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/apikeyclass.yaml");
+    let checked_in = std::fs::read_to_string(path).unwrap();
+    assert_eq!(stdout(&out), checked_in, "crds/apikeyclass.yaml is out of date: run `make crds`");
+}
+
+#[test]
+fn the_helm_chart_carries_the_checked_in_crds_and_class_policy() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let checked_in = std::fs::read_to_string(root.join("crds/apikey.yaml")).unwrap();
-    let chart = std::fs::read_to_string(root.join("charts/keyward/crds/apikey.yaml")).unwrap_or_default();
-    assert!(chart == checked_in, "charts/keyward/crds/apikey.yaml differs from crds/apikey.yaml: run `make crds`");
+    for (base, chart) in [
+        ("crds/apikey.yaml", "charts/keyward/crds/apikey.yaml"),
+        ("crds/apikeyclass.yaml", "charts/keyward/crds/apikeyclass.yaml"),
+        ("manifests/classes/policy.yaml", "charts/keyward/templates/classes-policy.yaml"),
+    ] {
+        let checked_in = std::fs::read_to_string(root.join(base)).unwrap();
+        let copy = std::fs::read_to_string(root.join(chart)).unwrap_or_default();
+        assert!(copy == checked_in, "{chart} differs from {base}: run `make crds` (CRDs) or tools/class-policy.py");
+    }
 }
 
 #[test]

@@ -186,7 +186,7 @@ fn kubectl_discovers_applies_gets_and_deletes_api_keys_on_the_fake_apiserver() {
     // The columns the real API server shows (tests/real_cluster/install.rs), from the server-side Table.
     let listed = served.kubectl_ok(&["get", "apikeys", "-n", "team-a"], "");
     let header: Vec<&str> = listed.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header.join(" "), "NAME STATE PREFIX SCOPES EXPIRES NEXT ROTATION LAST USED AGE", "{listed}");
+    assert_eq!(header.join(" "), "NAME STATE PREFIX CLASS SCOPES EXPIRES NEXT ROTATION LAST USED AGE", "{listed}");
     assert!(listed.contains("[\"orders:read\"]"), "{listed}");
     assert_eq!(served.kubectl_ok(&["get", "ak", "-n", "team-a", "-o", "name"], "").lines().count(), 2);
     let category = served.kubectl_ok(&["get", "keyward", "-n", "team-a", "-o", "name"], "");
