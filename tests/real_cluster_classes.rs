@@ -13,7 +13,6 @@ mod support;
 
 use std::time::Duration;
 
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use keyward::api::{ApiKey, ApiKeyClass};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -54,7 +53,7 @@ async fn install_table(client: &Client, table: &table::Table) {
     // Policies, bindings and params reach the admission plugin through informers: wait for a refusal.
     let probe = table.cases.iter().position(|c| !c.refused.is_empty()).unwrap();
     eventually("the class policy refuses a key", Duration::from_secs(60), || async {
-        create(client, &table.cases[probe].key(probe, Timestamp::now()), false).await.err()
+        create(client, &table.cases[probe].key(probe, keyward::runtime::clock::now()), false).await.err()
     })
     .await;
 }
@@ -68,12 +67,12 @@ async fn the_api_servers_policy_and_the_operator_agree_on_every_shared_class_cas
 
     let mut disagreements = Vec::new();
     for (index, case) in table.cases.iter().enumerate() {
-        let outcome = create(&client, &case.key(index, Timestamp::now()), false).await;
+        let outcome = create(&client, &case.key(index, keyward::runtime::clock::now()), false).await;
         match (outcome, case.refused.first()) {
             (Ok(()), None) => {}
             (Ok(()), Some(expected)) => disagreements.push(format!("{}: accepted, expected {expected:?}", case.name)),
             (Err(message), None) => {
-                disagreements.push(format!("{}: refused ({message}), expected acceptance", case.name))
+                disagreements.push(format!("{}: refused ({message}), expected acceptance", case.name));
             }
             (Err(message), Some(expected)) => {
                 // What `kubectl apply` prints: the policy, the binding and the first rule broken.
@@ -163,8 +162,10 @@ async fn the_example_classes_and_keys_are_published_by_the_operator_and_a_narrow
     let refused = apply_yaml(plane, &shipped);
     assert!(!refused.status.success(), "the shipped client key needs a date: {}", describe(&refused));
     // With an expiresAt too far ahead, the class policy names its rule.
-    let far =
-        shipped.replace("EXPIRES_AT", &(Timestamp::now() + jiff::SignedDuration::from_hours(24 * 120)).to_string());
+    let far = shipped.replace(
+        "EXPIRES_AT",
+        &(keyward::runtime::clock::now() + jiff::SignedDuration::from_hours(24 * 120)).to_string(),
+    );
     let refused =
         eventually("the class policy refuses a client key living too long", Duration::from_secs(60), || async {
             let output = apply_yaml(plane, &far);
@@ -173,8 +174,10 @@ async fn the_example_classes_and_keys_are_published_by_the_operator_and_a_narrow
         .await;
     assert!(refused.contains("ApiKeyClass client (maxLifetime): expiresAt is required, at most 90d"), "{refused}");
     // As the file's comment says: within 90 days.
-    let dated =
-        shipped.replace("EXPIRES_AT", &(Timestamp::now() + jiff::SignedDuration::from_hours(24 * 60)).to_string());
+    let dated = shipped.replace(
+        "EXPIRES_AT",
+        &(keyward::runtime::clock::now() + jiff::SignedDuration::from_hours(24 * 60)).to_string(),
+    );
     let output = apply_yaml(plane, &dated);
     assert!(output.status.success(), "{}", describe(&output));
 

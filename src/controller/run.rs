@@ -164,12 +164,10 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         })
     };
     let measured = metrics.clone();
-    let keys_of_class = controller.store();
-    let mut controller = controller
-        .owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed))
-        .watches(Api::<ApiKeyClass>::all(client.clone()), watcher::Config::default(), move |class: ApiKeyClass| {
-            class_members(&keys_of_class, &class)
-        });
+    let mut controller = watch_classes(
+        controller.owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed)),
+        &client,
+    );
     if let Some(notify) = options.reconcile_all.clone() {
         let nudges = futures::stream::unfold(notify, |notify| async move {
             notify.notified().await;
@@ -213,6 +211,14 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     metrics.count_keys_from(None);
     health.set_leading(false);
     info!("operator stopped");
+}
+
+/// Reconcile the keys of an ApiKeyClass whenever it changes or goes ([`class_members`]).
+fn watch_classes(controller: Controller<ApiKey>, client: &Client) -> Controller<ApiKey> {
+    let keys = controller.store();
+    controller.watches(Api::<ApiKeyClass>::all(client.clone()), watcher::Config::default(), move |class| {
+        class_members(&keys, &class)
+    })
 }
 
 /// The ApiKeys to reconcile when `class` changed (or was deleted): those that name it, were

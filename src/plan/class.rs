@@ -239,7 +239,7 @@ pub fn check(key: &ApiKey, class: &FoundClass, default_grace: SignedDuration) ->
         }
     }
     if let Some(sets) = &spec.allowed_key_sets
-        && !sets.iter().any(|s| *s == key.spec.key_set)
+        && !sets.contains(&key.spec.key_set)
     {
         broken("allowedKeySets", format!("key set {} is not allowed", key.spec.key_set));
     }

@@ -148,7 +148,7 @@ fn a_stored_name_the_key_set_format_cannot_carry_is_reported_and_never_published
     assert!(plan.mint.is_none() && plan.secret.is_none(), "nothing is written");
     assert_ne!(plan.publish, Publish::Now);
     assert!(
-        crate::plan::records_with(&key, None, &Default::default(), DEFAULT_GRACE, at(T0))
+        crate::plan::records_with(&key, None, &crate::plan::class::ClassView::default(), DEFAULT_GRACE, at(T0))
             .iter()
             .all(|r| r.validate().is_err())
     );
