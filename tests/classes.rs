@@ -1,6 +1,7 @@
 //! The operator's ApiKeyClass rules (`keyward::plan::class`) against the shared table
 //! `tests/classes/cases.yaml`, which the real API server's ValidatingAdmissionPolicy
-//! also judges (tests/real_cluster/classes.rs): one table, two judges.
+//! also judges (tests/real_cluster_classes.rs): one table, two judges. Also the
+//! example classes and keys of `examples/classes/`.
 
 #[path = "classes/table.rs"]
 mod table;
@@ -60,4 +61,35 @@ fn keys_naming_no_class_belong_to_the_one_default_class_and_two_defaults_hold_ke
     let none: Vec<_> = classes.into_iter().filter(|c| !keyward::plan::class::is_default(c)).collect();
     assert_eq!(resolve(&key, &none, labels), ClassView::Unclassed);
     assert_eq!(problem(&key, &ClassView::Unclassed, DEFAULT_GRACE), None);
+}
+
+/// Every document of a YAML file in examples/classes/, `EXPIRES_AT` replaced by `expires_at`.
+fn example_docs<T: serde::de::DeserializeOwned>(file: &str, expires_at: &str) -> Vec<T> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/classes").join(file);
+    let text = std::fs::read_to_string(path).unwrap().replace("EXPIRES_AT", expires_at);
+    serde_yaml::Deserializer::from_str(&text).map(|doc| serde::Deserialize::deserialize(doc).unwrap()).collect()
+}
+
+#[test]
+fn every_example_key_keeps_its_example_class_in_its_example_namespace() {
+    let now: Timestamp = "2026-03-01T12:00:00Z".parse().unwrap();
+    let classes: Vec<keyward::api::ApiKeyClass> = example_docs("classes.yaml", "");
+    assert_eq!(classes.len(), 3, "client, partner, internal");
+    let namespaces: Vec<k8s_openapi::api::core::v1::Namespace> = example_docs("namespaces.yaml", "");
+    let dated = (now + SignedDuration::from_hours(24 * 60)).to_string();
+    let mut keys: Vec<keyward::api::ApiKey> = example_docs("keys.yaml", "");
+    keys.extend(example_docs::<keyward::api::ApiKey>("client-key.yaml", &dated));
+    assert_eq!(keys.len(), 3, "one key per class");
+    for mut key in keys {
+        key.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        let namespace = namespaces.iter().find(|n| n.metadata.name == key.metadata.namespace).unwrap();
+        let view = resolve(&key, &classes, &namespace.metadata.labels.clone().unwrap_or_default());
+        assert!(matches!(&view, ClassView::Found(c) if Some(&c.name) == key.spec.class_name.as_ref()), "{view:?}");
+        assert_eq!(problem(&key, &view, DEFAULT_GRACE), None, "{:?} keeps its class", key.metadata.name);
+        // The same key in another example namespace breaks its class's namespaceSelector.
+        let elsewhere = namespaces.iter().find(|n| n.metadata.name != key.metadata.namespace).unwrap();
+        let view = resolve(&key, &classes, &elsewhere.metadata.labels.clone().unwrap_or_default());
+        let Some(ClassProblem::Violations(v)) = problem(&key, &view, DEFAULT_GRACE) else { panic!("{view:?}") };
+        assert!(v.iter().any(|v| v.rule == "namespaceSelector"), "{v:?}");
+    }
 }

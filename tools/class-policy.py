@@ -2,7 +2,7 @@
 """Writes manifests/classes/policy.yaml (and the Helm chart's copy): the ValidatingAdmissionPolicy (and its binding)
 that enforces ApiKeyClasses at admission. Its rules and messages are those of
 src/plan/class.rs; tests/classes/cases.yaml holds both to one table of cases
-(tests/classes.rs for the Rust rules, tests/real_cluster/classes.rs for this policy on
+(tests/classes.rs for the Rust rules, tests/real_cluster_classes.rs for this policy on
 the real API server). Run from the repository root: python3 tools/class-policy.py
 """
 import json

@@ -5,7 +5,7 @@
 //! the operator re-checks stored keys (created before the class tightened, or while the
 //! policy was not installed). One table of cases (`tests/classes/cases.yaml`) is judged
 //! by this module (`tests/classes.rs`) and by the real API server's policy
-//! (`tests/real_cluster/classes.rs`).
+//! (`tests/real_cluster_classes.rs`).
 //!
 //! Pure: no client, no clock. A key's lifetime is measured from its
 //! `metadata.creationTimestamp`, which admission sees too, so both judges agree

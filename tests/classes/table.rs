@@ -1,5 +1,5 @@
 //! `tests/classes/cases.yaml`, read by both judges: the operator's rules (tests/classes.rs)
-//! and the real API server's ValidatingAdmissionPolicy (tests/real_cluster/classes.rs).
+//! and the real API server's ValidatingAdmissionPolicy (tests/real_cluster_classes.rs).
 
 // Each judge uses a part.
 #![allow(dead_code)]
