@@ -48,12 +48,27 @@ fn crd_kind_apikeywebhook_prints_the_checked_in_webhook_crd() {
 }
 
 #[test]
-fn the_helm_chart_carries_the_checked_in_crds() {
+fn crd_kind_apikeyclass_prints_the_checked_in_apikeyclass_crd() {
+    let out = keyward(&["crd", "--kind", "ApiKeyClass"], "");
+    assert!(out.status.success());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/apikeyclass.yaml");
+    let checked_in = std::fs::read_to_string(path).unwrap();
+    assert_eq!(stdout(&out), checked_in, "crds/apikeyclass.yaml is out of date: run `make crds`");
+}
+
+#[test]
+
+fn the_helm_chart_carries_the_checked_in_crds_and_class_policy() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for file in ["apikey.yaml", "apikeywebhook.yaml"] {
-        let checked_in = std::fs::read_to_string(root.join("crds").join(file)).unwrap();
-        let chart = std::fs::read_to_string(root.join("charts/keyward/crds").join(file)).unwrap_or_default();
-        assert!(chart == checked_in, "charts/keyward/crds/{file} differs from crds/{file}: run `make crds`");
+    for (base, chart) in [
+        ("crds/apikey.yaml", "charts/keyward/crds/apikey.yaml"),
+        ("crds/apikeyclass.yaml", "charts/keyward/crds/apikeyclass.yaml"),
+        ("crds/apikeywebhook.yaml", "charts/keyward/crds/apikeywebhook.yaml"),
+        ("manifests/classes/policy.yaml", "charts/keyward/templates/classes-policy.yaml"),
+    ] {
+        let checked_in = std::fs::read_to_string(root.join(base)).unwrap();
+        let copy = std::fs::read_to_string(root.join(chart)).unwrap_or_default();
+        assert!(copy == checked_in, "{chart} differs from {base}: run `make crds` (CRDs) or tools/class-policy.py");
     }
 }
 

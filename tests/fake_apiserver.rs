@@ -176,8 +176,15 @@ fn kubectl_discovers_applies_gets_and_deletes_api_keys_on_the_fake_apiserver() {
     let served = Served::start();
     served.kubectl_ok(&["apply", "-f", "-"], "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n");
     let resources = served.kubectl_ok(&["api-resources", "--api-group=keyward.dev"], "");
-    let row: Vec<&str> = resources.lines().nth(1).unwrap_or_default().split_whitespace().collect();
-    assert_eq!(row, ["apikeys", "ak", "keyward.dev/v1alpha1", "true", "ApiKey"], "{resources}");
+    let rows: Vec<Vec<&str>> = resources.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows,
+        [
+            ["apikeyclasses", "akc", "keyward.dev/v1alpha1", "false", "ApiKeyClass"],
+            ["apikeys", "ak", "keyward.dev/v1alpha1", "true", "ApiKey"]
+        ],
+        "{resources}"
+    );
 
     assert!(served.kubectl_ok(&["apply", "-f", "-"], CRM).contains("apikey.keyward.dev/crm created"));
     let applied = served.kubectl_ok(&["apply", "--server-side", "-f", "-"], &CRM.replace("crm", "partner"));
@@ -186,7 +193,7 @@ fn kubectl_discovers_applies_gets_and_deletes_api_keys_on_the_fake_apiserver() {
     // The columns the real API server shows (tests/real_cluster/install.rs), from the server-side Table.
     let listed = served.kubectl_ok(&["get", "apikeys", "-n", "team-a"], "");
     let header: Vec<&str> = listed.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header.join(" "), "NAME STATE PREFIX SCOPES EXPIRES NEXT ROTATION LAST USED AGE", "{listed}");
+    assert_eq!(header.join(" "), "NAME STATE PREFIX CLASS SCOPES EXPIRES NEXT ROTATION LAST USED AGE", "{listed}");
     assert!(listed.contains("[\"orders:read\"]"), "{listed}");
     assert_eq!(served.kubectl_ok(&["get", "ak", "-n", "team-a", "-o", "name"], "").lines().count(), 2);
     let category = served.kubectl_ok(&["get", "keyward", "-n", "team-a", "-o", "name"], "");

@@ -64,6 +64,8 @@ COMPARED = {
     "Deployment": ["spec"],
     "PodDisruptionBudget": ["spec"],
     "Service": ["spec"],
+    "ValidatingAdmissionPolicy": ["spec"],
+    "ValidatingAdmissionPolicyBinding": ["spec"],
 }
 
 

@@ -33,11 +33,14 @@ enum CrdKind {
     /// `apikeywebhooks.keyward.dev` (crds/apikeywebhook.yaml).
     #[value(name = "ApiKeyWebhook")]
     ApiKeyWebhook,
+    /// `apikeyclasses.keyward.dev` (crds/apikeyclass.yaml).
+    #[value(name = "ApiKeyClass")]
+    ApiKeyClass,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a CustomResourceDefinition as YAML: ApiKey, or ApiKeyWebhook with `--kind`.
+    /// Print a CustomResourceDefinition as YAML: ApiKey, or ApiKeyWebhook or ApiKeyClass with `--kind`.
     Crd {
         /// Which CRD to print.
         #[arg(long, value_enum, default_value = "ApiKey")]
@@ -95,6 +98,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Crd { kind: CrdKind::ApiKey } => print_stdout(&crate::api::crd_yaml()),
         Command::Crd { kind: CrdKind::ApiKeyWebhook } => print_stdout(&crate::api::webhook_crd_yaml()),
+        Command::Crd { kind: CrdKind::ApiKeyClass } => print_stdout(&crate::api::class_crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
         Command::Operator(args) => operator_cmd::run_operator(&args),

@@ -9,6 +9,7 @@
 
 mod admin;
 mod apply;
+mod classes;
 mod decode;
 mod error;
 pub(crate) mod events;

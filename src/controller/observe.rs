@@ -27,7 +27,8 @@ pub(super) async fn observe(ctx: &Context, key: &ApiKey) -> Result<Seen, Error> 
     let name = key.metadata.name.as_deref().ok_or(Error::MissingField("metadata.name"))?;
     let published = ctx.publisher.published_by(&key_set_id(key)?, name).await?;
     let held = ctx.publisher.held(uid);
-    Ok(Seen { observed: Observed { secret: view, published, held }, secret })
+    let class = super::classes::read(&ctx.client, namespace(key)?).await?.resolve(key);
+    Ok(Seen { observed: Observed { secret: view, published, held, class }, secret })
 }
 
 fn facts(secret: &Secret, uid: &str) -> SecretFacts {

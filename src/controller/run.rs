@@ -21,11 +21,12 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::{ApiKey, ApiKeySpec, ApiKeyStatus};
+use crate::api::{ApiKey, ApiKeyClass, ApiKeySpec, ApiKeyStatus};
 use crate::keyset::KeySetId;
 use crate::plan::{LABEL_KEYSET, LABEL_MANAGED_BY, MANAGED_BY, Settings};
 
@@ -165,8 +166,10 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         })
     };
     let measured = metrics.clone();
-    let mut controller =
-        controller.owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed));
+    let mut controller = watch_classes(
+        controller.owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed)),
+        &client,
+    );
     if let Some(notify) = options.reconcile_all.clone() {
         let nudges = futures::stream::unfold(notify, |notify| async move {
             notify.notified().await;
@@ -251,7 +254,32 @@ async fn start_webhooks(
     }
 }
 
-/// What the cache keeps of an ApiKey: identity, generation and state.
+/// Reconcile the keys of an ApiKeyClass whenever it changes or goes ([`class_members`]).
+fn watch_classes(controller: Controller<ApiKey>, client: &Client) -> Controller<ApiKey> {
+    let keys = controller.store();
+    controller.watches(Api::<ApiKeyClass>::all(client.clone()), watcher::Config::default(), move |class| {
+        class_members(&keys, &class)
+    })
+}
+
+/// The ApiKeys to reconcile when `class` changed (or was deleted): those that name it, were
+/// held to it (`status.className`), or name no class while it is marked default.
+fn class_members(keys: &reflector::Store<ApiKey>, class: &ApiKeyClass) -> Vec<ObjectRef<ApiKey>> {
+    let name = class.name_any();
+    let default = crate::plan::class::is_default(class);
+    keys.state()
+        .iter()
+        .filter(|key| {
+            let named = key.spec.class_name.as_ref();
+            named == Some(&name)
+                || key.status.as_ref().and_then(|s| s.class_name.as_ref()) == Some(&name)
+                || (named.is_none() && default)
+        })
+        .map(|key| ObjectRef::from_obj(key.as_ref()))
+        .collect()
+}
+
+/// What the cache keeps of an ApiKey: identity, generation, state and class names.
 ///
 /// Reconcile reads the stored ApiKey with a GET before it plans (the cache may lag
 /// its own last write), and the cache only triggers reconciles and counts keys by
@@ -268,11 +296,15 @@ fn slim(object: DynamicObject) -> ApiKey {
         deletion_timestamp: meta.deletion_timestamp,
         ..ObjectMeta::default()
     };
+    let text = |value: Option<&serde_json::Value>| value.and_then(serde_json::Value::as_str).map(str::to_owned);
     let status = object.data.get("status").map(|status| ApiKeyStatus {
         state: status.get("state").and_then(|state| serde_json::from_value(state.clone()).ok()),
+        class_name: text(status.get("className")),
         ..ApiKeyStatus::default()
     });
-    ApiKey { metadata, spec: ApiKeySpec::default(), status }
+    // The class names, so that a class change requeues the keys of the class ([`class_members`]).
+    let spec = ApiKeySpec { class_name: text(object.data.pointer("/spec/className")), ..ApiKeySpec::default() };
+    ApiKey { metadata, spec, status }
 }
 
 async fn watch_shards(client: Client, publisher: Arc<Publisher>, resync: Duration, shutdown: impl Future<Output = ()>) {

@@ -63,6 +63,11 @@ pub fn notice_type(reason: Reason) -> Option<NoticeType> {
         | Reason::KeySetChanged
         | Reason::CleanedUp
         | Reason::Unpublished
+        | Reason::ClassViolation
+        | Reason::ClassNotFound
+        | Reason::ClassAmbiguous
+        | Reason::ClassSatisfied
+        | Reason::ClassDefaultChanged
         | Reason::Deleted => None,
     }
 }

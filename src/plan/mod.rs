@@ -19,6 +19,7 @@
 //! The Secret layout ([`DATA_TOKEN`], [`DATA_NEXT_TOKEN`], labels) and the
 //! state machine are documented in `docs/lifecycle.md`.
 
+pub mod class;
 mod lifecycle;
 mod reason;
 mod records;
@@ -95,6 +96,8 @@ pub struct Observed {
     /// before status names it ([`Plan::hold`]), with the time the publisher
     /// wrote it into the key set (`version.publishedAt`) if it has.
     pub held: Option<Held>,
+    /// The key's ApiKeyClass ([`class::resolve`]).
+    pub class: class::ClassView,
 }
 
 /// A new current token that is published before status names it.

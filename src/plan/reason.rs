@@ -61,6 +61,16 @@ reasons! {
     InvalidSpec,
     /// Condition and Event: the Secret exists and belongs to someone else.
     SecretConflict,
+    /// Condition and Event: the key breaks a rule of its ApiKeyClass; it is not published.
+    ClassViolation,
+    /// Condition and Event: the key's ApiKeyClass does not exist; it is not published.
+    ClassNotFound,
+    /// Condition and Event: the key names no class and several are marked default; it is not published.
+    ClassAmbiguous,
+    /// Event: a key held back by its ApiKeyClass keeps it again and is published.
+    ClassSatisfied,
+    /// Event: the rate limit the key has from its ApiKeyClass's default changed.
+    ClassDefaultChanged,
     // Events of lifecycle steps.
     /// Event: the first token was written to the Secret.
     Created,

@@ -15,17 +15,22 @@ use crate::keyset::{Record, RecordState};
 use crate::token::KeyHash;
 
 use super::Held;
+use super::class::{ClassView, effective_rate_limit, problem};
 use super::validate::validate;
 
 /// The records `key` contributes to its key set at `now`; `default_grace` is
 /// the operator's default grace period, which decides whether the spec is valid.
 ///
+/// `class` is the key's ApiKeyClass as resolved ([`super::class::resolve`]): a key that
+/// breaks its class, names a class that does not exist, or has several default classes
+/// contributes nothing; a key without a rate limit is published with its class's default.
+///
 /// Deleted, revoked, expired or invalid keys contribute nothing (fail closed);
 /// an inactive key's tokens stay listed as inactive so the verifier can say why
 /// it refuses them.
 #[must_use]
-pub fn records_for(key: &ApiKey, default_grace: SignedDuration, now: Timestamp) -> Vec<Record> {
-    records_from(key, key.status.as_ref(), None, default_grace, now)
+pub fn records_for(key: &ApiKey, class: &ClassView, default_grace: SignedDuration, now: Timestamp) -> Vec<Record> {
+    records_from(key, key.status.as_ref(), None, class, default_grace, now)
 }
 
 /// The records `key` contributes while the publisher holds `held` for it
@@ -33,8 +38,14 @@ pub fn records_for(key: &ApiKey, default_grace: SignedDuration, now: Timestamp) 
 /// names none. Everything that takes access away from a stored key (deleted,
 /// revoked, expired, invalid, inactive) applies to the held token alike.
 #[must_use]
-pub fn records_with(key: &ApiKey, held: Option<&Held>, default_grace: SignedDuration, now: Timestamp) -> Vec<Record> {
-    records_from(key, key.status.as_ref(), held.map(|h| &h.version), default_grace, now)
+pub fn records_with(
+    key: &ApiKey,
+    held: Option<&Held>,
+    class: &ClassView,
+    default_grace: SignedDuration,
+    now: Timestamp,
+) -> Vec<Record> {
+    records_from(key, key.status.as_ref(), held.map(|h| &h.version), class, default_grace, now)
 }
 
 /// The records of `key` with `status` in place of its stored one, and `held`
@@ -43,10 +54,19 @@ pub(super) fn records_from(
     key: &ApiKey,
     status: Option<&ApiKeyStatus>,
     held: Option<&KeyVersion>,
+    class: &ClassView,
     default_grace: SignedDuration,
     now: Timestamp,
 ) -> Vec<Record> {
     let Ok(spec) = validate(&key.spec, default_grace) else { return Vec::new() };
+    if problem(key, class, default_grace).is_some() {
+        return Vec::new();
+    }
+    let rate_limit = match (&spec.rate_limit, effective_rate_limit(key, class)) {
+        (Some(own), _) => Some(own.clone()),
+        (None, Some(default)) => super::validate::rate_limit(default),
+        (None, None) => None,
+    };
     let (Some(namespace), Some(name)) = (key.metadata.namespace.as_deref(), key.metadata.name.as_deref()) else {
         return Vec::new();
     };
@@ -83,7 +103,7 @@ pub(super) fn records_from(
             not_before,
             not_after,
             state,
-            rate_limit: spec.rate_limit.clone(),
+            rate_limit: rate_limit.clone(),
         });
     }
     records

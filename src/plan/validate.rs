@@ -105,14 +105,7 @@ pub fn validate(spec: &ApiKeySpec, default_grace: SignedDuration) -> Result<Vali
         }),
     };
     let rotation = spec.rotation.as_ref().and_then(|r| rotation(r, default_grace, &mut errors));
-    let rate_limit = spec.rate_limit.as_ref().and_then(|limit| {
-        let period = duration("spec.rateLimit.period", Some(&limit.period), &mut errors)?;
-        if limit.requests == 0 || limit.burst == Some(0) || period.get().is_zero() {
-            errors.push(err("spec.rateLimit", "requests, burst and period must be above zero"));
-            return None;
-        }
-        Some(RateLimit { requests: limit.requests, period, burst: limit.burst.unwrap_or(limit.requests) })
-    });
+    let rate_limit = spec.rate_limit.as_ref().and_then(|limit| rate_limit_into(limit, &mut errors));
     let expire_after_unused = duration("spec.expireAfterUnused", spec.expire_after_unused.as_deref(), &mut errors);
     let retain_expired_for = duration("spec.retainExpiredFor", spec.retain_expired_for.as_deref(), &mut errors);
     let expiry_notices = spec.expiry_notices.as_deref().map(|texts| expiry_notices(texts, &mut errors));
@@ -174,6 +167,20 @@ pub fn validate(spec: &ApiKeySpec, default_grace: SignedDuration) -> Result<Vali
     } else {
         Err(errors)
     }
+}
+
+fn rate_limit_into(limit: &crate::api::RateLimitSpec, errors: &mut Vec<SpecError>) -> Option<RateLimit> {
+    let period = duration("spec.rateLimit.period", Some(&limit.period), errors)?;
+    if limit.requests == 0 || limit.burst == Some(0) || period.get().is_zero() {
+        errors.push(err("spec.rateLimit", "requests, burst and period must be above zero"));
+        return None;
+    }
+    Some(RateLimit { requests: limit.requests, period, burst: limit.burst.unwrap_or(limit.requests) })
+}
+
+/// A rate limit from elsewhere (an ApiKeyClass's default), parsed; `None` when it is not valid.
+pub(super) fn rate_limit(limit: &crate::api::RateLimitSpec) -> Option<RateLimit> {
+    rate_limit_into(limit, &mut Vec::new())
 }
 
 fn scopes(texts: &[String], errors: &mut Vec<SpecError>) -> Vec<Scope> {

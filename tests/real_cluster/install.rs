@@ -107,12 +107,12 @@ fn kubectl_shows_the_documented_columns_category_short_name_and_field_docs() {
         let out = run_ok(plane.kubectl().args(["get", "-n", "kubectl-view"]).args(args));
         out.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ")
     };
-    let columns = "NAME STATE PREFIX SCOPES EXPIRES NEXT ROTATION LAST USED AGE";
+    let columns = "NAME STATE PREFIX CLASS SCOPES EXPIRES NEXT ROTATION LAST USED AGE";
     assert_eq!(header(&["apikeys"]), columns);
     // -o wide adds the requests allowed in the last 24 hours (status.usage).
     assert_eq!(
         header(&["apikeys", "-o", "wide"]),
-        "NAME STATE PREFIX SCOPES EXPIRES NEXT ROTATION LAST USED REQUESTS 24H AGE"
+        "NAME STATE PREFIX CLASS SCOPES EXPIRES NEXT ROTATION LAST USED REQUESTS 24H AGE"
     );
     assert_eq!(header(&["ak"]), columns, "short name ak");
     let category = run_ok(plane.kubectl().args(["get", "keyward", "-n", "kubectl-view", "-o", "name"]));

@@ -54,7 +54,7 @@ fn with_kubernetes_formats(mut crd: CustomResourceDefinition) -> CustomResourceD
 
 /// Rewrite schemars' unsigned integer formats to the ones Kubernetes knows:
 /// API servers from 1.34 warn about `uint32`/`uint64` on every apply.
-fn kubernetes_integer_formats(schema: &mut JSONSchemaProps) {
+pub(super) fn kubernetes_integer_formats(schema: &mut JSONSchemaProps) {
     match schema.format.as_deref() {
         Some("uint32") => schema.format = Some("int32".to_owned()),
         Some("uint64") => schema.format = Some("int64".to_owned()),

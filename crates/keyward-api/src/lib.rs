@@ -10,10 +10,15 @@
 // Test helpers take owned fixtures so that tables of cases read as plain values.
 #![cfg_attr(test, allow(clippy::needless_pass_by_value))]
 
+mod class;
 mod conditions;
 mod crd;
 mod webhook;
 
+pub use class::{
+    ApiKeyClass, ApiKeyClassSpec, DEFAULT_CLASS_ANNOTATION, NamespaceSelector, RESOURCE_PATTERN_PATTERN, ScopeRule,
+    SelectorRequirement, class_crd, class_crd_yaml,
+};
 pub use conditions::{CONDITION_READY, ConditionUpdate, set_condition};
 pub use crd::{crd, crd_yaml, webhook_crd, webhook_crd_yaml};
 pub use webhook::{
@@ -61,6 +66,12 @@ pub const ROTATE_ANNOTATION: &str = "keyward.dev/rotate";
         type_ = "string",
         json_path = ".status.prefix",
         description = "The first characters of the current token"
+    ),
+    printcolumn(
+        name = "Class",
+        type_ = "string",
+        json_path = ".status.className",
+        description = "The ApiKeyClass the key is checked against: spec.className, or the default class"
     ),
     printcolumn(name = "Scopes", type_ = "string", json_path = ".spec.scopes", description = "What the key may do"),
     printcolumn(
@@ -177,6 +188,16 @@ pub struct ApiKeySpec {
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
     #[x_kube(validation = Rule::new(keyward_contract::duration::cel_positive_rule()).message("must be longer than zero"))]
     pub retain_expired_for: Option<String>,
+
+    /// The ApiKeyClass whose policy the key must keep. Absent means the class annotated
+    /// `apikeyclass.keyward.dev/is-default-class: "true"`, if there is one (as StorageClass
+    /// does); `status.className` shows the class in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+    )]
+    pub class_name: Option<String>,
 }
 
 /// The spec as an empty YAML body would deserialise (no scopes yet, so not valid).
@@ -197,6 +218,7 @@ impl Default for ApiKeySpec {
             expire_after_unused: None,
             expiry_notices: None,
             retain_expired_for: None,
+            class_name: None,
         }
     }
 }
@@ -383,6 +405,10 @@ pub struct ApiKeyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+
+    /// The ApiKeyClass the key was last checked against: `spec.className`, or the default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
 
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

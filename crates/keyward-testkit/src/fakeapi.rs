@@ -97,7 +97,8 @@ impl FakeCluster {
                 .with_resource::<ApiKey>()
                 .with_status_subresource::<ApiKey>()
                 .with_resource::<keyward_api::ApiKeyWebhook>()
-                .with_status_subresource::<keyward_api::ApiKeyWebhook>(),
+                .with_status_subresource::<keyward_api::ApiKeyWebhook>()
+                .with_resource::<keyward_api::ApiKeyClass>(),
         }
     }
 
@@ -135,8 +136,9 @@ impl FakeCluster {
     }
 
     /// A `kube::Client` without the watch layer, for tests that call reconcile directly and never watch.
+    /// Only cluster-scoped ApiKeyClass paths are rewritten ([`CLUSTER_SCOPE_NAMESPACE`]).
     pub async fn plain_client(self) -> Result<kube::Client, kube_fake_client::Error> {
-        self.builder.build().await
+        Ok(kube::Client::new(ClusterScope(self.builder.build().await?), "default"))
     }
 
     /// A `kube::Client` talking to the cluster in process.
@@ -704,7 +706,7 @@ impl tower::Service<Request<Body>> for WatchService {
         let this = self.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let path = parts.uri.path().to_owned();
+            let path = cluster_scoped_stored(parts.uri.path());
             let query = parts.uri.query().unwrap_or("").to_owned();
             let method = parts.method.clone();
             let metadata = wants_metadata_only(&parts.headers);
@@ -753,6 +755,63 @@ impl tower::Service<Request<Body>> for WatchService {
             };
             this.write(write).await
         })
+    }
+}
+
+/// Where kube-fake-client keeps ApiKeyClasses: it holds every registered custom resource
+/// in a namespace, so the cluster-scoped ApiKeyClass is served from this one (objects
+/// read back carry it as `metadata.namespace`, a known difference from an API server).
+pub const CLUSTER_SCOPE_NAMESPACE: &str = "keyward-fake-cluster-scope";
+
+/// kube-fake-client behind nothing but the ApiKeyClass path rewrite ([`cluster_scoped_stored`])
+/// and Namespaces, which kube-fake-client cannot serve: none exists (a GET answers 404).
+#[derive(Clone)]
+struct ClusterScope(kube::Client);
+
+impl tower::Service<Request<Body>> for ClusterScope {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let client = self.0.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            if parts.method == http::Method::GET && parts.uri.path().starts_with("/api/v1/namespaces/") {
+                let name = parts.uri.path().trim_start_matches("/api/v1/namespaces/");
+                if !name.is_empty() && !name.contains('/') {
+                    let status = json!({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                        "message": format!("namespaces \"{name}\" not found"),
+                    });
+                    return Ok(Response::builder()
+                        .status(StatusCode::NOT_FOUND)
+                        .body(Body::from(status.to_string().into_bytes()))?);
+                }
+            }
+            let path = cluster_scoped_stored(parts.uri.path());
+            let uri = match parts.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            parts.uri = uri.parse()?;
+            Ok(client.send(Request::from_parts(parts, body)).await?)
+        })
+    }
+}
+
+/// `path` with a cluster-scoped ApiKeyClass path turned into the namespaced one it is stored under.
+fn cluster_scoped_stored(path: &str) -> String {
+    const CLASSES: &str = "/apis/keyward.dev/v1alpha1/apikeyclasses";
+    match path.strip_prefix(CLASSES) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            format!("/apis/keyward.dev/v1alpha1/namespaces/{CLUSTER_SCOPE_NAMESPACE}/apikeyclasses{rest}")
+        }
+        _ => path.to_owned(),
     }
 }
 

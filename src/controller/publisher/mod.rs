@@ -191,6 +191,7 @@ impl Publisher {
         let keys: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &id.namespace, &decode::api_resource());
         // A page at a time: only one page of ApiKeys is held while records are built.
+        let classes = super::classes::read(&self.client, &id.namespace).await?;
         let mut all = Vec::new();
         let mut unrecorded = HashSet::new();
         let mut params = ListParams::default().limit(LIST_PAGE);
@@ -205,7 +206,7 @@ impl Publisher {
             );
             all.extend(items.iter().filter(|k| k.spec.key_set == id.name).flat_map(|k| {
                 let held = k.metadata.uid.as_deref().and_then(|uid| held.get(uid));
-                records_with(k, held, self.default_grace, now).into_iter().filter(publishable)
+                records_with(k, held, &classes.resolve(k), self.default_grace, now).into_iter().filter(publishable)
             }));
             match page.metadata.continue_ {
                 Some(token) if !token.is_empty() => {

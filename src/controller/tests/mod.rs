@@ -1,5 +1,6 @@
 //! Controller tests against kube-fake-client, one topic per file: each lifecycle path, injected faults, idempotence, no leaks.
 
+mod classes;
 mod controller_loop;
 mod create;
 mod deletion;

@@ -19,6 +19,7 @@ use crate::api::{
 use crate::keyset::{Record, RecordState};
 use crate::token::KeyHash;
 
+use super::class::ClassProblem;
 use super::records::{records_from, version_hash};
 use super::validate::{SpecError, ValidSpec, validate, validate_name};
 use super::{
@@ -51,6 +52,9 @@ enum Phase {
     Revoked,
     /// Past `expiresAt`, for good.
     Expired(ValidSpec),
+    /// The key breaks its ApiKeyClass, or its class is missing or ambiguous: nothing is
+    /// published until that changes.
+    ClassBlocked(ClassProblem),
     /// A working key: issue, repair, rotate, retire.
     Live(ValidSpec),
 }
@@ -83,6 +87,8 @@ impl Phase {
             Phase::Revoked
         } else if super::unused::has_expired(&spec, old, now) {
             Phase::Expired(spec)
+        } else if let Some(problem) = super::class::problem(key, &observed.class, settings.default_grace_period) {
+            Phase::ClassBlocked(problem)
         } else {
             Phase::Live(spec)
         }
@@ -107,8 +113,14 @@ pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: 
             draft.expire(&spec);
             draft.finish()
         }
+        Phase::ClassBlocked(problem) => {
+            draft.follow_moves();
+            draft.class_blocked(&problem);
+            draft.finish_without_secret()
+        }
         Phase::Live(spec) => {
             draft.follow_moves();
+            draft.class_kept();
             draft.live(&spec);
             draft.finish()
         }
@@ -284,7 +296,16 @@ impl<'a> Draft<'a> {
     fn assemble(mut self, secret: Option<DesiredSecret>) -> Plan {
         self.status.observed_generation = self.key.metadata.generation;
         let held = self.out.hold.as_ref().map(|h| &h.version);
-        let records = records_from(self.key, Some(&self.status), held, self.settings.default_grace_period, self.now);
+        self.status.class_name = super::class::class_name(&self.observed.class).map(str::to_owned);
+        let records = records_from(
+            self.key,
+            Some(&self.status),
+            held,
+            &self.observed.class,
+            self.settings.default_grace_period,
+            self.now,
+        );
+        self.note_class_default(&records);
         let publish = publish_urgency(&self.observed.published, &records);
         // While a token is being minted, status waits for the pass that adopts
         // it; while a new token is held, for the pass that finds it Ready.
@@ -307,6 +328,27 @@ impl<'a> Draft<'a> {
             events: self.out.events,
             delete_apikey: self.out.delete_apikey,
             requeue_at,
+        }
+    }
+}
+
+impl Draft<'_> {
+    /// A key without its own rate limit is published with its class's default; when
+    /// that default changes (up or down) under a published key, each such key says so
+    /// in an Event: a class change never changes a published key silently.
+    fn note_class_default(&mut self, records: &[Record]) {
+        if self.key.spec.rate_limit.is_some() {
+            return;
+        }
+        let (Some(old), Some(new)) = (self.observed.published.first(), records.first()) else { return };
+        if old.rate_limit != new.rate_limit {
+            let class = super::class::class_name(&self.observed.class).unwrap_or("(none)");
+            let limit = new.rate_limit.as_ref().map_or_else(
+                || "no rate limit".to_owned(),
+                |r| format!("{} per {} (burst {})", r.requests, r.period, r.burst),
+            );
+            let note = format!("The rate limit from ApiKeyClass {class}'s defaultRateLimit is now {limit}");
+            self.event(EventKind::Normal, Reason::ClassDefaultChanged, note);
         }
     }
 }

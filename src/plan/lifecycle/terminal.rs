@@ -4,6 +4,7 @@ use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::KeyState;
+use crate::plan::class::ClassProblem;
 use crate::plan::validate::{SpecError, ValidSpec};
 use crate::plan::{EventKind, Finalizer, Plan, PlannedEvent, Publish, Reason, secret_name};
 
@@ -51,6 +52,40 @@ impl Draft<'_> {
         let mut plan = self.finish_without_secret();
         plan.spec_errors = errors;
         plan
+    }
+
+    /// The key breaks its ApiKeyClass (or the class is missing or ambiguous): unpublished,
+    /// Ready=False naming the class and rule, a Warning Event when that news is new. The
+    /// Secret is left as it is, so the key works again with the same token once it keeps
+    /// its class. No requeue: a change of the key or of a class reconciles it again.
+    pub(super) fn class_blocked(&mut self, problem: &ClassProblem) {
+        let reason = match problem {
+            ClassProblem::Violations(_) => Reason::ClassViolation,
+            ClassProblem::Missing(_) => Reason::ClassNotFound,
+            ClassProblem::AmbiguousDefault(_) => Reason::ClassAmbiguous,
+        };
+        let message = problem.message();
+        self.status.state = Some(KeyState::Error);
+        let changed = self.old.conditions.first().is_none_or(|c| c.reason != reason || c.message != message);
+        if changed {
+            self.event(EventKind::Warning, reason, format!("The key is not published: {message}"));
+        }
+        self.ready(false, reason, message);
+    }
+
+    /// A key that was held back by its class keeps it again (the class widened, the key
+    /// was fixed, the class appeared): say so, since the key is published again.
+    pub(super) fn class_kept(&mut self) {
+        let held_back = [Reason::ClassViolation, Reason::ClassNotFound, Reason::ClassAmbiguous];
+        // Only a key that had a token: a new key says so with `Created`, and its status (and
+        // so the old condition) is not written until it is Ready.
+        if self.old.current_key.is_some()
+            && self.old.conditions.first().is_some_and(|c| held_back.iter().any(|r| c.reason == *r))
+        {
+            let class = crate::plan::class::class_name(&self.observed.class).unwrap_or("(none)");
+            let note = format!("The key keeps its ApiKeyClass {class} again and is published");
+            self.event(EventKind::Normal, Reason::ClassSatisfied, note);
+        }
     }
 
     pub(super) fn secret_conflict(mut self) -> Plan {

@@ -218,7 +218,13 @@ impl World {
 
     /// What the key set would hold if the publisher rebuilt it now.
     pub fn publishable(&self) -> Vec<crate::keyset::Record> {
-        crate::plan::records_with(&self.key, self.held.as_ref(), self.settings.default_grace_period, self.now)
+        crate::plan::records_with(
+            &self.key,
+            self.held.as_ref(),
+            &self.observed.class,
+            self.settings.default_grace_period,
+            self.now,
+        )
     }
 
     /// A publisher rebuild: write the key's records, note when a held hash was

@@ -87,7 +87,8 @@ fn after_the_swap_the_previous_token_keeps_working_for_the_grace_period() {
 
     assert_eq!(world.current_token(), &next, "the Secret now holds the next token");
     assert_eq!(world.secret_tokens.1, None, "next-token is removed by the swap");
-    let records = crate::plan::records_for(&world.key, world.settings.default_grace_period, world.now);
+    let records =
+        crate::plan::records_for(&world.key, &world.observed.class, world.settings.default_grace_period, world.now);
     let previous = records.iter().find(|r| r.hash == old.hash()).expect("previous still published");
     let grace_end = later(&world, jiff::SignedDuration::from_hours(2));
     assert_eq!(previous.not_after, Some(grace_end));

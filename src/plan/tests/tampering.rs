@@ -15,7 +15,8 @@ fn a_deleted_secret_is_repaired_with_a_new_token_and_the_old_one_gets_a_grace_pe
     world.after(mins(1));
 
     assert_eq!(world.mints, 2);
-    let records = crate::plan::records_for(&world.key, world.settings.default_grace_period, world.now);
+    let records =
+        crate::plan::records_for(&world.key, &world.observed.class, world.settings.default_grace_period, world.now);
     assert_eq!(records.len(), 2, "new token plus the old one in its grace period");
     let old_record = records.iter().find(|r| r.hash == old.hash()).unwrap();
     assert_eq!(old_record.not_after, Some(later(&world, jiff::SignedDuration::from_hours(1))));

@@ -153,5 +153,9 @@ fn a_stored_name_the_key_set_format_cannot_carry_is_reported_and_never_published
     assert!(status.conditions[0].message.contains("metadata.name"), "{}", status.conditions[0].message);
     assert!(plan.mint.is_none() && plan.secret.is_none(), "nothing is written");
     assert_ne!(plan.publish, Publish::Now);
-    assert!(crate::plan::records_with(&key, None, DEFAULT_GRACE, at(T0)).iter().all(|r| r.validate().is_err()));
+    assert!(
+        crate::plan::records_with(&key, None, &crate::plan::class::ClassView::default(), DEFAULT_GRACE, at(T0))
+            .iter()
+            .all(|r| r.validate().is_err())
+    );
 }

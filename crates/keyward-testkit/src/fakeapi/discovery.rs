@@ -55,9 +55,9 @@ pub fn resource(prefix: &str, plural: &str) -> Option<Resource> {
     })
 }
 
-/// keyward's CRDs: ApiKey and ApiKeyWebhook.
-fn crds() -> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 2] {
-    [keyward_api::crd(), keyward_api::webhook_crd()]
+/// keyward's CRDs: ApiKey, ApiKeyWebhook and ApiKeyClass.
+fn crds() -> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 3] {
+    [keyward_api::crd(), keyward_api::webhook_crd(), keyward_api::class_crd()]
 }
 
 fn api_key_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {
@@ -70,7 +70,7 @@ fn api_key_resource(group: &str, version: &str, plural: &str) -> Option<Resource
             namespaced: crd.spec.scope == "Namespaced",
             short_names: names.short_names.clone().unwrap_or_default(),
             categories: names.categories.clone().unwrap_or_default(),
-            status: true,
+            status: crd.spec.versions.iter().any(|v| v.subresources.as_ref().is_some_and(|s| s.status.is_some())),
         })
     })
 }

@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn a_key_is_a_row_of_the_printer_columns() {
         let key = json!({"metadata": {"name": "crm", "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"scopes": ["orders:read"]}, "status": {"state": "Active"}});
+            "spec": {"scopes": ["orders:read"]}, "status": {"state": "Active", "className": "partner"}});
         let table = api_keys(
             &json!({"items": [key], "metadata": {"resourceVersion": "7"}}),
             "2026-01-01T00:05:00Z".parse().unwrap(),
@@ -91,11 +91,22 @@ mod tests {
         // `Requests 24h` has priority 1: kubectl shows it with `-o wide` only.
         assert_eq!(
             names,
-            ["Name", "State", "Prefix", "Scopes", "Expires", "Next rotation", "Last used", "Requests 24h", "Age"]
+            [
+                "Name",
+                "State",
+                "Prefix",
+                "Class",
+                "Scopes",
+                "Expires",
+                "Next rotation",
+                "Last used",
+                "Requests 24h",
+                "Age"
+            ]
         );
         assert_eq!(
             table["rows"][0]["cells"],
-            json!(["crm", "Active", null, "[\"orders:read\"]", null, null, null, null, "5m0s"])
+            json!(["crm", "Active", null, "partner", "[\"orders:read\"]", null, null, null, null, "5m0s"])
         );
     }
 }
