@@ -55,7 +55,9 @@ harness:
 # The Helm chart carries a copy (Helm reads CRDs from the chart's crds/ only); tests/cli.rs fails when they differ.
 crds:
 	cargo run --quiet --locked -- crd > crds/apikey.yaml
+	cargo run --quiet --locked -- crd --keyset > crds/keyset.yaml
 	cp crds/apikey.yaml charts/keyward/crds/apikey.yaml
+	cp crds/keyset.yaml charts/keyward/crds/keyset.yaml
 
 bench:
 	cargo bench
@@ -106,6 +108,7 @@ CHART_ALL := --set namespace.create=true --set serviceMonitor.enabled=true --set
   --set 'verifierRBAC.namespaces={team-a,team-b}'
 chart-check: helm $(VENV)/bin/kubernetes-validate
 	cmp crds/apikey.yaml $(CHART)/crds/apikey.yaml || (echo "$(CHART)/crds/apikey.yaml differs from crds/apikey.yaml: run make crds"; exit 1)
+	cmp crds/keyset.yaml $(CHART)/crds/keyset.yaml || (echo "$(CHART)/crds/keyset.yaml differs from crds/keyset.yaml: run make crds"; exit 1)
 	$(HELM) lint --strict --kube-version 1.33.0 $(CHART)
 	$(HELM) lint --strict --kube-version 1.33.0 $(CHART) $(CHART_ALL)
 	$(HELM) template keyward $(CHART) --kube-version 1.33.0 --namespace keyward-system --include-crds --set namespace.create=true > target/chart.yaml

@@ -32,19 +32,23 @@ fn new_token(prefix: &str) -> String {
 }
 
 #[test]
-fn crd_prints_the_checked_in_crd() {
-    let out = keyward(&["crd"], "");
-    assert!(out.status.success());
-    let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/apikey.yaml")).unwrap();
-    assert_eq!(stdout(&out), checked_in);
+fn crd_prints_the_checked_in_crds() {
+    for (args, file) in [(&["crd"][..], "crds/apikey.yaml"), (&["crd", "--keyset"][..], "crds/keyset.yaml")] {
+        let out = keyward(args, "");
+        assert!(out.status.success());
+        let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+        assert_eq!(stdout(&out), checked_in, "{file}: run `make crds`");
+    }
 }
 
 #[test]
-fn the_helm_chart_carries_the_checked_in_crd() {
+fn the_helm_chart_carries_the_checked_in_crds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let checked_in = std::fs::read_to_string(root.join("crds/apikey.yaml")).unwrap();
-    let chart = std::fs::read_to_string(root.join("charts/keyward/crds/apikey.yaml")).unwrap_or_default();
-    assert!(chart == checked_in, "charts/keyward/crds/apikey.yaml differs from crds/apikey.yaml: run `make crds`");
+    for file in ["apikey.yaml", "keyset.yaml"] {
+        let checked_in = std::fs::read_to_string(root.join("crds").join(file)).unwrap();
+        let chart = std::fs::read_to_string(root.join("charts/keyward/crds").join(file)).unwrap_or_default();
+        assert!(chart == checked_in, "charts/keyward/crds/{file} differs from crds/{file}: run `make crds`");
+    }
 }
 
 #[test]

@@ -26,8 +26,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the ApiKey CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the ApiKey CustomResourceDefinition as YAML (`--keyset`: the KeySet one).
+    Crd {
+        /// Print the KeySet CRD instead (a key set's access gate).
+        #[arg(long)]
+        keyset: bool,
+    },
     /// Mint, hash and check tokens outside the cluster.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
@@ -78,7 +82,8 @@ pub fn run(cli: Cli) -> ExitCode {
     install_crypto_provider();
     let program = if matches!(cli.command, Command::Kubectl(_)) { "kubectl keyward" } else { "keyward" };
     let result = match cli.command {
-        Command::Crd => print_stdout(&crate::api::crd_yaml()),
+        Command::Crd { keyset: false } => print_stdout(&crate::api::crd_yaml()),
+        Command::Crd { keyset: true } => print_stdout(&crate::api::keyset_crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
         Command::Operator(args) => operator_cmd::run_operator(&args),

@@ -11,9 +11,11 @@
 
 mod conditions;
 mod crd;
+mod keyset;
 
 pub use conditions::{CONDITION_READY, ConditionUpdate, set_condition};
-pub use crd::{crd, crd_yaml};
+pub use crd::{crd, crd_yaml, keyset_crd, keyset_crd_yaml};
+pub use keyset::{KeySet, KeySetAccess, KeySetSpec, KeySetStatus};
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Discovery, as `kubectl` reads it before anything else: `/version`, `/api`, `/apis` and one
 //! resource list per group version (the legacy documents; kubectl asks for aggregated
 //! discovery first and falls back to these when the answer is plain JSON). The resources are
-//! kube-fake-client's built-in ones and the ApiKey CRD's, with its short name and category.
+//! kube-fake-client's built-in ones and keyward's CRDs' (ApiKey, KeySet), with their short names and category.
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -41,7 +41,7 @@ fn group_version(prefix: &str) -> Option<(&str, &str)> {
 #[must_use]
 pub fn resource(prefix: &str, plural: &str) -> Option<Resource> {
     let (group, version) = group_version(prefix)?;
-    if let Some(crd) = api_key_resource(group, version, plural) {
+    if let Some(crd) = crd_resource(group, version, plural) {
         return Some(crd);
     }
     let kind = builtin::plural_to_kind(group, version, plural)?;
@@ -55,11 +55,16 @@ pub fn resource(prefix: &str, plural: &str) -> Option<Resource> {
     })
 }
 
-fn api_key_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {
-    let crd = keyward_api::crd();
+/// keyward's CustomResourceDefinitions, as the fake API serves them.
+fn crds() -> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 2] {
+    [keyward_api::crd(), keyward_api::keyset_crd()]
+}
+
+fn crd_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {
+    let crd = crds().into_iter().find(|crd| crd.spec.names.plural == plural)?;
     let names = &crd.spec.names;
     let served = group == crd.spec.group && crd.spec.versions.iter().any(|v| v.name == version);
-    (served && plural == names.plural).then(|| Resource {
+    served.then(|| Resource {
         kind: names.kind.clone(),
         singular: names.singular.clone().unwrap_or_default(),
         namespaced: crd.spec.scope == "Namespaced",
@@ -71,13 +76,14 @@ fn api_key_resource(group: &str, version: &str, plural: &str) -> Option<Resource
 
 /// Every (group, version, plural) served: kube-fake-client's built-in resources and the CRD's.
 fn all() -> Vec<(String, String, String)> {
-    let crd = keyward_api::crd();
     let mut all: Vec<(String, String, String)> = builtin::list_resources()
         .iter()
         .map(|(group, version, _kind, plural)| ((*group).to_owned(), (*version).to_owned(), (*plural).to_owned()))
         .collect();
-    for version in &crd.spec.versions {
-        all.push((crd.spec.group.clone(), version.name.clone(), crd.spec.names.plural.clone()));
+    for crd in crds() {
+        for version in &crd.spec.versions {
+            all.push((crd.spec.group.clone(), version.name.clone(), crd.spec.names.plural.clone()));
+        }
     }
     all
 }
