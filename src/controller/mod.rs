@@ -12,6 +12,7 @@ mod apply;
 mod decode;
 mod error;
 mod events;
+mod keysets;
 mod lease;
 mod metrics;
 mod observe;
@@ -41,7 +42,7 @@ pub use admin::Admin;
 pub use error::{Error, retry_after};
 pub use lease::{Elector, LeaseError, LeaseSettings, Standing, run_elected};
 pub use metrics::{Health, Metrics};
-pub use publisher::Publisher;
+pub use publisher::{Published, Publisher};
 pub use run::{CRD_NAME, DEFAULT_CONCURRENCY, Options, StartError, check_crd, run};
 
 /// The one field manager for every server-side apply.

@@ -50,16 +50,19 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
-/// The control plane with the ApiKey CRD installed and Established (once per binary).
+/// The control plane with the ApiKey and KeySet CRDs installed and Established (once per binary).
 pub fn cluster() -> &'static ControlPlane {
     static CRD: OnceLock<()> = OnceLock::new();
     let plane = control_plane::shared();
     CRD.get_or_init(|| {
-        run_ok(plane.kubectl().args(["apply", "--server-side", "-f"]).arg(repo("crds/apikey.yaml")));
+        for file in ["crds/apikey.yaml", "crds/keyset.yaml"] {
+            run_ok(plane.kubectl().args(["apply", "--server-side", "-f"]).arg(repo(file)));
+        }
         run_ok(plane.kubectl().args([
             "wait",
             "--for=condition=Established",
             "crd/apikeys.keyward.dev",
+            "crd/keysets.keyward.dev",
             "--timeout=60s",
         ]));
     });
