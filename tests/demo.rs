@@ -43,7 +43,7 @@ fn the_demo_passes_every_step_and_its_dump_holds_tokens_only_in_secrets() {
             other_text.push_str(&text);
         }
     }
-    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["apikey", "configmap", "event", "secret"]);
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["apikey", "configmap", "event", "keyset", "secret"]);
     assert!(!secrets_tokens.is_empty(), "the live keys' Secrets hold tokens");
     for token in &secrets_tokens {
         assert!(!other_text.contains(token.as_str()), "a token appears outside its Secret");
