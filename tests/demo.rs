@@ -26,6 +26,13 @@ fn the_demo_passes_every_step_and_its_dump_holds_tokens_only_in_secrets() {
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     assert!(token_shapes(&stdout).is_empty() && token_shapes(&stderr).is_empty(), "the demo printed a token");
 
+    // Plan gating: the gated key answers 402, then, with the gate lifted, 200 for the same key.
+    let gating = stdout.split("== 4. Plan gating").nth(1).and_then(|s| s.split("\n== 5.").next()).unwrap_or_default();
+    let paid = gating.find("crm-integration          -> 402 payment_required");
+    let lifted = gating.find("crm-integration          -> 200 allowed");
+    assert!(paid.is_some() && lifted.is_some() && paid < lifted, "the demo shows 402 then 200:\n{gating}");
+    assert!(gating.contains("-> 401 unknown"), "a stranger still gets 401 while the set is gated:\n{gating}");
+
     let mut secrets_tokens = Vec::new();
     let mut other_text = String::new();
     let mut kinds = std::collections::BTreeSet::new();

@@ -53,8 +53,28 @@ pub struct KeySetContext {
     pub clock: Clock,
 }
 
-/// Run the KeySet controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<KeySetContext>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+impl KeySetContext {
+    /// What the ApiKey controller's context shares with this one: client, publisher, Events, clock.
+    #[must_use]
+    pub fn from_context(ctx: &super::Context) -> Arc<KeySetContext> {
+        Arc::new(KeySetContext {
+            client: ctx.client.clone(),
+            publisher: ctx.publisher.clone(),
+            recorder: ctx.recorder.clone(),
+            clock: ctx.clock.clone(),
+        })
+    }
+}
+
+/// The KeySet controller, sharing `ctx`'s client, publisher, Events and clock, until `shutdown` resolves.
+pub fn run(
+    ctx: &super::Context,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    run_with(KeySetContext::from_context(ctx), shutdown)
+}
+
+async fn run_with(ctx: Arc<KeySetContext>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let (store, writer) = reflector::store();
     let publisher = ctx.publisher.clone();
     let sets = watcher(Api::<KeySet>::all(ctx.client.clone()), watcher::Config::default())
@@ -141,25 +161,17 @@ pub async fn reconcile(set: Arc<KeySet>, ctx: Arc<KeySetContext>) -> Result<Acti
         };
         event(&ctx, &set, EventType::Normal, reason, note).await;
     }
-    let ready = match declared {
-        Some(_) => ConditionUpdate {
-            type_: CONDITION_READY,
-            status: "True",
-            reason: "Published",
-            message: format!(
-                "published with access {now_spelled} to {} ApiKeys: {}",
-                published.keys,
-                answer(published.access)
-            ),
-        },
-        None => {
-            // Published as Disabled by `gate_of`: a gate nobody can read never opens the set.
-            let message = "spec.access must be Enabled, PaymentRequired or Disabled; the key set is published as Disabled until it is fixed".to_owned();
-            if !already_reported(&set, "InvalidAccess") {
-                event(&ctx, &set, EventType::Warning, "InvalidAccess", message.clone()).await;
-            }
-            ConditionUpdate { type_: CONDITION_READY, status: "False", reason: "InvalidAccess", message }
+    let ready = if declared.is_some() {
+        let message =
+            format!("published with access {now_spelled} to {} ApiKeys: {}", published.keys, answer(published.access));
+        ConditionUpdate { type_: CONDITION_READY, status: "True", reason: "Published", message }
+    } else {
+        // Published as Disabled by the publisher's `gate_of`: a gate nobody can read never opens the set.
+        let message = "spec.access must be Enabled, PaymentRequired or Disabled; the key set is published as Disabled until it is fixed".to_owned();
+        if !already_reported(&set, "InvalidAccess") {
+            event(&ctx, &set, EventType::Warning, "InvalidAccess", message.clone()).await;
         }
+        ConditionUpdate { type_: CONDITION_READY, status: "False", reason: "InvalidAccess", message }
     };
     let mut status = set.status.clone().unwrap_or_default();
     status.published_access = Some(now_spelled.to_owned());

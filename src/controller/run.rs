@@ -127,15 +127,7 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
 
     let publishing = tokio::spawn(publisher.clone().run(shutdown.clone()));
     let shards = tokio::spawn(watch_shards(client.clone(), publisher.clone(), options.resync, shutdown.clone()));
-    let keysets = tokio::spawn(super::keysets::run(
-        Arc::new(super::keysets::KeySetContext {
-            client: client.clone(),
-            publisher: publisher.clone(),
-            recorder: ctx.recorder.clone(),
-            clock: options.clock.clone(),
-        }),
-        shutdown.clone(),
-    ));
+    let keysets = tokio::spawn(super::keysets::run(&ctx, shutdown.clone()));
     let usage = options
         .usage
         .map(|usage| tokio::spawn(super::usage::run(client.clone(), options.clock.clone(), usage, shutdown.clone())));

@@ -39,12 +39,7 @@ async fn set_access(h: &Harness, name: &str, access: &str) {
 
 /// One KeySet reconcile, as the KeySet controller runs it.
 async fn reconcile_keyset(h: &Harness, name: &str) {
-    let ctx = Arc::new(KeySetContext {
-        client: h.client.clone(),
-        publisher: h.ctx.publisher.clone(),
-        recorder: h.ctx.recorder.clone(),
-        clock: h.ctx.clock.clone(),
-    });
+    let ctx = KeySetContext::from_context(&h.ctx);
     let set = keysets(h).get(name).await.unwrap();
     reconcile(Arc::new(set), ctx).await.unwrap();
 }

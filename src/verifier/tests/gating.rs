@@ -28,7 +28,7 @@ fn loaded(name: &str, generation: u64, access: Access, records: &[Record]) -> Ke
 }
 
 fn ask<'i>(index: &'i KeyIndex, method: &str, uri: &str, auth: &[String]) -> Decision<'i> {
-    let request = Request { method, uri, authorization: auth.iter().map(|v| v.as_bytes()) };
+    let request = Request { method, uri, authorization: auth.iter().map(String::as_bytes) };
     decide(index, &Routes::default(), request, now())
 }
 

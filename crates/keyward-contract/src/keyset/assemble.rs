@@ -68,6 +68,9 @@ pub fn assemble(shards: Vec<Shard>) -> Result<Vec<KeySet>, AssembleError> {
     Ok(sets)
 }
 
+/// One whole key set's shards, in shard order, with its id, generation and gate.
+pub type ShardGroup<T> = (KeySetId, u64, Access, Vec<T>);
+
 /// A shard's facts that must agree across its key set: key set, generation, index, shard count, gate.
 pub(super) type GroupHeader<'a> = (&'a KeySetId, u64, usize, usize, Access);
 
@@ -78,7 +81,7 @@ pub(super) type GroupHeader<'a> = (&'a KeySetId, u64, usize, usize, Access);
 pub(super) fn group<T>(
     shards: Vec<T>,
     header: impl Fn(&T) -> GroupHeader<'_>,
-) -> Result<Vec<(KeySetId, u64, Access, Vec<T>)>, AssembleError> {
+) -> Result<Vec<ShardGroup<T>>, AssembleError> {
     let mut by_set: BTreeMap<KeySetId, Vec<T>> = BTreeMap::new();
     for shard in shards {
         by_set.entry(header(&shard).0.clone()).or_default().push(shard);

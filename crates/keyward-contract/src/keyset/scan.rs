@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use super::assemble::{AssembleError, group};
+use super::assemble::{AssembleError, ShardGroup, group};
 use super::format::{MAX_DECODE_BYTES, MAX_TEXT_BYTES, valid_dns_label, valid_dns_subdomain};
 use super::grammar::{lines, parse_header, parse_rate_limit, parse_scopes, parse_time, shard_text, split_fields};
 use super::gzip::GZIP_MAGIC;
@@ -146,7 +146,7 @@ pub fn peek_header(stored: &[u8]) -> Option<ShardHeader> {
 }
 
 /// One whole key set's tagged shard headers, in shard order, with its id, generation and gate.
-pub type HeaderSet<T> = (KeySetId, u64, Access, Vec<(T, ShardHeader)>);
+pub type HeaderSet<T> = ShardGroup<(T, ShardHeader)>;
 
 /// Check that shard headers form whole key sets (as [`super::assemble`] does) and group them.
 ///
