@@ -68,9 +68,11 @@ crds:
 	cargo run --quiet --locked -- crd > crds/apikey.yaml
 	cargo run --quiet --locked -- crd --kind ApiKeyWebhook > crds/apikeywebhook.yaml
 	cargo run --quiet --locked -- crd --kind ApiKeyClass > crds/apikeyclass.yaml
+	cargo run --quiet --locked -- crd --kind KeySet > crds/keyset.yaml
 	cp crds/apikey.yaml charts/keyward/crds/apikey.yaml
 	cp crds/apikeywebhook.yaml charts/keyward/crds/apikeywebhook.yaml
 	cp crds/apikeyclass.yaml charts/keyward/crds/apikeyclass.yaml
+	cp crds/keyset.yaml charts/keyward/crds/keyset.yaml
 
 bench:
 	cargo bench
@@ -129,6 +131,7 @@ chart-check: helm $(VENV)/bin/kubernetes-validate
 	cmp crds/apikey.yaml $(CHART)/crds/apikey.yaml || (echo "$(CHART)/crds/apikey.yaml differs from crds/apikey.yaml: run make crds"; exit 1)
 	cmp crds/apikeywebhook.yaml $(CHART)/crds/apikeywebhook.yaml || (echo "$(CHART)/crds/apikeywebhook.yaml differs from crds/apikeywebhook.yaml: run make crds"; exit 1)
 	cmp crds/apikeyclass.yaml $(CHART)/crds/apikeyclass.yaml || (echo "$(CHART)/crds/apikeyclass.yaml differs from crds/apikeyclass.yaml: run make crds"; exit 1)
+	cmp crds/keyset.yaml $(CHART)/crds/keyset.yaml || (echo "$(CHART)/crds/keyset.yaml differs from crds/keyset.yaml: run make crds"; exit 1)
 	$(HELM) lint --strict --kube-version 1.33.0 $(CHART)
 	$(HELM) lint --strict --kube-version 1.33.0 $(CHART) $(CHART_ALL)
 	$(HELM) template keyward $(CHART) --kube-version 1.33.0 --namespace keyward-system --include-crds --set namespace.create=true > target/chart.yaml

@@ -61,7 +61,12 @@ fn keys(count: usize) -> (Vec<Record>, Vec<String>) {
 }
 
 fn set(records: Vec<Record>) -> KeySet {
-    KeySet { id: KeySetId { namespace: "team-payments".into(), name: "default".into() }, generation: 1, records }
+    KeySet {
+        id: KeySetId { namespace: "team-payments".into(), name: "default".into() },
+        generation: 1,
+        access: keyward::keyset::Access::Enabled,
+        records,
+    }
 }
 
 fn decision_benches(c: &mut Criterion) {

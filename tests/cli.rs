@@ -32,11 +32,13 @@ fn new_token(prefix: &str) -> String {
 }
 
 #[test]
-fn crd_prints_the_checked_in_crd() {
-    let out = keyward(&["crd"], "");
-    assert!(out.status.success());
-    let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/apikey.yaml")).unwrap();
-    assert_eq!(stdout(&out), checked_in);
+fn crd_prints_the_checked_in_crds() {
+    for (args, file) in [(&["crd"][..], "crds/apikey.yaml"), (&["crd", "--kind", "KeySet"][..], "crds/keyset.yaml")] {
+        let out = keyward(args, "");
+        assert!(out.status.success());
+        let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+        assert_eq!(stdout(&out), checked_in, "{file}: run `make crds`");
+    }
 }
 
 #[test]
@@ -57,13 +59,13 @@ fn crd_kind_apikeyclass_prints_the_checked_in_apikeyclass_crd() {
 }
 
 #[test]
-
 fn the_helm_chart_carries_the_checked_in_crds_and_class_policy() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for (base, chart) in [
         ("crds/apikey.yaml", "charts/keyward/crds/apikey.yaml"),
         ("crds/apikeyclass.yaml", "charts/keyward/crds/apikeyclass.yaml"),
         ("crds/apikeywebhook.yaml", "charts/keyward/crds/apikeywebhook.yaml"),
+        ("crds/keyset.yaml", "charts/keyward/crds/keyset.yaml"),
         ("manifests/classes/policy.yaml", "charts/keyward/templates/classes-policy.yaml"),
     ] {
         let checked_in = std::fs::read_to_string(root.join(base)).unwrap();
@@ -417,4 +419,27 @@ fn plugin_check_refuses_input_that_is_no_token_before_connecting_and_never_echoe
     let out = keyward(&["kubectl", "check", "--kubeconfig", "/nonexistent"], &token);
     assert!(stderr(&out).contains("cannot read kubeconfig /nonexistent"), "{}", stderr(&out));
     assert!(!stderr(&out).contains(&token), "the token is echoed");
+}
+
+#[test]
+fn keyset_build_writes_a_gate_and_inspect_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap();
+    let hash = stdout(&keyward(&["token", "hash"], &new_token("kw"))).trim_end().to_owned();
+    let input = format!(
+        r#"{{"hash":"{hash}","name":"crm","scopes":["leads:read"],"notBefore":"2026-01-01T00:00:00Z","state":"active"}}"#
+    ) + "\n";
+    let args = ["keyset", "build", "--name", "paid", "--namespace", "team-a", "--generation", "3", "--out", out_dir];
+    let build = keyward(&[&args[..], &["--access", "payment-required"]].concat(), &input);
+    assert!(build.status.success(), "{}", stderr(&build));
+    let text = std::fs::read_to_string(dir.path().join("paid.1.keyset")).unwrap();
+    assert!(
+        text.starts_with("keyward-keyset v2 ") && text.lines().next().unwrap().ends_with(" access=payment-required")
+    );
+    let inspect = keyward(&["keyset", "inspect", out_dir], "");
+    assert!(stderr(&inspect).contains("generation 3 access payment-required: 1 records"), "{}", stderr(&inspect));
+
+    let bad = keyward(&[&args[..], &["--access", "free"]].concat(), &input);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("expected enabled, payment-required or disabled"), "{}", stderr(&bad));
 }

@@ -27,6 +27,13 @@ fn the_demo_passes_every_step_and_its_dump_holds_tokens_only_in_secrets() {
     assert!(token_shapes(&stdout).is_empty() && token_shapes(&stderr).is_empty(), "the demo printed a token");
     assert_usage_and_notices_shown(&stdout);
 
+    // Plan gating: the gated key answers 402, then, with the gate lifted, 200 for the same key.
+    let gating = stdout.split("== 4. Plan gating").nth(1).and_then(|s| s.split("\n== 5.").next()).unwrap_or_default();
+    let paid = gating.find("crm-integration          -> 402 payment_required");
+    let lifted = gating.find("crm-integration          -> 200 allowed");
+    assert!(paid.is_some() && lifted.is_some() && paid < lifted, "the demo shows 402 then 200:\n{gating}");
+    assert!(gating.contains("-> 401 unknown"), "a stranger still gets 401 while the set is gated:\n{gating}");
+
     let mut secrets_tokens = Vec::new();
     let mut other_text = String::new();
     let mut kinds = std::collections::BTreeSet::new();
@@ -44,7 +51,7 @@ fn the_demo_passes_every_step_and_its_dump_holds_tokens_only_in_secrets() {
             other_text.push_str(&text);
         }
     }
-    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["apikey", "configmap", "event", "secret"]);
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["apikey", "configmap", "event", "keyset", "secret"]);
     assert!(!secrets_tokens.is_empty(), "the live keys' Secrets hold tokens");
     for token in &secrets_tokens {
         assert!(!other_text.contains(token.as_str()), "a token appears outside its Secret");

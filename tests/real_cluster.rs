@@ -12,6 +12,7 @@ mod real_cluster {
     #[path = "../fake_vs_real/fake.rs"]
     pub mod fake;
     pub mod fake_vs_real;
+    pub mod gating;
     pub mod install;
     pub mod lifecycle;
     pub mod plugin;

@@ -29,6 +29,7 @@ fn harness(records: Vec<keyset::Record>) -> Harness {
     let set = keyset::KeySet {
         id: keyset::KeySetId { namespace: "team-a".into(), name: "default".into() },
         generation: 1,
+        access: keyset::Access::Enabled,
         records,
     };
     store.install(KeyIndex::build(vec![set], None).unwrap());

@@ -55,6 +55,7 @@ async fn no_log_line_at_any_level_contains_a_token() {
     let set = keyset::KeySet {
         id: keyset::KeySetId { namespace: "team-a".into(), name: "default".into() },
         generation: 1,
+        access: keyset::Access::Enabled,
         records: records.clone(),
     };
     store.install(KeyIndex::build(vec![set], None).unwrap());

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::keyset::{self, KeySetId, Record, Shard};
+use crate::keyset::{self, Access, KeySetId, Record, Shard};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum KeysetCommand {
@@ -27,6 +27,10 @@ pub(super) enum KeysetCommand {
         /// Generation written in the headers; defaults to the current Unix time, so it grows.
         #[arg(long)]
         generation: Option<u64>,
+        /// The set's gate: `enabled` (none, format v1), `payment-required` (every key answered 402)
+        /// or `disabled` (403). See docs/keysets.md.
+        #[arg(long, default_value = "enabled", value_parser = parse_access)]
+        access: Access,
         /// Largest shard in bytes. A set that needs more than one plain-text shard is gzip-compressed.
         #[arg(long, default_value_t = keyset::DEFAULT_MAX_SHARD_BYTES)]
         max_shard_bytes: usize,
@@ -39,12 +43,13 @@ pub(super) enum KeysetCommand {
 pub(super) fn run(cmd: KeysetCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KeysetCommand::Inspect { path } => inspect(&path),
-        KeysetCommand::Build { name, namespace, generation, max_shard_bytes, out } => {
+        KeysetCommand::Build { name, namespace, generation, access, max_shard_bytes, out } => {
             let id = KeySetId { namespace, name };
             let generation = generation.unwrap_or_else(|| crate::runtime::clock::now().as_second().unsigned_abs());
             let records = read_records(std::io::stdin().lock(), &id.namespace)?;
-            let written = build(&id, generation, &records, max_shard_bytes, &out)?;
-            eprintln!("keyset {id} generation {generation}: {} records in {written} shard(s)", records.len());
+            let written = build(&id, (generation, access), &records, max_shard_bytes, &out)?;
+            let gate = gate_note(access);
+            eprintln!("keyset {id} generation {generation}{gate}: {} records in {written} shard(s)", records.len());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -62,7 +67,13 @@ fn inspect(path: &Path) -> anyhow::Result<ExitCode> {
     };
     let mut out = std::io::stdout().lock();
     for set in sets {
-        eprintln!("keyset {} generation {}: {} records", set.id, set.generation, set.records.len());
+        eprintln!(
+            "keyset {} generation {}{}: {} records",
+            set.id,
+            set.generation,
+            gate_note(set.access),
+            set.records.len()
+        );
         for record in &set.records {
             serde_json::to_writer(&mut out, record)?;
             out.write_all(b"\n")?;
@@ -146,8 +157,27 @@ fn read_records(input: impl BufRead, default_namespace: &str) -> anyhow::Result<
 }
 
 /// Write the shards of a key set into `out`, replacing that set's old shards there.
-fn build(id: &KeySetId, generation: u64, records: &[Record], max: usize, out: &Path) -> anyhow::Result<usize> {
-    let shards = keyset::encode_packed(id, generation, records, max)?;
+/// ` access <gate>` for a summary line, nothing for an ungated set (whose summary reads as before gates).
+fn gate_note(access: Access) -> String {
+    if access == Access::Enabled { String::new() } else { format!(" access {access}") }
+}
+
+/// `--access`: the gate's header spelling, or `enabled` for none.
+fn parse_access(text: &str) -> Result<Access, String> {
+    match text {
+        "enabled" => Ok(Access::Enabled),
+        other => other.parse().map_err(|()| "expected enabled, payment-required or disabled".to_owned()),
+    }
+}
+
+fn build(
+    id: &KeySetId,
+    (generation, access): (u64, Access),
+    records: &[Record],
+    max: usize,
+    out: &Path,
+) -> anyhow::Result<usize> {
+    let shards = keyset::encode_packed_gated(id, generation, access, records, max)?;
     // Never write what readers would refuse: check the output before it replaces anything.
     let decoded = shards.iter().map(|s| keyset::decode_shard(s.as_bytes())).collect::<Result<Vec<_>, _>>()?;
     keyset::assemble(decoded)?;

@@ -36,11 +36,14 @@ enum CrdKind {
     /// `apikeyclasses.keyward.dev` (crds/apikeyclass.yaml).
     #[value(name = "ApiKeyClass")]
     ApiKeyClass,
+    /// `keysets.keyward.dev` (crds/keyset.yaml).
+    #[value(name = "KeySet")]
+    KeySet,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a CustomResourceDefinition as YAML: ApiKey, or ApiKeyWebhook or ApiKeyClass with `--kind`.
+    /// Print a CustomResourceDefinition as YAML: ApiKey, or ApiKeyWebhook, ApiKeyClass or KeySet with `--kind`.
     Crd {
         /// Which CRD to print.
         #[arg(long, value_enum, default_value = "ApiKey")]
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd { kind: CrdKind::ApiKey } => print_stdout(&crate::api::crd_yaml()),
         Command::Crd { kind: CrdKind::ApiKeyWebhook } => print_stdout(&crate::api::webhook_crd_yaml()),
         Command::Crd { kind: CrdKind::ApiKeyClass } => print_stdout(&crate::api::class_crd_yaml()),
+        Command::Crd { kind: CrdKind::KeySet } => print_stdout(&crate::api::keyset_crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
         Command::Operator(args) => operator_cmd::run_operator(&args),

@@ -13,6 +13,7 @@ mod classes;
 mod decode;
 mod error;
 pub(crate) mod events;
+mod keysets;
 mod lease;
 mod metrics;
 mod observe;
@@ -43,7 +44,7 @@ pub use admin::Admin;
 pub use error::{Error, retry_after};
 pub use lease::{Elector, LeaseError, LeaseSettings, Standing, run_elected};
 pub use metrics::{Health, Metrics};
-pub use publisher::Publisher;
+pub use publisher::{Published, Publisher};
 pub use run::{CRD_NAME, DEFAULT_CONCURRENCY, Options, StartError, check_crd, run};
 
 /// The one field manager for every server-side apply.

@@ -1,4 +1,4 @@
-//! Wiring: the kube-runtime Controller for ApiKeys, the key-set publisher and the shard watch.
+//! Wiring: the kube-runtime Controllers for ApiKeys and KeySets, the key-set publisher and the shard watch.
 //!
 //! Secrets are watched with a label selector only (managed-by keyward): a
 //! watch on every Secret of the cluster is the known memory trap. Key-set
@@ -130,6 +130,7 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
 
     let publishing = tokio::spawn(publisher.clone().run(shutdown.clone()));
     let shards = tokio::spawn(watch_shards(client.clone(), publisher.clone(), options.resync, shutdown.clone()));
+    let keysets = tokio::spawn(super::keysets::run(&ctx, shutdown.clone()));
     let usage = options
         .usage
         .map(|usage| tokio::spawn(super::usage::run(client.clone(), options.clock.clone(), usage, shutdown.clone())));
@@ -204,6 +205,7 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         .await;
     // The publisher flushes what is pending before it stops.
     publisher.flush().await;
+    let _ = keysets.await;
     let _ = publishing.await;
     shards.abort();
     if let Some(usage) = usage {

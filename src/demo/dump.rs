@@ -20,6 +20,7 @@ pub async fn dump(client: &Client, dir: &Path) -> anyhow::Result<usize> {
     written += dump_kind::<ApiKey>(client, dir, "apikey").await?;
     written += dump_kind::<Secret>(client, dir, "secret").await?;
     written += dump_kind::<ConfigMap>(client, dir, "configmap").await?;
+    written += dump_kind::<crate::api::KeySet>(client, dir, "keyset").await?;
     written += dump_kind::<Event>(client, dir, "event").await?;
     Ok(written)
 }

@@ -59,7 +59,7 @@ pub struct DemoOptions {
     pub examples: PathBuf,
     /// Write every object of the cluster here at the end.
     pub dump: Option<PathBuf>,
-    /// Run on the cluster of this kubeconfig instead of the in-memory API. It needs the CRD
+    /// Run on the cluster of this kubeconfig instead of the in-memory API. It needs the CRDs (ApiKey, KeySet)
     /// installed and no other operator running; the namespace `demo` must hold no ApiKeys.
     pub kubeconfig: Option<PathBuf>,
 }

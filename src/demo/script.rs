@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::client::{Answer, Credential};
 use super::{Demo, NAMESPACE, VERIFIER_POD, apikeys_table};
-use crate::api::{ApiKey, KeyState, ROTATE_ANNOTATION};
+use crate::api::{ApiKey, KeySet, KeyState, ROTATE_ANNOTATION};
 use crate::configmap::any_keyset_selector;
 use crate::plan::{DATA_TOKEN, secret_name};
 use crate::token::{Prefix, Token};
@@ -135,6 +135,7 @@ pub(super) async fn walk(demo: &Demo, verifier: &Running) -> anyhow::Result<bool
     create(demo, verifier, &mut checks).await?;
     requests(demo, &mut checks).await?;
     disable_and_enable(demo, &mut checks).await?;
+    gate(demo, &mut checks).await?;
     revoke(demo, &mut checks).await?;
     unused(demo, &mut checks).await?;
     expire(demo, &mut checks).await?;
@@ -283,8 +284,41 @@ async fn disable_and_enable(demo: &Demo, checks: &mut Checks) -> anyhow::Result<
     Ok(())
 }
 
+/// Plan gating: the platform team switches key set `default` to PaymentRequired and back.
+async fn gate(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
+    heading(4, "Plan gating: a KeySet switches key set `default` to PaymentRequired, then back");
+    let crm = demo.token("crm-integration").await.context_missing("crm-integration's token")?;
+    let stranger = Token::generate(&Prefix::default(), &mut crate::token::os_rng());
+    let sets: Api<KeySet> = Api::namespaced(demo.client.clone(), NAMESPACE);
+    let set: KeySet = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "KeySet",
+        "metadata": {"name": "default", "namespace": NAMESPACE},
+        "spec": {"access": "PaymentRequired"},
+    }))?;
+    sets.create(&kube::api::PostParams::default(), &set).await?;
+    println!("    $ kubectl apply -f keyset-default.yaml    # access: PaymentRequired");
+    checks.check(demo.until_status(&crm, "/leads", 402).await, "every key of the gated set gets 402");
+    let a = demo.call("GET", "/leads", &Credential::Bearer(&crm), "crm-integration").await;
+    checks.check(a.status == 402 && a.reason == "payment_required", "402 with reason payment_required");
+    let a = demo.call("GET", "/leads", &Credential::Bearer(&stranger), "(well-formed, unknown)").await;
+    checks.check(a.status == 401 && a.reason == "unknown", "an unknown token still gets 401: the 402 reveals nothing");
+    let published = eventually(|| async {
+        let status = sets.get_opt("default").await.ok().flatten()?.status?;
+        (status.published_access.as_deref() == Some("PaymentRequired")).then_some(())
+    })
+    .await;
+    checks.check(published.is_some(), "the KeySet reports publishedAccess PaymentRequired");
+    sets.patch("default", &PatchParams::default(), &Patch::Merge(json!({"spec": {"access": "Enabled"}}))).await?;
+    println!("    $ kubectl patch keyset default --type merge -p '{{\"spec\":{{\"access\":\"Enabled\"}}}}'");
+    checks.check(demo.until_status(&crm, "/leads", 200).await, "lifting the gate: 200 again");
+    demo.call("GET", "/leads", &Credential::Bearer(&crm), "crm-integration").await;
+    let same = demo.token("crm-integration").await.is_some_and(|t| t == crm);
+    checks.check(same, "the same token: gating never touched the key");
+    Ok(())
+}
+
 async fn revoke(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
-    heading(4, "Revoke (spec.revoked: permanent)");
+    heading(5, "Revoke (spec.revoked: permanent)");
     let admin = demo.token("internal-admin").await.context_missing("internal-admin's token")?;
     demo.patch("internal-admin", json!({"spec": {"revoked": true}})).await?;
     checks.check(demo.wait_state("internal-admin", KeyState::Revoked).await, "internal-admin is Revoked");

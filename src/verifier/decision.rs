@@ -2,8 +2,11 @@
 //!
 //! The checks run in a fixed order, and the first that fails decides:
 //! Bearer header → token format and checksum (before any lookup) → SHA-256 →
-//! lookup → state → validity window → scope → rate limit. Only an allowed
-//! request takes a rate-limit token.
+//! lookup → key-set gate → state → validity window → scope → rate limit. Only
+//! an allowed request takes a rate-limit token. The gate comes after the
+//! lookup, so a missing or unknown token gets 401 and a stranger learns
+//! nothing of the gate; it comes before every per-key check, so every key of
+//! a gated set gets the same answer.
 
 use std::time::Duration;
 
@@ -12,7 +15,7 @@ use jiff::Timestamp;
 use super::bearer::{BearerError, bearer_token};
 use super::index::{Entry, KeyIndex};
 use super::routes::{PathError, Routes};
-use crate::keyset::RecordState;
+use crate::keyset::{Access, RecordState};
 use crate::scope::Scope;
 use crate::token::{KeyId, Token};
 
@@ -27,6 +30,10 @@ pub enum Outcome {
     Malformed,
     /// No loaded key has this token's hash.
     Unknown,
+    /// The key's key set is gated: the plan lacks the feature (402).
+    PaymentRequired,
+    /// The key's key set is switched off (403).
+    AccessDisabled,
     /// The key is switched off.
     Inactive,
     /// The key is revoked.
@@ -43,11 +50,13 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, for metrics that should show zeros.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Allowed,
         Outcome::Missing,
         Outcome::Malformed,
         Outcome::Unknown,
+        Outcome::PaymentRequired,
+        Outcome::AccessDisabled,
         Outcome::Inactive,
         Outcome::Revoked,
         Outcome::Expired,
@@ -64,6 +73,8 @@ impl Outcome {
             Outcome::Missing => "missing",
             Outcome::Malformed => "malformed",
             Outcome::Unknown => "unknown",
+            Outcome::PaymentRequired => "payment_required",
+            Outcome::AccessDisabled => "access_disabled",
             Outcome::Inactive => "inactive",
             Outcome::Revoked => "revoked",
             Outcome::Expired => "expired",
@@ -141,6 +152,11 @@ where
         entry.usage.count(outcome, now.wall.as_second());
         Decision { entry: Some(entry), ..Decision::new(outcome) }
     };
+    match entry.access {
+        Access::Enabled => {}
+        Access::PaymentRequired => return with(Outcome::PaymentRequired),
+        Access::Disabled => return with(Outcome::AccessDisabled),
+    }
     match entry.state {
         RecordState::Active => {}
         RecordState::Inactive => return with(Outcome::Inactive),

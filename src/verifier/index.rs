@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use super::ratelimit::Bucket;
 use super::table::{PAYLOAD, Table};
 use super::usage::KeyUsage;
-use crate::keyset::{KeySet, RateLimit, RecordState, ScannedSet, ScannedShard};
+use crate::keyset::{Access, KeySet, RateLimit, RecordState, ScannedSet, ScannedShard};
 use crate::scope::{Action, Scope};
 use crate::token::{KeyHash, KeyId};
 
@@ -38,6 +38,8 @@ pub struct Entry<'i> {
     hash: KeyHash,
     /// Active, inactive or revoked.
     pub state: RecordState,
+    /// The gate of the key's key set.
+    pub access: Access,
     /// Refused before this Unix second.
     not_before: i64,
     /// Refused from this Unix second on; `i64::MAX` for never.
@@ -86,7 +88,7 @@ impl Entry<'_> {
 }
 
 /// A slot's payload: not-before, not-after (LE i64), grant, bucket (LE u32, `NO_BUCKET` for none), state,
-/// usage counters (LE u32).
+/// usage counters (LE u32), the key set's gate.
 struct Payload {
     not_before: i64,
     not_after: i64,
@@ -94,6 +96,7 @@ struct Payload {
     bucket: u32,
     state: RecordState,
     usage: u32,
+    access: Access,
 }
 
 const NO_BUCKET: u32 = u32::MAX;
@@ -111,6 +114,11 @@ impl Payload {
             RecordState::Revoked => 2,
         };
         out[25..29].copy_from_slice(&self.usage.to_le_bytes());
+        out[29] = match self.access {
+            Access::Enabled => 0,
+            Access::PaymentRequired => 1,
+            Access::Disabled => 2,
+        };
         out
     }
 
@@ -137,6 +145,12 @@ impl Payload {
                 _ => RecordState::Revoked,
             },
             usage: u32::from_le_bytes(half(25)),
+            access: match bytes[29] {
+                0 => Access::Enabled,
+                1 => Access::PaymentRequired,
+                // Only ever 2; anything else would refuse rather than allow.
+                _ => Access::Disabled,
+            },
         }
     }
 }
@@ -150,6 +164,8 @@ pub struct SetInfo {
     pub generation: u64,
     /// Records in the set.
     pub keys: usize,
+    /// The set's gate.
+    pub access: Access,
 }
 
 /// Every loaded key, by token hash.
@@ -197,9 +213,9 @@ impl<'p> IndexBuilder<'p> {
         }
     }
 
-    /// Record that a key set of `keys` keys is part of the index (for metrics and logs).
-    pub fn add_set(&mut self, id: String, generation: u64, keys: usize) {
-        self.index.sets.push(SetInfo { id, generation, keys });
+    /// Record that a key set of `keys` keys, gated by `access`, is part of the index (for metrics and logs).
+    pub fn add_set(&mut self, id: String, generation: u64, keys: usize, access: Access) {
+        self.index.sets.push(SetInfo { id, generation, keys, access });
     }
 
     /// Add every record of a scanned shard; refuses a hash already added.
@@ -217,7 +233,8 @@ impl<'p> IndexBuilder<'p> {
                 None => None,
                 Some(i) => Some(limits.get(i as usize).ok_or(IndexError::TooLarge)?),
             };
-            self.add(&record.hash, record.state, record.not_before, record.not_after, grant, limit)?;
+            let window = (record.not_before, record.not_after);
+            self.add(&record.hash, record.state, shard.access, window, grant, limit)?;
         }
         Ok(())
     }
@@ -243,8 +260,8 @@ impl<'p> IndexBuilder<'p> {
         &mut self,
         hash: &KeyHash,
         state: RecordState,
-        not_before: i64,
-        not_after: Option<i64>,
+        access: Access,
+        (not_before, not_after): (i64, Option<i64>),
         grant: u32,
         limit: Option<&Arc<RateLimit>>,
     ) -> Result<(), IndexError> {
@@ -270,8 +287,8 @@ impl<'p> IndexBuilder<'p> {
             .map_or_else(|| Arc::new(KeyUsage::new(hash.key_id())), Arc::clone);
         let usage_id = u32::try_from(self.index.usage.len()).map_err(|_| IndexError::TooLarge)?;
         self.index.usage.push(usage);
-        let payload =
-            Payload { not_before, not_after: not_after.unwrap_or(i64::MAX), grant, bucket, state, usage: usage_id };
+        let not_after = not_after.unwrap_or(i64::MAX);
+        let payload = Payload { not_before, not_after, grant, bucket, state, usage: usage_id, access };
         self.index.table.insert(hash, &payload.encode()).map_err(|_| IndexError::DuplicateHash(hash.key_id()))
     }
 }
@@ -281,15 +298,15 @@ impl KeyIndex {
     pub fn build(sets: Vec<KeySet>, previous: Option<&KeyIndex>) -> Result<KeyIndex, IndexError> {
         let mut builder = IndexBuilder::new(sets.iter().map(|s| s.records.len()).sum(), previous);
         for set in sets {
-            builder.add_set(set.id.to_string(), set.generation, set.records.len());
+            builder.add_set(set.id.to_string(), set.generation, set.records.len(), set.access);
             for record in set.records {
                 let grant = builder.grant(&record.scopes)?;
                 let limit = record.rate_limit.map(Arc::new);
                 builder.add(
                     &record.hash,
                     record.state,
-                    record.not_before.as_second(),
-                    record.not_after.map(Timestamp::as_second),
+                    set.access,
+                    (record.not_before.as_second(), record.not_after.map(Timestamp::as_second)),
                     grant,
                     limit.as_ref(),
                 )?;
@@ -305,7 +322,8 @@ impl KeyIndex {
         let mut builder =
             IndexBuilder::new(sets.iter().flat_map(|s| &s.shards).map(|s| s.records.len()).sum(), previous);
         for set in sets {
-            builder.add_set(set.id.to_string(), set.generation, set.shards.iter().map(|s| s.records.len()).sum());
+            let keys = set.shards.iter().map(|s| s.records.len()).sum();
+            builder.add_set(set.id.to_string(), set.generation, keys, set.access);
             for shard in &set.shards {
                 builder.add_shard(shard)?;
             }
@@ -327,6 +345,7 @@ impl KeyIndex {
         Some(Entry {
             hash: *hash,
             state: payload.state,
+            access: payload.access,
             not_before: payload.not_before,
             not_after: payload.not_after,
             grant,
@@ -394,13 +413,16 @@ mod tests {
 
     #[test]
     fn a_payload_reads_back_as_written() {
-        for state in [RecordState::Active, RecordState::Inactive, RecordState::Revoked] {
+        let states = [RecordState::Active, RecordState::Inactive, RecordState::Revoked];
+        let gates = [Access::Enabled, Access::PaymentRequired, Access::Disabled];
+        for (state, access) in states.into_iter().flat_map(|s| gates.map(|a| (s, a))) {
+            let (grant, usage) = (7, 0x0102_0304);
             let payload =
-                Payload { not_before: -5, not_after: i64::MAX, grant: 7, bucket: NO_BUCKET, state, usage: 0x0102_0304 };
+                Payload { not_before: -5, not_after: i64::MAX, grant, bucket: NO_BUCKET, state, usage, access };
             let back = Payload::decode(&payload.encode());
             assert_eq!(
-                (back.not_before, back.not_after, back.grant, back.bucket, back.state, back.usage),
-                (-5, i64::MAX, 7, NO_BUCKET, state, 0x0102_0304)
+                (back.not_before, back.not_after, back.grant, back.bucket, back.state, back.usage, back.access),
+                (-5, i64::MAX, 7, NO_BUCKET, state, 0x0102_0304, access)
             );
         }
     }

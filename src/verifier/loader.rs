@@ -226,11 +226,11 @@ fn scan_into_index<B: AsRef<[u8]> + Sync>(stored: &[(PathBuf, B)], previous: Opt
         .map(|(i, (_, bytes))| Some((i, peek_header(bytes.as_ref())?)))
         .collect::<Option<Vec<_>>>()?;
     let sets = assemble_headers(headers).ok()?;
-    let capacity = sets.iter().flat_map(|(_, _, shards)| shards).map(|(_, h)| h.records).sum();
+    let capacity = sets.iter().flat_map(|(_, _, _, shards)| shards).map(|(_, h)| h.records).sum();
     let mut builder = IndexBuilder::new(capacity, previous);
     let mut expected: Vec<Option<ShardHeader>> = vec![None; stored.len()];
-    for (id, generation, shards) in sets {
-        builder.add_set(id.to_string(), generation, shards.iter().map(|(_, h)| h.records).sum());
+    for (id, generation, access, shards) in sets {
+        builder.add_set(id.to_string(), generation, shards.iter().map(|(_, h)| h.records).sum(), access);
         for (i, header) in shards {
             expected[i] = Some(header);
         }
@@ -320,7 +320,7 @@ pub(super) fn install(
     for set in index.sets() {
         let generation = i64::try_from(set.generation).unwrap_or(i64::MAX);
         metrics.keyset_generation.get_or_create(&KeySetLabel { keyset: set.id.clone() }).set(generation);
-        tracing::info!(keyset = %set.id, generation = set.generation, keys = set.keys, "key set loaded");
+        tracing::info!(keyset = %set.id, generation = set.generation, keys = set.keys, access = %set.access, "key set loaded");
     }
     let replaced = store.install(index);
     metrics.ready.set(1);

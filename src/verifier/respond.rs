@@ -70,6 +70,8 @@ pub fn denied(decision: &Decision<'_>) -> Response<Body> {
         | Outcome::Inactive
         | Outcome::Revoked
         | Outcome::Expired => (StatusCode::UNAUTHORIZED, "invalid_token"),
+        Outcome::PaymentRequired => (StatusCode::PAYMENT_REQUIRED, "payment_required"),
+        Outcome::AccessDisabled => (StatusCode::FORBIDDEN, "access_disabled"),
         Outcome::InsufficientScope => (StatusCode::FORBIDDEN, "insufficient_scope"),
         Outcome::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         Outcome::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request"),
@@ -94,7 +96,10 @@ pub fn denied(decision: &Decision<'_>) -> Response<Body> {
     }
     let mut response = json(status, &body);
     let headers = response.headers_mut();
-    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST) {
+    // No challenge for a gate (402, or 403 access_disabled): the credentials are good, and RFC 6750's
+    // error codes describe the token; a client that re-authenticates on a challenge would loop.
+    let gated = matches!(decision.outcome, Outcome::PaymentRequired | Outcome::AccessDisabled);
+    if !gated && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST) {
         // The challenge holds only fixed words and a scope (SCOPE_PATTERN characters): always a valid value.
         if let Ok(value) = HeaderValue::from_str(&challenge) {
             headers.insert(WWW_AUTHENTICATE, value);

@@ -8,7 +8,10 @@
 //! requests, no allocation. Outcomes that cannot be attributed to a key
 //! (missing, malformed, unknown token, revoked, invalid request) are counted
 //! only in the verifier's metrics by outcome: a token that is not loaded
-//! never creates state, so memory is bounded by the loaded keys.
+//! never creates state, so memory is bounded by the loaded keys. So are
+//! refusals by a key-set gate (`payment_required`, `access_disabled`): they
+//! are about the key set, not the key, have their own outcome label, and the
+//! usage report (format `keyward-usage v1`) has no column for them.
 //!
 //! [`Tally`] turns the live counters into cumulative totals since the
 //! process started (its epoch), for the usage report; it runs off the hot path.
@@ -73,7 +76,13 @@ impl KeyUsage {
             Outcome::Expired => &self.expired,
             Outcome::InsufficientScope => &self.insufficient_scope,
             Outcome::RateLimited => &self.rate_limited,
-            Outcome::Missing | Outcome::Malformed | Outcome::Unknown | Outcome::Revoked | Outcome::InvalidRequest => {
+            Outcome::Missing
+            | Outcome::Malformed
+            | Outcome::Unknown
+            | Outcome::PaymentRequired
+            | Outcome::AccessDisabled
+            | Outcome::Revoked
+            | Outcome::InvalidRequest => {
                 return;
             }
         };

@@ -35,6 +35,23 @@ fn cel_rules_within_budget(file: &str) -> usize {
 }
 
 #[test]
+fn the_keyset_crd_is_established_and_its_cel_rule_is_within_the_cost_budget() {
+    cluster();
+    let output =
+        std::process::Command::new(harness_binary()).arg("crd-cost").arg(repo("crds/keyset.yaml")).output().unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the API server's CRD validation refuses crds/keyset.yaml: {}", describe(&output));
+    let rules: Vec<&str> = table.lines().filter(|l| l.contains("x-kubernetes-validations")).collect();
+    assert_eq!(rules.len(), 1, "the name rule:\n{table}");
+    for line in rules {
+        let mut fields = line.split('\t');
+        let cost: u64 = fields.next().unwrap().parse().unwrap();
+        let limit: u64 = fields.next().unwrap().parse().unwrap();
+        assert!(cost <= limit / 10, "a rule within a tenth of its budget leaves room to grow: {line}");
+    }
+}
+
+#[test]
 fn manifests_and_examples_are_accepted_also_as_server_side_dry_runs() {
     let plane = cluster_with_manifests();
     run_ok(plane.kubectl().args(["apply", "--dry-run=server", "-k"]).arg(repo("manifests")));

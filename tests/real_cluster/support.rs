@@ -50,13 +50,14 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
-/// The control plane with the ApiKey and ApiKeyClass CRDs installed and Established (once per binary).
+/// The control plane with the ApiKey, ApiKeyClass and KeySet CRDs installed and Established (once per binary).
 pub fn cluster() -> &'static ControlPlane {
     static CRD: OnceLock<()> = OnceLock::new();
     let plane = control_plane::shared();
     CRD.get_or_init(|| {
         install_crd(plane, "crds/apikey.yaml", "apikeys.keyward.dev");
         install_crd(plane, "crds/apikeyclass.yaml", "apikeyclasses.keyward.dev");
+        install_crd(plane, "crds/keyset.yaml", "keysets.keyward.dev");
     });
     plane
 }

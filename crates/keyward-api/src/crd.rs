@@ -5,7 +5,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use super::{ApiKey, ApiKeyWebhook};
+use super::{ApiKey, ApiKeyWebhook, KeySet};
 use keyward_contract::duration::cel_seconds;
 
 /// The CEL rule comparing grace period and interval, days included.
@@ -41,6 +41,12 @@ pub fn crd() -> CustomResourceDefinition {
 #[must_use]
 pub fn webhook_crd() -> CustomResourceDefinition {
     with_kubernetes_formats(ApiKeyWebhook::crd())
+}
+
+/// The KeySet CRD.
+#[must_use]
+pub fn keyset_crd() -> CustomResourceDefinition {
+    with_kubernetes_formats(KeySet::crd())
 }
 
 fn with_kubernetes_formats(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
@@ -80,6 +86,12 @@ pub fn crd_yaml() -> String {
 #[must_use]
 pub fn webhook_crd_yaml() -> String {
     as_yaml(&webhook_crd(), "keyward crd --kind ApiKeyWebhook")
+}
+
+/// The KeySet CRD as YAML, exactly what `keyward crd --kind KeySet` prints.
+#[must_use]
+pub fn keyset_crd_yaml() -> String {
+    as_yaml(&keyset_crd(), "keyward crd --kind KeySet")
 }
 
 fn as_yaml(crd: &CustomResourceDefinition, command: &str) -> String {

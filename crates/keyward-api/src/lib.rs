@@ -13,6 +13,7 @@
 mod class;
 mod conditions;
 mod crd;
+mod keyset;
 mod webhook;
 
 pub use class::{
@@ -20,7 +21,8 @@ pub use class::{
     SelectorRequirement, class_crd, class_crd_yaml,
 };
 pub use conditions::{CONDITION_READY, ConditionUpdate, set_condition};
-pub use crd::{crd, crd_yaml, webhook_crd, webhook_crd_yaml};
+pub use crd::{crd, crd_yaml, keyset_crd, keyset_crd_yaml, webhook_crd, webhook_crd_yaml};
+pub use keyset::{KeySet, KeySetAccess, KeySetSpec, KeySetStatus};
 pub use webhook::{
     ApiKeyWebhook, ApiKeyWebhookSpec, ApiKeyWebhookStatus, DEFAULT_SECRET_KEY, NoticeType, SecretKeyRef, URL_RULE,
 };

@@ -33,6 +33,13 @@ fn the_checked_in_crd_matches_the_rust_types() {
 }
 
 #[test]
+fn the_checked_in_keyset_crd_matches_the_rust_types() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/keyset.yaml");
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(checked_in == keyset_crd_yaml(), "crds/keyset.yaml is out of date: run `make crds`");
+}
+
+#[test]
 fn every_cel_rule_compiles() {
     let compiled = kube_cel::compile_schema(&schema());
     assert!(!compiled.has_errors(), "{:?}", compiled.compilation_errors());

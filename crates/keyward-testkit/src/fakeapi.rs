@@ -50,7 +50,7 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use keyward_api::ApiKey;
+use keyward_api::{ApiKey, KeySet};
 
 pub mod admission;
 mod apply;
@@ -98,14 +98,16 @@ impl FakeCluster {
                 .with_status_subresource::<ApiKey>()
                 .with_resource::<keyward_api::ApiKeyWebhook>()
                 .with_status_subresource::<keyward_api::ApiKeyWebhook>()
-                .with_resource::<keyward_api::ApiKeyClass>(),
+                .with_resource::<keyward_api::ApiKeyClass>()
+                .with_resource::<KeySet>()
+                .with_status_subresource::<KeySet>(),
         }
     }
 
-    /// Install the ApiKey CustomResourceDefinition, as `kubectl apply` of `keyward crd` would.
+    /// Install the ApiKey and KeySet CustomResourceDefinitions, as `kubectl apply` of `crds/` would.
     #[must_use]
     pub fn with_crd(mut self) -> FakeCluster {
-        self.builder = self.builder.with_object(keyward_api::crd());
+        self.builder = self.builder.with_object(keyward_api::crd()).with_object(keyward_api::keyset_crd());
         self
     }
 

@@ -105,7 +105,7 @@ pub fn with_limit(mut record: Record, limit: &str) -> Record {
 /// Key set `team-a/<name>` at `generation`.
 #[must_use]
 pub fn key_set(name: &str, generation: u64, records: Vec<Record>) -> KeySet {
-    KeySet { id: keyset_id(name), generation, records }
+    KeySet { id: keyset_id(name), generation, access: keyset::Access::Enabled, records }
 }
 
 /// The plain shard files of key set `team-a/<name>` at `generation`, as (file name, text).

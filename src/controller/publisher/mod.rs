@@ -33,6 +33,11 @@
 //! that would produce the bytes already stored writes nothing; a hand-edited
 //! or extra shard is rewritten or deleted.
 //!
+//! The key set's gate (its `KeySet` object's `spec.access`, [`gate`]) is read
+//! with every rebuild and written into every shard's header, so a gate change
+//! is just another rebuild: [`Publisher::publish_now`] when it takes access
+//! away, the same when it gives it back. No `KeySet` object means no gate.
+//!
 //! The generation written never goes backwards: it is one above both the
 //! highest stored generation and the highest this process ever wrote for the
 //! set (a hand edit or deleted shard cannot rewind it), at least the wall
@@ -57,9 +62,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::api::ApiKey;
+use crate::api::{ApiKey, KeySet, KeySetAccess};
 use crate::configmap::{highest_generation, layout};
-use crate::keyset::{DEFAULT_MAX_SHARD_BYTES, KeySetId, Record, encode_packed};
+use crate::keyset::{Access, DEFAULT_MAX_SHARD_BYTES, KeySetId, Record, encode_packed_gated};
 use crate::plan::{Settings, records_with};
 
 use super::{Clock, Error, Metrics, decode};
@@ -78,6 +83,17 @@ struct SetState {
     records: Option<Vec<Record>>,
     /// The highest generation this process wrote for the set.
     high_water: u64,
+    /// The gate last written (or found stored), `None` until this process published the set.
+    access: Option<Access>,
+}
+
+/// What a key set's shards say, as last published by this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The gate in every shard's header.
+    pub access: Access,
+    /// ApiKeys with at least one record in the set.
+    pub keys: usize,
 }
 
 /// One key set's lock: at most one rebuild of a set at a time.
@@ -181,11 +197,21 @@ impl Publisher {
         Ok(state.records.iter().flatten().filter(|r| keep(r)).cloned().collect())
     }
 
+    /// Rebuild `id` now, wait until it is written, and say what its shards now carry.
+    pub async fn publish_reporting(&self, id: &KeySetId) -> Result<Published, Error> {
+        self.publish_now(id).await?;
+        let set = self.set(id);
+        let state = set.lock().await;
+        let keys: HashSet<&str> = state.records.iter().flatten().map(|r| r.name.as_str()).collect();
+        Ok(Published { access: state.access.unwrap_or_default(), keys: keys.len() })
+    }
+
     /// Rebuild `id` now and wait until it is written.
     pub async fn publish_now(&self, id: &KeySetId) -> Result<(), Error> {
         let set = self.set(id);
         let mut state = set.lock().await;
         let now = (self.clock)();
+        let access = gate(&self.client, id).await?;
         let held = self.held_in(id);
         // Raw, decoded one by one: an object the types refuse is left out (its own reconcile reports it).
         let keys: Api<DynamicObject> =
@@ -219,15 +245,16 @@ impl Publisher {
         let records = unique(all.into_iter());
         let existing = stored::read(&self.client, id).await?;
         let generation = highest_generation(existing.values()).max(state.high_water);
-        let current = layout(id, encode_packed(id, generation, &records, self.max_shard_bytes)?);
+        let current = layout(id, encode_packed_gated(id, generation, access, &records, self.max_shard_bytes)?);
         if stored::matches(&existing, &current) {
             self.metrics.keyset_size(id, records.len(), current.len());
             self.note_published(id, &records);
             state.records = Some(records);
+            state.access = Some(access);
             return Ok(());
         }
         let next = next_generation(generation, now).ok_or_else(|| Error::GenerationExhausted(id.to_string()))?;
-        let desired = layout(id, encode_packed(id, next, &records, self.max_shard_bytes)?);
+        let desired = layout(id, encode_packed_gated(id, next, access, &records, self.max_shard_bytes)?);
         // From here on a partial write may have stored `next` somewhere: never reuse it.
         state.high_water = next;
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &id.namespace);
@@ -241,10 +268,11 @@ impl Publisher {
                 self.metrics.keyset_written(id, writes);
             }
         }
-        info!(namespace = %id.namespace, keyset = %id.name, generation = next, records = records.len(), shards = desired.len(), "key set published");
+        info!(namespace = %id.namespace, keyset = %id.name, generation = next, records = records.len(), shards = desired.len(), %access, "key set published");
         self.metrics.keyset_size(id, records.len(), desired.len());
         self.note_published(id, &records);
         state.records = Some(records);
+        state.access = Some(access);
         Ok(())
     }
 
@@ -283,6 +311,28 @@ impl Publisher {
     #[must_use]
     pub fn has_pending(&self) -> bool {
         !self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+}
+
+/// Key set `id`'s gate, from its `KeySet` object: none (no object) is [`Access::Enabled`].
+///
+/// An access the types do not know (only possible past admission) is published as
+/// [`Access::Disabled`]: a gate that cannot be read never opens a set. A failed read
+/// fails the rebuild, which is retried; the shards keep the gate they carry.
+pub(crate) async fn gate(client: &Client, id: &KeySetId) -> Result<Access, Error> {
+    let sets: Api<KeySet> = Api::namespaced(client.clone(), &id.namespace);
+    let Some(set) = sets.get_opt(&id.name).await.map_err(Error::kube("get KeySet"))? else {
+        return Ok(Access::Enabled);
+    };
+    Ok(gate_of(&set.spec.access))
+}
+
+/// The published gate for a `spec.access` text; anything unknown is [`Access::Disabled`].
+pub(crate) fn gate_of(access: &str) -> Access {
+    match KeySetAccess::parse(access) {
+        Some(KeySetAccess::Enabled) => Access::Enabled,
+        Some(KeySetAccess::PaymentRequired) => Access::PaymentRequired,
+        Some(KeySetAccess::Disabled) | None => Access::Disabled,
     }
 }
 

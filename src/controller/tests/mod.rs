@@ -8,6 +8,7 @@ mod disable;
 mod examples;
 mod expiry;
 mod faults;
+mod gating;
 mod generations;
 pub(super) mod harness;
 mod keyset;

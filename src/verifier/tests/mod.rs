@@ -2,6 +2,7 @@
 
 mod api_report;
 mod decision;
+mod gating;
 
 /// The fixture builders, from the test kit, and the verifier's fixed "now".
 pub(super) mod fixtures {

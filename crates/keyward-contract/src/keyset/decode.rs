@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::error::{DecodeError, DecodeErrorKind, Field, at, invalid};
 use super::format::{valid_dns_label, valid_dns_subdomain};
 use super::grammar::{lines, parse_header, parse_rate_limit, parse_scopes, parse_time, shard_text, split_fields};
-use super::record::{KeySetId, Record, RecordState};
+use super::record::{Access, KeySetId, Record, RecordState};
 use crate::token::{KeyHash, KeyId};
 
 /// One decoded shard.
@@ -20,6 +20,8 @@ pub struct Shard {
     pub index: usize,
     /// How many shards the key set has.
     pub total: usize,
+    /// The key set's gate, as this shard's header states it.
+    pub access: Access,
     /// The shard's records.
     pub records: Vec<Record>,
 }
@@ -64,7 +66,7 @@ fn parse_record(text: &str, line: usize) -> Result<Record, DecodeError> {
 pub fn decode_shard(stored: &[u8]) -> Result<Shard, DecodeError> {
     let text = shard_text(stored)?;
     let (header_line, header, lines) = lines(&text)?;
-    let (id, generation, index, total, declared) =
+    let (id, generation, index, total, declared, access) =
         parse_header(header).map_err(|e| DecodeError { line: header_line, ..e })?;
 
     let mut records = Vec::with_capacity(declared.min(16_384));
@@ -82,5 +84,5 @@ pub fn decode_shard(stored: &[u8]) -> Result<Shard, DecodeError> {
     if records.len() != declared {
         return Err(at(0, DecodeErrorKind::RecordCount { declared, found: records.len() }));
     }
-    Ok(Shard { id, generation, index, total, records })
+    Ok(Shard { id, generation, index, total, access, records })
 }

@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::format::{FORMAT_VERSION, MAGIC, MAX_DECODE_BYTES, MAX_SHARDS, valid_dns_label};
+use super::format::{FORMAT_VERSION, GATED_FORMAT_VERSION, MAGIC, MAX_DECODE_BYTES, MAX_SHARDS, valid_dns_label};
 use super::grammar::format_time;
-use super::record::{KeySetId, Record};
+use super::record::{Access, KeySetId, Record};
 
 /// Room kept for the header line, whatever its numbers turn out to be.
 const HEADER_BUDGET: usize = 512;
@@ -82,10 +82,22 @@ pub fn encode(
     records: &[Record],
     max_bytes: usize,
 ) -> Result<Vec<String>, EncodeError> {
+    encode_gated(id, generation, Access::Enabled, records, max_bytes)
+}
+
+/// [`encode`] with a gate: [`Access::Enabled`] writes format `v1` exactly as
+/// [`encode`] does; a closed gate writes `v2` with `access=` in every shard's header.
+pub fn encode_gated(
+    id: &KeySetId,
+    generation: u64,
+    access: Access,
+    records: &[Record],
+    max_bytes: usize,
+) -> Result<Vec<String>, EncodeError> {
     if max_bytes > MAX_DECODE_BYTES {
         return Err(EncodeError::Limits);
     }
-    encode_text(id, generation, records, max_bytes)
+    encode_text(id, generation, access, records, max_bytes)
 }
 
 /// [`encode`] with a budget on the text only, which may exceed what readers
@@ -94,6 +106,7 @@ pub fn encode(
 pub(super) fn encode_text(
     id: &KeySetId,
     generation: u64,
+    access: Access,
     records: &[Record],
     max_bytes: usize,
 ) -> Result<Vec<String>, EncodeError> {
@@ -136,12 +149,16 @@ pub(super) fn encode_text(
     if total > MAX_SHARDS {
         return Err(EncodeError::Limits);
     }
+    let (version, gate) = match access {
+        Access::Enabled => (FORMAT_VERSION, String::new()),
+        closed => (GATED_FORMAT_VERSION, format!(" access={closed}")),
+    };
     Ok(bodies
         .into_iter()
         .enumerate()
         .map(|(i, (body, count))| {
             format!(
-                "{MAGIC} {FORMAT_VERSION} keyset={id} generation={generation} shard={}/{total} records={count}\n{body}",
+                "{MAGIC} {version} keyset={id} generation={generation} shard={}/{total} records={count}{gate}\n{body}",
                 i + 1
             )
         })

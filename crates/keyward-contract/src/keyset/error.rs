@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::format::{FORMAT_VERSION, MAGIC, MAX_DECODE_BYTES, MAX_TEXT_BYTES};
+use super::format::{FORMAT_VERSION, GATED_FORMAT_VERSION, MAGIC, MAX_DECODE_BYTES, MAX_TEXT_BYTES};
 
 /// The part of a shard a decode error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub enum Field {
     Shard,
     /// `records=<n>`.
     Records,
+    /// `access=<gate>` (format `v2` only).
+    Access,
     /// A record's hash.
     Hash,
     /// A record's key id.
@@ -49,6 +51,7 @@ impl fmt::Display for Field {
             Field::Generation => "generation",
             Field::Shard => "shard",
             Field::Records => "records",
+            Field::Access => "access",
             Field::Hash => "hash",
             Field::KeyId => "key id",
             Field::Owner => "namespace/name",
@@ -83,7 +86,7 @@ pub enum DecodeErrorKind {
     #[error("not a keyward key set (the first line must start with '{MAGIC}')")]
     NotAKeySet,
     /// The shard was written by a format version this build does not read.
-    #[error("unsupported format version (this build reads {FORMAT_VERSION})")]
+    #[error("unsupported format version (this build reads {FORMAT_VERSION} and {GATED_FORMAT_VERSION})")]
     UnsupportedVersion,
     /// A header or record field is missing or malformed.
     #[error("field {0} is missing or malformed")]

@@ -1,7 +1,15 @@
 //! The format's constants, limits and name rules: the leaf every other key-set module stands on.
 
-/// The format version this build writes and reads.
+/// The format version of an ungated key set, which this build writes and reads.
 pub const FORMAT_VERSION: &str = "v1";
+
+/// The format version of a gated key set (one whose header carries `access=`), which this build writes and reads.
+///
+/// A gate gets its own version so that a verifier built before gates existed
+/// refuses a gated set as an unknown version (and keeps its last good set)
+/// instead of serving the gated keys as open. Ungated sets stay `v1`, which
+/// every verifier reads.
+pub const GATED_FORMAT_VERSION: &str = "v2";
 
 /// The first word of every shard, so a stray file is never taken for a key set.
 pub const MAGIC: &str = "keyward-keyset";

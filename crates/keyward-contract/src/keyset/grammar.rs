@@ -4,9 +4,9 @@
 use jiff::Timestamp;
 
 use super::error::{DecodeError, DecodeErrorKind, Field, at, invalid};
-use super::format::{FORMAT_VERSION, MAGIC, MAX_DECODE_BYTES, MAX_SHARDS, valid_dns_label};
+use super::format::{FORMAT_VERSION, GATED_FORMAT_VERSION, MAGIC, MAX_DECODE_BYTES, MAX_SHARDS, valid_dns_label};
 use super::gzip::{UnpackError, unpack};
-use super::record::{KeySetId, RateLimit};
+use super::record::{Access, KeySetId, RateLimit};
 use crate::duration::KeyDuration;
 use crate::scope::Scope;
 
@@ -58,16 +58,22 @@ fn parse_u32_positive(text: &str) -> Option<u32> {
     parse_u64(text).and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0)
 }
 
-pub(super) fn parse_header(line: &str) -> Result<(KeySetId, u64, usize, usize, usize), DecodeError> {
+/// A header's facts: key set, generation, shard index, shard count, declared records, gate.
+pub(super) type HeaderFields = (KeySetId, u64, usize, usize, usize, Access);
+
+/// Read a header line. `v1` has no gate ([`Access::Enabled`]); `v2` must end
+/// with `access=payment-required` or `access=disabled`, the only spellings.
+pub(super) fn parse_header(line: &str) -> Result<HeaderFields, DecodeError> {
     let mut words = line.split(' ');
     if words.next() != Some(MAGIC) {
         return Err(at(1, DecodeErrorKind::NotAKeySet));
     }
-    match words.next() {
-        Some(FORMAT_VERSION) => {}
+    let gated = match words.next() {
+        Some(FORMAT_VERSION) => false,
+        Some(GATED_FORMAT_VERSION) => true,
         Some(v) if v.starts_with('v') => return Err(at(1, DecodeErrorKind::UnsupportedVersion)),
         _ => return Err(invalid(1, Field::Version)),
-    }
+    };
     let mut value = |key: &str, field: Field| -> Result<&str, DecodeError> {
         words
             .next()
@@ -90,10 +96,17 @@ pub(super) fn parse_header(line: &str) -> Result<(KeySetId, u64, usize, usize, u
         .ok_or_else(|| invalid(1, Field::Shard))?;
     let records = value("records", Field::Records)?;
     let records = parse_u64(records).and_then(|n| usize::try_from(n).ok()).ok_or_else(|| invalid(1, Field::Records))?;
+    let access = if gated {
+        // A gate that is missing, unknown or misspelt refuses the whole shard: the set is never served open.
+        let word = words.next().and_then(|w| w.strip_prefix("access=")).ok_or_else(|| invalid(1, Field::Access))?;
+        word.parse().map_err(|()| invalid(1, Field::Access))?
+    } else {
+        Access::Enabled
+    };
     if words.next().is_some() {
-        return Err(invalid(1, Field::Records));
+        return Err(invalid(1, if gated { Field::Access } else { Field::Records }));
     }
-    Ok((id, generation, index, total, records))
+    Ok((id, generation, index, total, records, access))
 }
 
 pub(super) fn parse_scopes(text: &str, line: usize) -> Result<Vec<Scope>, DecodeError> {

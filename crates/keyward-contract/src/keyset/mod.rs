@@ -33,15 +33,15 @@ mod scan;
 pub use assemble::{AssembleError, assemble};
 pub use decode::{Shard, decode_shard};
 pub use dir::{LoadError, StoredBytes, load_dirs, read_shards, read_stored};
-pub use encode::{EncodeError, encode};
+pub use encode::{EncodeError, encode, encode_gated};
 pub use error::{DecodeError, DecodeErrorKind, Field};
 pub use format::{
-    DEFAULT_MAX_SHARD_BYTES, FORMAT_VERSION, MAGIC, MAX_DECODE_BYTES, MAX_SHARDS, MAX_TEXT_BYTES, SHARD_FILE_SUFFIX,
-    shard_file_name,
+    DEFAULT_MAX_SHARD_BYTES, FORMAT_VERSION, GATED_FORMAT_VERSION, MAGIC, MAX_DECODE_BYTES, MAX_SHARDS, MAX_TEXT_BYTES,
+    SHARD_FILE_SUFFIX, shard_file_name,
 };
 pub use gzip::GZIP_MAGIC;
-pub use packed::{ShardBytes, encode_packed};
-pub use record::{KeySet, KeySetId, KeySetIdParseError, RateLimit, Record, RecordState};
+pub use packed::{ShardBytes, encode_packed, encode_packed_gated};
+pub use record::{Access, KeySet, KeySetId, KeySetIdParseError, RateLimit, Record, RecordState};
 pub use scan::{
     CompactRecord, ScannedSet, ScannedShard, ShardHeader, assemble_headers, assemble_scanned, peek_header, scan_shard,
 };

@@ -6,10 +6,10 @@
 //! entropy and names, scopes and times to a few bytes each. The text inside is
 //! the same format either way, and readers detect gzip by its magic bytes.
 
-use super::encode::{EncodeError, encode, encode_text};
+use super::encode::{EncodeError, encode_gated, encode_text};
 use super::format::MAX_TEXT_BYTES;
 use super::gzip::gzip;
-use super::record::{KeySetId, Record};
+use super::record::{Access, KeySetId, Record};
 
 /// One stored shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,18 @@ pub fn encode_packed(
     records: &[Record],
     max_bytes: usize,
 ) -> Result<Vec<ShardBytes>, EncodeError> {
-    let plain = encode(id, generation, records, max_bytes)?;
+    encode_packed_gated(id, generation, Access::Enabled, records, max_bytes)
+}
+
+/// [`encode_packed`] with a gate, written into every shard's header ([`super::encode_gated`]).
+pub fn encode_packed_gated(
+    id: &KeySetId,
+    generation: u64,
+    access: Access,
+    records: &[Record],
+    max_bytes: usize,
+) -> Result<Vec<ShardBytes>, EncodeError> {
+    let plain = encode_gated(id, generation, access, records, max_bytes)?;
     if plain.len() == 1 {
         return Ok(plain.into_iter().map(ShardBytes::Text).collect());
     }
@@ -50,7 +61,7 @@ pub fn encode_packed(
     let mut text_budget = (max_bytes * 4).min(MAX_TEXT_BYTES);
     loop {
         // The text budget is above the stored limit on purpose; the compressed size is checked below.
-        let texts = encode_text(id, generation, records, text_budget)?;
+        let texts = encode_text(id, generation, access, records, text_budget)?;
         let packed: Vec<Vec<u8>> = texts.iter().map(|t| gzip(t)).collect();
         let largest = packed.iter().map(Vec::len).max().unwrap_or(0);
         if largest <= max_bytes {

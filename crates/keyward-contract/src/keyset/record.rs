@@ -83,6 +83,53 @@ impl FromStr for RecordState {
     }
 }
 
+/// Whether the keys of a key set may be used at all: the key set's gate.
+///
+/// Set by platform teams on a `KeySet` object, published in the key set's
+/// header and enforced by the verifier before any per-key check but after the
+/// token is found, so that a stranger's token still gets 401.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Access {
+    /// No gate: every key is judged on its own (format `v1`, no `access` word).
+    #[default]
+    Enabled,
+    /// Every key is refused with 402 `payment_required` (the plan lacks the feature).
+    PaymentRequired,
+    /// Every key is refused with 403 `access_disabled`.
+    Disabled,
+}
+
+impl Access {
+    /// The word used in the header's `access=` (and `-` for no gate).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Enabled => "enabled",
+            Access::PaymentRequired => "payment-required",
+            Access::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A gate as the header spells it: only the two closed ones; `enabled` is written by leaving the gate out.
+impl FromStr for Access {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "payment-required" => Ok(Access::PaymentRequired),
+            "disabled" => Ok(Access::Disabled),
+            _ => Err(()),
+        }
+    }
+}
+
 /// A per-key token bucket: `requests` per `period`, with bursts up to `burst`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +226,8 @@ pub struct KeySet {
     pub id: KeySetId,
     /// The publisher's generation counter; all shards of a set carry the same one.
     pub generation: u64,
+    /// The key set's gate; all shards of a set carry the same one.
+    pub access: Access,
     /// The records of all shards.
     pub records: Vec<Record>,
 }

@@ -22,11 +22,11 @@
 
 use std::collections::HashMap;
 
-use super::assemble::{AssembleError, group};
+use super::assemble::{AssembleError, ShardGroup, group};
 use super::format::{MAX_DECODE_BYTES, MAX_TEXT_BYTES, valid_dns_label, valid_dns_subdomain};
 use super::grammar::{lines, parse_header, parse_rate_limit, parse_scopes, parse_time, shard_text, split_fields};
 use super::gzip::GZIP_MAGIC;
-use super::record::{KeySetId, RateLimit, RecordState};
+use super::record::{Access, KeySetId, RateLimit, RecordState};
 use crate::scope::Scope;
 use crate::token::KeyHash;
 
@@ -58,6 +58,8 @@ pub struct ScannedShard {
     pub index: usize,
     /// How many shards the key set has.
     pub total: usize,
+    /// The key set's gate, as this shard's header states it.
+    pub access: Access,
     /// Each distinct scope list of the shard, once.
     pub scopes: Vec<Vec<Scope>>,
     /// Each distinct rate limit of the shard, once.
@@ -79,6 +81,8 @@ pub struct ShardHeader {
     pub total: usize,
     /// How many records the shard says it holds.
     pub records: usize,
+    /// The key set's gate.
+    pub access: Access,
 }
 
 impl ScannedShard {
@@ -91,6 +95,7 @@ impl ScannedShard {
             index: self.index,
             total: self.total,
             records: self.records.len(),
+            access: self.access,
         }
     }
 }
@@ -136,19 +141,19 @@ pub fn peek_header(stored: &[u8]) -> Option<ShardHeader> {
             break line;
         }
     };
-    let (id, generation, index, total, records) = parse_header(std::str::from_utf8(line).ok()?).ok()?;
-    (records <= most_text / 100).then_some(ShardHeader { id, generation, index, total, records })
+    let (id, generation, index, total, records, access) = parse_header(std::str::from_utf8(line).ok()?).ok()?;
+    (records <= most_text / 100).then_some(ShardHeader { id, generation, index, total, records, access })
 }
 
-/// One whole key set's tagged shard headers, in shard order, with its id and generation.
-pub type HeaderSet<T> = (KeySetId, u64, Vec<(T, ShardHeader)>);
+/// One whole key set's tagged shard headers, in shard order, with its id, generation and gate.
+pub type HeaderSet<T> = ShardGroup<(T, ShardHeader)>;
 
 /// Check that shard headers form whole key sets (as [`super::assemble`] does) and group them.
 ///
 /// Each header comes with a caller's tag (such as its position in a list of files); every set's
 /// shards come back in shard order.
 pub fn assemble_headers<T>(headers: Vec<(T, ShardHeader)>) -> Result<Vec<HeaderSet<T>>, AssembleError> {
-    group(headers, |(_, h)| (&h.id, h.generation, h.index, h.total))
+    group(headers, |(_, h)| (&h.id, h.generation, h.index, h.total, h.access))
 }
 
 /// One whole key set: its scanned shards, in order.
@@ -158,6 +163,8 @@ pub struct ScannedSet {
     pub id: KeySetId,
     /// The generation all its shards carry.
     pub generation: u64,
+    /// The gate all its shards carry.
+    pub access: Access,
     /// Shards 1 to n.
     pub shards: Vec<ScannedShard>,
 }
@@ -239,7 +246,7 @@ impl<'a> Interner<'a> {
 pub fn scan_shard(stored: &[u8]) -> Option<ScannedShard> {
     let text = shard_text(stored).ok()?;
     let (_, header, lines) = lines(&text).ok()?;
-    let (id, generation, index, total, declared) = parse_header(header).ok()?;
+    let (id, generation, index, total, declared, access) = parse_header(header).ok()?;
     // A record takes well over 64 bytes, so this bounds what a lying header can make us reserve.
     let mut records = Vec::with_capacity(declared.min(text.len() / 64 + 1));
     let mut interner = Interner::default();
@@ -254,6 +261,7 @@ pub fn scan_shard(stored: &[u8]) -> Option<ScannedShard> {
         generation,
         index,
         total,
+        access,
         scopes: interner.scope_lists,
         rate_limits: interner.limits,
         records,
@@ -262,8 +270,8 @@ pub fn scan_shard(stored: &[u8]) -> Option<ScannedShard> {
 
 /// Put scanned shards together into whole key sets, with the checks of [`super::assemble`] except duplicate hashes.
 pub fn assemble_scanned(shards: Vec<ScannedShard>) -> Result<Vec<ScannedSet>, AssembleError> {
-    Ok(group(shards, |s| (&s.id, s.generation, s.index, s.total))?
+    Ok(group(shards, |s| (&s.id, s.generation, s.index, s.total, s.access))?
         .into_iter()
-        .map(|(id, generation, shards)| ScannedSet { id, generation, shards })
+        .map(|(id, generation, access, shards)| ScannedSet { id, generation, access, shards })
         .collect())
 }

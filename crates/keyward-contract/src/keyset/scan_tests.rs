@@ -12,8 +12,8 @@ fn check_agreement(stored: &[u8]) -> Result<(), TestCaseError> {
     match (&strict, &fast) {
         (Ok(shard), Some(scanned)) => {
             prop_assert_eq!(
-                (&shard.id, shard.generation, shard.index, shard.total),
-                (&scanned.id, scanned.generation, scanned.index, scanned.total)
+                (&shard.id, shard.generation, shard.index, shard.total, shard.access),
+                (&scanned.id, scanned.generation, scanned.index, scanned.total, scanned.access)
             );
             prop_assert_eq!(shard.records.len(), scanned.records.len());
             for (record, compact) in shard.records.iter().zip(&scanned.records) {
@@ -83,7 +83,9 @@ fn encoded(records: &[Record], generation: u64, gzip: bool) -> Vec<u8> {
     let mut unique = records.to_vec();
     unique.sort_by_key(|r| r.hash);
     unique.dedup_by_key(|r| r.hash);
-    let text = encode(&id("ns", "set"), generation, &unique, 1024 * 1024).unwrap().remove(0);
+    // The generation picks the gate too, so mutations hit v1 and v2 headers alike.
+    let access = [Access::Enabled, Access::PaymentRequired, Access::Disabled][(generation % 3) as usize];
+    let text = encode_gated(&id("ns", "set"), generation, access, &unique, 1024 * 1024).unwrap().remove(0);
     if gzip { gz(text.as_bytes()) } else { text.into_bytes() }
 }
 
@@ -209,7 +211,7 @@ proptest! {
 
     #[test]
     fn mutated_shards_are_accepted_by_both_or_neither(records in prop::collection::vec(arb_record(), 1..12), edits in prop::collection::vec(arb_edit(), 1..4), gzip in any::<bool>()) {
-        let mut text = encoded(&records, 3, false);
+        let mut text = encoded(&records, 4, false);
         for edit in &edits {
             apply(&mut text, edit);
         }
@@ -268,7 +270,7 @@ proptest! {
 
     #[test]
     fn a_peeked_header_never_disagrees_with_an_accepted_scan(records in prop::collection::vec(arb_record(), 1..12), edits in prop::collection::vec(arb_edit(), 0..3), gzip in any::<bool>()) {
-        let mut text = encoded(&records, 3, false);
+        let mut text = encoded(&records, 4, false);
         for edit in &edits {
             apply(&mut text, edit);
         }

@@ -164,7 +164,8 @@ fn every_malformed_field_is_reported_with_its_line() {
     let cases: Vec<(String, DecodeError)> = vec![
         (String::new(), DecodeError { line: 0, kind: K::MissingHeader }),
         ("hello\n".into(), DecodeError { line: 1, kind: K::NotAKeySet }),
-        (golden_text().replacen(" v1 ", " v2 ", 1), DecodeError { line: 1, kind: K::UnsupportedVersion }),
+        (golden_text().replacen(" v1 ", " v3 ", 1), DecodeError { line: 1, kind: K::UnsupportedVersion }),
+        (golden_text().replacen(" v1 ", " v2 ", 1), DecodeError { line: 1, kind: K::InvalidField(Field::Access) }),
         (with_field(1, 2, "keyset=Team/x"), DecodeError { line: 1, kind: K::InvalidField(Field::KeySet) }),
         (with_field(1, 3, "generation=-1"), DecodeError { line: 1, kind: K::InvalidField(Field::Generation) }),
         (with_field(1, 4, "shard=2/1"), DecodeError { line: 1, kind: K::InvalidField(Field::Shard) }),
@@ -507,4 +508,112 @@ fn a_key_set_beyond_one_plain_shard_packs_at_the_default_shard_size() {
     assert!(packed.iter().all(|s| s.as_bytes().len() <= DEFAULT_MAX_SHARD_BYTES));
     let decoded: Vec<Shard> = packed.iter().map(|s| decode_shard(s.as_bytes()).unwrap()).collect();
     assert_eq!(assemble(decoded).unwrap()[0].records.len(), 5_000);
+}
+
+mod gates {
+    use super::*;
+
+    fn header_of(shard: &str) -> &str {
+        shard.lines().next().unwrap()
+    }
+
+    #[test]
+    fn an_ungated_set_is_written_as_v1_exactly_as_before() {
+        let records = golden_records();
+        let plain = encode(&id("team-a", "default"), 7, &records, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        let enabled =
+            encode_gated(&id("team-a", "default"), 7, Access::Enabled, &records, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        assert_eq!(plain, enabled);
+        assert!(header_of(&enabled[0]).starts_with("keyward-keyset v1 "));
+        assert_eq!(decode_shard(enabled[0].as_bytes()).unwrap().access, Access::Enabled);
+    }
+
+    #[test]
+    fn a_gate_is_written_as_v2_with_its_access_word_and_round_trips() {
+        for (access, word) in [(Access::PaymentRequired, "payment-required"), (Access::Disabled, "disabled")] {
+            let shards =
+                encode_gated(&id("team-a", "paid"), 9, access, &golden_records(), DEFAULT_MAX_SHARD_BYTES).unwrap();
+            assert_eq!(
+                header_of(&shards[0]),
+                format!("keyward-keyset v2 keyset=team-a/paid generation=9 shard=1/1 records=4 access={word}")
+            );
+            let decoded: Vec<Shard> = shards.iter().map(|s| decode_shard(s.as_bytes()).unwrap()).collect();
+            assert_eq!(decoded[0].access, access);
+            let sets = assemble(decoded).unwrap();
+            assert_eq!((sets[0].access, sets[0].records.len()), (access, 4));
+            let scanned = scan_shard(shards[0].as_bytes()).unwrap();
+            assert_eq!(scanned.access, access);
+            assert_eq!(peek_header(shards[0].as_bytes()).unwrap().access, access);
+        }
+    }
+
+    #[test]
+    fn every_gzip_shard_of_a_large_gated_set_carries_the_gate() {
+        let records: Vec<Record> = (0..3_000).map(|n| record(n, &format!("key-{n:05}"), &["orders:read"])).collect();
+        let shards =
+            encode_packed_gated(&id("team-a", "big"), 3, Access::PaymentRequired, &records, 32 * 1024).unwrap();
+        assert!(shards.len() > 1);
+        let decoded: Vec<Shard> = shards.iter().map(|s| decode_shard(s.as_bytes()).unwrap()).collect();
+        assert!(decoded.iter().all(|s| s.access == Access::PaymentRequired));
+        assert_eq!(assemble(decoded).unwrap()[0].access, Access::PaymentRequired);
+    }
+
+    /// A gate that is missing, unknown, misspelt, spelt `enabled`, or written under `v1` refuses the whole shard,
+    /// so no reader serves a gated set as open; the error names the field, never the text.
+    #[test]
+    fn a_malformed_gate_refuses_the_shard() {
+        let v2 = |tail: &str| format!("keyward-keyset v2 keyset=team-a/paid generation=1 shard=1/1 records=0{tail}\n");
+        for (text, field) in [
+            (v2(""), Field::Access),
+            (v2(" access=enabled"), Field::Access),
+            (v2(" access=open"), Field::Access),
+            (v2(" access=Disabled"), Field::Access),
+            (v2(" access="), Field::Access),
+            (v2(" acces=disabled"), Field::Access),
+            (v2(" access=disabled access=disabled"), Field::Access),
+            (
+                "keyward-keyset v1 keyset=team-a/paid generation=1 shard=1/1 records=0 access=disabled\n".to_owned(),
+                Field::Records,
+            ),
+        ] {
+            let error = decode_shard(text.as_bytes()).unwrap_err();
+            assert_eq!(error, DecodeError { line: 1, kind: DecodeErrorKind::InvalidField(field) }, "{text}");
+            assert!(scan_shard(text.as_bytes()).is_none(), "{text}");
+            assert!(peek_header(text.as_bytes()).is_none(), "{text}");
+        }
+    }
+
+    /// What a reader that knows only v1 does with a gated set: the version word is all it needs to refuse.
+    #[test]
+    fn a_reader_refuses_a_version_it_does_not_know() {
+        let text = "keyward-keyset v3 keyset=team-a/paid generation=1 shard=1/1 records=0 access=disabled\n";
+        assert_eq!(decode_shard(text.as_bytes()).unwrap_err().kind, DecodeErrorKind::UnsupportedVersion);
+        let gated = encode_gated(&id("team-a", "paid"), 1, Access::Disabled, &[], DEFAULT_MAX_SHARD_BYTES).unwrap();
+        assert!(gated[0].starts_with(&format!("{MAGIC} {GATED_FORMAT_VERSION} ")));
+        assert_ne!(GATED_FORMAT_VERSION, FORMAT_VERSION);
+    }
+
+    #[test]
+    fn shards_that_disagree_on_the_gate_are_refused() {
+        let records: Vec<Record> = (0..300).map(|n| record(n, &format!("k{n}"), &["a:read"])).collect();
+        let shards_with = |access| {
+            encode_gated(&id("team-a", "s"), 1, access, &records, 8 * 1024)
+                .unwrap()
+                .iter()
+                .map(|s| decode_shard(s.as_bytes()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let mut mixed = shards_with(Access::PaymentRequired);
+        assert!(mixed.len() >= 2);
+        mixed[1] = shards_with(Access::Enabled).remove(1);
+        assert!(matches!(assemble(mixed), Err(AssembleError::AccessDisagrees(_))));
+
+        let texts = encode_gated(&id("team-a", "s"), 1, Access::Disabled, &records, 8 * 1024).unwrap();
+        let open = encode(&id("team-a", "s"), 1, &records, 8 * 1024).unwrap();
+        let mut scanned: Vec<ScannedShard> = texts.iter().map(|t| scan_shard(t.as_bytes()).unwrap()).collect();
+        scanned[0] = scan_shard(open[0].as_bytes()).unwrap();
+        assert!(matches!(assemble_scanned(scanned.clone()), Err(AssembleError::AccessDisagrees(_))));
+        let headers: Vec<(usize, ShardHeader)> = scanned.iter().map(ScannedShard::header).enumerate().collect();
+        assert!(matches!(assemble_headers(headers), Err(AssembleError::AccessDisagrees(_))));
+    }
 }

@@ -1,7 +1,7 @@
 //! Discovery, as `kubectl` reads it before anything else: `/version`, `/api`, `/apis` and one
 //! resource list per group version (the legacy documents; kubectl asks for aggregated
 //! discovery first and falls back to these when the answer is plain JSON). The resources are
-//! kube-fake-client's built-in ones and keyward's CRDs' (ApiKey, ApiKeyWebhook), with short names and category.
+//! kube-fake-client's built-in ones and keyward's CRDs' (ApiKey, ApiKeyWebhook, ApiKeyClass, KeySet), with short names and category.
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -41,7 +41,7 @@ fn group_version(prefix: &str) -> Option<(&str, &str)> {
 #[must_use]
 pub fn resource(prefix: &str, plural: &str) -> Option<Resource> {
     let (group, version) = group_version(prefix)?;
-    if let Some(crd) = api_key_resource(group, version, plural) {
+    if let Some(crd) = crd_resource(group, version, plural) {
         return Some(crd);
     }
     let kind = builtin::plural_to_kind(group, version, plural)?;
@@ -55,12 +55,12 @@ pub fn resource(prefix: &str, plural: &str) -> Option<Resource> {
     })
 }
 
-/// keyward's CRDs: ApiKey, ApiKeyWebhook and ApiKeyClass.
-fn crds() -> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 3] {
-    [keyward_api::crd(), keyward_api::webhook_crd(), keyward_api::class_crd()]
+/// keyward's CRDs: ApiKey, ApiKeyWebhook, ApiKeyClass and KeySet.
+fn crds() -> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 4] {
+    [keyward_api::crd(), keyward_api::webhook_crd(), keyward_api::class_crd(), keyward_api::keyset_crd()]
 }
 
-fn api_key_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {
+fn crd_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {
     crds().into_iter().find_map(|crd| {
         let names = &crd.spec.names;
         let served = group == crd.spec.group && crd.spec.versions.iter().any(|v| v.name == version);
