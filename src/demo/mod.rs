@@ -140,6 +140,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             workers: 0,
             hardening: crate::verifier::Hardening::default(),
             usage: None,
+            audit: None,
         },
         verifier_clock,
     )
