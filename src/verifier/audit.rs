@@ -394,7 +394,8 @@ pub fn redact(text: &str) -> Cow<'_, str> {
                 runs.push((start, i));
             }
             units = 0;
-            i += 1;
+            // An escape of anything else is skipped whole, so its hex digits start no run.
+            i += if is_escape(&bytes[i..]) { 3 } else { 1 };
             start = i;
         } else {
             units += 1;
@@ -416,6 +417,11 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     }
     out.push_str(&text[at..]);
     Cow::Owned(out)
+}
+
+/// Whether `bytes` starts with a percent escape (`%` and two hex digits).
+fn is_escape(bytes: &[u8]) -> bool {
+    matches!(bytes, [b'%', hi, lo, ..] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit())
 }
 
 /// Bytes taken by one letter or digit at the start of `bytes`: 1 plain, 3 percent-encoded, 0 for anything else.
