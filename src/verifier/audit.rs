@@ -457,8 +457,8 @@ pub struct Facts {
 impl Facts {
     /// Note the request line of a request answered without a decision, and why.
     pub fn undecided<B>(&mut self, request: &http::Request<B>, reason: &'static str) {
-        self.method = request.method().as_str().to_owned();
-        self.target = request.uri().path_and_query().map_or("/", http::uri::PathAndQuery::as_str).to_owned();
+        request.method().as_str().clone_into(&mut self.method);
+        request.uri().path_and_query().map_or("/", http::uri::PathAndQuery::as_str).clone_into(&mut self.target);
         self.reason = reason;
     }
 

@@ -1,5 +1,7 @@
 //! The audit log's pure parts: redaction, request ids, and the line written for an event.
 
+use std::fmt::Write as _;
+
 use http::HeaderMap;
 
 use super::fixtures::*;
@@ -10,7 +12,10 @@ fn runs_of_token_length_are_redacted_plainly_or_percent_encoded_and_shorter_ones
     let secret = token(1).expose().to_owned();
     let tail = secret.rsplit_once('_').unwrap().1.to_owned();
     let just_short = "a".repeat(SECRET_RUN - 1);
-    let encoded: String = tail.bytes().map(|b| format!("%{b:02x}")).collect();
+    let encoded = tail.bytes().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "%{b:02x}");
+        out
+    });
     let cases = [
         (format!("/leads/{secret}"), "/leads/kw_[redacted]".to_owned()),
         (format!("/a/{tail}/b/{tail}"), "/a/[redacted]/b/[redacted]".to_owned()),
