@@ -81,12 +81,18 @@ fn scene() -> Scene {
     Scene { log: dir.path().join("audit.jsonl"), _dir: dir, keys, token }
 }
 
+/// The verifier of `s`, logging to `s.log` (with the query when `query`), once its key set loaded.
+async fn started(s: &Scene, query: bool) -> (keyward::verifier::Running, Front) {
+    let running = keyward::verifier::start(config(&s.keys, Target::File(s.log.clone()), query, 1024)).await.unwrap();
+    wait_ready(&running).await;
+    let front = Front::new(running.addr);
+    (running, front)
+}
+
 #[tokio::test]
 async fn lines_name_the_key_and_request_and_never_hold_the_token_or_the_query() {
     let s = scene();
-    let running = keyward::verifier::start(config(&s.keys, Target::File(s.log.clone()), false, 1024)).await.unwrap();
-    wait_ready(&running).await;
-    let front = Front::new(running.addr);
+    let (running, front) = started(&s, false).await;
     let bearer = bearer(&s.token);
     let secret = s.token.expose();
     let auth = |id: &str| vec![("authorization", bearer.clone()), ("x-request-id", id.to_owned())];
@@ -146,9 +152,7 @@ async fn lines_name_the_key_and_request_and_never_hold_the_token_or_the_query() 
 #[tokio::test]
 async fn with_the_query_enabled_it_is_logged_and_a_token_in_it_still_is_not() {
     let s = scene();
-    let running = keyward::verifier::start(config(&s.keys, Target::File(s.log.clone()), true, 1024)).await.unwrap();
-    wait_ready(&running).await;
-    let front = Front::new(running.addr);
+    let (running, front) = started(&s, true).await;
     let auth = vec![("authorization", bearer(&s.token)), ("x-request-id", "q-1".to_owned())];
     let uri = format!("/leads/1?email=a@example.com&t={}", s.token.expose());
     assert_eq!(verify(&front, "GET", &uri, auth).await, 200);
