@@ -4,6 +4,7 @@
 # Measures side by side, with the same wrk settings:
 #   upstream     the bare upstream (nginx `return 200` on a loopback port)
 #   keyward      keyward verifier in proxy mode (--upstream) in front of it
+#   keyward+audit  the same with the audit log on (--audit-log to a file in the work dir; AUDIT=0 leaves it out)
 #   nginx+auth   nginx auth_request -> keyward forward-auth /verify, then proxy_pass to the upstream
 #   nginx        nginx proxy_pass to the upstream, no auth
 #   caddy+auth   Caddy forward_auth -> keyward forward-auth /verify, then reverse_proxy to the upstream
@@ -32,6 +33,7 @@ DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 KEYS=${KEYS:-100000}
 LATENCY_DURATION=${LATENCY_DURATION:-0}
+AUDIT=${AUDIT:-1}
 PAIRED_REQUESTS=${PAIRED_REQUESTS:-50000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -88,6 +90,7 @@ free_port() {
 UPSTREAM=$(free_port); PROXY=$(free_port); PROXY_ADMIN=$(free_port)
 FWD=$(free_port); FWD_ADMIN=$(free_port); NGINX_AUTH=$(free_port); NGINX_PLAIN=$(free_port)
 CADDY_AUTH=$(free_port); CADDY_PLAIN=$(free_port)
+AUDIT_PROXY=$(free_port); AUDIT_ADMIN=$(free_port)
 
 # --- the key set: KEYS-1 records with random hashes plus the one whose token wrk sends.
 echo "== key set: $KEYS keys" >&2
@@ -103,6 +106,11 @@ HASH=$(printf '%s' "$TOKEN" | "$KEYWARD_BIN" token hash)
 "$KEYWARD_BIN" verifier --keyset-dir "$WORK/keys" --listen "127.0.0.1:$PROXY" --admin-listen "127.0.0.1:$PROXY_ADMIN" \
   --upstream "http://127.0.0.1:$UPSTREAM" >"$WORK/proxy.log" 2>&1 &
 PIDS+=($!)
+if [ "$AUDIT" = 1 ]; then
+  "$KEYWARD_BIN" verifier --keyset-dir "$WORK/keys" --listen "127.0.0.1:$AUDIT_PROXY" --admin-listen "127.0.0.1:$AUDIT_ADMIN" \
+    --upstream "http://127.0.0.1:$UPSTREAM" --audit-log "$WORK/audit.jsonl" >"$WORK/proxy-audit.log" 2>&1 &
+  PIDS+=($!)
+fi
 "$KEYWARD_BIN" verifier --keyset-dir "$WORK/keys" --listen "127.0.0.1:$FWD" --admin-listen "127.0.0.1:$FWD_ADMIN" \
   >"$WORK/forward-auth.log" 2>&1 &
 PIDS+=($!)
@@ -228,6 +236,7 @@ status() { # url [with-token]
 for _ in $(seq 300); do
   if [ "$(status "http://127.0.0.1:$PROXY_ADMIN/readyz")" = 200 ] && [ "$(status "http://127.0.0.1:$FWD_ADMIN/readyz")" = 200 ] &&
     [ "$(status "http://127.0.0.1:$UPSTREAM/")" = 200 ] && [ "$(status "http://127.0.0.1:$NGINX_PLAIN/")" = 200 ] &&
+    { [ "$AUDIT" != 1 ] || [ "$(status "http://127.0.0.1:$AUDIT_ADMIN/readyz")" = 200 ]; } &&
     { [ -z "$CADDY" ] || [ "$(status "http://127.0.0.1:$CADDY_PLAIN/")" = 200 ]; }; then
     break
   fi
@@ -237,6 +246,11 @@ PATH_=/bench/1
 NAMES=(upstream keyward nginx+auth nginx)
 PORTS=("$UPSTREAM" "$PROXY" "$NGINX_AUTH" "$NGINX_PLAIN")
 AUTH_PORTS=("$PROXY" "$NGINX_AUTH")
+if [ "$AUDIT" = 1 ]; then
+  NAMES+=(keyward+audit)
+  PORTS+=("$AUDIT_PROXY")
+  AUTH_PORTS+=("$AUDIT_PROXY")
+fi
 if [ -n "$CADDY" ]; then
   NAMES+=(caddy+auth caddy)
   PORTS+=("$CADDY_AUTH" "$CADDY_PLAIN")
@@ -303,6 +317,10 @@ table() {
     'BEGIN { printf "- keyward proxy throughput is %.2fx the nginx auth_request setup (aim: ≥ 3x)\n", a / b }'
   awk -v a="${RPS[nginx]}" -v b="${RPS[nginx+auth]}" -v c="${RPS[keyward]}" \
     'BEGIN { printf "- nginx proxy_pass alone: %.2fx the auth_request setup; keyward proxy is %.2fx nginx proxy_pass\n", a / b, c / a }'
+  if [ -n "${RPS[keyward+audit]:-}" ]; then
+    awk -v a="${RPS[keyward+audit]}" -v b="${RPS[keyward]}" -v c="${P99[keyward+audit]}" -v d="${P99[keyward]}" -v e="${P50[keyward+audit]}" -v f="${P50[keyward]}" \
+      'BEGIN { printf "- audit log on: %.3fx the throughput of the proxy without it; %+.0f µs at p50, %+.0f µs at p99\n", a / b, e - f, c - d }'
+  fi
   if [ -n "${RPS[caddy+auth]:-}" ]; then
     awk -v a="${RPS[keyward]}" -v b="${RPS[caddy+auth]}" -v c="${RPS[caddy]}" -v d="${P50[caddy+auth]}" -v e="${P50[caddy]}" \
       'BEGIN { printf "- keyward proxy throughput is %.2fx the Caddy forward_auth setup; Caddy reverse_proxy alone is %.2fx its forward_auth setup; forward_auth adds %.0f µs at p50\n", a / b, c / b, d - e }'
@@ -325,6 +343,12 @@ if [ -s "$WORK/results.unloaded" ]; then
   echo "wrk -t1 -c1 -d$LATENCY_DURATION (one connection: latency without queueing):"
   echo
   table unloaded
+fi
+if [ "$AUDIT" = 1 ]; then
+  audit_metrics=$(curl -s "http://127.0.0.1:$AUDIT_ADMIN/metrics")
+  written=$(awk '$1 == "keyward_verifier_audit_lines_written_total" { print $2 }' <<<"$audit_metrics")
+  dropped=$(awk '$1 == "keyward_verifier_audit_lines_dropped_total" { print $2 }' <<<"$audit_metrics")
+  echo "- audit log: $written lines written, $dropped dropped, $(du -h "$WORK/audit.jsonl" | cut -f1) on disk"
 fi
 if [ "$PAIRED_REQUESTS" != 0 ]; then
   echo "== paired latency probe: $PAIRED_REQUESTS requests per setup" >&2

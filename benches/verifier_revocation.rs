@@ -177,6 +177,7 @@ fn config(dir: &KubeletDir) -> Config {
         workers: 0,
         hardening: keyward::verifier::Hardening::default(),
         usage: None,
+        audit: None,
     }
 }
 

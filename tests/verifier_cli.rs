@@ -29,9 +29,9 @@ struct Spawned {
     admin: SocketAddr,
 }
 
-/// Starts the verifier on `dir`, under `ulimit -n FDS` when given, and waits for its
-/// "verifier listening" line.
-fn spawn(dir: &KubeletDir, fd_limit: Option<u32>) -> Spawned {
+/// Starts the verifier on `dir` with `extra` flags, under `ulimit -n FDS` when given, and waits
+/// for its "verifier listening" line. Its stdout is piped (the audit log's `-`).
+fn spawn(dir: &KubeletDir, fd_limit: Option<u32>, extra: &[&str]) -> Spawned {
     let mut command = Command::new("sh");
     let limit = fd_limit.map_or_else(String::new, |n| format!("ulimit -n {n} && "));
     command.arg("-c").arg(format!("{limit}exec \"$0\" \"$@\"")).arg(env!("CARGO_BIN_EXE_keyward"));
@@ -39,7 +39,9 @@ fn spawn(dir: &KubeletDir, fd_limit: Option<u32>) -> Spawned {
         .args(["verifier", "--keyset-dir"])
         .arg(&dir.path)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", "keyward=trace,info")
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -74,7 +76,7 @@ fn the_binary_serves_forward_auth_and_exits_cleanly_on_sigterm() {
     let (reader, stranger) = (token(1), token(2));
     let mut dir = KubeletDir::new();
     dir.publish_set("default", 1, &[record(&reader, &["leads:read"])]);
-    let Spawned { mut child, received, drain, mut logs, addr, admin } = spawn(&dir, None);
+    let Spawned { mut child, received, drain, mut logs, addr, admin } = spawn(&dir, None, &[]);
     let mut ready = false;
     for _ in 0..1000 {
         if http(admin, "GET /readyz HTTP/1.1\r\n").starts_with("HTTP/1.1 200") {
@@ -154,6 +156,31 @@ fn the_key_set_source_is_either_directories_or_the_api_and_bad_flags_are_refused
             vec!["--keyset-dir".into(), dir.path.display().to_string(), "--upstream".into(), "https://app:8443".into()],
             "upstream must be http://",
         ),
+        // Audit log flags: the options need the log, the file must be openable, the buffer hold a line.
+        (
+            vec!["--keyset-dir".into(), dir.path.display().to_string(), "--audit-log-query".into()],
+            "--audit-log <-|PATH>",
+        ),
+        (
+            vec![
+                "--keyset-dir".into(),
+                dir.path.display().to_string(),
+                "--audit-log".into(),
+                "/nonexistent/keyward/audit.jsonl".into(),
+            ],
+            "--audit-log /nonexistent/keyward/audit.jsonl: No such file",
+        ),
+        (
+            vec![
+                "--keyset-dir".into(),
+                dir.path.display().to_string(),
+                "--audit-log".into(),
+                "-".into(),
+                "--audit-log-buffer".into(),
+                "0".into(),
+            ],
+            "--audit-log-buffer",
+        ),
         // No kubeconfig and not in a pod: the API cannot be reached, and the verifier says so.
         (vec!["--watch-keyset".into(), "team-a/default".into()], "Kubernetes API"),
     ];
@@ -201,7 +228,7 @@ fn with_128_file_descriptors_a_client_hoarding_idle_connections_blocks_nobody_an
     let reader = token(1);
     let mut dir = KubeletDir::new();
     dir.publish_set("default", 1, &[record(&reader, &["leads:read"])]);
-    let Spawned { mut child, received, drain, mut logs, addr, admin } = spawn(&dir, Some(128));
+    let Spawned { mut child, received, drain, mut logs, addr, admin } = spawn(&dir, Some(128), &[]);
     let pid = child.id();
     assert!(readyz_becomes(admin, "HTTP/1.1 200"), "not ready");
     let request = format!(
@@ -258,4 +285,90 @@ fn with_128_file_descriptors_a_client_hoarding_idle_connections_blocks_nobody_an
     let accept_warnings = logs.lines().filter(|l| l.contains("accept")).count();
     assert!(accept_warnings <= 5, "{accept_warnings} accept warnings:\n{logs}");
     assert!(!logs.contains(&reader.expose()[3..]), "a token reached the logs");
+}
+
+/// Polls (at most 10 s) until `path` holds a line containing `needle`.
+fn file_gets(path: &std::path::Path, needle: &str) -> bool {
+    (0..1000).any(|_| {
+        let found = std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle));
+        if !found {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        found
+    })
+}
+
+fn ask_with_id(addr: SocketAddr, token: &keyward::token::Token, id: &str) -> String {
+    http(
+        addr,
+        &format!(
+            "GET /verify HTTP/1.1\r\nX-Original-Method: GET\r\nX-Original-URI: /leads?q=1\r\nX-Request-Id: {id}\r\nAuthorization: Bearer {}\r\n",
+            token.expose()
+        ),
+    )
+}
+
+fn stop(child: &mut std::process::Child) -> std::process::ExitStatus {
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    child.wait().unwrap()
+}
+
+#[test]
+fn the_audit_log_file_is_reopened_on_sighup_so_it_can_be_rotated() {
+    let reader = token(1);
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&reader, &["leads:read"])]);
+    let logs = tempfile::tempdir().unwrap();
+    let (path, rotated) = (logs.path().join("audit.jsonl"), logs.path().join("audit.jsonl.1"));
+    let Spawned { mut child, admin, addr, received: _received, .. } =
+        spawn(&dir, None, &["--audit-log", path.to_str().unwrap()]);
+    assert!(readyz_becomes(admin, "HTTP/1.1 200"), "not ready");
+
+    assert!(ask_with_id(addr, &reader, "before-rotation").starts_with("HTTP/1.1 200"));
+    assert!(file_gets(&path, "before-rotation"), "no audit line in {}", path.display());
+    std::fs::rename(&path, &rotated).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    // The writer reopens before its next write: lines after the signal go to a new file at the path.
+    let mut reopened = false;
+    for i in 0..100 {
+        assert!(
+            ask_with_id(addr, &reader, &format!("after-{i}")).starts_with("HTTP/1.1 200"),
+            "SIGHUP stopped the verifier"
+        );
+        if file_gets(&path, "after-") {
+            reopened = true;
+            break;
+        }
+    }
+    assert!(reopened, "no new file at {} after SIGHUP", path.display());
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("before-rotation"), "{old}");
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("before-rotation"));
+    assert!(stop(&mut child).success());
+    for text in [old, std::fs::read_to_string(&path).unwrap()] {
+        assert!(!text.contains(&reader.expose()[3..]) && !text.contains("q=1"), "{text}");
+    }
+}
+
+#[test]
+fn audit_log_dash_writes_json_lines_to_stdout_apart_from_the_logs() {
+    let reader = token(1);
+    let mut dir = KubeletDir::new();
+    dir.publish_set("default", 1, &[record(&reader, &["leads:read"])]);
+    // Holds on to the stderr lines: dropping the receiver would close the verifier's stderr.
+    let Spawned { mut child, admin, addr, received: _received, .. } =
+        spawn(&dir, None, &["--audit-log", "-", "--audit-log-query", "--audit-log-buffer", "16"]);
+    assert!(readyz_becomes(admin, "HTTP/1.1 200"), "not ready");
+    let answer = ask_with_id(addr, &reader, "to-stdout");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut stdout = child.stdout.take().unwrap();
+    assert!(stop(&mut child).success());
+    let mut text = String::new();
+    stdout.read_to_string(&mut text).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["request_id"], "to-stdout");
+    assert_eq!((lines[0]["path"].as_str(), lines[0]["query"].as_str()), (Some("/leads"), Some("q=1")));
+    assert_eq!(lines[0]["key_id"], reader.hash().key_id().to_string().as_str());
+    assert!(!text.contains(&reader.expose()[3..]), "{text}");
 }

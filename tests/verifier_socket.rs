@@ -32,6 +32,7 @@ fn config(dir: &KubeletDir, upstream: Option<String>) -> Config {
         workers: 2,
         hardening: keyward::verifier::Hardening::default(),
         usage: None,
+        audit: None,
     }
 }
 

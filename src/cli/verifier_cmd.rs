@@ -11,6 +11,7 @@ use crate::keyset::KeySetId;
 use crate::runtime::{shutdown, telemetry};
 use crate::usage::new_epoch;
 use crate::verifier::api_report::{PodRef, Reporting};
+use crate::verifier::audit::{self, Target as AuditTarget};
 use crate::verifier::routes::PathPolicy;
 use crate::verifier::{Config, Hardening};
 
@@ -72,6 +73,39 @@ pub(super) struct VerifierArgs {
     /// also off without `POD_NAME`, `POD_UID` and `POD_NAMESPACE` (downward API) or API access.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     usage_report_interval: Duration,
+    #[command(flatten)]
+    audit: AuditArgs,
+}
+
+/// The audit log's flags.
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// Write one JSON line per answered request: `-` for stdout, or a file to append to (reopened on SIGHUP).
+    /// Never the token or the Authorization header; see docs/verifier.md.
+    #[arg(id = "audit_log", long = "audit-log", value_name = "-|PATH")]
+    target: Option<String>,
+    /// Include the query string in audit lines (it may hold personal data; tokens in it are still redacted).
+    #[arg(long = "audit-log-query", requires = "audit_log")]
+    query: bool,
+    /// Include X-Forwarded-For in audit lines: only trustworthy behind a proxy that sets it, replacing the client's.
+    #[arg(long = "audit-log-forwarded-for", requires = "audit_log")]
+    forwarded_for: bool,
+    /// Audit lines waiting for the writer at most; when full, further lines are dropped and counted.
+    #[arg(long = "audit-log-buffer", value_name = "LINES", default_value_t = audit::DEFAULT_BUFFER,
+          requires = "audit_log", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    buffer: u32,
+}
+
+impl AuditArgs {
+    fn settings(self) -> anyhow::Result<Option<audit::Settings>> {
+        let buffer = usize::try_from(self.buffer)?;
+        Ok(self.target.map(|target| audit::Settings {
+            target: if target == "-" { AuditTarget::Stdout } else { AuditTarget::File(target.into()) },
+            query: self.query,
+            forwarded_for: self.forwarded_for,
+            buffer,
+        }))
+    }
 }
 
 /// Usage reporting, if the interval, the Pod's identity and API access allow it; the verifier serves either way.
@@ -107,6 +141,7 @@ pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
     // watches the key set, writes usage reports and serves the admin listener.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let usage = runtime.block_on(usage_reporting(args.usage_report_interval));
+    let audit = args.audit.settings()?;
     let config = Config {
         keyset_dirs: args.keyset_dirs,
         watch_keyset: args.watch_keyset,
@@ -130,6 +165,7 @@ pub(super) fn run(args: VerifierArgs) -> anyhow::Result<ExitCode> {
             max_connections: args.max_connections.and_then(|n| usize::try_from(n).ok()),
         },
         usage,
+        audit,
     };
     runtime.block_on(crate::verifier::run(config, shutdown::signal()))?;
     Ok(ExitCode::SUCCESS)

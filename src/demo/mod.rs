@@ -152,6 +152,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             workers: 0,
             hardening: crate::verifier::Hardening::default(),
             usage: Some(reporting),
+            audit: None,
         },
         verifier_clock,
     )

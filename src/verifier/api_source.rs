@@ -46,17 +46,19 @@ pub enum ApiSourceError {
     Index(#[from] IndexError),
 }
 
-/// Build the index of key set `id` from its shard ConfigMaps, reusing the rate-limit buckets of `previous`.
+/// Build the index of key set `id` from its shard ConfigMaps, reusing the rate-limit buckets of `previous`;
+/// keeping each key's owner when `keep_owners`.
 pub fn index_from_configmaps<'a>(
     id: &KeySetId,
     configmaps: impl IntoIterator<Item = &'a ConfigMap>,
     previous: Option<&KeyIndex>,
+    keep_owners: bool,
 ) -> Result<KeyIndex, ApiSourceError> {
     let shards = read_shards(configmaps)?;
     if let Some(shard) = shards.iter().find(|shard| shard.id != *id) {
         return Err(ApiSourceError::WrongKeySet { expected: id.clone(), found: shard.id.clone() });
     }
-    Ok(KeyIndex::build(assemble(shards)?, previous)?)
+    Ok(KeyIndex::build_keeping_owners(assemble(shards)?, previous, keep_owners)?)
 }
 
 /// Watch key set `id`'s ConfigMaps and install every whole, consistent version, until dropped.
@@ -76,9 +78,10 @@ pub async fn watch(client: kube::Client, id: KeySetId, store: Arc<KeyStore>, met
             }
         };
         if changed {
-            let installed = index_from_configmaps(&id, mirror.configmaps(), store.current().as_deref())
-                .map_err(|err| err.to_string())
-                .and_then(|index| install(&store, &metrics, index).map_err(|err| err.to_string()));
+            let installed =
+                index_from_configmaps(&id, mirror.configmaps(), store.current().as_deref(), store.keeps_owners())
+                    .map_err(|err| err.to_string())
+                    .and_then(|index| install(&store, &metrics, index).map_err(|err| err.to_string()));
             match installed {
                 Ok(replaced) => drop(replaced),
                 Err(err) => {
@@ -167,7 +170,7 @@ mod tests {
         let (a, b) = (token(1), token(2));
         let cms = configmaps("default", 4, &[record(&a, &["x:read"]), record(&b, &["x:read"])], 700);
         assert!(cms.len() >= 2, "needs several shards");
-        let index = index_from_configmaps(&id("default"), &cms, None).unwrap();
+        let index = index_from_configmaps(&id("default"), &cms, None, false).unwrap();
         assert!(index.get(&a.hash()).is_some() && index.get(&b.hash()).is_some());
         assert_eq!(index.sets()[0].generation, 4);
     }
@@ -190,7 +193,7 @@ mod tests {
             ("another key set", cms.clone(), id("other")),
         ];
         for (what, cms, expected) in cases {
-            assert!(index_from_configmaps(&expected, &cms, None).is_err(), "{what} was accepted");
+            assert!(index_from_configmaps(&expected, &cms, None, false).is_err(), "{what} was accepted");
         }
         assert_eq!(label_selector("default"), "app.kubernetes.io/managed-by=keyward,keyward.dev/keyset=default");
     }
@@ -205,7 +208,7 @@ mod tests {
         let cms: Vec<ConfigMap> =
             layout(&id("default"), packed).iter().map(|s| s.to_configmap(&id("default"))).collect();
         assert!(cms.iter().all(|cm| cm.data.is_none() && cm.binary_data.is_some()), "gzip goes under binaryData");
-        let index = index_from_configmaps(&id("default"), &cms, None).unwrap();
+        let index = index_from_configmaps(&id("default"), &cms, None, false).unwrap();
         assert!(tokens.iter().all(|t| index.get(&t.hash()).is_some()));
     }
 
@@ -214,7 +217,7 @@ mod tests {
         let (a, b) = (token(1), token(2));
         let v1 = configmaps("default", 1, &[record(&a, &["x:read"]), record(&b, &["x:read"])], 700);
         let v2 = configmaps("default", 2, &[record(&a, &["x:read"])], 700);
-        let loads = |m: &Mirror| index_from_configmaps(&id("default"), m.configmaps(), None).ok();
+        let loads = |m: &Mirror| index_from_configmaps(&id("default"), m.configmaps(), None, false).ok();
         let mut mirror = Mirror::default();
         assert!(!mirror.apply(Event::Init));
         assert!(!mirror.apply(Event::InitApply(v1[0].clone())), "nothing is used before the list is complete");

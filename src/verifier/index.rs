@@ -9,6 +9,10 @@
 //! seconds, the state, and the numbers of the key's grant (its scopes, shared
 //! by every key with the same scopes) and of its rate-limit bucket in side
 //! tables. The key id is not stored: it is the hash's first six bytes.
+//!
+//! The owning ApiKey's `namespace/name` is kept only when asked for (the
+//! audit log names it), in one string numbered like the usage counters, so
+//! a verifier without an audit log pays nothing for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use jiff::Timestamp;
 use super::ratelimit::Bucket;
 use super::table::{PAYLOAD, Table};
 use super::usage::KeyUsage;
-use crate::keyset::{Access, KeySet, RateLimit, RecordState, ScannedSet, ScannedShard};
+use crate::keyset::{Access, KeySet, OwnerList, RateLimit, RecordState, ScannedSet, ScannedShard};
 use crate::scope::{Action, Scope};
 use crate::token::{KeyHash, KeyId};
 
@@ -50,6 +54,8 @@ pub struct Entry<'i> {
     pub bucket: Option<&'i Bucket>,
     /// The key's usage counters.
     pub usage: &'i KeyUsage,
+    /// `namespace/name` of the ApiKey, when the index keeps owners.
+    pub owner: Option<&'i str>,
 }
 
 impl Entry<'_> {
@@ -176,6 +182,8 @@ pub struct KeyIndex {
     buckets: Vec<Arc<Bucket>>,
     /// One per key, in insertion order; carried over from the previous index by hash.
     usage: Vec<Arc<KeyUsage>>,
+    /// Each key's owner, numbered like `usage`; only when asked for.
+    owners: Option<OwnerList>,
     sets: Vec<SetInfo>,
 }
 
@@ -213,6 +221,19 @@ impl<'p> IndexBuilder<'p> {
         }
     }
 
+    /// Keep each key's `namespace/name` owner too (for the audit log).
+    #[must_use]
+    pub fn keeping_owners(mut self, keep: bool) -> IndexBuilder<'p> {
+        self.index.owners = keep.then(OwnerList::default);
+        self
+    }
+
+    /// Whether the index being built keeps owners.
+    #[must_use]
+    pub fn keeps_owners(&self) -> bool {
+        self.index.owners.is_some()
+    }
+
     /// Record that a key set of `keys` keys, gated by `access`, is part of the index (for metrics and logs).
     pub fn add_set(&mut self, id: String, generation: u64, keys: usize, access: Access) {
         self.index.sets.push(SetInfo { id, generation, keys, access });
@@ -226,15 +247,16 @@ impl<'p> IndexBuilder<'p> {
         // Each shard numbers its own scope lists and limits; map them once per shard.
         let grants = shard.scopes.iter().map(|s| self.grant(s)).collect::<Result<Vec<u32>, _>>()?;
         let limits: Vec<Arc<RateLimit>> = shard.rate_limits.iter().cloned().map(Arc::new).collect();
-        for record in &shard.records {
+        for (i, record) in shard.records.iter().enumerate() {
             // The scanner numbers from its own lists, so both lookups succeed.
             let grant = grants.get(record.scopes as usize).copied().ok_or(IndexError::TooLarge)?;
             let limit = match record.rate_limit {
                 None => None,
                 Some(i) => Some(limits.get(i as usize).ok_or(IndexError::TooLarge)?),
             };
+            let owner = shard.owners.as_ref().and_then(|o| o.get(i));
             let window = (record.not_before, record.not_after);
-            self.add(&record.hash, record.state, shard.access, window, grant, limit)?;
+            self.add(&record.hash, record.state, shard.access, window, grant, limit, owner)?;
         }
         Ok(())
     }
@@ -256,6 +278,7 @@ impl<'p> IndexBuilder<'p> {
         Ok(id)
     }
 
+    #[allow(clippy::too_many_arguments)] // One key's facts, each from a different place in a record.
     fn add(
         &mut self,
         hash: &KeyHash,
@@ -264,6 +287,7 @@ impl<'p> IndexBuilder<'p> {
         (not_before, not_after): (i64, Option<i64>),
         grant: u32,
         limit: Option<&Arc<RateLimit>>,
+        owner: Option<&str>,
     ) -> Result<(), IndexError> {
         let bucket = match limit {
             None => NO_BUCKET,
@@ -287,6 +311,10 @@ impl<'p> IndexBuilder<'p> {
             .map_or_else(|| Arc::new(KeyUsage::new(hash.key_id())), Arc::clone);
         let usage_id = u32::try_from(self.index.usage.len()).map_err(|_| IndexError::TooLarge)?;
         self.index.usage.push(usage);
+        if let Some(owners) = &mut self.index.owners {
+            // An empty owner (a shard scanned without them) reads back as none.
+            owners.push(owner.unwrap_or_default()).ok_or(IndexError::TooLarge)?;
+        }
         let not_after = not_after.unwrap_or(i64::MAX);
         let payload = Payload { not_before, not_after, grant, bucket, state, usage: usage_id, access };
         self.index.table.insert(hash, &payload.encode()).map_err(|_| IndexError::DuplicateHash(hash.key_id()))
@@ -296,12 +324,23 @@ impl<'p> IndexBuilder<'p> {
 impl KeyIndex {
     /// Build an index from whole decoded key sets, reusing the rate-limit buckets of `previous`.
     pub fn build(sets: Vec<KeySet>, previous: Option<&KeyIndex>) -> Result<KeyIndex, IndexError> {
-        let mut builder = IndexBuilder::new(sets.iter().map(|s| s.records.len()).sum(), previous);
+        Self::build_keeping_owners(sets, previous, false)
+    }
+
+    /// [`KeyIndex::build`], keeping each key's `namespace/name` owner when `keep_owners`.
+    pub fn build_keeping_owners(
+        sets: Vec<KeySet>,
+        previous: Option<&KeyIndex>,
+        keep_owners: bool,
+    ) -> Result<KeyIndex, IndexError> {
+        let mut builder =
+            IndexBuilder::new(sets.iter().map(|s| s.records.len()).sum(), previous).keeping_owners(keep_owners);
         for set in sets {
             builder.add_set(set.id.to_string(), set.generation, set.records.len(), set.access);
             for record in set.records {
                 let grant = builder.grant(&record.scopes)?;
                 let limit = record.rate_limit.map(Arc::new);
+                let owner = builder.keeps_owners().then(|| format!("{}/{}", record.namespace, record.name));
                 builder.add(
                     &record.hash,
                     record.state,
@@ -309,6 +348,7 @@ impl KeyIndex {
                     (record.not_before.as_second(), record.not_after.map(Timestamp::as_second)),
                     grant,
                     limit.as_ref(),
+                    owner.as_deref(),
                 )?;
             }
         }
@@ -342,6 +382,10 @@ impl KeyIndex {
             i => Some(&**self.buckets.get(i as usize)?),
         };
         let usage = self.usage.get(payload.usage as usize)?;
+        let owner = match &self.owners {
+            None => None,
+            Some(owners) => owners.get(payload.usage as usize).filter(|o| !o.is_empty()),
+        };
         Some(Entry {
             hash: *hash,
             state: payload.state,
@@ -351,6 +395,7 @@ impl KeyIndex {
             grant,
             bucket,
             usage,
+            owner,
         })
     }
 
@@ -391,7 +436,14 @@ impl KeyIndex {
         let buckets = self.buckets.len() * (std::mem::size_of::<Bucket>() + arc + std::mem::size_of::<usize>());
         let usage = self.usage.len() * (std::mem::size_of::<KeyUsage>() + arc + std::mem::size_of::<usize>());
         // A grant's scope strings: a guess of 64 bytes each set.
-        self.table.slot_bytes() + buckets + usage + self.grants.len() * (std::mem::size_of::<Grant>() + 64)
+        let owners = self.owners.as_ref().map_or(0, OwnerList::heap_bytes);
+        self.table.slot_bytes() + buckets + usage + owners + self.grants.len() * (std::mem::size_of::<Grant>() + 64)
+    }
+
+    /// Whether the index keeps each key's owner.
+    #[must_use]
+    pub fn keeps_owners(&self) -> bool {
+        self.owners.is_some()
     }
 
     /// The loaded key sets.

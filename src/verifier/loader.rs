@@ -32,7 +32,7 @@ use super::index::{IndexBuilder, IndexError, KeyIndex};
 use super::metrics::{KeySetLabel, Metrics};
 use crate::keyset::{
     LoadError, ScannedShard, ShardHeader, assemble, assemble_headers, decode_shard, peek_header, read_stored,
-    scan_shard,
+    scan_shard, scan_shard_keeping_owners,
 };
 
 /// The key index in force, shared by every request.
@@ -42,6 +42,8 @@ pub struct KeyStore {
     loaded_at: Mutex<Option<Instant>>,
     /// Accept a key set older than the one in force (`--allow-keyset-rollback`, for disaster recovery).
     allow_rollback: bool,
+    /// Build indexes that keep each key's owner (for the audit log).
+    keep_owners: bool,
 }
 
 impl KeyStore {
@@ -50,6 +52,18 @@ impl KeyStore {
     #[must_use]
     pub fn new(allow_rollback: bool) -> KeyStore {
         KeyStore { allow_rollback, ..KeyStore::default() }
+    }
+
+    /// The same store, its indexes keeping each key's `namespace/name` owner when `keep` (the audit log names it).
+    #[must_use]
+    pub fn keeping_owners(self, keep: bool) -> KeyStore {
+        KeyStore { keep_owners: keep, ..self }
+    }
+
+    /// Whether indexes for this store keep each key's owner.
+    #[must_use]
+    pub fn keeps_owners(&self) -> bool {
+        self.keep_owners
     }
 
     /// The index in force; `None` until the first valid key set loaded.
@@ -162,7 +176,7 @@ impl Loader {
             return Ok(());
         }
         let previous = self.store.current();
-        let index = index_from_stored(&stored, previous.as_deref())?;
+        let index = index_from_stored_with(&stored, previous.as_deref(), self.store.keeps_owners())?;
         drop((previous, stored));
         let replaced = install(&self.store, &self.metrics, index)?;
         self.in_force = Some(digest);
@@ -196,7 +210,16 @@ pub fn index_from_stored<B: AsRef<[u8]> + Sync>(
     stored: &[(PathBuf, B)],
     previous: Option<&KeyIndex>,
 ) -> Result<KeyIndex, ReloadError> {
-    if let Some(index) = scan_into_index(stored, previous) {
+    index_from_stored_with(stored, previous, false)
+}
+
+/// [`index_from_stored`], keeping each key's `namespace/name` owner when `keep_owners`.
+pub fn index_from_stored_with<B: AsRef<[u8]> + Sync>(
+    stored: &[(PathBuf, B)],
+    previous: Option<&KeyIndex>,
+    keep_owners: bool,
+) -> Result<KeyIndex, ReloadError> {
+    if let Some(index) = scan_into_index(stored, previous, keep_owners) {
         return Ok(index);
     }
     let shards = stored
@@ -205,7 +228,7 @@ pub fn index_from_stored<B: AsRef<[u8]> + Sync>(
             decode_shard(bytes.as_ref()).map_err(|error| LoadError::Decode { path: path.clone(), error })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let index = KeyIndex::build(assemble(shards).map_err(LoadError::from)?, previous)?;
+    let index = KeyIndex::build_keeping_owners(assemble(shards).map_err(LoadError::from)?, previous, keep_owners)?;
     // Property tests say this does not happen; if it does, the strict decoder's word stands.
     tracing::warn!("the fast key-set reader refused a set the strict decoder accepts; loaded it strictly");
     Ok(index)
@@ -219,7 +242,11 @@ pub fn index_from_stored<B: AsRef<[u8]> + Sync>(
 /// once: less to hand back to the allocator afterwards, which glibc would
 /// keep as resident memory. Shards are inserted in whatever order they
 /// finish; nothing in the index depends on that order.
-fn scan_into_index<B: AsRef<[u8]> + Sync>(stored: &[(PathBuf, B)], previous: Option<&KeyIndex>) -> Option<KeyIndex> {
+fn scan_into_index<B: AsRef<[u8]> + Sync>(
+    stored: &[(PathBuf, B)],
+    previous: Option<&KeyIndex>,
+    keep_owners: bool,
+) -> Option<KeyIndex> {
     let headers = stored
         .iter()
         .enumerate()
@@ -227,7 +254,8 @@ fn scan_into_index<B: AsRef<[u8]> + Sync>(stored: &[(PathBuf, B)], previous: Opt
         .collect::<Option<Vec<_>>>()?;
     let sets = assemble_headers(headers).ok()?;
     let capacity = sets.iter().flat_map(|(_, _, _, shards)| shards).map(|(_, h)| h.records).sum();
-    let mut builder = IndexBuilder::new(capacity, previous);
+    let mut builder = IndexBuilder::new(capacity, previous).keeping_owners(keep_owners);
+    let scan = if keep_owners { scan_shard_keeping_owners } else { scan_shard };
     let mut expected: Vec<Option<ShardHeader>> = vec![None; stored.len()];
     for (id, generation, access, shards) in sets {
         builder.add_set(id.to_string(), generation, shards.iter().map(|(_, h)| h.records).sum(), access);
@@ -248,7 +276,7 @@ fn scan_into_index<B: AsRef<[u8]> + Sync>(stored: &[(PathBuf, B)], previous: Opt
                     while !failed.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some((_, bytes)) = stored.get(i) else { break };
-                        if send.send((i, scan_shard(bytes.as_ref()))).is_err() {
+                        if send.send((i, scan(bytes.as_ref()))).is_err() {
                             break;
                         }
                     }

@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::audit::Counters as AuditCounters;
 use super::conns::GateMetrics;
 use super::decision::Outcome;
 
@@ -65,6 +66,8 @@ pub struct Metrics {
     pub usage_reports: Counter,
     /// Usage reports that could not be written (the next one carries their counts).
     pub usage_report_failures: Counter,
+    /// Audit lines written and dropped (zero while the audit log is off).
+    pub audit: AuditCounters,
     by_outcome: [Counter; Outcome::ALL.len()],
     not_ready: Counter,
 }
@@ -149,6 +152,13 @@ impl Metrics {
             "Usage reports that could not be written; the next report carries their counts",
             usage_report_failures.clone(),
         );
+        let audit = AuditCounters::default();
+        registry.register("audit_lines_written", "Audit log lines written", audit.written.clone());
+        registry.register(
+            "audit_lines_dropped",
+            "Audit log lines dropped because the writer fell behind (buffer full) or its write failed",
+            audit.dropped.clone(),
+        );
         // Handles to each series, made once, so that counting takes no lock and every outcome shows from the start.
         let by_outcome =
             Outcome::ALL.map(|outcome| decisions.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).clone());
@@ -169,6 +179,7 @@ impl Metrics {
             connections_max,
             usage_reports,
             usage_report_failures,
+            audit,
             by_outcome,
             not_ready,
         }

@@ -15,6 +15,7 @@
 
 pub mod api_report;
 pub mod api_source;
+pub mod audit;
 pub mod bearer;
 pub mod clock;
 pub mod conns;

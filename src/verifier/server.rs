@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::audit::{self, Target as AuditTarget, Writer as AuditWriter};
 use super::clock::{Clock, SystemClock};
 use super::conns::{Gate, GateMetrics, Permit, REFUSED, default_max_connections};
 use super::loader::{KeyStore, Loader, watch as watch_keyset};
@@ -76,6 +77,8 @@ pub struct Config {
     pub hardening: Hardening,
     /// Usage reports to the cluster; `None` for off.
     pub usage: Option<api_report::Reporting>,
+    /// The audit log; `None` for off.
+    pub audit: Option<audit::Settings>,
 }
 
 /// A started verifier: its bound addresses and a way to stop it.
@@ -91,13 +94,22 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    audit: Option<AuditWriter>,
+    grace: Duration,
 }
 
 impl Running {
-    /// Stop accepting, let in-flight requests finish (up to the grace period), and stop watching.
+    /// Stop accepting, let in-flight requests finish (up to the grace period), and stop watching;
+    /// then give the audit log writer up to the grace period to write what it holds.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+        if let Some(writer) = self.audit {
+            let deadline = tokio::time::Instant::now() + self.grace;
+            while !writer.is_finished() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 }
 
@@ -131,16 +143,28 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
     let (addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
 
-    let store = Arc::new(KeyStore::new(config.hardening.allow_keyset_rollback));
+    let store = Arc::new(KeyStore::new(config.hardening.allow_keyset_rollback).keeping_owners(config.audit.is_some()));
     let metrics = Arc::new(Metrics::new());
+    let (audit_log, audit_writer) = match &config.audit {
+        Some(settings) => {
+            let (log, writer) = audit::start(settings, metrics.audit.clone())?;
+            (Some(log), Some(writer))
+        }
+        None => (None, None),
+    };
     let max_connections = config.hardening.max_connections.unwrap_or_else(default_max_connections);
     metrics.connections_max.set(i64::try_from(max_connections).unwrap_or(i64::MAX));
     let gate = Gate::new(max_connections, metrics.connections.clone());
     let admin_gate = Gate::new(ADMIN_MAX_CONNECTIONS, GateMetrics::default());
-    let verifier =
-        Arc::new(Verifier::new(Arc::clone(&store), routes, Arc::clone(&metrics), Arc::clone(&clock), upstream));
+    let verifier = Arc::new(
+        Verifier::new(Arc::clone(&store), routes, Arc::clone(&metrics), Arc::clone(&clock), upstream)
+            .with_audit(audit_log),
+    );
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    if let (Some(writer), Some(audit::Settings { target: AuditTarget::File(_), .. })) = (&audit_writer, &config.audit) {
+        tasks.spawn(reopen_on_hangup(writer.reopen_handle(), stopped.clone()));
+    }
 
     let mut stop_watching = stopped.clone();
     let source: Pin<Box<dyn Future<Output = ()> + Send>> =
@@ -171,14 +195,37 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     }
 
     let report = Arc::new(AdminReport { store: Arc::clone(&store), metrics: Arc::clone(&metrics), gate });
-    let admin_handler = move |request: Request<Incoming>| {
+    let admin_handler = move |request: Request<Incoming>, _peer: Option<SocketAddr>| {
         let response = admin::respond(report.as_ref(), request.method(), request.uri().path());
         async move { Ok::<_, Infallible>(response.map(respond::full_body)) }
     };
     tasks.spawn(serve(admin, admin_handler, admin_gate, timeouts, stopped));
 
     tracing::info!(%addr, %admin_addr, max_connections, mode = if config.upstream.is_some() { "proxy" } else { "forward-auth" }, "verifier listening");
-    Ok(Running { addr, admin_addr, store, metrics, stop, tasks })
+    Ok(Running { addr, admin_addr, store, metrics, stop, tasks, audit: audit_writer, grace: timeouts.grace })
+}
+
+/// Reopen the audit log file on every SIGHUP (log rotation), until told to stop.
+async fn reopen_on_hangup(reopen: audit::Reopen, mut stop: watch::Receiver<bool>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::warn!(error = %err, "audit log: cannot listen for SIGHUP; the file will not be reopened");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            received = hangups.recv() => {
+                if received.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP: reopening the audit log file");
+                reopen.request();
+            }
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 /// Run until `signal` completes, then shut down gracefully.
@@ -230,10 +277,12 @@ struct Timeouts {
 type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 /// The main listener's request handler around one [`Verifier`].
-fn main_handler(verifier: Arc<Verifier>) -> impl Fn(Request<Incoming>) -> Answer + Clone + Send + Sync + 'static {
-    move |request: Request<Incoming>| {
+fn main_handler(
+    verifier: Arc<Verifier>,
+) -> impl Fn(Request<Incoming>, Option<SocketAddr>) -> Answer + Clone + Send + Sync + 'static {
+    move |request: Request<Incoming>, peer: Option<SocketAddr>| {
         let verifier = Arc::clone(&verifier);
-        Box::pin(async move { Ok::<_, Infallible>(verifier.handle(request).await) })
+        Box::pin(async move { Ok::<_, Infallible>(verifier.handle_from(request, peer).await) })
     }
 }
 
@@ -256,7 +305,7 @@ async fn serve<H, F>(
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Option<SocketAddr>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let builder = http1_builder(timeouts);
@@ -292,14 +341,16 @@ fn serve_connection<H, F>(
     permit: Permit,
     mut stop: watch::Receiver<bool>,
 ) where
-    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Option<SocketAddr>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let _ = stream.set_nodelay(true);
+    // Once per connection, for the audit log.
+    let peer = stream.peer_addr().ok();
     let tracker = permit.tracker();
     let service = service_fn(move |request| {
         let busy = tracker.busy();
-        let answer = handler(request);
+        let answer = handler(request, peer);
         async move {
             let response = answer.await;
             drop(busy);

@@ -1,5 +1,6 @@
 //! The request handler of the main listener: forward-auth (`/verify`) or reverse proxy to `--upstream`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::audit::{AuditLog, Facts};
 use super::clock::Clock;
 use super::decision::{Decision, Outcome, decide};
 use super::index::KeyIndex;
@@ -92,6 +94,7 @@ pub struct Verifier {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     upstream: Option<Upstream>,
+    audit: Option<AuditLog>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -113,7 +116,13 @@ impl Verifier {
         clock: Arc<dyn Clock>,
         upstream: Option<Upstream>,
     ) -> Verifier {
-        Verifier { store, routes, metrics, clock, upstream }
+        Verifier { store, routes, metrics, clock, upstream, audit: None }
+    }
+
+    /// The same verifier, writing an audit line for every request it answers.
+    #[must_use]
+    pub fn with_audit(self, audit: Option<AuditLog>) -> Verifier {
+        Verifier { audit, ..self }
     }
 
     /// A verifier sharing this one's key store, routes, metrics and clock, with
@@ -126,6 +135,7 @@ impl Verifier {
             metrics: Arc::clone(&self.metrics),
             clock: Arc::clone(&self.clock),
             upstream: self.upstream.as_ref().map(Upstream::with_own_pool),
+            audit: self.audit.clone(),
         }
     }
 
@@ -135,18 +145,45 @@ impl Verifier {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        self.handle_from(request, None).await
+    }
+
+    /// Answer one request from `client`, the peer address the audit log names.
+    pub async fn handle_from<B>(&self, request: Request<B>, client: Option<SocketAddr>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let started = Instant::now();
+        let Some(audit) = &self.audit else {
+            return self.answer(request, started, None).await;
+        };
+        let head = audit.head(request.headers(), self.clock.now().wall, started, client);
+        let mut facts = Facts::default();
+        let response = self.answer(request, started, Some(&mut facts)).await;
+        audit.answered(facts, response.status().as_u16(), head);
+        response
+    }
+
+    async fn answer<B>(&self, request: Request<B>, started: Instant, facts: Option<&mut Facts>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let Some(index) = self.store.current() else {
             self.metrics.count_not_ready();
+            if let Some(facts) = facts {
+                facts.undecided(&request, super::metrics::NOT_READY);
+            }
             return respond::not_ready();
         };
         match &self.upstream {
             None => {
-                let response = self.forward_auth(&index, &request, started);
+                let response = self.forward_auth(&index, &request, started, facts);
                 drop(request);
                 response
             }
-            Some(upstream) => self.proxy(index, upstream, request, started).await,
+            Some(upstream) => self.proxy(index, upstream, request, started, facts).await,
         }
     }
 
@@ -161,12 +198,23 @@ impl Verifier {
         );
     }
 
-    fn forward_auth<B>(&self, index: &KeyIndex, request: &Request<B>, started: Instant) -> Response<Body> {
+    fn forward_auth<B>(
+        &self,
+        index: &KeyIndex,
+        request: &Request<B>,
+        started: Instant,
+        facts: Option<&mut Facts>,
+    ) -> Response<Body> {
         let path = request.uri().path();
         let suffix = match path.strip_prefix(VERIFY_PATH) {
             Some("") => None,
             Some(rest) if rest.starts_with('/') => Some(rest),
-            _ => return respond::error(StatusCode::NOT_FOUND, "not_found"),
+            _ => {
+                if let Some(facts) = facts {
+                    facts.undecided(request, "not_found");
+                }
+                return respond::error(StatusCode::NOT_FOUND, "not_found");
+            }
         };
         // An Envoy-style `/verify/<path>` carries the original method and path itself.
         let native = suffix.map(|rest| {
@@ -182,6 +230,9 @@ impl Verifier {
         let decision =
             decide(index, &self.routes, super::decision::Request { method: &method, uri: &uri, authorization }, now);
         self.record(&decision, started);
+        if let Some(facts) = facts {
+            facts.decided(method, uri, &decision);
+        }
         match (decision.outcome, decision.entry) {
             (Outcome::Allowed, Some(entry)) => respond::allowed(&entry),
             _ => respond::denied(&decision),
@@ -194,6 +245,7 @@ impl Verifier {
         upstream: &Upstream,
         request: Request<B>,
         started: Instant,
+        mut facts: Option<&mut Facts>,
     ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -212,6 +264,9 @@ impl Verifier {
             )
         };
         self.record(&decision, started);
+        if let Some(facts) = facts.as_deref_mut() {
+            facts.decided(parts.method.as_str().to_owned(), path_and_query.clone(), &decision);
+        }
         let (Outcome::Allowed, Some(entry)) = (decision.outcome, decision.entry) else {
             return respond::denied(&decision);
         };
@@ -219,6 +274,7 @@ impl Verifier {
         let Ok(uri) =
             Uri::builder().scheme("http").authority(upstream.authority.clone()).path_and_query(path_and_query).build()
         else {
+            note(facts, "invalid_request");
             return respond::error(StatusCode::BAD_REQUEST, "invalid_request");
         };
         parts.uri = uri;
@@ -258,21 +314,31 @@ impl Verifier {
             }
             Ok(Err(err)) if client_failed.load(Ordering::Relaxed) => {
                 self.metrics.client_errors.get_or_create(&ClientErrorLabel { kind: "body" }).inc();
+                note(facts, "client_body");
                 // The client's mistake: debug, not warn, so no client can raise the upstream alarm.
                 tracing::debug!(error = %err, "client request body failed; request abandoned");
                 respond::error(StatusCode::BAD_REQUEST, "bad_request")
             }
             Ok(Err(err)) => {
                 self.metrics.upstream_errors.get_or_create(&UpstreamLabel { kind: "unavailable" }).inc();
+                note(facts, "upstream_unavailable");
                 tracing::warn!(error = %err, "upstream request failed");
                 respond::error(StatusCode::BAD_GATEWAY, "bad_gateway")
             }
             Err(_) => {
                 self.metrics.upstream_errors.get_or_create(&UpstreamLabel { kind: "timeout" }).inc();
+                note(facts, "upstream_timeout");
                 tracing::warn!(timeout = ?upstream.timeout, "upstream did not answer in time");
                 respond::error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout")
             }
         }
+    }
+}
+
+/// Note why an allowed request was not answered by the upstream.
+fn note(facts: Option<&mut Facts>, reason: &'static str) {
+    if let Some(facts) = facts {
+        facts.reason = reason;
     }
 }
 

@@ -98,6 +98,7 @@ pub fn forward_auth_config(keys: &KubeletDir) -> keyward::verifier::Config {
         workers: 1,
         hardening: keyward::verifier::Hardening::default(),
         usage: None,
+        audit: None,
     }
 }
 

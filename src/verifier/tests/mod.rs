@@ -1,6 +1,7 @@
 //! Tests of the verifier: decisions, loading and the HTTP surface, in process.
 
 mod api_report;
+mod audit;
 mod decision;
 mod gating;
 

@@ -43,7 +43,8 @@ pub use gzip::GZIP_MAGIC;
 pub use packed::{ShardBytes, encode_packed, encode_packed_gated};
 pub use record::{Access, KeySet, KeySetId, KeySetIdParseError, RateLimit, Record, RecordState};
 pub use scan::{
-    CompactRecord, ScannedSet, ScannedShard, ShardHeader, assemble_headers, assemble_scanned, peek_header, scan_shard,
+    CompactRecord, OwnerList, ScannedSet, ScannedShard, ShardHeader, assemble_headers, assemble_scanned, peek_header,
+    scan_shard, scan_shard_keeping_owners,
 };
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! The verifier reloads whole key sets of up to millions of keys, and needs of
 //! each record only its hash, validity window, state, scopes and rate limit.
 //! [`scan_shard`] reads a stored shard into exactly that, without allocating
-//! per record: namespace and name are checked but not kept, and scopes and
-//! rate limits are parsed once per distinct spelling in the shard and
-//! referred to by number.
+//! per record: namespace and name are checked but not kept (unless asked for,
+//! with [`scan_shard_keeping_owners`], into one [`OwnerList`] per shard), and
+//! scopes and rate limits are parsed once per distinct spelling in the shard
+//! and referred to by number.
 //!
 //! [`decode_shard`] stays the specification. The scanner shares its pieces
 //! (size, gzip and ASCII checks, line splitting, header, times, owner, scope
@@ -66,6 +67,55 @@ pub struct ScannedShard {
     pub rate_limits: Vec<RateLimit>,
     /// The records, in shard order.
     pub records: Vec<CompactRecord>,
+    /// Each record's `namespace/name` owner, in record order, when the scan kept them.
+    pub owners: Option<OwnerList>,
+}
+
+/// `namespace/name` owners, one per record, kept in one string (no allocation per record).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerList {
+    text: String,
+    /// Where each owner ends in `text`.
+    ends: Vec<u32>,
+}
+
+impl OwnerList {
+    /// Add the next record's owner; `None` once the text would pass 4 GiB.
+    pub fn push(&mut self, owner: &str) -> Option<()> {
+        let end = u32::try_from(self.text.len() + owner.len()).ok()?;
+        self.text.push_str(owner);
+        self.ends.push(end);
+        Some(())
+    }
+
+    /// The owner of record `i`.
+    #[must_use]
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = match i.checked_sub(1) {
+            Some(before) => *self.ends.get(before)? as usize,
+            None => 0,
+        };
+        self.text.get(start..end)
+    }
+
+    /// How many owners the list holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the list holds no owner.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Approximate heap bytes held.
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * std::mem::size_of::<u32>()
+    }
 }
 
 /// What a shard's header line says.
@@ -202,7 +252,7 @@ impl<'a> Interner<'a> {
         Some(id)
     }
 
-    fn record(&mut self, line: &'a str) -> Option<CompactRecord> {
+    fn record(&mut self, line: &'a str) -> Option<(CompactRecord, &'a str)> {
         // An empty line has one field, so the field count refuses blank lines too.
         let [hash_text, key_id, owner, scopes, not_before, not_after, state, rate_limit] = split_fields(line).ok()?;
         let hash: KeyHash = hash_text.parse().ok()?;
@@ -228,14 +278,15 @@ impl<'a> Interner<'a> {
             "-" => None,
             limit => Some(self.rate_limit(limit)?),
         };
-        Some(CompactRecord {
+        let record = CompactRecord {
             hash,
             not_before: not_before.as_second(),
             not_after: not_after.map(jiff::Timestamp::as_second),
             state,
             scopes,
             rate_limit,
-        })
+        };
+        Some((record, owner))
     }
 }
 
@@ -244,14 +295,29 @@ impl<'a> Interner<'a> {
 /// `None` says only that the shard is not acceptable; decode it to learn why.
 #[must_use]
 pub fn scan_shard(stored: &[u8]) -> Option<ScannedShard> {
+    scan(stored, false)
+}
+
+/// [`scan_shard`], also keeping each record's `namespace/name` owner (for an audit log).
+#[must_use]
+pub fn scan_shard_keeping_owners(stored: &[u8]) -> Option<ScannedShard> {
+    scan(stored, true)
+}
+
+fn scan(stored: &[u8], keep_owners: bool) -> Option<ScannedShard> {
     let text = shard_text(stored).ok()?;
     let (_, header, lines) = lines(&text).ok()?;
     let (id, generation, index, total, declared, access) = parse_header(header).ok()?;
     // A record takes well over 64 bytes, so this bounds what a lying header can make us reserve.
     let mut records = Vec::with_capacity(declared.min(text.len() / 64 + 1));
     let mut interner = Interner::default();
+    let mut owners = keep_owners.then(OwnerList::default);
     for (_, line) in lines {
-        records.push(interner.record(line)?);
+        let (record, owner) = interner.record(line)?;
+        records.push(record);
+        if let Some(owners) = &mut owners {
+            owners.push(owner)?;
+        }
     }
     if records.len() != declared {
         return None;
@@ -265,6 +331,7 @@ pub fn scan_shard(stored: &[u8]) -> Option<ScannedShard> {
         scopes: interner.scope_lists,
         rate_limits: interner.limits,
         records,
+        owners,
     })
 }
 

@@ -9,6 +9,22 @@ use super::*;
 fn check_agreement(stored: &[u8]) -> Result<(), TestCaseError> {
     let strict = decode_shard(stored);
     let fast = scan_shard(stored);
+    // Keeping owners changes nothing else, and keeps each record's owner.
+    let with_owners = scan_shard_keeping_owners(stored);
+    prop_assert_eq!(fast.is_some(), with_owners.is_some());
+    if let (Some(fast), Some(with_owners)) = (&fast, &with_owners) {
+        prop_assert_eq!(&fast.records, &with_owners.records);
+        prop_assert_eq!(fast.owners.as_ref(), None);
+        prop_assert_eq!(with_owners.owners.as_ref().map(OwnerList::len), Some(fast.records.len()));
+    }
+    if let (Ok(shard), Some(with_owners)) = (&strict, &with_owners) {
+        let owners = with_owners.owners.as_ref().expect("kept");
+        for (i, record) in shard.records.iter().enumerate() {
+            let owner = format!("{}/{}", record.namespace, record.name);
+            prop_assert_eq!(owners.get(i), Some(owner.as_str()));
+        }
+        prop_assert_eq!(owners.get(shard.records.len()), None);
+    }
     match (&strict, &fast) {
         (Ok(shard), Some(scanned)) => {
             prop_assert_eq!(
