@@ -136,19 +136,7 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         .map(|usage| tokio::spawn(super::usage::run(client.clone(), options.clock.clone(), usage, shutdown.clone())));
 
     let (store, writer) = reflector::store();
-    // Raw objects: one stored ApiKey the types refuse must not fail the whole list (see `decode`).
-    let keys =
-        watcher(Api::<DynamicObject>::all_with(client.clone(), &decode::api_resource()), watcher::Config::default())
-            .default_backoff()
-            .map_ok(|event| match event {
-                watcher::Event::Apply(object) => watcher::Event::Apply(slim(object)),
-                watcher::Event::Delete(object) => watcher::Event::Delete(slim(object)),
-                watcher::Event::InitApply(object) => watcher::Event::InitApply(slim(object)),
-                watcher::Event::Init => watcher::Event::Init,
-                watcher::Event::InitDone => watcher::Event::InitDone,
-            })
-            .reflect(writer)
-            .applied_objects();
+    let keys = watch_keys(&client).reflect(writer).applied_objects();
     let controller = Controller::for_stream(keys, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency));
     metrics.count_keys_from(Some(store.clone()));
@@ -219,6 +207,22 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     metrics.count_keys_from(None);
     health.set_leading(false);
     info!("operator stopped");
+}
+
+/// Every ApiKey, as raw objects slimmed to what the cache keeps ([`slim`]): one stored
+/// ApiKey the types refuse must not fail the whole list (see `decode`).
+fn watch_keys(
+    client: &Client,
+) -> impl futures::Stream<Item = Result<watcher::Event<ApiKey>, watcher::Error>> + Send + use<> {
+    watcher(Api::<DynamicObject>::all_with(client.clone(), &decode::api_resource()), watcher::Config::default())
+        .default_backoff()
+        .map_ok(|event| match event {
+            watcher::Event::Apply(object) => watcher::Event::Apply(slim(object)),
+            watcher::Event::Delete(object) => watcher::Event::Delete(slim(object)),
+            watcher::Event::InitApply(object) => watcher::Event::InitApply(slim(object)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        })
 }
 
 /// Start webhook delivery when it is on and its CRD is installed; else notices go nowhere.
