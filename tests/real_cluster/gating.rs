@@ -10,7 +10,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::lifecycle::{assert_operator_log_clean, create, ready, secret_token, setup};
+use super::lifecycle::{assert_operator_log_clean, create, ready_partner, secret_token, setup};
 use super::support::{apply, eventually, start_watch_verifier, verify};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -45,13 +45,7 @@ async fn admission_refuses_an_unknown_access_and_a_name_no_apikey_can_use() {
 async fn the_operator_gates_a_set_the_verifier_answers_402_then_200_for_the_same_token() {
     let ns = "gate-life";
     let (plane, client) = setup(ns).await;
-    create(
-        plane,
-        ns,
-        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner}\nspec: {scopes: [orders:read]}\n",
-    );
-    ready(&client, ns, "partner").await;
-    let token = secret_token(&client, ns, "partner-apikey").await.unwrap();
+    let token = ready_partner(plane, &client, ns).await;
     let (verifier, addr) = start_watch_verifier(plane, ns);
     eventually("the verifier to allow the key", MINUTE, || async {
         (verify(addr, &token).await == Some(200)).then_some(())

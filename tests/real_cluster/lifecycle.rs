@@ -72,6 +72,18 @@ fn is_settled(key: &ApiKey) -> bool {
     key.status.as_ref().is_some_and(|s| s.observed_generation == key.metadata.generation)
 }
 
+/// Creates ApiKey `partner` (scope `orders:read`) in `namespace`, waits until it is Ready, and
+/// returns the token from its Secret.
+pub(super) async fn ready_partner(plane: &ControlPlane, client: &Client, namespace: &str) -> Token {
+    create(
+        plane,
+        namespace,
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner}\nspec: {scopes: [orders:read]}\n",
+    );
+    ready(client, namespace, "partner").await;
+    secret_token(client, namespace, "partner-apikey").await.expect("partner's Secret holds its token")
+}
+
 /// The token in a key's Secret, if there is one.
 pub(super) async fn secret_token(client: &Client, namespace: &str, secret: &str) -> Option<Token> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -413,13 +425,7 @@ async fn server_side_apply_removes_a_secret_label_the_operator_stops_sending() {
 async fn a_watch_keyset_verifier_with_the_example_rbac_sees_a_revocation() {
     let ns = "life-verifier";
     let (plane, client) = setup(ns).await;
-    create(
-        plane,
-        ns,
-        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner}\nspec: {scopes: [orders:read]}\n",
-    );
-    ready(&client, ns, "partner").await;
-    let token = secret_token(&client, ns, "partner-apikey").await.unwrap();
+    let token = ready_partner(plane, &client, ns).await;
 
     // The verifier as the ServiceAccount and Role examples/ ship.
     let (verifier, addr) = start_watch_verifier(plane, ns);

@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 
-use super::lifecycle::{assert_operator_log_clean, create, ready, secret_token, setup};
+use super::lifecycle::{assert_operator_log_clean, ready_partner, setup};
 use super::support::{eventually, start_watch_verifier_with, verify};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -20,13 +20,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 async fn a_verifiers_report_reaches_the_apikey_status_and_goes_with_its_pod() {
     let ns = "usage-report";
     let (plane, client) = setup(ns).await;
-    create(
-        plane,
-        ns,
-        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner}\nspec: {scopes: [orders:read]}\n",
-    );
-    ready(&client, ns, "partner").await;
-    let token = secret_token(&client, ns, "partner-apikey").await.unwrap();
+    let token = ready_partner(plane, &client, ns).await;
 
     // A Pod object to own the report (nothing runs it: the harness has no kubelet).
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
