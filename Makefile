@@ -102,6 +102,7 @@ $(VENV)/bin/kubernetes-validate:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet kubernetes-validate
 
 manifests-check: $(VENV)/bin/kubernetes-validate
+	python3 tools/class-policy.py --check
 	kubectl kustomize manifests/ > target/manifests.yaml
 	$(VENV)/bin/kubernetes-validate --kubernetes-version 1.33.0 --strict target/manifests.yaml
 	kubectl kustomize examples/ > target/examples.yaml

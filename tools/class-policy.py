@@ -4,8 +4,11 @@ that enforces ApiKeyClasses at admission. Its rules and messages are those of
 src/plan/class.rs; tests/classes/cases.yaml holds both to one table of cases
 (tests/classes.rs for the Rust rules, tests/real_cluster_classes.rs for this policy on
 the real API server). Run from the repository root: python3 tools/class-policy.py
+With --check it writes nothing and fails when either file differs from what it would write
+(`make manifests-check` runs it, so an edit of the YAML by hand cannot drift from this table).
 """
 import json
+import sys
 
 # Whole seconds of a duration string, days included: CEL has no day unit
 # (keyward_contract::duration::CEL_SECONDS_MACRO, the same expression as the CRD's rules).
@@ -121,10 +124,20 @@ def main():
     out.append(BINDING)
     text = "\n".join(out)
     # The kustomize base and the Helm chart carry the same objects (tools/chart-drift.py).
-    for path in ("manifests/classes/policy.yaml", "charts/keyward/templates/classes-policy.yaml"):
+    paths = ("manifests/classes/policy.yaml", "charts/keyward/templates/classes-policy.yaml")
+    if sys.argv[1:] == ["--check"]:
+        stale = [path for path in paths if open(path).read() != text]
+        for path in stale:
+            print(f"{path} differs from what tools/class-policy.py writes: run python3 tools/class-policy.py")
+        return 1 if stale else 0
+    if sys.argv[1:]:
+        print("usage: python3 tools/class-policy.py [--check]", file=sys.stderr)
+        return 2
+    for path in paths:
         with open(path, "w") as f:
             f.write(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
