@@ -5,6 +5,9 @@
 #   upstream     the bare upstream (nginx `return 200` on a loopback port)
 #   keyward      keyward verifier in proxy mode (--upstream) in front of it
 #   keyward+audit  the same with the audit log on (--audit-log to a file in the work dir; AUDIT=0 leaves it out)
+#   keyward-before the proxy of another build (KEYWARD_BIN_BEFORE, e.g. an older commit's release
+#                binary), same flags and key set: a before/after pair measured in the same rounds,
+#                so both see the same machine noise (only when KEYWARD_BIN_BEFORE is set)
 #   nginx+auth   nginx auth_request -> keyward forward-auth /verify, then proxy_pass to the upstream
 #   nginx        nginx proxy_pass to the upstream, no auth
 #   caddy+auth   Caddy forward_auth -> keyward forward-auth /verify, then reverse_proxy to the upstream
@@ -59,6 +62,10 @@ if [ "$PAIRED_REQUESTS" != 0 ]; then
   (cd "$ROOT" && cargo bench --locked --quiet --no-run --bench paired_latency 2>/dev/null)
 fi
 [ -x "$KEYWARD_BIN" ] || { echo "no keyward binary at $KEYWARD_BIN" >&2; exit 2; }
+if [ -n "${KEYWARD_BIN_BEFORE:-}" ] && [ ! -x "$KEYWARD_BIN_BEFORE" ]; then
+  echo "no keyward binary at KEYWARD_BIN_BEFORE=$KEYWARD_BIN_BEFORE" >&2
+  exit 2
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyward-load.XXXXXX")
 PIDS=()
@@ -71,12 +78,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A free loopback port: bind-test candidates above the ephemeral range's usual start.
+# A free loopback port, probed by connecting, from below the kernel's ephemeral range (where
+# other programs' outgoing connections take their ports, so a probed-free port there can be
+# taken before the server binds it): 10000 up to that range's start (32768 by default).
 used_ports=" "
+EPHEMERAL_START=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$EPHEMERAL_START" -gt 11000 ] 2>/dev/null || EPHEMERAL_START=32768
 free_port() {
   local port
   for _ in $(seq 200); do
-    port=$((20000 + RANDOM % 20000))
+    port=$((10000 + RANDOM % (EPHEMERAL_START - 10000)))
     case "$used_ports" in *" $port "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       used_ports+="$port "
@@ -91,6 +102,7 @@ UPSTREAM=$(free_port); PROXY=$(free_port); PROXY_ADMIN=$(free_port)
 FWD=$(free_port); FWD_ADMIN=$(free_port); NGINX_AUTH=$(free_port); NGINX_PLAIN=$(free_port)
 CADDY_AUTH=$(free_port); CADDY_PLAIN=$(free_port)
 AUDIT_PROXY=$(free_port); AUDIT_ADMIN=$(free_port)
+BEFORE_PROXY=$(free_port); BEFORE_ADMIN=$(free_port)
 
 # --- the key set: KEYS-1 records with random hashes plus the one whose token wrk sends.
 echo "== key set: $KEYS keys" >&2
@@ -109,6 +121,11 @@ PIDS+=($!)
 if [ "$AUDIT" = 1 ]; then
   "$KEYWARD_BIN" verifier --keyset-dir "$WORK/keys" --listen "127.0.0.1:$AUDIT_PROXY" --admin-listen "127.0.0.1:$AUDIT_ADMIN" \
     --upstream "http://127.0.0.1:$UPSTREAM" --audit-log "$WORK/audit.jsonl" >"$WORK/proxy-audit.log" 2>&1 &
+  PIDS+=($!)
+fi
+if [ -n "${KEYWARD_BIN_BEFORE:-}" ]; then
+  "$KEYWARD_BIN_BEFORE" verifier --keyset-dir "$WORK/keys" --listen "127.0.0.1:$BEFORE_PROXY" \
+    --admin-listen "127.0.0.1:$BEFORE_ADMIN" --upstream "http://127.0.0.1:$UPSTREAM" >"$WORK/proxy-before.log" 2>&1 &
   PIDS+=($!)
 fi
 "$KEYWARD_BIN" verifier --keyset-dir "$WORK/keys" --listen "127.0.0.1:$FWD" --admin-listen "127.0.0.1:$FWD_ADMIN" \
@@ -237,6 +254,7 @@ for _ in $(seq 300); do
   if [ "$(status "http://127.0.0.1:$PROXY_ADMIN/readyz")" = 200 ] && [ "$(status "http://127.0.0.1:$FWD_ADMIN/readyz")" = 200 ] &&
     [ "$(status "http://127.0.0.1:$UPSTREAM/")" = 200 ] && [ "$(status "http://127.0.0.1:$NGINX_PLAIN/")" = 200 ] &&
     { [ "$AUDIT" != 1 ] || [ "$(status "http://127.0.0.1:$AUDIT_ADMIN/readyz")" = 200 ]; } &&
+    { [ -z "${KEYWARD_BIN_BEFORE:-}" ] || [ "$(status "http://127.0.0.1:$BEFORE_ADMIN/readyz")" = 200 ]; } &&
     { [ -z "$CADDY" ] || [ "$(status "http://127.0.0.1:$CADDY_PLAIN/")" = 200 ]; }; then
     break
   fi
@@ -250,6 +268,11 @@ if [ "$AUDIT" = 1 ]; then
   NAMES+=(keyward+audit)
   PORTS+=("$AUDIT_PROXY")
   AUTH_PORTS+=("$AUDIT_PROXY")
+fi
+if [ -n "${KEYWARD_BIN_BEFORE:-}" ]; then
+  NAMES+=(keyward-before)
+  PORTS+=("$BEFORE_PROXY")
+  AUTH_PORTS+=("$BEFORE_PROXY")
 fi
 if [ -n "$CADDY" ]; then
   NAMES+=(caddy+auth caddy)
@@ -320,6 +343,10 @@ table() {
   if [ -n "${RPS[keyward+audit]:-}" ]; then
     awk -v a="${RPS[keyward+audit]}" -v b="${RPS[keyward]}" -v c="${P99[keyward+audit]}" -v d="${P99[keyward]}" -v e="${P50[keyward+audit]}" -v f="${P50[keyward]}" \
       'BEGIN { printf "- audit log on: %.3fx the throughput of the proxy without it; %+.0f µs at p50, %+.0f µs at p99\n", a / b, e - f, c - d }'
+  fi
+  if [ -n "${RPS[keyward-before]:-}" ]; then
+    awk -v a="${RPS[keyward]}" -v b="${RPS[keyward-before]}" -v c="${P50[keyward]}" -v d="${P50[keyward-before]}" -v e="${P99[keyward]}" -v f="${P99[keyward-before]}" \
+      'BEGIN { printf "- this build vs KEYWARD_BIN_BEFORE: %.3fx the throughput; %+.0f µs at p50, %+.0f µs at p99\n", a / b, c - d, e - f }'
   fi
   if [ -n "${RPS[caddy+auth]:-}" ]; then
     awk -v a="${RPS[keyward]}" -v b="${RPS[caddy+auth]}" -v c="${RPS[caddy]}" -v d="${P50[caddy+auth]}" -v e="${P50[caddy]}" \
