@@ -69,10 +69,12 @@ crds:
 	cargo run --quiet --locked -- crd --kind ApiKeyWebhook > crds/apikeywebhook.yaml
 	cargo run --quiet --locked -- crd --kind ApiKeyClass > crds/apikeyclass.yaml
 	cargo run --quiet --locked -- crd --kind KeySet > crds/keyset.yaml
+	cargo run --quiet --locked -- crd --kind ClusterApiKey > crds/clusterapikey.yaml
 	cp crds/apikey.yaml charts/keyward/crds/apikey.yaml
 	cp crds/apikeywebhook.yaml charts/keyward/crds/apikeywebhook.yaml
 	cp crds/apikeyclass.yaml charts/keyward/crds/apikeyclass.yaml
 	cp crds/keyset.yaml charts/keyward/crds/keyset.yaml
+	cp crds/clusterapikey.yaml charts/keyward/crds/clusterapikey.yaml
 
 bench:
 	cargo bench

@@ -10,6 +10,7 @@
 mod admin;
 mod apply;
 mod classes;
+pub mod cluster;
 mod decode;
 mod error;
 pub(crate) mod events;

@@ -99,6 +99,8 @@ impl FakeCluster {
                 .with_resource::<keyward_api::ApiKeyWebhook>()
                 .with_status_subresource::<keyward_api::ApiKeyWebhook>()
                 .with_resource::<keyward_api::ApiKeyClass>()
+                .with_resource::<keyward_api::ClusterApiKey>()
+                .with_status_subresource::<keyward_api::ClusterApiKey>()
                 .with_resource::<KeySet>()
                 .with_status_subresource::<KeySet>(),
         }
@@ -808,14 +810,19 @@ impl tower::Service<Request<Body>> for ClusterScope {
 
 /// `path` with a cluster-scoped ApiKeyClass path turned into the namespaced one it is stored under.
 fn cluster_scoped_stored(path: &str) -> String {
-    const CLASSES: &str = "/apis/keyward.dev/v1alpha1/apikeyclasses";
-    match path.strip_prefix(CLASSES) {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
-            format!("/apis/keyward.dev/v1alpha1/namespaces/{CLUSTER_SCOPE_NAMESPACE}/apikeyclasses{rest}")
+    const GROUP: &str = "/apis/keyward.dev/v1alpha1/";
+    for plural in CLUSTER_SCOPED {
+        if let Some(rest) = path.strip_prefix(GROUP).and_then(|p| p.strip_prefix(plural))
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return format!("{GROUP}namespaces/{CLUSTER_SCOPE_NAMESPACE}/{plural}{rest}");
         }
-        _ => path.to_owned(),
     }
+    path.to_owned()
 }
+
+/// keyward's cluster-scoped resources, stored under [`CLUSTER_SCOPE_NAMESPACE`].
+const CLUSTER_SCOPED: [&str; 2] = ["apikeyclasses", "clusterapikeys"];
 
 /// How a read is answered: whole objects, metadata only, or (ApiKeys for kubectl) a Table.
 #[derive(Clone, Copy)]
