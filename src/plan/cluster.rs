@@ -107,22 +107,25 @@ pub fn plan(
     let lifecycle = plan.status.take().unwrap_or_else(|| old.key.clone());
     let count = u32::try_from(namespaces.len()).unwrap_or(u32::MAX);
     let mut status = ClusterApiKeyStatus { key: lifecycle, namespaces, namespace_count: Some(count) };
-    if key.metadata.deletion_timestamp.is_none() {
-        published_condition(key, &old, &mut status, &mut plan, now);
-    }
+    let warning = if key.metadata.deletion_timestamp.is_none() {
+        published_condition(key, &old, &mut status, super::whole_seconds(now))
+    } else {
+        None
+    };
     // While a token is being minted, status waits for the pass that adopts it (as for ApiKeys).
     let write = plan.mint.is_none() && status != old;
+    // Warned with the status write that records it, so once, not once per pass before it.
+    plan.events.extend(warning.filter(|_| write));
     ClusterPlan { plan, status: write.then_some(status) }
 }
 
-/// Set `Published`, and warn once when the selector starts selecting nothing.
+/// Set `Published`; the Warning Event to emit when the selector starts selecting nothing.
 fn published_condition(
     key: &ClusterApiKey,
     old: &ClusterApiKeyStatus,
     status: &mut ClusterApiKeyStatus,
-    plan: &mut Plan,
     now: Timestamp,
-) {
+) -> Option<PlannedEvent> {
     let key_set = &key.spec.key.key_set;
     let (state, reason, message) = if status.namespaces.is_empty() {
         let message = "spec.namespaceSelector selects no namespace: the key is published in no key set".to_owned();
@@ -133,9 +136,12 @@ fn published_condition(
     };
     let was_nowhere =
         old.key.conditions.iter().any(|c| c.type_ == CONDITION_PUBLISHED && c.reason == Reason::NoNamespaces.as_str());
-    if reason == Reason::NoNamespaces && !was_nowhere {
-        plan.events.push(PlannedEvent { kind: EventKind::Warning, reason, note: message.clone() });
-    }
+    let warning = (reason == Reason::NoNamespaces && !was_nowhere).then(|| PlannedEvent {
+        kind: EventKind::Warning,
+        reason,
+        note: message.clone(),
+    });
     let update = ConditionUpdate { type_: CONDITION_PUBLISHED, status: state, reason: reason.as_str(), message };
     set_condition(&mut status.key.conditions, update, key.metadata.generation, now);
+    warning
 }
