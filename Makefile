@@ -134,6 +134,7 @@ chart-check: helm $(VENV)/bin/kubernetes-validate
 	cmp crds/apikeywebhook.yaml $(CHART)/crds/apikeywebhook.yaml || (echo "$(CHART)/crds/apikeywebhook.yaml differs from crds/apikeywebhook.yaml: run make crds"; exit 1)
 	cmp crds/apikeyclass.yaml $(CHART)/crds/apikeyclass.yaml || (echo "$(CHART)/crds/apikeyclass.yaml differs from crds/apikeyclass.yaml: run make crds"; exit 1)
 	cmp crds/keyset.yaml $(CHART)/crds/keyset.yaml || (echo "$(CHART)/crds/keyset.yaml differs from crds/keyset.yaml: run make crds"; exit 1)
+	cmp crds/clusterapikey.yaml $(CHART)/crds/clusterapikey.yaml || (echo "$(CHART)/crds/clusterapikey.yaml differs from crds/clusterapikey.yaml: run make crds"; exit 1)
 	$(HELM) lint --strict --kube-version 1.33.0 $(CHART)
 	$(HELM) lint --strict --kube-version 1.33.0 $(CHART) $(CHART_ALL)
 	$(HELM) template keyward $(CHART) --kube-version 1.33.0 --namespace keyward-system --include-crds --set namespace.create=true > target/chart.yaml
