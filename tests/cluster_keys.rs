@@ -96,7 +96,7 @@ fn kube_cel_gives_the_real_servers_verdicts_on_cluster_keys() {
         match refusal {
             None => assert_eq!(errors, Vec::<String>::new(), "{case}"),
             Some(message) => {
-                assert!(errors.iter().any(|e| e.starts_with(message)), "{case}: {message:?} in {errors:?}")
+                assert!(errors.iter().any(|e| e.starts_with(message)), "{case}: {message:?} in {errors:?}");
             }
         }
     }

@@ -44,7 +44,8 @@ pub async fn reconcile(key: Arc<ClusterApiKey>, ctx: Arc<Context>) -> Result<Act
         let now = (ctx.clock)();
         let seen = observe(&ctx, &key, now).await?;
         let plan = cluster::plan(&key, &seen.observed, seen.selected.clone(), &ctx.settings, now);
-        key = apply(&ctx, key, &seen, &plan).await?;
+        // Boxed: the writes' futures are large, and every caller of reconcile would carry them.
+        key = Box::pin(apply(&ctx, key, &seen, &plan)).await?;
         if plan.plan.finalizer == Finalizer::Remove || plan.plan.delete_apikey {
             return Ok(Action::await_change());
         }

@@ -19,12 +19,12 @@ use super::support::{eventually, install_crd, records, run_ok, start_watch_verif
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn key(name: &str, spec: serde_json::Value) -> ClusterApiKey {
+fn key(name: &str, spec: &serde_json::Value) -> ClusterApiKey {
     serde_json::from_value(raw(name, spec)).unwrap()
 }
 
 /// A ClusterApiKey as a user may write it, whether or not the types accept it.
-fn raw(name: &str, spec: serde_json::Value) -> serde_json::Value {
+fn raw(name: &str, spec: &serde_json::Value) -> serde_json::Value {
     json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterApiKey", "metadata": {"name": name}, "spec": spec})
 }
 
@@ -66,7 +66,7 @@ async fn admission_refuses_cluster_keys_that_would_publish_everywhere_or_break_a
         ),
     ];
     for (case, spec, refusal) in table {
-        let object: DynamicObject = serde_json::from_value(raw("table", spec)).unwrap();
+        let object: DynamicObject = serde_json::from_value(raw("table", &spec)).unwrap();
         let result = written.create(&dry, &object).await;
         match (refusal, result) {
             (None, Ok(_)) => {}
@@ -77,7 +77,7 @@ async fn admission_refuses_cluster_keys_that_would_publish_everywhere_or_break_a
     }
 
     // Transition rules: the Secret's namespace is fixed, and revocation is permanent.
-    keys.create(&PostParams::default(), &key("fixed", with(json!({"revoked": true})))).await.unwrap();
+    keys.create(&PostParams::default(), &key("fixed", &with(json!({"revoked": true})))).await.unwrap();
     for (patch, message) in [
         (json!({"spec": {"secretNamespace": "elsewhere"}}), "secretNamespace cannot be changed"),
         (json!({"spec": {"revoked": false}}), "revoked is permanent"),
@@ -105,7 +105,7 @@ async fn the_operator_publishes_a_cluster_key_to_two_selected_namespaces_and_not
     let keys: Api<ClusterApiKey> = Api::all(client.clone());
     let spec = json!({"displayName": "Agency", "scopes": ["orders:read"], "secretNamespace": "cak-platform",
         "namespaceSelector": {"matchLabels": {"agency": "acme"}}});
-    keys.create(&PostParams::default(), &key("acme-agency", spec)).await.unwrap();
+    keys.create(&PostParams::default(), &key("acme-agency", &spec)).await.unwrap();
 
     let ready = eventually("the ClusterApiKey Ready", MINUTE, || async {
         keys.get("acme-agency").await.unwrap().status.filter(|s| {
@@ -183,7 +183,7 @@ async fn a_namespace_admin_cannot_create_a_cluster_key() {
     let spec = json!({"scopes": ["orders:read"], "secretNamespace": "cak-tenant",
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cak-tenant"}}});
     let refused =
-        Api::<ClusterApiKey>::all(team).create(&PostParams::default(), &key("tenant-key", spec)).await.unwrap_err();
+        Api::<ClusterApiKey>::all(team).create(&PostParams::default(), &key("tenant-key", &spec)).await.unwrap_err();
     assert!(matches!(&refused, kube::Error::Api(s) if s.code == 403), "{refused}");
     assert!(refused.to_string().contains("clusterapikeys"), "the refusal names the resource: {refused}");
 }

@@ -247,7 +247,8 @@ impl Publisher {
                 _ => break,
             }
         }
-        all.extend(self.cluster_records(id, now).await?.into_iter().filter(publishable));
+        // Boxed: every reconcile awaits a rebuild, and this would grow all their futures.
+        all.extend(Box::pin(self.cluster_records(id, now)).await?.into_iter().filter(publishable));
         self.forget_recorded(id, &unrecorded);
         let records = unique(all.into_iter());
         let existing = stored::read(&self.client, id).await?;

@@ -78,7 +78,7 @@ async fn cluster() -> Cluster {
 
 impl Cluster {
     async fn create_namespace(&self, name: &str, agency: Option<&str>) {
-        let labels = agency.map(|a| json!({ "agency": a })).unwrap_or_else(|| json!({}));
+        let labels = agency.map_or_else(|| json!({}), |a| json!({ "agency": a }));
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
         Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await.unwrap();
     }
@@ -200,8 +200,8 @@ async fn cluster_key_is_published_to_selected_namespaces_only_and_follows_their_
 
     let token = c.token("agency-apikey").await.expect("the token is in the Secret of secretNamespace");
     let hash = hash_of(&token).to_string();
-    assert_eq!(c.cluster_hashes("loc-a", "agency").await, [hash.clone()]);
-    assert_eq!(c.cluster_hashes("loc-b", "agency").await, [hash.clone()]);
+    assert_eq!(c.cluster_hashes("loc-a", "agency").await, [hash.as_str()]);
+    assert_eq!(c.cluster_hashes("loc-b", "agency").await, [hash.as_str()]);
     assert_eq!(c.cluster_hashes("loc-c", "agency").await, Vec::<String>::new(), "loc-c is not selected");
     assert_eq!(c.cluster_hashes(PLATFORM, "agency").await, Vec::<String>::new(), "nor is the Secret's namespace");
     let status = c.status("agency").await;
@@ -216,13 +216,13 @@ async fn cluster_key_is_published_to_selected_namespaces_only_and_follows_their_
     let key = Arc::new(c.keys().get("agency").await.unwrap());
     reconcile(key, c.ctx.clone()).await.unwrap();
     assert_eq!(c.cluster_hashes("loc-b", "agency").await, Vec::<String>::new(), "loc-b lost the key at once");
-    assert_eq!(c.cluster_hashes("loc-a", "agency").await, [hash.clone()]);
+    assert_eq!(c.cluster_hashes("loc-a", "agency").await, [hash.as_str()]);
     assert_eq!(c.status("agency").await.namespaces, ["loc-a"]);
 
     // loc-c joins: it gains the key.
     c.label("loc-c", Some("acme")).await;
     c.settle("agency").await;
-    assert_eq!(c.cluster_hashes("loc-c", "agency").await, [hash.clone()]);
+    assert_eq!(c.cluster_hashes("loc-c", "agency").await, [hash.as_str()]);
     assert_eq!(c.status("agency").await.namespace_count, Some(2));
     c.assert_no_token_leaks().await;
 }
@@ -255,7 +255,7 @@ async fn cluster_key_rotates_with_grace_in_every_namespace_and_revocation_remove
     c.advance(SignedDuration::from_hours(2));
     c.settle("agency").await;
     for ns in ["loc-a", "loc-b"] {
-        assert_eq!(c.cluster_hashes(ns, "agency").await, [second.clone()], "{ns}: the previous token retired");
+        assert_eq!(c.cluster_hashes(ns, "agency").await, [second.as_str()], "{ns}: the previous token retired");
     }
 
     // Revoked: gone from every key set at once, the token destroyed.
@@ -316,4 +316,42 @@ async fn a_deleted_cluster_key_leaves_every_key_set_before_it_goes() {
     assert!(c.keys().get_opt("agency").await.unwrap().is_none(), "the finalizer was released");
     let id = KeySetId { namespace: "loc-a".into(), name: "default".into() };
     assert!(c.ctx.publisher.published(&id).await.unwrap().iter().all(|r| r.namespace != "cluster"));
+}
+
+/// What a verifier of `namespace`'s key set `default` answers for `token` on `GET /contacts/1`,
+/// from the stored shards read as a verifier reads them (an absent set is an empty one).
+async fn verifier_answer(c: &Cluster, namespace: &str, token: &str) -> crate::verifier::decision::Outcome {
+    use crate::verifier::decision::{Now, Request, decide};
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), namespace);
+    let list = cms.list(&ListParams::default().labels("keyward.dev/keyset=default")).await.unwrap();
+    let sets = crate::keyset::assemble(crate::configmap::read_shards(&list.items).unwrap()).unwrap();
+    let index = crate::verifier::index::KeyIndex::build(sets, None).unwrap();
+    let bearer = format!("Bearer {token}");
+    let request = Request { method: "GET", uri: "/contacts/1", authorization: [bearer.as_bytes()].into_iter() };
+    let now = Now { wall: *c.clock.lock().unwrap(), monotonic: Duration::from_secs(1) };
+    decide(&index, &crate::verifier::routes::Routes::default(), request, now).outcome
+}
+
+#[tokio::test]
+async fn verifiers_of_the_selected_namespaces_allow_the_token_and_a_third_does_not_know_it() {
+    use crate::verifier::decision::Outcome;
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    let token = c.token("agency-apikey").await.unwrap();
+    assert_eq!(verifier_answer(&c, "loc-a", &token).await, Outcome::Allowed);
+    assert_eq!(verifier_answer(&c, "loc-b", &token).await, Outcome::Allowed);
+    assert_eq!(verifier_answer(&c, "loc-c", &token).await, Outcome::Unknown, "401 in an unselected namespace");
+
+    // A gated key set gates the cluster key there, and only there.
+    let gate: crate::api::KeySet = serde_json::from_value(json!({"apiVersion": "keyward.dev/v1alpha1",
+        "kind": "KeySet", "metadata": {"name": "default", "namespace": "loc-b"}, "spec": {"access": "PaymentRequired"}}))
+    .unwrap();
+    Api::<crate::api::KeySet>::namespaced(c.client.clone(), "loc-b")
+        .create(&PostParams::default(), &gate)
+        .await
+        .unwrap();
+    c.ctx.publisher.publish_now(&KeySetId { namespace: "loc-b".into(), name: "default".into() }).await.unwrap();
+    assert_eq!(verifier_answer(&c, "loc-b", &token).await, Outcome::PaymentRequired);
+    assert_eq!(verifier_answer(&c, "loc-a", &token).await, Outcome::Allowed);
 }
