@@ -324,7 +324,11 @@ async fn verifier_answer(c: &Cluster, namespace: &str, token: &str) -> crate::ve
     use crate::verifier::decision::{Now, Request, decide};
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), namespace);
     let list = cms.list(&ListParams::default().labels("keyward.dev/keyset=default")).await.unwrap();
-    let sets = crate::keyset::assemble(crate::configmap::read_shards(&list.items).unwrap()).unwrap();
+    let sets = if list.items.is_empty() {
+        Vec::new()
+    } else {
+        crate::keyset::assemble(crate::configmap::read_shards(&list.items).unwrap()).unwrap()
+    };
     let index = crate::verifier::index::KeyIndex::build(sets, None).unwrap();
     let bearer = format!("Bearer {token}");
     let request = Request { method: "GET", uri: "/contacts/1", authorization: [bearer.as_bytes()].into_iter() };
