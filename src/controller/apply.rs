@@ -223,11 +223,16 @@ fn secret_object(
 }
 
 async fn delete_old_secret(ctx: &Context, key: &ApiKey, plan: &Plan) -> Result<(), Error> {
+    let uid = key.metadata.uid.as_deref().ok_or(Error::MissingField("metadata.uid"))?;
+    delete_old_secret_in(ctx, namespace(key)?, uid, plan).await
+}
+
+/// Delete the earlier Secret `plan` names in `namespace`, if the owner with `uid` owns it.
+pub(super) async fn delete_old_secret_in(ctx: &Context, namespace: &str, uid: &str, plan: &Plan) -> Result<(), Error> {
     let Some(name) = &plan.delete_secret else { return Ok(()) };
-    let secrets: Api<Secret> = api(ctx, key)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(old) = secrets.get_opt(name).await.map_err(Error::kube("get old Secret"))? else { return Ok(()) };
-    let owned = old.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == key.metadata.uid.as_ref());
-    if owned {
+    if old.metadata.owner_references.iter().flatten().any(|o| o.uid == uid) {
         secrets.delete(name, &DeleteParams::default()).await.map_err(Error::kube("delete old Secret"))?;
     }
     Ok(())

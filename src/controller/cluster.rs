@@ -30,7 +30,10 @@ use crate::keyset::{KeySetId, Record};
 use crate::plan::cluster::{self, ClusterPlan};
 use crate::plan::{Finalizer, Observed, Publish, SecretView, secret_name};
 
-use super::apply::{add_finalizer_on, event_key_id, merge_diff, record_event, release_finalizer_on, write_secret_in};
+use super::apply::{
+    add_finalizer_on, delete_old_secret_in, event_key_id, merge_diff, record_event, release_finalizer_on,
+    write_secret_in,
+};
 use super::{Context, Error, FIELD_MANAGER, MAX_PASSES, until};
 
 /// Reconcile one ClusterApiKey.
@@ -141,7 +144,7 @@ async fn apply(
         publish_everywhere(ctx, &key, seen).await?;
     }
     write_secret_in(ctx, &key.spec.secret_namespace, owner(&key, &uid), seen.secret.as_ref(), plan).await?;
-    delete_old_secret(ctx, &key, &uid, plan).await?;
+    delete_old_secret_in(ctx, &key.spec.secret_namespace, &uid, plan).await?;
     if let Some(old) = &plan.leave_key_set {
         for namespace in &seen.selected {
             let id = KeySetId { namespace: namespace.clone(), name: old.clone() };
@@ -187,21 +190,6 @@ fn owner(key: &ClusterApiKey, uid: &str) -> OwnerReference {
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
-}
-
-async fn delete_old_secret(
-    ctx: &Context,
-    key: &ClusterApiKey,
-    uid: &str,
-    plan: &crate::plan::Plan,
-) -> Result<(), Error> {
-    let Some(name) = &plan.delete_secret else { return Ok(()) };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.spec.secret_namespace);
-    let Some(old) = secrets.get_opt(name).await.map_err(Error::kube("get old Secret"))? else { return Ok(()) };
-    if old.metadata.owner_references.iter().flatten().any(|o| o.uid == uid) {
-        secrets.delete(name, &DeleteParams::default()).await.map_err(Error::kube("delete old Secret"))?;
-    }
-    Ok(())
 }
 
 async fn write_status(ctx: &Context, key: ClusterApiKey, plan: &ClusterPlan) -> Result<ClusterApiKey, Error> {
