@@ -69,10 +69,12 @@ crds:
 	cargo run --quiet --locked -- crd --kind ApiKeyWebhook > crds/apikeywebhook.yaml
 	cargo run --quiet --locked -- crd --kind ApiKeyClass > crds/apikeyclass.yaml
 	cargo run --quiet --locked -- crd --kind KeySet > crds/keyset.yaml
+	cargo run --quiet --locked -- crd --kind ClusterApiKey > crds/clusterapikey.yaml
 	cp crds/apikey.yaml charts/keyward/crds/apikey.yaml
 	cp crds/apikeywebhook.yaml charts/keyward/crds/apikeywebhook.yaml
 	cp crds/apikeyclass.yaml charts/keyward/crds/apikeyclass.yaml
 	cp crds/keyset.yaml charts/keyward/crds/keyset.yaml
+	cp crds/clusterapikey.yaml charts/keyward/crds/clusterapikey.yaml
 
 bench:
 	cargo bench
@@ -133,6 +135,7 @@ chart-check: helm $(VENV)/bin/kubernetes-validate
 	cmp crds/apikeywebhook.yaml $(CHART)/crds/apikeywebhook.yaml || (echo "$(CHART)/crds/apikeywebhook.yaml differs from crds/apikeywebhook.yaml: run make crds"; exit 1)
 	cmp crds/apikeyclass.yaml $(CHART)/crds/apikeyclass.yaml || (echo "$(CHART)/crds/apikeyclass.yaml differs from crds/apikeyclass.yaml: run make crds"; exit 1)
 	cmp crds/keyset.yaml $(CHART)/crds/keyset.yaml || (echo "$(CHART)/crds/keyset.yaml differs from crds/keyset.yaml: run make crds"; exit 1)
+	cmp crds/clusterapikey.yaml $(CHART)/crds/clusterapikey.yaml || (echo "$(CHART)/crds/clusterapikey.yaml differs from crds/clusterapikey.yaml: run make crds"; exit 1)
 	$(HELM) lint --strict --kube-version 1.33.0 $(CHART)
 	$(HELM) lint --strict --kube-version 1.33.0 $(CHART) $(CHART_ALL)
 	$(HELM) template keyward $(CHART) --kube-version 1.33.0 --namespace keyward-system --include-crds --set namespace.create=true > target/chart.yaml

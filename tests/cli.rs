@@ -33,7 +33,11 @@ fn new_token(prefix: &str) -> String {
 
 #[test]
 fn crd_prints_the_checked_in_crds() {
-    for (args, file) in [(&["crd"][..], "crds/apikey.yaml"), (&["crd", "--kind", "KeySet"][..], "crds/keyset.yaml")] {
+    for (args, file) in [
+        (&["crd"][..], "crds/apikey.yaml"),
+        (&["crd", "--kind", "KeySet"][..], "crds/keyset.yaml"),
+        (&["crd", "--kind", "ClusterApiKey"][..], "crds/clusterapikey.yaml"),
+    ] {
         let out = keyward(args, "");
         assert!(out.status.success());
         let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
@@ -66,6 +70,7 @@ fn the_helm_chart_carries_the_checked_in_crds_and_class_policy() {
         ("crds/apikeyclass.yaml", "charts/keyward/crds/apikeyclass.yaml"),
         ("crds/apikeywebhook.yaml", "charts/keyward/crds/apikeywebhook.yaml"),
         ("crds/keyset.yaml", "charts/keyward/crds/keyset.yaml"),
+        ("crds/clusterapikey.yaml", "charts/keyward/crds/clusterapikey.yaml"),
         ("manifests/classes/policy.yaml", "charts/keyward/templates/classes-policy.yaml"),
     ] {
         let checked_in = std::fs::read_to_string(root.join(base)).unwrap();

@@ -183,6 +183,7 @@ fn kubectl_discovers_applies_gets_and_deletes_api_keys_on_the_fake_apiserver() {
             ["apikeyclasses", "akc", "keyward.dev/v1alpha1", "false", "ApiKeyClass"],
             ["apikeys", "ak", "keyward.dev/v1alpha1", "true", "ApiKey"],
             ["apikeywebhooks", "akwh", "keyward.dev/v1alpha1", "true", "ApiKeyWebhook"],
+            ["clusterapikeys", "cak", "keyward.dev/v1alpha1", "false", "ClusterApiKey"],
             ["keysets", "ks", "keyward.dev/v1alpha1", "true", "KeySet"]
         ],
         "{resources}"

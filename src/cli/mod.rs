@@ -39,11 +39,14 @@ enum CrdKind {
     /// `keysets.keyward.dev` (crds/keyset.yaml).
     #[value(name = "KeySet")]
     KeySet,
+    /// `clusterapikeys.keyward.dev` (crds/clusterapikey.yaml).
+    #[value(name = "ClusterApiKey")]
+    ClusterApiKey,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a CustomResourceDefinition as YAML: ApiKey, or ApiKeyWebhook, ApiKeyClass or KeySet with `--kind`.
+    /// Print a CustomResourceDefinition as YAML: ApiKey, or ApiKeyWebhook, ApiKeyClass, KeySet or ClusterApiKey with `--kind`.
     Crd {
         /// Which CRD to print.
         #[arg(long, value_enum, default_value = "ApiKey")]
@@ -103,6 +106,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd { kind: CrdKind::ApiKeyWebhook } => print_stdout(&crate::api::webhook_crd_yaml()),
         Command::Crd { kind: CrdKind::ApiKeyClass } => print_stdout(&crate::api::class_crd_yaml()),
         Command::Crd { kind: CrdKind::KeySet } => print_stdout(&crate::api::keyset_crd_yaml()),
+        Command::Crd { kind: CrdKind::ClusterApiKey } => print_stdout(&crate::api::cluster_crd_yaml()),
         Command::Token(cmd) => token_cmd::run(cmd),
         Command::Keyset(cmd) => keyset_cmd::run(cmd),
         Command::Operator(args) => operator_cmd::run_operator(&args),

@@ -72,10 +72,18 @@ async fn add_finalizer(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<ApiKey
     if plan.finalizer != Finalizer::Add {
         return Ok(key);
     }
-    let patch = match &key.metadata.finalizers {
+    add_finalizer_on(&api::<ApiKey>(ctx, &key)?, &key.metadata).await
+}
+
+/// Add [`FINALIZER`] to the object `meta` describes, guarded by what was read.
+pub(super) async fn add_finalizer_on<K>(api: &Api<K>, meta: &ObjectMeta) -> Result<K, Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = match &meta.finalizers {
         // `add` would replace a list someone else created meanwhile: guard on the version read.
         None => json!([
-            { "op": "test", "path": "/metadata/resourceVersion", "value": key.metadata.resource_version },
+            { "op": "test", "path": "/metadata/resourceVersion", "value": meta.resource_version },
             { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
         ]),
         Some(list) => json!([
@@ -84,10 +92,8 @@ async fn add_finalizer(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<ApiKey
         ]),
     };
     let patch: json_patch::Patch = serde_json::from_value(patch)?;
-    api::<ApiKey>(ctx, &key)?
-        .patch(&key.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
-        .await
-        .map_err(guarded("add finalizer"))
+    let name = meta.name.as_deref().ok_or(Error::MissingField("metadata.name"))?;
+    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map_err(guarded("add finalizer"))
 }
 
 /// Errors of a JSON patch guarded by `test`: a real API server answers a
@@ -103,14 +109,23 @@ async fn release_finalizer(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<Ap
     if plan.finalizer != Finalizer::Remove {
         return Ok(key);
     }
-    let Some(list) = &key.metadata.finalizers else { return Ok(key) };
+    let api = api::<ApiKey>(ctx, &key)?;
+    release_finalizer_on(&api, key).await
+}
+
+/// Remove [`FINALIZER`] from `object`, guarded by the list read; the object as it then is.
+pub(super) async fn release_finalizer_on<K>(api: &Api<K>, object: K) -> Result<K, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(list) = &object.meta().finalizers else { return Ok(object) };
     let kept: Vec<&String> = list.iter().filter(|f| *f != FINALIZER).collect();
     let patch: json_patch::Patch = serde_json::from_value(json!([
         { "op": "test", "path": "/metadata/finalizers", "value": list },
         { "op": "replace", "path": "/metadata/finalizers", "value": kept },
     ]))?;
-    let result =
-        api::<ApiKey>(ctx, &key)?.patch(&key.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await;
+    let result = api.patch(&object.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await;
+    let key = object;
     match result {
         Ok(key) => Ok(key),
         // The object went away as soon as its last finalizer did.
@@ -120,25 +135,43 @@ async fn release_finalizer(ctx: &Context, key: ApiKey, plan: &Plan) -> Result<Ap
 }
 
 async fn write_secret(ctx: &Context, key: &ApiKey, seen: &Seen, plan: &Plan) -> Result<(), Error> {
+    let owner = OwnerReference {
+        api_version: ApiKey::api_version(&()).into_owned(),
+        kind: ApiKey::kind(&()).into_owned(),
+        name: key.name_any(),
+        uid: key.metadata.uid.clone().ok_or(Error::MissingField("metadata.uid"))?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    write_secret_in(ctx, namespace(key)?, owner, seen.secret.as_ref(), plan).await
+}
+
+/// Write the Secret `plan` wants into `namespace`, owned by `owner`, taking tokens the plan
+/// moves from `seen` (the Secret as read) and minting the one it asks for.
+pub(super) async fn write_secret_in(
+    ctx: &Context,
+    namespace: &str,
+    owner: OwnerReference,
+    seen: Option<&Secret>,
+    plan: &Plan,
+) -> Result<(), Error> {
     let Some(desired) = &plan.secret else { return Ok(()) };
     let minted = plan.mint.as_ref().map(|m| (ctx.mint)(&m.prefix));
     let resolve = |source: Option<Source>| -> Option<Token> {
-        let held = |data_key: &str| {
-            seen.secret.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(data_key)).and_then(token_of)
-        };
+        let held = |data_key: &str| seen.and_then(|s| s.data.as_ref()).and_then(|d| d.get(data_key)).and_then(token_of);
         match source? {
             Source::Token => held(DATA_TOKEN),
             Source::NextToken => held(DATA_NEXT_TOKEN),
             Source::Minted => minted.clone(),
         }
     };
-    let secret = secret_object(key, desired, resolve(desired.token), resolve(desired.next_token))?;
-    let secrets: Api<Secret> = api(ctx, key)?;
+    let secret = secret_object(namespace, owner, desired, resolve(desired.token), resolve(desired.next_token));
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let written =
         secrets.patch(&desired.name, &params, &Patch::Apply(&secret)).await.map_err(Error::kube("apply Secret"))?;
     if let Some(id) = minted.as_ref().map(|t| t.hash().key_id()) {
-        info!(namespace = %namespace(key)?, name = %key.name_any(), key_id = %id, "token minted into Secret");
+        info!(namespace, secret = %desired.name, key_id = %id, "token minted into Secret");
     }
     let wanted: Vec<&str> = [(DATA_TOKEN, desired.token), (DATA_NEXT_TOKEN, desired.next_token)]
         .into_iter()
@@ -162,29 +195,22 @@ async fn write_secret(ctx: &Context, key: &ApiKey, seen: &Seen, plan: &Plan) -> 
 }
 
 fn secret_object(
-    key: &ApiKey,
+    namespace: &str,
+    owner: OwnerReference,
     desired: &DesiredSecret,
     token: Option<Token>,
     next_token: Option<Token>,
-) -> Result<Secret, Error> {
-    let owner = OwnerReference {
-        api_version: ApiKey::api_version(&()).into_owned(),
-        kind: ApiKey::kind(&()).into_owned(),
-        name: key.name_any(),
-        uid: key.metadata.uid.clone().ok_or(Error::MissingField("metadata.uid"))?,
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
+) -> Secret {
     let mut data = BTreeMap::new();
     for (data_key, value) in [(DATA_TOKEN, token), (DATA_NEXT_TOKEN, next_token)] {
         if let Some(token) = value {
             data.insert(data_key.to_owned(), ByteString(token.expose().as_bytes().to_vec()));
         }
     }
-    Ok(Secret {
+    Secret {
         metadata: ObjectMeta {
             name: Some(desired.name.clone()),
-            namespace: Some(namespace(key)?.to_owned()),
+            namespace: Some(namespace.to_owned()),
             labels: Some(desired.labels.clone()),
             annotations: (!desired.annotations.is_empty()).then(|| desired.annotations.clone()),
             owner_references: Some(vec![owner]),
@@ -193,15 +219,20 @@ fn secret_object(
         type_: Some("Opaque".to_owned()),
         data: Some(data),
         ..Secret::default()
-    })
+    }
 }
 
 async fn delete_old_secret(ctx: &Context, key: &ApiKey, plan: &Plan) -> Result<(), Error> {
+    let uid = key.metadata.uid.as_deref().ok_or(Error::MissingField("metadata.uid"))?;
+    delete_old_secret_in(ctx, namespace(key)?, uid, plan).await
+}
+
+/// Delete the earlier Secret `plan` names in `namespace`, if the owner with `uid` owns it.
+pub(super) async fn delete_old_secret_in(ctx: &Context, namespace: &str, uid: &str, plan: &Plan) -> Result<(), Error> {
     let Some(name) = &plan.delete_secret else { return Ok(()) };
-    let secrets: Api<Secret> = api(ctx, key)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(old) = secrets.get_opt(name).await.map_err(Error::kube("get old Secret"))? else { return Ok(()) };
-    let owned = old.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == key.metadata.uid.as_ref());
-    if owned {
+    if old.metadata.owner_references.iter().flatten().any(|o| o.uid == uid) {
         secrets.delete(name, &DeleteParams::default()).await.map_err(Error::kube("delete old Secret"))?;
     }
     Ok(())
@@ -256,32 +287,43 @@ async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
     let reference = key.object_ref(&());
     let key_id = event_key_id(key, plan);
     for planned in &plan.events {
-        info!(
-            namespace = key.namespace().unwrap_or_default(),
-            name = %key.name_any(),
-            key_id,
-            reason = planned.reason.as_str(),
-            note = %planned.note,
-            "lifecycle step"
-        );
-        let event = Event {
-            type_: match planned.kind {
-                EventKind::Normal => EventType::Normal,
-                EventKind::Warning => EventType::Warning,
-            },
-            reason: planned.reason.as_str().to_owned(),
-            note: Some(truncate_note(&planned.note)),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        // An Event that cannot be written must not stop the lifecycle.
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!(name = %key.name_any(), reason = planned.reason.as_str(), error = %e, "could not publish Event");
-        }
+        record_event(ctx, &reference, key_id, planned).await;
         // The same step, to the namespace's webhooks: queued, never awaited.
         if let Some(notice) = crate::notice::notice(key, planned, key_id, (ctx.clock)()) {
             ctx.notifier.notify(notice);
         }
+    }
+}
+
+/// Log one lifecycle step of the object `reference` names and write its Kubernetes Event.
+pub(super) async fn record_event(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    key_id: &str,
+    planned: &crate::plan::PlannedEvent,
+) {
+    info!(
+        namespace = reference.namespace.as_deref().unwrap_or_default(),
+        name = reference.name.as_deref().unwrap_or_default(),
+        key_id,
+        reason = planned.reason.as_str(),
+        note = %planned.note,
+        "lifecycle step"
+    );
+    let event = Event {
+        type_: match planned.kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        },
+        reason: planned.reason.as_str().to_owned(),
+        note: Some(truncate_note(&planned.note)),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    // An Event that cannot be written must not stop the lifecycle.
+    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+        let name = reference.name.as_deref().unwrap_or_default();
+        warn!(name, reason = planned.reason.as_str(), error = %e, "could not publish Event");
     }
 }
 

@@ -10,6 +10,7 @@
 mod admin;
 mod apply;
 mod classes;
+pub mod cluster;
 mod decode;
 mod error;
 pub(crate) mod events;
@@ -142,7 +143,8 @@ pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Er
         let now = (ctx.clock)();
         let seen = observe::observe(&ctx, &key).await?;
         let plan = plan(&key, &seen.observed, &ctx.settings, now);
-        key = apply::apply(&ctx, key, &seen, &plan).await?;
+        // Boxed: the writes' futures are large, and every caller of reconcile would carry them.
+        key = Box::pin(apply::apply(&ctx, key, &seen, &plan)).await?;
         if plan.finalizer == Finalizer::Remove || plan.delete_apikey {
             return Ok(Action::await_change());
         }

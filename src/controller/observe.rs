@@ -31,7 +31,7 @@ pub(super) async fn observe(ctx: &Context, key: &ApiKey) -> Result<Seen, Error> 
     Ok(Seen { observed: Observed { secret: view, published, held, class }, secret })
 }
 
-fn facts(secret: &Secret, uid: &str) -> SecretFacts {
+pub(super) fn facts(secret: &Secret, uid: &str) -> SecretFacts {
     let data = secret.data.clone().unwrap_or_default();
     SecretFacts {
         owned: secret.metadata.owner_references.iter().flatten().any(|o| o.uid == uid),

@@ -131,6 +131,7 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let publishing = tokio::spawn(publisher.clone().run(shutdown.clone()));
     let shards = tokio::spawn(watch_shards(client.clone(), publisher.clone(), options.resync, shutdown.clone()));
     let keysets = tokio::spawn(super::keysets::run(&ctx, shutdown.clone()));
+    let cluster_keys = tokio::spawn(super::cluster::run(ctx.clone(), shutdown.clone()));
     let usage = options
         .usage
         .map(|usage| tokio::spawn(super::usage::run(client.clone(), options.clock.clone(), usage, shutdown.clone())));
@@ -194,6 +195,7 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     // The publisher flushes what is pending before it stops.
     publisher.flush().await;
     let _ = keysets.await;
+    let _ = cluster_keys.await;
     let _ = publishing.await;
     shards.abort();
     if let Some(usage) = usage {

@@ -68,6 +68,8 @@ pub fn notice_type(reason: Reason) -> Option<NoticeType> {
         | Reason::ClassAmbiguous
         | Reason::ClassSatisfied
         | Reason::ClassDefaultChanged
+        | Reason::Published
+        | Reason::NoNamespaces
         | Reason::Deleted => None,
     }
 }

@@ -270,7 +270,7 @@ fn rate_within(key: &RateLimitSpec, max: &RateLimitSpec) -> bool {
 }
 
 /// Whether a namespace with `labels` is selected (Kubernetes label-selector semantics).
-fn selects(selector: &NamespaceSelector, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selects(selector: &NamespaceSelector, labels: &BTreeMap<String, String>) -> bool {
     let labels_ok = selector.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v));
     let expressions_ok = selector.match_expressions.iter().all(|e| {
         let value = labels.get(&e.key);

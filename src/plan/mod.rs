@@ -20,6 +20,7 @@
 //! state machine are documented in `docs/lifecycle.md`.
 
 pub mod class;
+pub mod cluster;
 mod lifecycle;
 mod reason;
 mod records;

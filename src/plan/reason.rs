@@ -100,6 +100,11 @@ reasons! {
     Unpublished,
     /// Event: an expired key was deleted after `retainExpiredFor`.
     Deleted,
+    // Organisation-wide keys (ClusterApiKey), condition `Published`.
+    /// Condition `Published`: the key is in the key set of every namespace its selector selects.
+    Published,
+    /// Condition `Published` False and Warning Event: the selector selects no namespace; the key is published nowhere.
+    NoNamespaces,
 }
 
 impl fmt::Display for Reason {

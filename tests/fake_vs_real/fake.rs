@@ -15,7 +15,12 @@ use kube::Client;
 /// An in-memory cluster with the ApiKey CRD installed; the operator runs on it until the
 /// returned sender is dropped.
 pub async fn cluster(operator: bool) -> (Client, tokio::sync::oneshot::Sender<()>) {
-    let client = FakeCluster::new().with_crd().client().await.expect("the in-memory API starts");
+    let client = FakeCluster::new()
+        .with_crd()
+        .with_object(keyward::api::cluster_crd())
+        .client()
+        .await
+        .expect("the in-memory API starts");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     if operator {
         // The timings the real-cluster tests give `keyward operator`.

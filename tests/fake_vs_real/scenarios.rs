@@ -70,6 +70,14 @@ macro_rules! scenario_tests {
             $run("invalid", false, async |c, ns| scenarios::invalid_api_keys_are_refused(c, &ns).await).await;
         }
 
+        #[tokio::test]
+        async fn cluster_scoped_keys_are_served_without_a_namespace() {
+            $run("cak", false, async |c, ns| {
+                scenarios::cluster_scoped_keys_are_served_without_a_namespace(c, &ns).await
+            })
+            .await;
+        }
+
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn the_operator_carries_a_key_from_create_to_delete() {
             $run("operator", true, async |c, ns| {
@@ -80,6 +88,47 @@ macro_rules! scenario_tests {
     };
 }
 pub(crate) use scenario_tests;
+
+/// A ClusterApiKey is served at paths without a namespace and comes back without one, from a
+/// create, a get, a list and a watch. Its selector selects nothing, so an operator running
+/// meanwhile (the real cluster's shared one) publishes it nowhere; the watch is read as "first"
+/// and "last" events because that operator may write the key (finalizer, status) in between.
+pub async fn cluster_scoped_keys_are_served_without_a_namespace(client: Client, ns: &str) -> Transcript {
+    use keyward::api::ClusterApiKey;
+    let keys: Api<DynamicObject> = Api::all_with(client, &ApiResource::erase::<ClusterApiKey>(&()));
+    let mut t = Transcript::new();
+    let name = format!("{ns}-agency");
+    let key: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterApiKey",
+        "metadata": {"name": name, "labels": {"scenario": ns}},
+        "spec": {"scopes": ["orders:read"], "secretNamespace": ns,
+            "namespaceSelector": {"matchLabels": {"keyward.dev/scenario-selects": "nothing"}}},
+    }))
+    .unwrap();
+    let selector = format!("scenario={ns}");
+    let mut events = keys.watch(&WatchParams::default().labels(&selector), "0").await.unwrap().boxed();
+    let created = keys.create(&PostParams::default(), &key).await.unwrap();
+    t.push(format!("created: namespace {:?}", created.metadata.namespace));
+    let read = keys.get(&name).await.unwrap();
+    t.push(format!(
+        "get: namespace {:?}, spec.secretNamespace {}",
+        read.metadata.namespace, read.data["spec"]["secretNamespace"]
+    ));
+    let listed = keys.list(&ListParams::default().labels(&selector)).await.unwrap();
+    let namespaces: Vec<_> = listed.items.iter().map(|k| k.metadata.namespace.clone()).collect();
+    t.push(format!("list: {namespaces:?}"));
+    keys.delete(&name, &DeleteParams::default()).await.unwrap();
+    let first = next_events(&mut events, 1).await;
+    t.push(format!("watch begins with: {}", first.join(", ")));
+    let mut last = String::new();
+    while !last.starts_with("DELETED") {
+        last = next_events(&mut events, 1).await.remove(0);
+    }
+    t.push(format!("watch ends with: {last}"));
+    assert_eq!(read.metadata.namespace, None, "a cluster-scoped object has no namespace");
+    assert_eq!(first, [format!("ADDED {name}")]);
+    t
+}
 
 /// What a scenario observed, one fact per line.
 pub type Transcript = Vec<String>;

@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::needless_pass_by_value))]
 
 mod class;
+mod cluster;
 mod conditions;
 mod crd;
 mod keyset;
@@ -19,6 +20,10 @@ mod webhook;
 pub use class::{
     ApiKeyClass, ApiKeyClassSpec, DEFAULT_CLASS_ANNOTATION, NamespaceSelector, RESOURCE_PATTERN_PATTERN, ScopeRule,
     SelectorRequirement, class_crd, class_crd_yaml,
+};
+pub use cluster::{
+    CLUSTER_OWNER, ClusterApiKey, ClusterApiKeySpec, ClusterApiKeyStatus, NAMESPACE_NAME_LABEL, cluster_crd,
+    cluster_crd_yaml,
 };
 pub use conditions::{CONDITION_READY, ConditionUpdate, set_condition};
 pub use crd::{crd, crd_yaml, keyset_crd, keyset_crd_yaml, webhook_crd, webhook_crd_yaml};

@@ -99,6 +99,8 @@ impl FakeCluster {
                 .with_resource::<keyward_api::ApiKeyWebhook>()
                 .with_status_subresource::<keyward_api::ApiKeyWebhook>()
                 .with_resource::<keyward_api::ApiKeyClass>()
+                .with_resource::<keyward_api::ClusterApiKey>()
+                .with_status_subresource::<keyward_api::ClusterApiKey>()
                 .with_resource::<KeySet>()
                 .with_status_subresource::<KeySet>(),
         }
@@ -334,7 +336,16 @@ impl State {
         let labels = object.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
         let field =
             |f: &str| object.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or("").to_owned();
-        let (namespace, name) = (field("namespace"), field("name"));
+        let (mut namespace, name) = (field("namespace"), field("name"));
+        if namespace.is_empty() {
+            namespace = resource.namespace.clone().unwrap_or_default();
+        }
+        if namespace == CLUSTER_SCOPE_NAMESPACE
+            && let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            // Cluster-scoped objects have no namespace on a real server; only the store needs one.
+            meta.remove("namespace");
+        }
         let mut line = json!({ "type": type_, "object": object }).to_string().into_bytes();
         line.push(b'\n');
         let event = Arc::new(WatchEvent { seq, resource, line: Bytes::from(line), labels, namespace, name });
@@ -760,9 +771,10 @@ impl tower::Service<Request<Body>> for WatchService {
     }
 }
 
-/// Where kube-fake-client keeps ApiKeyClasses: it holds every registered custom resource
-/// in a namespace, so the cluster-scoped ApiKeyClass is served from this one (objects
-/// read back carry it as `metadata.namespace`, a known difference from an API server).
+/// Where kube-fake-client keeps ApiKeyClasses and ClusterApiKeys: it holds every registered
+/// custom resource in a namespace, so the cluster-scoped ones are stored in this one. Objects
+/// read through the watch layer come without it, as from an API server; through
+/// [`FakeCluster::plain_client`] they carry it as `metadata.namespace`.
 pub const CLUSTER_SCOPE_NAMESPACE: &str = "keyward-fake-cluster-scope";
 
 /// kube-fake-client behind nothing but the ApiKeyClass path rewrite ([`cluster_scoped_stored`])
@@ -808,14 +820,19 @@ impl tower::Service<Request<Body>> for ClusterScope {
 
 /// `path` with a cluster-scoped ApiKeyClass path turned into the namespaced one it is stored under.
 fn cluster_scoped_stored(path: &str) -> String {
-    const CLASSES: &str = "/apis/keyward.dev/v1alpha1/apikeyclasses";
-    match path.strip_prefix(CLASSES) {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
-            format!("/apis/keyward.dev/v1alpha1/namespaces/{CLUSTER_SCOPE_NAMESPACE}/apikeyclasses{rest}")
+    const GROUP: &str = "/apis/keyward.dev/v1alpha1/";
+    for plural in CLUSTER_SCOPED {
+        if let Some(rest) = path.strip_prefix(GROUP).and_then(|p| p.strip_prefix(plural))
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return format!("{GROUP}namespaces/{CLUSTER_SCOPE_NAMESPACE}/{plural}{rest}");
         }
-        _ => path.to_owned(),
     }
+    path.to_owned()
 }
+
+/// keyward's cluster-scoped resources, stored under [`CLUSTER_SCOPE_NAMESPACE`].
+const CLUSTER_SCOPED: [&str; 2] = ["apikeyclasses", "clusterapikeys"];
 
 /// How a read is answered: whole objects, metadata only, or (ApiKeys for kubectl) a Table.
 #[derive(Clone, Copy)]

@@ -48,6 +48,7 @@
 //! How shards are stored (names, labels, `data` or `binaryData`) is the
 //! contract's [`crate::configmap`]; [`stored`] does the API calls.
 
+mod cluster;
 mod holds;
 mod stored;
 
@@ -112,6 +113,9 @@ pub struct Publisher {
     pending: Mutex<BTreeSet<KeySetId>>,
     /// Held tokens by ApiKey uid; `publishedAt` set when a rebuild wrote the hash.
     holds: Mutex<HashMap<String, HeldEntry>>,
+    /// Held tokens of ClusterApiKeys by uid; `publishedAt` set by their reconcile once every
+    /// selected key set carries the hash (`cluster.rs`).
+    cluster_holds: Mutex<HashMap<String, crate::plan::Held>>,
     wake: Notify,
     metrics: Arc<Metrics>,
 }
@@ -129,6 +133,7 @@ impl Publisher {
             sets: Mutex::new(HashMap::new()),
             pending: Mutex::new(BTreeSet::new()),
             holds: Mutex::new(HashMap::new()),
+            cluster_holds: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             metrics: Arc::new(Metrics::new()),
         }
@@ -184,7 +189,8 @@ impl Publisher {
     /// The records of ApiKey `name` in `id` as last published. Every reconcile asks this, so
     /// only the matching records are copied out, not the whole set (10,000 keys made that quadratic).
     pub async fn published_by(&self, id: &KeySetId, name: &str) -> Result<Vec<Record>, Error> {
-        self.published_where(id, |r| r.name == name).await
+        // The namespace too: a ClusterApiKey of the same name is listed as `cluster/<name>`.
+        self.published_where(id, |r| r.namespace == id.namespace && r.name == name).await
     }
 
     async fn published_where(&self, id: &KeySetId, keep: impl Fn(&Record) -> bool) -> Result<Vec<Record>, Error> {
@@ -241,6 +247,8 @@ impl Publisher {
                 _ => break,
             }
         }
+        // Boxed: every reconcile awaits a rebuild, and this would grow all their futures.
+        all.extend(Box::pin(self.cluster_records(id, now)).await?.into_iter().filter(publishable));
         self.forget_recorded(id, &unrecorded);
         let records = unique(all.into_iter());
         let existing = stored::read(&self.client, id).await?;

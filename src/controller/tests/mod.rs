@@ -1,6 +1,7 @@
 //! Controller tests against kube-fake-client, one topic per file: each lifecycle path, injected faults, idempotence, no leaks.
 
 mod classes;
+mod cluster;
 mod controller_loop;
 mod create;
 mod deletion;

@@ -1,7 +1,7 @@
 //! Discovery, as `kubectl` reads it before anything else: `/version`, `/api`, `/apis` and one
 //! resource list per group version (the legacy documents; kubectl asks for aggregated
 //! discovery first and falls back to these when the answer is plain JSON). The resources are
-//! kube-fake-client's built-in ones and keyward's CRDs' (ApiKey, ApiKeyWebhook, ApiKeyClass, KeySet), with short names and category.
+//! kube-fake-client's built-in ones and keyward's CRDs' (ApiKey, ApiKeyWebhook, ApiKeyClass, KeySet, ClusterApiKey), with short names and category.
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -55,9 +55,15 @@ pub fn resource(prefix: &str, plural: &str) -> Option<Resource> {
     })
 }
 
-/// keyward's CRDs: ApiKey, ApiKeyWebhook, ApiKeyClass and KeySet.
-fn crds() -> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 4] {
-    [keyward_api::crd(), keyward_api::webhook_crd(), keyward_api::class_crd(), keyward_api::keyset_crd()]
+/// keyward's CRDs: ApiKey, ApiKeyWebhook, ApiKeyClass, KeySet and ClusterApiKey.
+fn crds() -> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 5] {
+    [
+        keyward_api::crd(),
+        keyward_api::webhook_crd(),
+        keyward_api::class_crd(),
+        keyward_api::keyset_crd(),
+        keyward_api::cluster_crd(),
+    ]
 }
 
 fn crd_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {

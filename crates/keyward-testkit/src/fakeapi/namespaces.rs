@@ -1,6 +1,9 @@
 //! Namespaces, which kube-fake-client cannot serve over its paths (`/api/v1/namespaces[/name]`
 //! reads as a namespaced path there): created, read, listed, watched and deleted here.
 //!
+//! Patches are JSON merge patches (labels and annotations read the same as with a
+//! strategic merge patch); `kubernetes.io/metadata.name` is kept, as the API server does.
+//!
 //! Known differences: a namespace need not exist for objects to be created in it, and
 //! deleting one removes it at once without deleting its contents.
 
@@ -76,6 +79,25 @@ impl State {
                 }
                 respond(StatusCode::CREATED, Bytes::from(namespace.to_string()))
             }
+            (&Method::PATCH, Some(name)) => {
+                // A JSON merge patch (strategic merge reads the same for labels and annotations).
+                let Some(mut namespace) = namespaces.get(name).cloned() else { return not_found(name) };
+                let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+                    return status_failure(StatusCode::BAD_REQUEST, "BadRequest", "the body is not a merge patch");
+                };
+                json_patch::merge(&mut namespace, &patch);
+                let meta = &mut namespace["metadata"];
+                meta["name"] = json!(name);
+                // The API server keeps this label, whatever a patch says.
+                meta["labels"]["kubernetes.io/metadata.name"] = json!(name);
+                meta["resourceVersion"] = json!((self.current() + 1).to_string());
+                if !dry_run {
+                    namespaces.insert(name.to_owned(), namespace.clone());
+                    drop(namespaces);
+                    self.emit(target, "MODIFIED", namespace.clone());
+                }
+                respond(StatusCode::OK, Bytes::from(namespace.to_string()))
+            }
             (&Method::DELETE, Some(name)) => {
                 let Some(namespace) = (if dry_run { namespaces.get(name).cloned() } else { namespaces.remove(name) })
                 else {
@@ -90,7 +112,7 @@ impl State {
             _ => status_failure(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
-                "the in-memory API creates, reads and deletes Namespaces only",
+                "the in-memory API creates, reads, patches and deletes Namespaces only",
             ),
         }
     }

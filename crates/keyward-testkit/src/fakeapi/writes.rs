@@ -141,6 +141,10 @@ impl State {
         let overlay = uid(object)
             .and_then(|uid| self.overlay.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&uid).cloned());
         let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+        if target.namespace.as_deref() == Some(super::CLUSTER_SCOPE_NAMESPACE) {
+            // Cluster-scoped: no namespace, as on a real server (the store keeps one).
+            meta.remove("namespace");
+        }
         if !tracks_generation(target) {
             meta.remove("generation");
         }

@@ -1,0 +1,361 @@
+//! Organisation-wide keys (ClusterApiKey) on the in-memory API: published as `cluster/<name>` to
+//! the key sets of the selected namespaces and only those, following namespace labels at once,
+//! through rotation with grace, revocation and deletion; a selector that selects nothing says so.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use keyward_testkit::fakeapi::FakeCluster;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use rand::SeedableRng;
+use serde_json::json;
+
+use crate::api::{ClusterApiKey, ClusterApiKeyStatus};
+use crate::keyset::{KeySetId, Record, decode_shard};
+use crate::plan::{DATA_TOKEN, Settings};
+use crate::token::Token;
+
+use super::super::cluster::reconcile;
+use super::super::{Context, Publisher};
+use super::harness::{T0, hash_of};
+
+/// Where the token lives.
+const PLATFORM: &str = "platform";
+
+const AGENCY: &str = r#"
+apiVersion: keyward.dev/v1alpha1
+kind: ClusterApiKey
+metadata: {name: agency}
+spec:
+  displayName: Agency key
+  scopes: ["contacts:read", "leads:write"]
+  secretNamespace: platform
+  namespaceSelector: {matchLabels: {agency: acme}}
+  rotation: {every: 30d, gracePeriod: 2h}
+"#;
+
+struct Cluster {
+    client: Client,
+    ctx: Arc<Context>,
+    clock: Arc<Mutex<Timestamp>>,
+    minted: Arc<Mutex<Vec<String>>>,
+}
+
+async fn cluster() -> Cluster {
+    let client = FakeCluster::new()
+        .with_crd()
+        .with_object(crate::api::cluster_crd())
+        .client()
+        .await
+        .expect("the in-memory API starts");
+    let clock = Arc::new(Mutex::new(T0.parse::<Timestamp>().unwrap()));
+    let minted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let clock_fn: super::super::Clock = {
+        let clock = clock.clone();
+        Arc::new(move || *clock.lock().unwrap())
+    };
+    let mint_fn: super::super::Minter = {
+        let minted = minted.clone();
+        let rng = Mutex::new(rand::rngs::StdRng::seed_from_u64(7));
+        Arc::new(move |prefix: &crate::token::Prefix| {
+            let token = Token::generate(prefix, &mut *rng.lock().unwrap());
+            minted.lock().unwrap().push(token.expose().to_owned());
+            token
+        })
+    };
+    let publisher = Arc::new(Publisher::new(client.clone(), clock_fn.clone(), Duration::from_millis(10)));
+    let ctx = Arc::new(Context::with(client.clone(), Settings::default(), publisher, clock_fn, mint_fn));
+    let c = Cluster { client, ctx, clock, minted };
+    for (name, agency) in [(PLATFORM, None), ("loc-a", Some("acme")), ("loc-b", Some("acme")), ("loc-c", None)] {
+        c.create_namespace(name, agency).await;
+    }
+    c
+}
+
+impl Cluster {
+    async fn create_namespace(&self, name: &str, agency: Option<&str>) {
+        let labels = agency.map_or_else(|| json!({}), |a| json!({ "agency": a }));
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    }
+
+    async fn label(&self, namespace: &str, agency: Option<&str>) {
+        let patch = json!({ "metadata": { "labels": { "agency": agency } } });
+        Api::<Namespace>::all(self.client.clone())
+            .patch(namespace, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+
+    fn keys(&self) -> Api<ClusterApiKey> {
+        Api::all(self.client.clone())
+    }
+
+    async fn create(&self, yaml: &str) {
+        let key: ClusterApiKey = serde_yaml::from_str(yaml).unwrap();
+        self.keys().create(&PostParams::default(), &key).await.unwrap();
+    }
+
+    async fn status(&self, name: &str) -> ClusterApiKeyStatus {
+        self.keys().get(name).await.unwrap().status.unwrap_or_default()
+    }
+
+    /// One reconcile (retried as the runtime would) and the publisher's flush.
+    async fn settle(&self, name: &str) {
+        for attempt in 0.. {
+            let key = Arc::new(self.keys().get(name).await.unwrap());
+            match reconcile(key, self.ctx.clone()).await {
+                Ok(_) => break,
+                Err(e) if attempt < 5 => eprintln!("retrying after {e}"),
+                Err(e) => panic!("reconcile of {name} failed: {e}"),
+            }
+        }
+        self.ctx.publisher.flush().await;
+    }
+
+    /// Settle until Ready: published everywhere, seen on the next look, then the propagation delay.
+    async fn settle_ready(&self, name: &str) {
+        self.settle(name).await;
+        self.advance(self.ctx.settings.publish_poll);
+        self.settle(name).await;
+        self.advance(self.ctx.settings.propagation_delay);
+        self.settle(name).await;
+    }
+
+    fn advance(&self, d: SignedDuration) {
+        let mut now = self.clock.lock().unwrap();
+        *now = now.checked_add(d).unwrap();
+    }
+
+    /// The records in `namespace`'s key set `default`, as stored.
+    async fn published(&self, namespace: &str) -> Vec<Record> {
+        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let list = cms.list(&ListParams::default().labels("keyward.dev/keyset=default")).await.unwrap();
+        list.items
+            .iter()
+            .flat_map(|cm| cm.data.clone().unwrap_or_default().into_values())
+            .flat_map(|text| decode_shard(text.as_bytes()).expect("shards decode").records)
+            .collect()
+    }
+
+    /// The hashes of `cluster/<name>` in `namespace`'s key set.
+    async fn cluster_hashes(&self, namespace: &str, name: &str) -> Vec<String> {
+        let mut hashes: Vec<String> = self
+            .published(namespace)
+            .await
+            .into_iter()
+            .filter(|r| r.namespace == "cluster" && r.name == name)
+            .map(|r| r.hash.to_string())
+            .collect();
+        hashes.sort();
+        hashes
+    }
+
+    async fn token(&self, name: &str) -> Option<String> {
+        let secret = Api::<Secret>::namespaced(self.client.clone(), PLATFORM).get_opt(name).await.unwrap()?;
+        Some(String::from_utf8(secret.data?.get(DATA_TOKEN)?.0.clone()).unwrap())
+    }
+
+    /// Every Event about ClusterApiKeys, wherever it was written: `(reason, note)`.
+    async fn events(&self) -> Vec<(String, String)> {
+        let events = Api::<K8sEvent>::all(self.client.clone()).list(&ListParams::default()).await.unwrap();
+        events
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ClusterApiKey"))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+
+    /// No minted token appears in any ConfigMap, Event or ClusterApiKey.
+    async fn assert_no_token_leaks(&self) {
+        let mut seen = String::new();
+        let cms = Api::<ConfigMap>::all(self.client.clone()).list(&ListParams::default()).await.unwrap();
+        seen.push_str(&serde_json::to_string(&cms.items).unwrap());
+        let events = Api::<K8sEvent>::all(self.client.clone()).list(&ListParams::default()).await.unwrap();
+        seen.push_str(&serde_json::to_string(&events.items).unwrap());
+        let keys = self.keys().list(&ListParams::default()).await.unwrap();
+        seen.push_str(&serde_json::to_string(&keys.items).unwrap());
+        for token in self.minted.lock().unwrap().iter() {
+            assert!(!seen.contains(token.as_str()), "a token leaked into ConfigMaps, Events or status");
+        }
+    }
+}
+
+fn ready(status: &ClusterApiKeyStatus) -> (String, String) {
+    let c = status.key.conditions.first().expect("a Ready condition");
+    assert_eq!(c.type_, "Ready");
+    (c.status.clone(), c.reason.clone())
+}
+
+#[tokio::test]
+async fn cluster_key_is_published_to_selected_namespaces_only_and_follows_their_labels() {
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+
+    let token = c.token("agency-apikey").await.expect("the token is in the Secret of secretNamespace");
+    let hash = hash_of(&token).to_string();
+    assert_eq!(c.cluster_hashes("loc-a", "agency").await, [hash.as_str()]);
+    assert_eq!(c.cluster_hashes("loc-b", "agency").await, [hash.as_str()]);
+    assert_eq!(c.cluster_hashes("loc-c", "agency").await, Vec::<String>::new(), "loc-c is not selected");
+    assert_eq!(c.cluster_hashes(PLATFORM, "agency").await, Vec::<String>::new(), "nor is the Secret's namespace");
+    let status = c.status("agency").await;
+    assert_eq!(ready(&status), ("True".to_owned(), "Active".to_owned()), "{status:?}");
+    assert_eq!(status.namespaces, ["loc-a", "loc-b"]);
+    assert_eq!(status.namespace_count, Some(2));
+    let record = c.published("loc-a").await.into_iter().find(|r| r.name == "agency").unwrap();
+    assert_eq!(record.scopes.iter().map(ToString::to_string).collect::<Vec<_>>(), ["contacts:read", "leads:write"]);
+
+    // loc-b leaves the agency: its key set loses the key in the reconcile itself, before any flush.
+    c.label("loc-b", None).await;
+    let key = Arc::new(c.keys().get("agency").await.unwrap());
+    reconcile(key, c.ctx.clone()).await.unwrap();
+    assert_eq!(c.cluster_hashes("loc-b", "agency").await, Vec::<String>::new(), "loc-b lost the key at once");
+    assert_eq!(c.cluster_hashes("loc-a", "agency").await, [hash.as_str()]);
+    assert_eq!(c.status("agency").await.namespaces, ["loc-a"]);
+
+    // loc-c joins: it gains the key.
+    c.label("loc-c", Some("acme")).await;
+    c.settle("agency").await;
+    assert_eq!(c.cluster_hashes("loc-c", "agency").await, [hash.as_str()]);
+    assert_eq!(c.status("agency").await.namespace_count, Some(2));
+    c.assert_no_token_leaks().await;
+}
+
+#[tokio::test]
+async fn cluster_key_rotates_with_grace_in_every_namespace_and_revocation_removes_it_everywhere() {
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    let first = hash_of(&c.token("agency-apikey").await.unwrap()).to_string();
+
+    c.advance(SignedDuration::from_hours(30 * 24));
+    // Rotation: the next token is published in both namespaces before the Secret is swapped.
+    c.settle("agency").await;
+    c.advance(c.ctx.settings.publish_poll);
+    c.settle("agency").await;
+    c.advance(c.ctx.settings.propagation_delay);
+    c.settle("agency").await;
+    let second = hash_of(&c.token("agency-apikey").await.unwrap()).to_string();
+    assert_ne!(first, second, "the Secret holds the new token after the swap");
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    for ns in ["loc-a", "loc-b"] {
+        assert_eq!(c.cluster_hashes(ns, "agency").await, both, "{ns}: both tokens work during the grace period");
+    }
+    let status = c.status("agency").await;
+    assert_eq!(status.key.previous_key.as_ref().map(|k| k.key_id.as_str()), Some(&first[7..19]));
+
+    // After the grace period only the new token is left, everywhere.
+    c.advance(SignedDuration::from_hours(2));
+    c.settle("agency").await;
+    for ns in ["loc-a", "loc-b"] {
+        assert_eq!(c.cluster_hashes(ns, "agency").await, [second.as_str()], "{ns}: the previous token retired");
+    }
+
+    // Revoked: gone from every key set at once, the token destroyed.
+    c.keys().patch("agency", &PatchParams::default(), &Patch::Merge(json!({"spec": {"revoked": true}}))).await.unwrap();
+    let key = Arc::new(c.keys().get("agency").await.unwrap());
+    reconcile(key, c.ctx.clone()).await.unwrap();
+    for ns in ["loc-a", "loc-b"] {
+        assert_eq!(c.cluster_hashes(ns, "agency").await, Vec::<String>::new(), "{ns}: revoked at once");
+    }
+    assert_eq!(c.token("agency-apikey").await, None, "the revoked token left the Secret");
+    assert_eq!(ready(&c.status("agency").await), ("False".to_owned(), "Revoked".to_owned()));
+    c.assert_no_token_leaks().await;
+}
+
+#[tokio::test]
+async fn a_selector_that_selects_nothing_publishes_nowhere_and_says_so() {
+    let c = cluster().await;
+    c.create(&AGENCY.replace("agency: acme", "agency: nobody")).await;
+    c.settle_ready("agency").await;
+    c.settle("agency").await;
+
+    for ns in ["loc-a", "loc-b", "loc-c", PLATFORM] {
+        assert_eq!(c.cluster_hashes(ns, "agency").await, Vec::<String>::new(), "{ns}");
+    }
+    let status = c.status("agency").await;
+    let published = status.key.conditions.iter().find(|c| c.type_ == "Published").expect("a Published condition");
+    assert_eq!((published.status.as_str(), published.reason.as_str()), ("False", "NoNamespaces"));
+    assert!(published.message.contains("spec.namespaceSelector"), "{}", published.message);
+    assert_eq!(status.namespace_count, Some(0));
+    assert_ne!(ready(&status).0, "True", "a key published nowhere is not Ready: {status:?}");
+    let warnings: Vec<_> = c.events().await.into_iter().filter(|(reason, _)| reason == "NoNamespaces").collect();
+    assert_eq!(warnings.len(), 1, "one Warning Event, not one per reconcile: {warnings:?}");
+
+    // A namespace that starts matching gets the key and the key becomes Ready.
+    c.label("loc-c", Some("nobody")).await;
+    c.settle_ready("agency").await;
+    c.settle("agency").await;
+    let token = c.token("agency-apikey").await.unwrap();
+    assert_eq!(c.cluster_hashes("loc-c", "agency").await, [hash_of(&token).to_string()]);
+    assert_eq!(ready(&c.status("agency").await).0, "True");
+    c.assert_no_token_leaks().await;
+}
+
+#[tokio::test]
+async fn a_deleted_cluster_key_leaves_every_key_set_before_it_goes() {
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    assert_eq!(c.cluster_hashes("loc-a", "agency").await.len(), 1);
+    let finalizers = c.keys().get("agency").await.unwrap().metadata.finalizers.unwrap_or_default();
+    assert_eq!(finalizers, ["keyward.dev/unpublish"]);
+
+    c.keys().delete("agency", &DeleteParams::default()).await.unwrap();
+    c.settle("agency").await;
+    for ns in ["loc-a", "loc-b"] {
+        assert_eq!(c.cluster_hashes(ns, "agency").await, Vec::<String>::new(), "{ns}");
+    }
+    assert!(c.keys().get_opt("agency").await.unwrap().is_none(), "the finalizer was released");
+    let id = KeySetId { namespace: "loc-a".into(), name: "default".into() };
+    assert!(c.ctx.publisher.published(&id).await.unwrap().iter().all(|r| r.namespace != "cluster"));
+}
+
+/// What a verifier of `namespace`'s key set `default` answers for `token` on `GET /contacts/1`,
+/// from the stored shards read as a verifier reads them (an absent set is an empty one).
+async fn verifier_answer(c: &Cluster, namespace: &str, token: &str) -> crate::verifier::decision::Outcome {
+    use crate::verifier::decision::{Now, Request, decide};
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), namespace);
+    let list = cms.list(&ListParams::default().labels("keyward.dev/keyset=default")).await.unwrap();
+    let sets = if list.items.is_empty() {
+        Vec::new()
+    } else {
+        crate::keyset::assemble(crate::configmap::read_shards(&list.items).unwrap()).unwrap()
+    };
+    let index = crate::verifier::index::KeyIndex::build(sets, None).unwrap();
+    let bearer = format!("Bearer {token}");
+    let request = Request { method: "GET", uri: "/contacts/1", authorization: [bearer.as_bytes()].into_iter() };
+    let now = Now { wall: *c.clock.lock().unwrap(), monotonic: Duration::from_secs(1) };
+    decide(&index, &crate::verifier::routes::Routes::default(), request, now).outcome
+}
+
+#[tokio::test]
+async fn verifiers_of_the_selected_namespaces_allow_the_token_and_a_third_does_not_know_it() {
+    use crate::verifier::decision::Outcome;
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    let token = c.token("agency-apikey").await.unwrap();
+    assert_eq!(verifier_answer(&c, "loc-a", &token).await, Outcome::Allowed);
+    assert_eq!(verifier_answer(&c, "loc-b", &token).await, Outcome::Allowed);
+    assert_eq!(verifier_answer(&c, "loc-c", &token).await, Outcome::Unknown, "401 in an unselected namespace");
+
+    // A gated key set gates the cluster key there, and only there.
+    let gate: crate::api::KeySet = serde_json::from_value(json!({"apiVersion": "keyward.dev/v1alpha1",
+        "kind": "KeySet", "metadata": {"name": "default", "namespace": "loc-b"}, "spec": {"access": "PaymentRequired"}}))
+    .unwrap();
+    Api::<crate::api::KeySet>::namespaced(c.client.clone(), "loc-b")
+        .create(&PostParams::default(), &gate)
+        .await
+        .unwrap();
+    c.ctx.publisher.publish_now(&KeySetId { namespace: "loc-b".into(), name: "default".into() }).await.unwrap();
+    assert_eq!(verifier_answer(&c, "loc-b", &token).await, Outcome::PaymentRequired);
+    assert_eq!(verifier_answer(&c, "loc-a", &token).await, Outcome::Allowed);
+}
