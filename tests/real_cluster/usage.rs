@@ -1,5 +1,5 @@
 //! Usage on a real API server: a `--watch-keyset` verifier as the example ServiceAccount writes
-//! its report (owned by its Pod), the shared operator adds it up into the ApiKey's status,
+//! its report (owned by its Pod), the shared operator adds it up into the ApiKey's status (and its ledger),
 //! and the garbage collector removes the report with the Pod. A 403 anywhere fails the test.
 
 use std::path::Path;
@@ -59,9 +59,12 @@ async fn a_verifiers_report_reaches_the_apikey_status_and_goes_with_its_pod() {
     let report = configmaps.get("keyward-usage-api-0").await.unwrap();
     let owner = &report.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Pod", uid.as_str()));
-    let aggregate = configmaps.get("keyward-usage.default").await.unwrap();
-    for text in [json!(report).to_string(), json!(aggregate).to_string(), json!(status).to_string()] {
-        assert!(!text.contains(token.expose()), "a token in a report, the aggregate or status");
+    let ledger = status.usage_ledger.as_ref().expect("the key's usage ledger");
+    let watermarks: Vec<&String> = ledger.folded.keys().collect();
+    assert!(watermarks.len() == 1 && watermarks[0].starts_with("api-0/"), "one watermark, api-0's: {ledger:?}");
+    assert!(configmaps.get_opt("keyward-usage.default").await.unwrap().is_none(), "no per-key-set aggregate");
+    for text in [json!(report).to_string(), json!(status).to_string()] {
+        assert!(!text.contains(token.expose()), "a token in a report or status");
     }
     let log = verifier.log_text();
     assert!(!log.to_lowercase().contains("forbidden"), "the verifier's RBAC suffices:\n{log}");
