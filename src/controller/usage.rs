@@ -183,7 +183,7 @@ async fn add_up(
         let stored = Stored {
             last_used: status.and_then(|s| s.last_used_at.as_ref()).map(|t| t.0),
             usage: status.and_then(|s| s.usage.as_ref()),
-            ledger: status.and_then(|s| s.usage_ledger.as_ref()),
+            ledger: status.and_then(|s| s.usage_ledger.as_deref()),
         };
         let folded = fold(stored.ledger, &of_set, &key_ids(key), &live, now);
         done.waiting += folded.waiting;

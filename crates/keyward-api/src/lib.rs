@@ -505,8 +505,9 @@ pub struct ApiKeyStatus {
     pub usage: Option<Usage>,
 
     /// What `usage` is added up from: time buckets, and per verifier process what its report already added.
+    // Boxed: most keys have none, and every ApiKey held across an await counts against clippy's future size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage_ledger: Option<UsageLedger>,
+    pub usage_ledger: Option<Box<UsageLedger>>,
 }
 
 #[cfg(test)]

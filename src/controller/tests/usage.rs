@@ -147,7 +147,7 @@ async fn the_ledger_keeps_watermarks_of_live_reports_only() {
     assert_eq!(ledger.folded.len(), 2, "{ledger:?}");
     // api-1's Pod is gone and its report with it (the garbage collector).
     let configmaps: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
-    configmaps.delete(&report_name("api-1"), &Default::default()).await.unwrap();
+    configmaps.delete(&report_name("api-1"), &kube::api::DeleteParams::default()).await.unwrap();
     h.advance(SignedDuration::from_mins(5));
     report(&h, NS, "api-0", E1, id, 5, 0).await;
     add_up(&h).await;
@@ -170,7 +170,7 @@ async fn an_old_operators_aggregate_is_deleted() {
         data: Some(BTreeMap::from([("aggregate.json".to_owned(), "{}".to_owned())])),
         ..ConfigMap::default()
     };
-    configmaps.create(&Default::default(), &old).await.unwrap();
+    configmaps.create(&kube::api::PostParams::default(), &old).await.unwrap();
     report(&h, NS, "api-0", E1, "abcdefabcdef".parse().unwrap(), 1, 0).await;
     assert_eq!(delete_old_aggregates(&h.client).await.expect("deleted"), 1);
     assert!(configmaps.get_opt("keyward-usage.default").await.unwrap().is_none());
