@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use keyward::api::ApiKey;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::lifecycle::{assert_operator_log_clean, ready_partner, setup};
@@ -32,6 +32,9 @@ async fn a_verifiers_report_reaches_the_apikey_status_and_goes_with_its_pod() {
     .unwrap();
     let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
     let uid = pod.metadata.uid.clone().unwrap();
+    // Read before the verifier counts anything: the usage write comes after it.
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), ns);
+    let before_usage = keys.get("partner").await.unwrap().metadata.resource_version;
     let (verifier, addr) = start_watch_verifier_with(
         plane,
         ns,
@@ -46,12 +49,19 @@ async fn a_verifiers_report_reaches_the_apikey_status_and_goes_with_its_pod() {
         assert_eq!(verify(addr, &token).await, Some(200));
     }
 
-    let keys: Api<ApiKey> = Api::namespaced(client.clone(), ns);
     let status = eventually("three allowed requests in status.usage", MINUTE, || async {
         let status = keys.get("partner").await.unwrap().status?;
         (status.usage.as_ref()?.last24h.allowed == 3).then_some(status)
     })
     .await;
+    // What the operator's usage writes rely on: a status merge patch carrying the
+    // resourceVersion of an older read is refused (409), so a fold from a stale read never lands.
+    let stale = json!({
+        "metadata": {"resourceVersion": before_usage},
+        "status": {"usage": {"last24h": {"allowed": 999, "denied": 0}}},
+    });
+    let refused = keys.patch_status("partner", &PatchParams::default(), &Patch::Merge(stale)).await;
+    assert!(matches!(&refused, Err(kube::Error::Api(s)) if s.code == 409), "{refused:?}");
     let last_used = status.last_used_at.as_ref().expect("lastUsedAt set").0;
     assert_eq!(last_used.as_second() % 3600, 0, "lastUsedAt to the hour: {last_used}");
 
