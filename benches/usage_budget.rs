@@ -18,11 +18,17 @@
 //! 3. For each budget (defaults; then `--usage-status-interval 30m`), the operator is started
 //!    with those flags and the API server's `apiserver_request_total` is read every minute for
 //!    `KEYWARD_BENCH_MINUTES` (default 5): writes per minute by verb and resource, and writes
-//!    the server refused, by code.
+//!    the server refused, by code. At the end, the size of the busiest ApiKeys' status (with
+//!    its usage ledger: one watermark per reporting process) as the API server returns it.
+//! 4. Before the cluster starts, each key's usage ledger is built with the operator's own pure
+//!    code (`plan::usage::fold`) from synthetic reports of the same shape, for all N keys and R
+//!    replicas after one round, and for a few keys after 30 days of R replicas' reports: its
+//!    JSON size is what each ApiKey's status holds. No object holds more than one key's.
 //!
 //! Environment: `KEYWARD_BENCH_KEYS` (N, default 10,000), `KEYWARD_BENCH_REPLICAS` (R, default
 //! 100), `KEYWARD_BENCH_MINUTES` (per budget, default 5), `KEYWARD_KUBE_HARNESS` (the harness
-//! binary; default `target/kube-harness/kube-harness`, which `make harness` builds).
+//! binary; default `target/kube-harness/kube-harness`, which `make harness` builds);
+//! `KEYWARD_BENCH_MODEL_ONLY=1` prints the ledger sizes of step 4 and starts no cluster.
 
 // Figures printed for people, and counters parsed from Prometheus text (floats, in the shared
 // side.rs): a few ulps, or a fraction cut off a count that is whole anyway, do not matter.
@@ -42,7 +48,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use keyward::api::ApiKey;
-use keyward::plan::usage::Aggregate;
+use keyward::api::UsageLedger;
+use keyward::plan::usage::{Live, fold, source};
 use keyward::token::KeyId;
 use keyward::usage::{Counts, Report};
 use keyward::verifier::api_report::{self, PodRef, Reporter};
@@ -65,7 +72,7 @@ struct Budget {
 }
 
 const BUDGETS: [Budget; 2] = [
-    Budget { name: "defaults (aggregate 60s, status 5m, lastUsedAt step 1h)", flags: &[] },
+    Budget { name: "defaults (pass 60s, status 5m, lastUsedAt step 1h)", flags: &[] },
     Budget { name: "tighter (status 30m)", flags: &["--usage-status-interval", "30m"] },
 ];
 
@@ -86,6 +93,10 @@ fn main() {
             .map_or_else(|| root.join("target/kube-harness/kube-harness"), PathBuf::from),
     };
     let settings = &settings;
+    if std::env::var_os("KEYWARD_BENCH_MODEL_ONLY").is_some() {
+        print_model(settings);
+        return;
+    }
     procs::run_bench("usage_budget", &settings.harness, DEADLINE, |dir| async move { run(settings, &dir).await });
 }
 
@@ -99,13 +110,7 @@ async fn run(settings: &Settings, dir: &Path) -> Result<(), String> {
         settings.minutes,
         procs::load_average()
     );
-    let (first_round, month) = aggregate_model(settings.keys, settings.replicas);
-    println!(
-        "  the key set's usage aggregate, built by the operator's own code from synthetic reports: {first_round} bytes \
-         after one round of {} replicas' reports; {month} bytes after 30 days of one replica's reports (24 hourly and \
-         30 daily buckets a key); a ConfigMap holds at most 1,048,576",
-        settings.replicas
-    );
+    print_model(settings);
     let real = Side::start_real(binary, &settings.harness, &dir.join("real")).await?;
     let started = Instant::now();
     side::create_keys(&real.client, NAMESPACE, settings.keys).await?;
@@ -131,56 +136,116 @@ async fn run(settings: &Settings, dir: &Path) -> Result<(), String> {
         results.push((budget, minutes, usage_warnings, first));
     }
     print_results(settings, &fleet, &results);
+    print_status_sizes(&client).await?;
     Ok(())
 }
 
-/// The JSON size of the aggregate the operator stores for one key set of `keys` busy keys:
-/// after one round of `replicas` reports, and after 30 days of a single replica's reports (one a
-/// day for 29 days, then one an hour), pruned as the operator prunes. Pure: the plan's own code.
-fn aggregate_model(keys: usize, replicas: usize) -> (usize, usize) {
-    let ids: Vec<(KeyId, String)> = (0..keys)
-        .map(|i| {
-            let id = format!("{:012x}", 0x0a00_0000_0000_u64 + i as u64).parse().expect("12 hex digits");
-            (id, format!("integration-{i:05}"))
+/// The size of the ApiKeys' status as stored (JSON), and of the usage ledger within it.
+async fn print_status_sizes(client: &Client) -> Result<(), String> {
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), NAMESPACE);
+    let listed = keys.list(&ListParams::default()).await.map_err(|e| format!("list ApiKeys: {e}"))?;
+    let sizes: Vec<(usize, usize, usize)> = listed
+        .items
+        .iter()
+        .filter_map(|k| {
+            let status = k.status.as_ref()?;
+            let ledger = status.usage_ledger.as_ref()?;
+            let bytes = |text: serde_json::Result<String>| text.map_or(0, |t| t.len());
+            Some((bytes(serde_json::to_string(status)), bytes(serde_json::to_string(ledger)), ledger.folded.len()))
         })
         .collect();
-    let members: BTreeMap<KeyId, String> = ids.iter().cloned().collect();
-    let report = |pod: usize, round: u64, at: jiff::Timestamp| Report {
-        pod: format!("api-{pod:03}"),
-        pod_uid: "00000000-0000-0000-0000-000000000000".to_owned(),
-        epoch: format!("{:016x}", 0xbe0c_0000_0000_0000_u64 + pod as u64),
-        at: at.as_second(),
-        key_sets: vec![format!("{NAMESPACE}/default")],
-        keys: ids
-            .iter()
-            .map(|(id, _)| {
-                let counts = Counts {
-                    allowed: 10 * round,
-                    rate_limited: round,
-                    last_allowed: Some(at.as_second()),
-                    ..Counts::default()
-                };
-                (*id, counts)
+    let max = |f: fn(&(usize, usize, usize)) -> usize| sizes.iter().map(f).max().unwrap_or(0);
+    let mean = |f: fn(&(usize, usize, usize)) -> usize| sizes.iter().map(f).sum::<usize>() / sizes.len().max(1);
+    println!(
+        "\n  ApiKeys with a usage ledger: {} of {}; status {} bytes largest ({} mean), of which the ledger {} bytes \
+         largest ({} mean); watermarks per key {} largest",
+        sizes.len(),
+        listed.items.len(),
+        max(|s| s.0),
+        mean(|s| s.0),
+        max(|s| s.1),
+        mean(|s| s.1),
+        max(|s| s.2)
+    );
+    Ok(())
+}
+
+fn print_model(settings: &Settings) {
+    let model = ledger_model(settings.keys, settings.replicas);
+    println!(
+        "  each key's usage ledger, built by the operator's own code from synthetic reports ({} keys, {} replicas): \
+         after one round {} bytes a key (largest; {} bytes for all keys together, in {} objects); after 30 days of \
+         the same replicas' reports {} bytes a key; no object holds more than one key's, an object may hold 1,048,576",
+        settings.keys, settings.replicas, model.first_max, model.first_total, settings.keys, model.month_max
+    );
+}
+
+/// Sizes of the per-key usage ledgers the operator writes, from [`ledger_model`].
+struct Model {
+    /// Largest ledger (JSON bytes) after one round of every replica's report.
+    first_max: usize,
+    /// All keys' ledgers together after that round.
+    first_total: usize,
+    /// Largest ledger after 30 days of the replicas' reports (one round a day for 29 days, then
+    /// one an hour), pruned as the operator prunes; computed for a few keys, since a key's
+    /// ledger depends on its own key ids only.
+    month_max: usize,
+}
+
+/// The JSON size of each key's usage ledger for `keys` busy keys and `replicas` reporting
+/// verifier processes. Pure: the plan's own code.
+fn ledger_model(keys: usize, replicas: usize) -> Model {
+    let ids: Vec<KeyId> = (0..keys)
+        .map(|i| format!("{:012x}", 0x0a00_0000_0000_u64 + i as u64).parse().expect("12 hex digits"))
+        .collect();
+    let reports = |ids: &[KeyId], round: u64, at: jiff::Timestamp| -> Vec<Report> {
+        (0..replicas)
+            .map(|pod| Report {
+                pod: format!("api-{pod:03}"),
+                pod_uid: "00000000-0000-0000-0000-000000000000".to_owned(),
+                epoch: format!("{:016x}", 0xbe0c_0000_0000_0000_u64 + pod as u64),
+                at: at.as_second(),
+                key_sets: vec![format!("{NAMESPACE}/default")],
+                keys: ids
+                    .iter()
+                    .map(|id| {
+                        let counts = Counts {
+                            allowed: 10 * round,
+                            rate_limited: round,
+                            last_allowed: Some(at.as_second()),
+                            ..Counts::default()
+                        };
+                        (*id, counts)
+                    })
+                    .collect(),
             })
-            .collect(),
+            .collect()
     };
-    let size = |aggregate: &Aggregate| serde_json::to_string(aggregate).map_or(0, |t| t.len());
+    let size = |ledger: &UsageLedger| serde_json::to_string(ledger).map_or(0, |t| t.len());
     let start = keyward::runtime::clock::now();
-    let mut first = Aggregate::default();
-    for pod in 0..replicas {
-        first.fold(&report(pod, 1, start), &members, start);
+    let first = reports(&ids, 1, start);
+    let all: Vec<&Report> = first.iter().collect();
+    let live = Live { sources: first.iter().map(source).collect(), ..Live::default() };
+    let (mut first_max, mut first_total) = (0, 0);
+    for id in &ids {
+        let n = size(&fold(None, &all, std::slice::from_ref(id), &live, start).ledger);
+        first_max = first_max.max(n);
+        first_total += n;
     }
     let hour = jiff::SignedDuration::from_hours(1);
     let times: Vec<jiff::Timestamp> =
         (0..29).map(|d| start + hour * (24 * d)).chain((0..24).map(|h| start + hour * (24 * 29 + h))).collect();
-    let mut month = Aggregate::default();
+    let sample = &ids[..ids.len().min(10)];
+    let mut ledgers = vec![None::<UsageLedger>; sample.len()];
     for (round, at) in times.iter().enumerate() {
-        month.fold(&report(0, round as u64 + 1, *at), &members, *at);
+        let round_reports = reports(sample, round as u64 + 1, *at);
+        let all: Vec<&Report> = round_reports.iter().collect();
+        for (ledger, id) in ledgers.iter_mut().zip(sample) {
+            *ledger = Some(fold(ledger.as_ref(), &all, std::slice::from_ref(id), &live, *at).ledger);
+        }
     }
-    let live = std::iter::once(keyward::plan::usage::source(&report(0, 1, start))).collect();
-    let names = ids.iter().map(|(_, name)| name.clone()).collect();
-    month.prune(&live, &names, times.last().copied().unwrap_or(start));
-    (size(&first), size(&month))
+    let month_max = ledgers.iter().flatten().map(size).max().unwrap_or(0);
+    Model { first_max, first_total, month_max }
 }
 
 /// Every ApiKey's current key id (as the verifiers would count it) and name.

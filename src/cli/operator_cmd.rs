@@ -86,7 +86,7 @@ pub struct OperatorArgs {
           value_parser = parse_notice)]
     expiry_notices: Vec<Duration>,
 
-    /// How often verifiers' usage reports are added up into key sets' aggregates; `0s` turns usage off.
+    /// How often verifiers' usage reports are added up into ApiKeys' status; `0s` turns usage off.
     #[arg(long, env = "KEYWARD_USAGE_AGGREGATE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     usage_aggregate_interval: Duration,
 

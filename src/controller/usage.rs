@@ -1,56 +1,49 @@
-//! Usage: verifiers' reports added up per key set into a persisted aggregate, and into each ApiKey's `status.usage`.
+//! Usage: verifiers' reports added up into each ApiKey's own ledger and `status.usage`.
 //!
 //! Every `--usage-aggregate-interval` the leader, for each namespace that has
 //! usage reports (ConfigMaps labelled [`LABEL_USAGE_REPORT`]) and each key set
 //! of that namespace:
 //!
 //! 1. reads the ApiKeys of the key set (their current, next and previous key
-//!    ids are the only ids that count), the namespace's reports and the key
-//!    set's aggregate ConfigMap ([`aggregate_name`]);
-//! 2. folds the reports into the aggregate ([`Aggregate::fold`], pure) and
-//!    writes it back with a `resourceVersion` precondition: buckets and
-//!    watermarks change in one atomic write, so a retried or re-read report,
-//!    a conflicting writer or an operator restart never counts twice;
-//! 3. derives each ApiKey's `lastUsedAt` and counts from the stored aggregate
-//!    and writes them within the write budget ([`status_write`]). When the
-//!    aggregate cannot be stored, only `lastUsedAt` (a maximum) is written.
+//!    ids are the only ids that count) and the namespace's reports;
+//! 2. per ApiKey, folds the reports into the key's `status.usageLedger`
+//!    ([`fold`], pure) and decides within the write budget whether to write
+//!    ([`status_write`]): a fold not written now is done again later, since
+//!    reports are cumulative;
+//! 3. writes `lastUsedAt`, `usage` and the ledger in one merge patch carrying
+//!    the `resourceVersion` read: buckets and watermarks change in one atomic
+//!    write, so a retried or re-read report, a second operator or an
+//!    operator restart never counts twice (a conflict waits for the next pass).
 //!
 //! Reports are read only from the key set's own namespace, and only key ids
-//! of that key set's ApiKeys count, so no verifier can change another
-//! namespace's usage.
+//! of the key's own tokens count, so no verifier can change another
+//! namespace's usage. No object grows with the number of keys: each key's
+//! ledger holds its own buckets and at most [`MAX_SOURCES`] watermarks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::ApiKey;
-use crate::configmap::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::keyset::KeySetId;
-use crate::plan::usage::{Aggregate, Budget, last_used_write, source, status_write};
+use crate::plan::usage::{Budget, Live, MAX_SOURCES, Stored, fold, status_write};
 use crate::token::KeyId;
 use crate::usage::{LABEL_USAGE_REPORT, REPORT_KEY, Report, report_name};
 
+use super::apply::merge_diff;
 use super::{Clock, Error, FIELD_MANAGER};
 
-/// Label on each key set's usage aggregate ConfigMap; its value is the key set's name.
-pub const LABEL_USAGE_AGGREGATE: &str = "keyward.dev/usage-aggregate";
-/// The data key of the aggregate (JSON).
-pub const AGGREGATE_KEY: &str = "aggregate.json";
-
-/// The name of key set `name`'s aggregate: `keyward-usage.<name>`. Reports are
-/// `keyward-usage-<pod>`; the dot keeps the two apart whatever a pod is called.
-#[must_use]
-pub fn aggregate_name(name: &str) -> String {
-    format!("keyward-usage.{name}")
-}
+/// Label of the per-key-set usage aggregate ConfigMaps (`keyward-usage.<keySet>`) that operators
+/// before the per-key ledger wrote. They are no longer read; [`run`] deletes them once.
+pub const LABEL_OLD_USAGE_AGGREGATE: &str = "keyward.dev/usage-aggregate";
 
 /// How usage is gathered and written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,14 +63,19 @@ impl Default for UsageOptions {
 /// What one pass over one key set did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pass {
-    /// Whether the aggregate was written.
-    pub aggregate_written: bool,
     /// ApiKey status writes.
     pub status_writes: usize,
+    /// Writes refused because the key changed since it was read (409): folded again next pass.
+    pub conflicts: usize,
+    /// Reporting processes not added up for some key because its ledger is full ([`MAX_SOURCES`]).
+    pub waiting: usize,
 }
 
 /// Add up the reports of every namespace that has any, every `options.interval`, until `shutdown`.
 pub async fn run(client: Client, clock: Clock, options: UsageOptions, shutdown: impl Future<Output = ()>) {
+    if let Err(err) = delete_old_aggregates(&client).await {
+        warn!(error = %err, "old usage aggregates not deleted; they are not read and can be deleted by hand");
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     let mut tick = tokio::time::interval(options.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,7 +91,31 @@ pub async fn run(client: Client, clock: Clock, options: UsageOptions, shutdown: 
     }
 }
 
-/// One pass over every namespace with reports.
+/// Delete the usage aggregates of operators before the per-key ledger (one ConfigMap per key
+/// set, which outgrew the object size limit): nothing reads them any more. Returns how many.
+pub async fn delete_old_aggregates(client: &Client) -> Result<usize, Error> {
+    let all: Api<ConfigMap> = Api::all(client.clone());
+    let listed = all
+        .list_metadata(&ListParams::default().labels(LABEL_OLD_USAGE_AGGREGATE))
+        .await
+        .map_err(Error::kube("list old usage aggregates"))?;
+    let mut deleted = 0;
+    for old in &listed.items {
+        let Some(namespace) = old.namespace() else { continue };
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+        match api.delete(&old.name_any(), &DeleteParams::default()).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(Error::kube("delete old usage aggregate")(err)),
+        }
+    }
+    if deleted > 0 {
+        info!(deleted, "old usage aggregates deleted (usage is now kept in each ApiKey's status)");
+    }
+    Ok(deleted)
+}
+
+/// One pass over every namespace with reports: each namespace's ApiKeys and reports are read once.
 pub async fn pass_all(client: &Client, clock: &Clock, budget: Budget) -> Result<(), Error> {
     let reports: Api<ConfigMap> = Api::all(client.clone());
     let listed = reports
@@ -103,11 +125,13 @@ pub async fn pass_all(client: &Client, clock: &Clock, budget: Budget) -> Result<
     let namespaces: BTreeSet<String> = listed.items.iter().filter_map(ResourceExt::namespace).collect();
     for namespace in namespaces {
         let keys: Api<ApiKey> = Api::namespaced(client.clone(), &namespace);
-        let listed = keys.list(&ListParams::default()).await.map_err(Error::kube("list ApiKeys"))?;
-        let sets: BTreeSet<String> = listed.items.iter().map(|k| k.spec.key_set.clone()).collect();
+        let members = keys.list(&any_version()).await.map_err(Error::kube("list ApiKeys"))?.items;
+        let reports = read_reports(&Api::namespaced(client.clone(), &namespace)).await?;
+        let sets: BTreeSet<&String> = members.iter().map(|k| &k.spec.key_set).collect();
         for name in sets {
-            let id = KeySetId { namespace: namespace.clone(), name };
-            if let Err(err) = pass(client, &id, (clock)(), budget).await {
+            let id = KeySetId { namespace: namespace.clone(), name: name.clone() };
+            let of_set = members.iter().filter(|k| &k.spec.key_set == name);
+            if let Err(err) = add_up(&keys, &id, of_set, &reports, (clock)(), budget).await {
                 warn!(namespace = %id.namespace, key_set = %id.name, error = %err, "usage of key set not added up");
             }
         }
@@ -115,101 +139,103 @@ pub async fn pass_all(client: &Client, clock: &Clock, budget: Budget) -> Result<
     Ok(())
 }
 
-/// Read the reports of `id`'s namespace into its aggregate, then write the usage of its ApiKeys.
+/// A list served from the API server's watch cache (`resourceVersion=0`): it may be slightly
+/// stale, which is safe here, since every write carries the `resourceVersion` it was folded from.
+fn any_version() -> ListParams {
+    ListParams::default().match_any()
+}
+
+/// Fold the reports of `id`'s namespace into the ledgers of its ApiKeys that are due, and write them.
 pub async fn pass(client: &Client, id: &KeySetId, now: Timestamp, budget: Budget) -> Result<Pass, Error> {
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), &id.namespace);
-    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &id.namespace);
-    let members: Vec<ApiKey> = keys
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list ApiKeys"))?
-        .items
-        .into_iter()
-        .filter(|k| k.spec.key_set == id.name)
-        .collect();
-    let ids = key_ids(&members);
-    let names: BTreeSet<String> = members.iter().map(ResourceExt::name_any).collect();
+    let members = keys.list(&any_version()).await.map_err(Error::kube("list ApiKeys"))?.items;
+    pass_with(client, id, &members, now, budget).await
+}
 
-    let Reports { reports, undecodable } = read_reports(&configmaps).await?;
-    let stored = configmaps.get_opt(&aggregate_name(&id.name)).await.map_err(Error::kube("get usage aggregate"))?;
-    let mut aggregate = match stored.as_ref().and_then(|cm| cm.data.as_ref()).and_then(|d| d.get(AGGREGATE_KEY)) {
-        Some(text) => serde_json::from_str(text).unwrap_or_else(|err| {
-            // Counts are lost, never invented: start again rather than stop counting.
-            warn!(namespace = %id.namespace, key_set = %id.name, error = %err, "usage aggregate unreadable; starting afresh");
-            Aggregate::default()
-        }),
-        None => Aggregate::default(),
-    };
-    let before = aggregate.clone();
+/// [`pass`] with the ApiKeys as read by the caller (possibly stale: such a write is refused).
+pub(super) async fn pass_with(
+    client: &Client,
+    id: &KeySetId,
+    members: &[ApiKey],
+    now: Timestamp,
+    budget: Budget,
+) -> Result<Pass, Error> {
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), &id.namespace);
+    let reports = read_reports(&Api::namespaced(client.clone(), &id.namespace)).await?;
+    add_up(&keys, id, members.iter().filter(|k| k.spec.key_set == id.name), &reports, now, budget).await
+}
+
+/// Fold `reports` into each of `members` (the ApiKeys of key set `id`) and write those due.
+async fn add_up(
+    keys: &Api<ApiKey>,
+    id: &KeySetId,
+    members: impl Iterator<Item = &ApiKey>,
+    reports: &Reports,
+    now: Timestamp,
+    budget: Budget,
+) -> Result<Pass, Error> {
+    let live = Live::of(&reports.reports, reports.unreadable.iter().cloned());
     let wanted = format!("{}/{}", id.namespace, id.name);
-    for report in reports.iter().filter(|r| r.key_sets.contains(&wanted)) {
-        aggregate.fold(report, &ids, now);
-    }
-    // A watermark is dropped only when its (pod, epoch) report is gone: a report that does not
-    // list this key set right now, or cannot be read right now, keeps its watermark, so that it
-    // is not counted again from zero later.
-    let mut live: BTreeSet<String> = reports.iter().map(source).collect();
-    live.extend(
-        aggregate.consumed.keys().filter(|s| undecodable.iter().any(|pod| s.starts_with(&format!("{pod}/")))).cloned(),
-    );
-    aggregate.prune(&live, &names, now);
-
+    let of_set: Vec<&Report> = reports.reports.iter().filter(|r| r.key_sets.contains(&wanted)).collect();
     let mut done = Pass::default();
-    if aggregate != before
-        && let Err(err) = write_aggregate(&configmaps, id, stored.as_ref(), &aggregate).await
-    {
-        // Counts come only from a stored aggregate, so that nothing is counted twice. lastUsedAt is
-        // a maximum, never counted twice: it still follows the reports, so that keys in use do not
-        // expire as unused while the aggregate cannot be stored (too large, a conflict).
-        for key in &members {
-            let stored_last = key.status.as_ref().and_then(|s| s.last_used_at.as_ref()).map(|t| t.0);
-            let last_used = aggregate.usage(&key.name_any(), now).and_then(|(last, _)| last);
-            if let Some(moved) = last_used_write(stored_last, last_used, budget.last_used_step) {
-                write_status(&keys, &key.name_any(), json!({ "status": { "lastUsedAt": Time(moved) } })).await?;
-            }
-        }
-        return Err(err);
-    }
-    done.aggregate_written = aggregate != before;
-    for key in &members {
-        let Some((last_used, usage)) = aggregate.usage(&key.name_any(), now) else { continue };
+    for key in members {
         let status = key.status.as_ref();
-        let stored_last = status.and_then(|s| s.last_used_at.as_ref()).map(|t| t.0);
-        let stored_usage = status.and_then(|s| s.usage.as_ref());
-        let Some((last_used, usage)) = status_write(stored_last, stored_usage, last_used, &usage, budget, now) else {
-            continue;
+        let stored = Stored {
+            last_used: status.and_then(|s| s.last_used_at.as_ref()).map(|t| t.0),
+            usage: status.and_then(|s| s.usage.as_ref()),
+            ledger: status.and_then(|s| s.usage_ledger.as_deref()),
         };
-        let patch = json!({ "status": { "lastUsedAt": last_used.map(Time), "usage": usage } });
-        if write_status(&keys, &key.name_any(), patch).await? {
-            done.status_writes += 1;
+        let folded = fold(stored.ledger, &of_set, &key_ids(key), &live, now);
+        done.waiting += folded.waiting;
+        let Some(write) = status_write(stored, folded, budget, now) else { continue };
+        let old = serde_json::to_value(stored.ledger.cloned().unwrap_or_default())?;
+        let ledger = merge_diff(&old, &serde_json::to_value(&write.ledger)?);
+        let patch = json!({
+            "metadata": { "resourceVersion": key.resource_version() },
+            "status": { "lastUsedAt": write.last_used.map(Time), "usage": write.usage, "usageLedger": ledger },
+        });
+        match write_status(keys, &key.name_any(), patch).await? {
+            Written::Yes => done.status_writes += 1,
+            Written::Conflict => done.conflicts += 1,
+            Written::Gone => {}
         }
     }
-    debug!(namespace = %id.namespace, key_set = %id.name, reports = reports.len(), ?done, "usage added up");
+    if done.waiting > 0 {
+        warn!(namespace = %id.namespace, key_set = %id.name, waiting = done.waiting, max = MAX_SOURCES,
+            "more verifier processes report a key than its ledger keeps; they are added up once others are gone");
+    }
+    debug!(namespace = %id.namespace, key_set = %id.name, reports = reports.reports.len(), ?done, "usage added up");
     Ok(done)
 }
 
-/// Merge-patch an ApiKey's status; `false` if it is gone meanwhile (the next pass forgets it).
-async fn write_status(keys: &Api<ApiKey>, name: &str, patch: serde_json::Value) -> Result<bool, Error> {
+/// What became of a status write.
+enum Written {
+    Yes,
+    /// The key changed since it was read: nothing was written; the next pass folds again.
+    Conflict,
+    /// The key is gone meanwhile.
+    Gone,
+}
+
+/// Merge-patch an ApiKey's status under the `resourceVersion` the patch carries.
+async fn write_status(keys: &Api<ApiKey>, name: &str, patch: serde_json::Value) -> Result<Written, Error> {
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
     match keys.patch_status(name, &params, &Patch::Merge(patch)).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Ok(_) => Ok(Written::Yes),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Written::Conflict),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Written::Gone),
         Err(err) => Err(Error::kube("patch usage status")(err)),
     }
 }
 
-/// Key id → ApiKey name, for every token of the key set's ApiKeys that a verifier may hold.
-fn key_ids(members: &[ApiKey]) -> BTreeMap<KeyId, String> {
-    let mut ids = BTreeMap::new();
-    for key in members {
-        let Some(status) = &key.status else { continue };
-        for version in [&status.current_key, &status.next_key, &status.previous_key].into_iter().flatten() {
-            if let Ok(id) = version.key_id.parse::<KeyId>() {
-                ids.insert(id, key.name_any());
-            }
-        }
-    }
-    ids
+/// The key ids of every token of `key` that a verifier may hold (current, next, previous).
+fn key_ids(key: &ApiKey) -> Vec<KeyId> {
+    let Some(status) = &key.status else { return Vec::new() };
+    [&status.current_key, &status.next_key, &status.previous_key]
+        .into_iter()
+        .flatten()
+        .filter_map(|version| version.key_id.parse::<KeyId>().ok())
+        .collect()
 }
 
 /// A namespace's usage reports.
@@ -217,7 +243,7 @@ struct Reports {
     /// The readable ones stored under their own pod's name.
     reports: Vec<Report>,
     /// Pods whose report could not be read.
-    undecodable: Vec<String>,
+    unreadable: Vec<String>,
 }
 
 /// The namespace's reports. One report object per pod: a report claiming another pod's name is not counted.
@@ -226,7 +252,7 @@ async fn read_reports(configmaps: &Api<ConfigMap>) -> Result<Reports, Error> {
         .list(&ListParams::default().labels(LABEL_USAGE_REPORT))
         .await
         .map_err(Error::kube("list usage reports"))?;
-    let mut out = Reports { reports: Vec::new(), undecodable: Vec::new() };
+    let mut out = Reports { reports: Vec::new(), unreadable: Vec::new() };
     for cm in listed.items {
         let Some(text) = cm.data.as_ref().and_then(|d| d.get(REPORT_KEY)) else { continue };
         match Report::decode(text) {
@@ -235,42 +261,10 @@ async fn read_reports(configmaps: &Api<ConfigMap>) -> Result<Reports, Error> {
             Err(err) => {
                 warn!(name = %cm.name_any(), error = %err, "usage report refused");
                 if let Some(pod) = cm.name_any().strip_prefix("keyward-usage-") {
-                    out.undecodable.push(pod.to_owned());
+                    out.unreadable.push(pod.to_owned());
                 }
             }
         }
     }
     Ok(out)
-}
-
-/// Create or replace the aggregate; a replace carries the `resourceVersion` read, so a concurrent writer makes it fail (409).
-async fn write_aggregate(
-    configmaps: &Api<ConfigMap>,
-    id: &KeySetId,
-    stored: Option<&ConfigMap>,
-    aggregate: &Aggregate,
-) -> Result<(), Error> {
-    let configmap = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(aggregate_name(&id.name)),
-            namespace: Some(id.namespace.clone()),
-            labels: Some(BTreeMap::from([
-                (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-                (LABEL_USAGE_AGGREGATE.to_owned(), id.name.clone()),
-            ])),
-            resource_version: stored.and_then(|cm| cm.metadata.resource_version.clone()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(AGGREGATE_KEY.to_owned(), serde_json::to_string(aggregate)?)])),
-        ..ConfigMap::default()
-    };
-    let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
-    match stored {
-        Some(_) => configmaps
-            .replace(&aggregate_name(&id.name), &params, &configmap)
-            .await
-            .map_err(Error::kube("replace usage aggregate"))?,
-        None => configmaps.create(&params, &configmap).await.map_err(Error::kube("create usage aggregate"))?,
-    };
-    Ok(())
 }

@@ -1,8 +1,8 @@
 //! `examples/policies/verifier-usage-policy.yaml` on a real API server: a verifier's
 //! ServiceAccount, with the token kubelet would mount into its Pod, writes its own Pod's usage
 //! report through the verifier's own write path, and is refused (with the message a user
-//! sees) another Pod's report, a report owned by another Pod, a key-set shard and the usage
-//! aggregate; a token bound to no Pod writes nothing. Other users are not affected.
+//! sees) another Pod's report, a report owned by another Pod, a key-set shard and any other
+//! ConfigMap; a token bound to no Pod writes nothing. Other users are not affected.
 //!
 //! The policy is applied as shipped; only its binding is narrowed to this test's namespace
 //! (`matchResources.namespaceSelector`), because the control plane is shared with tests whose
@@ -125,7 +125,7 @@ async fn the_verifier_usage_policy_lets_a_verifier_write_only_its_own_pods_repor
             "a keyward verifier's usage report must be owned by its own Pod only (api-0)",
         ),
         (
-            "the usage aggregate",
+            "a ConfigMap named like an old operator's usage aggregate",
             configmap("keyward-usage.default", &json!({"keyward.dev/usage-aggregate": "default"})),
             not_a_report,
         ),

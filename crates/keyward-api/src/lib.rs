@@ -382,6 +382,25 @@ pub struct Usage {
     pub updated_at: Option<Time>,
 }
 
+/// The operator's bookkeeping behind `usage`, kept with the key so that no object grows with the
+/// number of keys: time buckets, and what each verifier process's cumulative report has already
+/// added (its watermark), so that no request is counted twice. Written only together with
+/// `usage`, under a `resourceVersion` precondition. At most 256 watermarks.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageLedger {
+    /// Hour start (Unix seconds) → `[allowed, denied]`: the last 24 hours.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hours: BTreeMap<String, [u64; 2]>,
+    /// UTC day start (Unix seconds) → `[allowed, denied]`: the last 30 days.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub days: BTreeMap<String, [u64; 2]>,
+    /// Verifier process (`<pod>/<epoch>`) → key id → the cumulative `[allowed, denied]` of its
+    /// report already added to the buckets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub folded: BTreeMap<String, BTreeMap<String, [u64; 2]>>,
+}
+
 /// Allowed and refused requests in one window.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -489,6 +508,11 @@ pub struct ApiKeyStatus {
     /// Request counts, as reported by verifiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+
+    /// What `usage` is added up from: time buckets, and per verifier process what its report already added.
+    // Boxed: most keys have none, and every ApiKey held across an await counts against clippy's future size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_ledger: Option<Box<UsageLedger>>,
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Usage: verifiers' reports added up into the key set's aggregate and the ApiKey's status, on the in-memory API.
+//! Usage: verifiers' reports added up into each ApiKey's ledger and status, on the in-memory API.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::api::RequestCounts;
-use crate::controller::usage::{Pass, aggregate_name, pass};
+use crate::controller::usage::{LABEL_OLD_USAGE_AGGREGATE, Pass, delete_old_aggregates, pass, pass_with};
 use crate::keyset::KeySetId;
 use crate::plan::Settings;
 use crate::plan::usage::Budget;
@@ -64,8 +64,12 @@ async fn report(h: &Harness, namespace: &str, pod: &str, epoch: &str, key: KeyId
         .expect("report written");
 }
 
+async fn add_up_result(h: &Harness) -> Result<Pass, crate::controller::Error> {
+    pass(&h.client, &set(), (h.ctx.clock)(), Budget::default()).await
+}
+
 async fn add_up(h: &Harness) -> Pass {
-    pass(&h.client, &set(), (h.ctx.clock)(), Budget::default()).await.expect("usage pass")
+    add_up_result(h).await.expect("usage pass")
 }
 
 async fn last24h(h: &Harness) -> RequestCounts {
@@ -98,7 +102,7 @@ async fn a_retried_report_and_an_operator_restart_count_nothing_twice() {
     let id = ready_key(&h).await;
     report(&h, NS, "api-0", E1, id, 4, 0).await;
     let first = add_up(&h).await;
-    assert!(first.aggregate_written && first.status_writes == 1, "{first:?}");
+    assert_eq!(first.status_writes, 1, "{first:?}");
     // The same cumulative report written again (a retry), and a fresh pass as a restarted operator makes.
     report(&h, NS, "api-0", E1, id, 4, 0).await;
     let again = add_up(&h).await;
@@ -110,19 +114,67 @@ async fn a_retried_report_and_an_operator_restart_count_nothing_twice() {
 }
 
 #[tokio::test]
-async fn a_failed_aggregate_write_counts_nothing_and_the_next_pass_counts_once() {
+async fn a_write_from_a_stale_read_is_refused_and_counts_nothing_twice() {
+    // Two operators (a leader change) or a retried write: both folded the same reports into the
+    // ledger they read. The second write carries an old resourceVersion and is refused.
     let h = harness(Settings::default()).await;
     let id = ready_key(&h).await;
     report(&h, NS, "api-0", E1, id, 4, 0).await;
-    h.inject("keyward-usage.default", true);
-    assert!(pass(&h.client, &set(), (h.ctx.clock)(), Budget::default()).await.is_err());
-    let status = h.get("crm").await.status.unwrap();
-    assert_eq!(status.usage, None, "no counts from an unwritten aggregate");
-    let used = status.last_used_at.expect("lastUsedAt follows the reports, so the key is not taken for unused").0;
-    assert_eq!(used.as_second() % 3600, 0, "to the hour: {used}");
-    add_up(&h).await;
-    add_up(&h).await;
+    let stale = vec![h.get("crm").await];
+    assert_eq!(add_up(&h).await.status_writes, 1);
+    let late = pass_with(&h.client, &set(), &stale, (h.ctx.clock)(), Budget::default()).await.expect("pass");
+    assert_eq!((late.status_writes, late.conflicts), (0, 1), "{late:?}");
     assert_eq!(last24h(&h).await, RequestCounts { allowed: 4, denied: 0 });
+    // A failed write loses nothing either: the report still holds the counts for the next pass.
+    h.advance(SignedDuration::from_mins(5));
+    report(&h, NS, "api-0", E1, id, 6, 0).await;
+    h.inject("status crm", false);
+    assert!(add_up_result(&h).await.is_err());
+    assert_eq!(last24h(&h).await, RequestCounts { allowed: 4, denied: 0 });
+    add_up(&h).await;
+    add_up(&h).await;
+    assert_eq!(last24h(&h).await, RequestCounts { allowed: 6, denied: 0 });
+}
+
+#[tokio::test]
+async fn the_ledger_keeps_watermarks_of_live_reports_only() {
+    let h = harness(Settings::default()).await;
+    let id = ready_key(&h).await;
+    report(&h, NS, "api-0", E1, id, 4, 0).await;
+    report(&h, NS, "api-1", E1, id, 1, 0).await;
+    add_up(&h).await;
+    let ledger = h.get("crm").await.status.unwrap().usage_ledger.expect("a ledger");
+    assert_eq!(ledger.folded.len(), 2, "{ledger:?}");
+    // api-1's Pod is gone and its report with it (the garbage collector).
+    let configmaps: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    configmaps.delete(&report_name("api-1"), &kube::api::DeleteParams::default()).await.unwrap();
+    h.advance(SignedDuration::from_mins(5));
+    report(&h, NS, "api-0", E1, id, 5, 0).await;
+    add_up(&h).await;
+    let status = h.get("crm").await.status.unwrap();
+    let ledger = status.usage_ledger.unwrap();
+    assert_eq!(ledger.folded.keys().collect::<Vec<_>>(), [&format!("api-0/{E1}")], "{ledger:?}");
+    assert_eq!(status.usage.unwrap().last24h, RequestCounts { allowed: 6, denied: 0 });
+}
+
+#[tokio::test]
+async fn an_old_operators_aggregate_is_deleted() {
+    let h = harness(Settings::default()).await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let old = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("keyward-usage.default".to_owned()),
+            labels: Some(BTreeMap::from([(LABEL_OLD_USAGE_AGGREGATE.to_owned(), "default".to_owned())])),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([("aggregate.json".to_owned(), "{}".to_owned())])),
+        ..ConfigMap::default()
+    };
+    configmaps.create(&kube::api::PostParams::default(), &old).await.unwrap();
+    report(&h, NS, "api-0", E1, "abcdefabcdef".parse().unwrap(), 1, 0).await;
+    assert_eq!(delete_old_aggregates(&h.client).await.expect("deleted"), 1);
+    assert!(configmaps.get_opt("keyward-usage.default").await.unwrap().is_none());
+    assert!(configmaps.get_opt(&report_name("api-0")).await.unwrap().is_some(), "reports stay");
 }
 
 #[tokio::test]
@@ -153,17 +205,17 @@ async fn reports_of_another_namespace_or_key_ids_of_other_keys_change_nothing() 
 }
 
 #[tokio::test]
-async fn no_token_reaches_a_report_the_aggregate_or_status() {
+async fn no_token_reaches_a_report_or_status() {
     let h = harness(Settings::default()).await;
     let id = ready_key(&h).await;
     report(&h, NS, "api-0", E1, id, 3, 0).await;
     add_up(&h).await;
     let token = h.secret_token("crm-apikey", crate::plan::DATA_TOKEN).await.unwrap();
     let configmaps: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
-    let aggregate = configmaps.get(&aggregate_name("default")).await.unwrap();
     let report = configmaps.get(&report_name("api-0")).await.unwrap();
     let status = h.get("crm").await.status;
-    for text in [json!(aggregate).to_string(), json!(report).to_string(), json!(status).to_string()] {
+    assert!(status.as_ref().and_then(|s| s.usage_ledger.as_ref()).is_some(), "{status:?}");
+    for text in [json!(report).to_string(), json!(status).to_string()] {
         assert!(!text.contains(&token), "a token leaked: {text}");
     }
 }
