@@ -489,3 +489,50 @@ async fn a_usage_spike_is_one_event_and_one_signed_notice_and_a_restart_does_not
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_key_its_class_holds_back_is_a_disabled_notice_and_keeping_it_again_an_enabled_one() {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Status(204)]).await.unwrap();
+    webhook(&client, "hook", json!({"url": receiver.url})).await;
+    let classes: Api<crate::api::ApiKeyClass> = Api::all(client.clone());
+    let class: crate::api::ApiKeyClass = serde_yaml::from_str(
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyClass\nmetadata: {name: client}\nspec: {allowedScopes: [{resource: orders, actions: [read]}]}\n",
+    )
+    .unwrap();
+    classes.create(&PostParams::default(), &class).await.unwrap();
+    let (stop, task) = operator(&client, clock(), Arc::new(Metrics::new()));
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), NS);
+    let key: ApiKey = serde_yaml::from_str(
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner, namespace: team-a}\nspec: {className: client, scopes: [orders:read]}\n",
+    )
+    .unwrap();
+    keys.create(&PostParams::default(), &key).await.unwrap();
+    let ready_reason = |wanted: &'static str| {
+        let keys = keys.clone();
+        async move {
+            let ready = keys.get("partner").await.ok()?.status?.conditions.into_iter().next()?;
+            (ready.reason == wanted).then_some(())
+        }
+    };
+    eventually("the key Active", WAIT, || ready_reason("Active")).await;
+
+    // The key asks for more than its class allows: unpublished, and the team hears of it.
+    let scopes = |scopes: Value| Patch::Merge(json!({"spec": {"scopes": scopes}}));
+    keys.patch("partner", &PatchParams::default(), &scopes(json!(["orders:read", "orders:write"]))).await.unwrap();
+    let disabled =
+        eventually("the Disabled notice", WAIT, || async { received_of(&receiver, "apikey.disabled").pop() }).await;
+    assert_eq!(disabled["data"]["reason"], "ClassViolation");
+    assert_eq!(
+        disabled["data"]["message"],
+        "The key is not published: ApiKeyClass client (allowedScopes): not allowed: orders:write"
+    );
+    keys.patch("partner", &PatchParams::default(), &scopes(json!(["orders:read"]))).await.unwrap();
+    let enabled =
+        eventually("the Enabled notice", WAIT, || async { received_of(&receiver, "apikey.enabled").pop() }).await;
+    assert_eq!(enabled["data"]["reason"], "ClassSatisfied");
+    assert!(receiver.received().iter().all(signed), "signed like every notice");
+    assert_eq!(received_of(&receiver, "apikey.disabled").len(), 1, "one notice for one finding");
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
