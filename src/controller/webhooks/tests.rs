@@ -324,6 +324,22 @@ async fn a_full_queue_drops_the_notice_without_waiting() {
     assert!(metrics.encode().contains("keyward_webhook_notices_dropped_total 1\n"), "{}", metrics.encode());
 }
 
+/// Create ApiKey `partner` in [`NS`] with `spec` (inline YAML).
+async fn create_partner(client: &Client, spec: &str) -> Api<ApiKey> {
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), NS);
+    let yaml = format!(
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: partner, namespace: {NS}}}\nspec: {spec}\n"
+    );
+    let key: ApiKey = serde_yaml::from_str(&yaml).unwrap();
+    keys.create(&PostParams::default(), &key).await.unwrap();
+    keys
+}
+
+/// `Some` once ApiKey `partner` is in state `wanted`.
+async fn state_is(keys: &Api<ApiKey>, wanted: KeyState) -> Option<()> {
+    keys.get("partner").await.ok()?.status?.state.filter(|s| *s == wanted).map(|_| ())
+}
+
 #[tokio::test]
 async fn a_key_disabled_and_enabled_again_is_not_held_up_by_a_webhook_that_never_answers() {
     let client = cluster().await;
@@ -340,16 +356,8 @@ async fn a_key_disabled_and_enabled_again_is_not_held_up_by_a_webhook_that_never
     let operator = tokio::spawn(crate::controller::run(client.clone(), options, async move {
         let _ = stopped.await;
     }));
-    let keys: Api<ApiKey> = Api::namespaced(client.clone(), NS);
-    let key: ApiKey = serde_yaml::from_str(
-        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner, namespace: team-a}\nspec: {scopes: [orders:read]}\n",
-    )
-    .unwrap();
-    keys.create(&PostParams::default(), &key).await.unwrap();
-    let state = |wanted: KeyState| {
-        let keys = keys.clone();
-        async move { keys.get("partner").await.ok()?.status?.state.filter(|s| *s == wanted).map(|_| ()) }
-    };
+    let keys = create_partner(&client, "{scopes: [orders:read]}").await;
+    let state = |wanted: KeyState| state_is(&keys, wanted);
     let active = |on: bool| Patch::Merge(json!({"spec": {"active": on}}));
     eventually("the key Active", WAIT, || state(KeyState::Active)).await;
     keys.patch("partner", &PatchParams::default(), &active(false)).await.unwrap();
@@ -430,16 +438,8 @@ async fn a_usage_spike_is_one_event_and_one_signed_notice_and_a_restart_does_not
         Arc::new(|| crate::runtime::clock::now().checked_add(SignedDuration::from_hours(8 * 24)).unwrap());
     let metrics = Arc::new(Metrics::new());
     let (stop, task) = operator(&client, clock.clone(), metrics.clone());
-    let keys: Api<ApiKey> = Api::namespaced(client.clone(), NS);
-    let key: ApiKey = serde_yaml::from_str(
-        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner, namespace: team-a}\nspec: {scopes: [orders:read]}\n",
-    )
-    .unwrap();
-    keys.create(&PostParams::default(), &key).await.unwrap();
-    let state = |wanted: KeyState| {
-        let keys = keys.clone();
-        async move { keys.get("partner").await.ok()?.status?.state.filter(|s| *s == wanted).map(|_| ()) }
-    };
+    let keys = create_partner(&client, "{scopes: [orders:read]}").await;
+    let state = |wanted: KeyState| state_is(&keys, wanted);
     eventually("the key Active", WAIT, || state(KeyState::Active)).await;
 
     // The usage writer's status write: 20,000 allowed today against 500 a day before.
@@ -502,12 +502,7 @@ async fn a_key_its_class_holds_back_is_a_disabled_notice_and_keeping_it_again_an
     .unwrap();
     classes.create(&PostParams::default(), &class).await.unwrap();
     let (stop, task) = operator(&client, clock(), Arc::new(Metrics::new()));
-    let keys: Api<ApiKey> = Api::namespaced(client.clone(), NS);
-    let key: ApiKey = serde_yaml::from_str(
-        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner, namespace: team-a}\nspec: {className: client, scopes: [orders:read]}\n",
-    )
-    .unwrap();
-    keys.create(&PostParams::default(), &key).await.unwrap();
+    let keys = create_partner(&client, "{className: client, scopes: [orders:read]}").await;
     let ready_reason = |wanted: &'static str| {
         let keys = keys.clone();
         async move {

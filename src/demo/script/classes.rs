@@ -264,7 +264,7 @@ async fn narrowed_key(demo: &Demo, tokens: &[(String, Token)], checks: &mut Chec
         (!events.is_empty()).then_some(())
     })
     .await;
-    checks.check(satisfied.is_some(), "with a ClassSatisfied Event (and an Enabled webhook notice)");
+    checks.check(satisfied.is_some(), "with a ClassSatisfied Event (an Enabled notice for webhooks)");
     Ok(())
 }
 

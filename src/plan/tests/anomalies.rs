@@ -18,6 +18,14 @@ fn a_week_old_key() -> World {
     world
 }
 
+/// A week-old key after a usage write with a spike, which was notified.
+fn a_key_whose_spike_was_notified() -> World {
+    let mut world = a_week_old_key();
+    usage_written(&mut world, (20_000, 0), (23_000, 0));
+    world.reconcile();
+    world
+}
+
 /// The usage writer's status write: counts computed now.
 fn usage_written(world: &mut World, day: (u64, u64), week: (u64, u64)) {
     let status = world.key.status.get_or_insert_with(Default::default);
@@ -68,9 +76,7 @@ fn a_spike_is_one_warning_event_recorded_in_status_and_not_repeated_for_a_day() 
 
 #[test]
 fn a_denial_surge_after_a_spike_is_notified_on_its_own() {
-    let mut world = a_week_old_key();
-    usage_written(&mut world, (20_000, 0), (23_000, 0));
-    world.reconcile();
+    let mut world = a_key_whose_spike_was_notified();
     world.after(SignedDuration::from_hours(1));
     usage_written(&mut world, (20_000, 30_000), (23_000, 30_000));
     let plan = world.reconcile();
@@ -115,9 +121,7 @@ fn stale_counts_are_not_judged_and_the_check_can_be_off() {
 
 #[test]
 fn an_old_record_goes_once_the_anomaly_is_over() {
-    let mut world = a_week_old_key();
-    usage_written(&mut world, (20_000, 0), (23_000, 0));
-    world.reconcile();
+    let mut world = a_key_whose_spike_was_notified();
     world.after(SignedDuration::from_hours(25));
     usage_written(&mut world, (300, 0), (23_300, 0));
     world.reconcile();
