@@ -171,6 +171,9 @@ mod tests {
         }
     }
 
+    /// (what, last 24 h (allowed, denied), last 7 d, baseline days, expected).
+    type Case = (&'static str, (u64, u64), (u64, u64), u64, &'static [AnomalyKind]);
+
     fn kinds(usage: &Usage, days: u64) -> Vec<AnomalyKind> {
         detect(usage, days, &Thresholds::default()).into_iter().map(|a| a.kind).collect()
     }
@@ -178,8 +181,7 @@ mod tests {
     #[test]
     fn the_detector_judges_each_pattern_as_documented() {
         use AnomalyKind::{AllowedSpike, DenialSurge, DeniedSpike};
-        // (what, last 24 h (allowed, denied), last 7 d, baseline days, expected)
-        let cases: &[(&str, (u64, u64), (u64, u64), u64, &[AnomalyKind])] = &[
+        let cases: &[Case] = &[
             ("a spike: 20,000 against 500 a day", (20_000, 0), (23_000, 0), 6, &[AllowedSpike]),
             ("a steady busy key", (20_000, 10), (140_000, 70), 6, &[]),
             ("tenfold exactly is not above tenfold", (5_000, 0), (8_000, 0), 6, &[]),

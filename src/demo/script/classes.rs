@@ -69,7 +69,7 @@ fn keys(now: Timestamp) -> anyhow::Result<Vec<ApiKey>> {
     for key in &mut keys {
         key.metadata.namespace = Some(NAMESPACE.to_owned());
         key.spec.class_name = key.spec.class_name.as_deref().map(demo_class);
-        key.spec.key_set = KEY_SET.to_owned();
+        KEY_SET.clone_into(&mut key.spec.key_set);
     }
     keys.sort_by_key(|k| k.spec.class_name.clone());
     Ok(keys)
@@ -240,13 +240,10 @@ async fn narrowed_key(demo: &Demo, tokens: &[(String, Token)], checks: &mut Chec
     let mut wider = scopes.clone();
     wider.push("analytics:write".to_owned());
     println!("    {NAME} edited to add analytics:write:");
-    match demo.patch(NAME, json!({"spec": {"scopes": wider}})).await {
-        Err(refused) => {
-            println!("    admission refused the edit: {refused}");
-            checks.check(refused.to_string().contains("allowedScopes"), "the policy refuses the edit, naming the rule");
-            return Ok(());
-        }
-        Ok(()) => {}
+    if let Err(refused) = demo.patch(NAME, json!({"spec": {"scopes": wider}})).await {
+        println!("    admission refused the edit: {refused}");
+        checks.check(refused.to_string().contains("allowedScopes"), "the policy refuses the edit, naming the rule");
+        return Ok(());
     }
     let ready = ready_with(demo, NAME, "ClassViolation").await;
     if let Some((status, reason, message)) = &ready {
