@@ -26,6 +26,7 @@ fn the_demo_passes_every_step_and_its_dump_holds_tokens_only_in_secrets() {
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     assert!(token_shapes(&stdout).is_empty() && token_shapes(&stderr).is_empty(), "the demo printed a token");
     assert_usage_and_notices_shown(&stdout);
+    assert_classes_shown(&stdout);
 
     // Plan gating: the gated key answers 402, then, with the gate lifted, 200 for the same key.
     let gating = stdout.split("== 4. Plan gating").nth(1).and_then(|s| s.split("\n== 5.").next()).unwrap_or_default();
@@ -80,4 +81,38 @@ fn assert_usage_and_notices_shown(stdout: &str) {
         stdout.lines().any(|l| l.trim_start().starts_with("analytics-readonly ") && l.contains("Expired")),
         "the table shows analytics-readonly Expired:\n{stdout}"
     );
+}
+
+/// The class step: a key of each class in the table with its class, a request each, a new key
+/// breaking its class held back naming class and rule, and a narrowed key refused then back.
+fn assert_classes_shown(stdout: &str) {
+    let step = stdout.split("== 5. Key classes").nth(1).and_then(|s| s.split("\n== 6.").next()).unwrap_or_default();
+    let header = step.lines().find(|l| l.contains("NEXT ROTATION")).expect("the class step prints the table");
+    assert!(header.contains("CLASS"), "{header}");
+    for (key, class) in [
+        ("customer-dashboard", "demo-client"),
+        ("partner-orders-sync", "demo-partner"),
+        ("platform-automation", "demo-internal"),
+    ] {
+        let row = step.lines().find(|l| l.trim_start().starts_with(&format!("{key} ")));
+        assert!(row.is_some_and(|r| r.contains("Active") && r.contains(class)), "{key} Active of {class}:\n{step}");
+    }
+    for call in [
+        "GET    /analytics       customer-dashboard       -> 200 allowed",
+        "POST   /orders          customer-dashboard       -> 403 insufficient_scope",
+        "POST   /orders          partner-orders-sync      -> 200 allowed",
+        "DELETE /leads/7         partner-orders-sync      -> 403 insufficient_scope",
+        "DELETE /leads/7         platform-automation      -> 200 allowed",
+    ] {
+        assert!(step.contains(call), "the class step shows `{call}`:\n{step}");
+    }
+    assert!(
+        step.contains(
+            "customer-analytics-writer: Ready=False (ClassViolation): ApiKeyClass demo-client (allowedScopes): not allowed: analytics:write"
+        ),
+        "the key breaking its class is held back, naming class and rule:\n{step}"
+    );
+    let refused = step.find("GET    /analytics       customer-dashboard       -> 401 unknown");
+    let back = step.rfind("GET    /analytics       customer-dashboard       -> 200 allowed");
+    assert!(refused.is_some() && back.is_some() && refused < back, "the narrowed key: 401, then 200 again:\n{step}");
 }

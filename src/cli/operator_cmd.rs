@@ -13,6 +13,7 @@ use crate::controller::webhooks::WebhookOptions;
 use crate::controller::{Admin, Health, LeaseError, LeaseSettings, Metrics, Options, check_crd, run_elected};
 use crate::notice::RetryPolicy;
 use crate::plan::Settings;
+use crate::plan::anomaly::Thresholds;
 use crate::plan::usage::Budget;
 use crate::runtime::{admin, kubeconfig, shutdown, telemetry};
 
@@ -98,6 +99,28 @@ pub struct OperatorArgs {
     #[arg(long, env = "KEYWARD_USAGE_LAST_USED_STEP", default_value = "1h", value_parser = humantime::parse_duration)]
     usage_last_used_step: Duration,
 
+    /// Usage anomaly: the last 24 hours' allowed (or denied) requests above this many times the
+    /// daily average of the days before; 0 turns spikes off.
+    #[arg(long, env = "KEYWARD_USAGE_ANOMALY_FACTOR", default_value_t = 10)]
+    usage_anomaly_factor: u32,
+
+    /// Fewest requests (allowed, or denied) in the last 24 hours for a spike, so quiet keys do not alarm.
+    #[arg(long, env = "KEYWARD_USAGE_ANOMALY_MIN_REQUESTS", default_value_t = 1000)]
+    usage_anomaly_min_requests: u64,
+
+    /// Fewest denied requests in the last 24 hours for a denial surge.
+    #[arg(long, env = "KEYWARD_USAGE_ANOMALY_MIN_DENIED", default_value_t = 100)]
+    usage_anomaly_min_denied: u64,
+
+    /// Denial surge: denied requests at least this percentage of all in the last 24 hours; 0 turns surges off.
+    #[arg(long, env = "KEYWARD_USAGE_ANOMALY_DENIED_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    usage_anomaly_denied_percent: u8,
+
+    /// Check no usage for anomalies (no `UsageAnomaly` Events or notices).
+    #[arg(long, env = "KEYWARD_DISABLE_USAGE_ANOMALIES")]
+    disable_usage_anomalies: bool,
+
     /// Send no lifecycle notices to ApiKeyWebhooks (the watch on them is not started either).
     #[arg(long, env = "KEYWARD_DISABLE_WEBHOOKS")]
     disable_webhooks: bool,
@@ -146,6 +169,12 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|d| jiff::SignedDuration::try_from(*d))
             .collect::<Result<_, _>>()?,
+        anomalies: (!args.disable_usage_anomalies).then_some(Thresholds {
+            factor: args.usage_anomaly_factor,
+            min_requests: args.usage_anomaly_min_requests,
+            min_denied: args.usage_anomaly_min_denied,
+            denied_percent: args.usage_anomaly_denied_percent,
+        }),
     };
     let admin = Admin { metrics: Arc::new(Metrics::new()), health: Arc::new(Health::default()) };
     let options = Options {

@@ -284,6 +284,9 @@ pub(super) fn merge_diff(old: &Value, new: &Value) -> Value {
 }
 
 async fn emit_events(ctx: &Context, key: &ApiKey, plan: &Plan) {
+    for kind in &plan.anomalies {
+        ctx.publisher.metrics().usage_anomaly(key.namespace().as_deref().unwrap_or_default(), *kind);
+    }
     let reference = key.object_ref(&());
     let key_id = event_key_id(key, plan);
     for planned in &plan.events {

@@ -3,7 +3,8 @@
 //! Label values are bounded by construction: error labels are [`Error::label`]
 //! variant names, states are [`KeyState`] names, key sets are (namespace,
 //! name) pairs that exist in the cluster, as are the ApiKeys of the expiry gauge
-//! (one series per live key with an expiry). No label or value ever holds a token.
+//! (one series per live key with an expiry); usage anomalies are counted by namespace and
+//! one of three kinds. No label or value ever holds a token.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -51,6 +52,12 @@ struct ExpiryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnomalyLabels {
+    namespace: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
     namespace: String,
     webhook: String,
@@ -93,6 +100,7 @@ pub struct Metrics {
     webhook_deliveries: Family<DeliveryLabels, Counter>,
     webhook_failing: Family<WebhookLabels, Gauge>,
     webhook_dropped: Counter,
+    usage_anomalies: Family<AnomalyLabels, Counter>,
     /// The controller's ApiKey cache while this replica leads; keys by state are counted from it at scrape time.
     keys_source: Mutex<Option<Store<ApiKey>>>,
 }
@@ -150,8 +158,15 @@ impl Metrics {
             "Lifecycle notices dropped because the delivery queue was full",
             webhook_dropped.clone(),
         );
+        let usage_anomalies = Family::<AnomalyLabels, Counter>::default();
+        registry.register(
+            "usage_anomalies",
+            "Usage anomalies notified (Warning Event UsageAnomaly), by namespace and kind",
+            usage_anomalies.clone(),
+        );
         Metrics {
             registry: root,
+            usage_anomalies,
             expiry,
             webhook_deliveries,
             webhook_failing,
@@ -243,6 +258,12 @@ impl Metrics {
     /// Count one notice dropped because the delivery queue was full.
     pub fn webhook_notice_dropped(&self) {
         self.webhook_dropped.inc();
+    }
+
+    /// Count one usage anomaly notified for a key of `namespace`.
+    pub fn usage_anomaly(&self, namespace: &str, kind: crate::plan::anomaly::AnomalyKind) {
+        let labels = AnomalyLabels { namespace: namespace.to_owned(), kind: kind.as_str().to_owned() };
+        self.usage_anomalies.get_or_create(&labels).inc();
     }
 
     /// Whether this replica leads.

@@ -129,6 +129,8 @@ impl Demo {
     }
 }
 
+pub(super) mod classes;
+
 /// Run every step; `Ok(true)` when all checks passed.
 pub(super) async fn walk(demo: &Demo, verifier: &Running) -> anyhow::Result<bool> {
     let mut checks = Checks { failed: Vec::new(), passed: 0 };
@@ -136,6 +138,7 @@ pub(super) async fn walk(demo: &Demo, verifier: &Running) -> anyhow::Result<bool
     requests(demo, &mut checks).await?;
     disable_and_enable(demo, &mut checks).await?;
     gate(demo, &mut checks).await?;
+    classes::classes_step(demo, 5, &mut checks).await?;
     revoke(demo, &mut checks).await?;
     unused(demo, &mut checks).await?;
     expire(demo, &mut checks).await?;
@@ -318,7 +321,7 @@ async fn gate(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
 }
 
 async fn revoke(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
-    heading(5, "Revoke (spec.revoked: permanent)");
+    heading(6, "Revoke (spec.revoked: permanent)");
     let admin = demo.token("internal-admin").await.context_missing("internal-admin's token")?;
     demo.patch("internal-admin", json!({"spec": {"revoked": true}})).await?;
     checks.check(demo.wait_state("internal-admin", KeyState::Revoked).await, "internal-admin is Revoked");
@@ -351,7 +354,7 @@ async fn unused(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
     const NAME: &str = "analytics-readonly";
     let key = demo.key(NAME).await.context_missing("the analytics-readonly ApiKey")?;
     let after = key.spec.expire_after_unused.clone().context_missing("analytics-readonly's expireAfterUnused")?;
-    heading(5, &format!("Unused keys expire, with notices first ({NAME}: expireAfterUnused {after})"));
+    heading(7, &format!("Unused keys expire, with notices first ({NAME}: expireAfterUnused {after})"));
     let token = demo.token(NAME).await.context_missing("analytics-readonly's token")?;
     let status = key.status.clone().unwrap_or_default();
     let last_used = status.last_used_at.context_missing("analytics-readonly's lastUsedAt")?.0;
@@ -401,7 +404,7 @@ async fn unused(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
 }
 
 async fn expire(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
-    heading(6, "Expire (spec.expiresAt) and retention (spec.retainExpiredFor)");
+    heading(8, "Expire (spec.expiresAt) and retention (spec.retainExpiredFor)");
     let key = demo.key("migration-script").await.context_missing("the migration-script ApiKey")?;
     let token = demo.token("migration-script").await.context_missing("migration-script's token")?;
     let expires = key.spec.expires_at.clone().context_missing("migration-script's expiresAt")?.0;
@@ -427,7 +430,7 @@ async fn expire(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
 }
 
 async fn rotate(demo: &Demo, checks: &mut Checks) -> anyhow::Result<()> {
-    heading(7, "Scheduled rotation with a grace period (partner-orders: every 90d, gracePeriod 1d)");
+    heading(9, "Scheduled rotation with a grace period (partner-orders: every 90d, gracePeriod 1d)");
     let old = demo.token("partner-orders").await.context_missing("partner-orders' token")?;
     let due = demo
         .key("partner-orders")

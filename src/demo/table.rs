@@ -8,8 +8,9 @@ use crate::api::ApiKey;
 /// Ready reason, as a text table.
 #[must_use]
 pub fn apikeys_table(keys: &[ApiKey]) -> String {
-    let header = ["NAME", "STATE", "PREFIX", "SCOPES", "EXPIRES", "NEXT ROTATION", "LAST USED", "REQ 24H", "READY"];
-    let rows: Vec<[String; 9]> = keys
+    let header =
+        ["NAME", "STATE", "PREFIX", "CLASS", "SCOPES", "EXPIRES", "NEXT ROTATION", "LAST USED", "REQ 24H", "READY"];
+    let rows: Vec<[String; 10]> = keys
         .iter()
         .map(|key| {
             let status = key.status.clone().unwrap_or_default();
@@ -18,6 +19,7 @@ pub fn apikeys_table(keys: &[ApiKey]) -> String {
                 key.metadata.name.clone().unwrap_or_default(),
                 status.state.map(|s| format!("{s:?}")).unwrap_or_default(),
                 status.prefix.unwrap_or_default(),
+                status.class_name.unwrap_or_default(),
                 key.spec.scopes.join(","),
                 key.spec.expires_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
                 status.next_rotation_at.map(|t| t.0.to_string()).unwrap_or_default(),

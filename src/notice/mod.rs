@@ -43,8 +43,13 @@ pub fn notice_type(reason: Reason) -> Option<NoticeType> {
         Reason::ExpiringSoon => Some(NoticeType::ExpiringSoon),
         Reason::Expired | Reason::Unused => Some(NoticeType::Expired),
         Reason::Revoked => Some(NoticeType::Revoked),
-        Reason::Disabled => Some(NoticeType::Disabled),
-        Reason::Enabled => Some(NoticeType::Enabled),
+        // Held back by its class, the key is unpublished like a disabled one: its
+        // workloads lose access, so the teams hear of it (`data.reason` tells which).
+        Reason::Disabled | Reason::ClassViolation | Reason::ClassNotFound | Reason::ClassAmbiguous => {
+            Some(NoticeType::Disabled)
+        }
+        Reason::Enabled | Reason::ClassSatisfied => Some(NoticeType::Enabled),
+        Reason::UsageAnomaly => Some(NoticeType::UsageAnomaly),
         Reason::Issuing
         | Reason::Publishing
         | Reason::Active
@@ -63,10 +68,6 @@ pub fn notice_type(reason: Reason) -> Option<NoticeType> {
         | Reason::KeySetChanged
         | Reason::CleanedUp
         | Reason::Unpublished
-        | Reason::ClassViolation
-        | Reason::ClassNotFound
-        | Reason::ClassAmbiguous
-        | Reason::ClassSatisfied
         | Reason::ClassDefaultChanged
         | Reason::Published
         | Reason::NoNamespaces
@@ -112,6 +113,9 @@ struct Data<'a> {
     state: Option<crate::api::KeyState>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<Timestamp>,
+    /// For a usage anomaly: the counts it was judged on (`status.usage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<&'a crate::api::Usage>,
 }
 
 /// The notice for `event` about `key` (as written by this reconcile), at `now`; `None`
@@ -140,6 +144,7 @@ pub fn notice(key: &ApiKey, event: &PlannedEvent, key_id: &str, now: Timestamp) 
             message,
             state: status.and_then(|s| s.state),
             expires_at,
+            usage: status.and_then(|s| s.usage.as_ref()).filter(|_| kind == NoticeType::UsageAnomaly),
         },
     };
     let body = serde_json::to_vec(&payload).expect("a notice payload always serialises");

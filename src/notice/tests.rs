@@ -111,12 +111,55 @@ fn only_the_steps_a_team_acts_on_are_notices() {
             (Reason::Expired, NoticeType::Expired),
             (Reason::Unused, NoticeType::Expired),
             (Reason::ExpiringSoon, NoticeType::ExpiringSoon),
+            (Reason::ClassViolation, NoticeType::Disabled),
+            (Reason::ClassNotFound, NoticeType::Disabled),
+            (Reason::ClassAmbiguous, NoticeType::Disabled),
+            (Reason::ClassSatisfied, NoticeType::Enabled),
             (Reason::Enabled, NoticeType::Enabled),
             (Reason::Swapped, NoticeType::Rotated),
+            (Reason::UsageAnomaly, NoticeType::UsageAnomaly),
         ]
     );
     let now = Timestamp::UNIX_EPOCH;
     assert_eq!(notice(&stored_key("{}"), &event(Reason::Created, "minted"), "k", now), None);
+}
+
+#[test]
+fn a_usage_anomaly_notice_carries_the_counts_it_was_judged_on() {
+    let now: Timestamp = "2026-12-01T05:00:00Z".parse().unwrap();
+    let mut key = stored_key("{}");
+    key.status = Some(
+        serde_json::from_value(serde_json::json!({
+            "state": "Active",
+            "usage": {"last24h": {"allowed": 20000, "denied": 3}, "last7d": {"allowed": 23000, "denied": 3},
+                      "last30d": {"allowed": 23000, "denied": 3}, "updatedAt": "2026-12-01T04:55:00Z"}
+        }))
+        .unwrap(),
+    );
+    let note =
+        "Unusual usage: AllowedSpike: 20000 requests allowed in the last 24h, against 500 a day over the 6 days before";
+    let sent = notice(&key, &event(Reason::UsageAnomaly, note), "a1b2c3d4e5f6", now).unwrap();
+    assert_eq!(sent.kind, NoticeType::UsageAnomaly);
+    let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(body["type"], "apikey.usage_anomaly");
+    assert_eq!((body["data"]["reason"].as_str(), body["data"]["message"].as_str()), (Some("UsageAnomaly"), Some(note)));
+    assert_eq!(body["data"]["usage"]["last24h"], serde_json::json!({"allowed": 20000, "denied": 3}));
+    // Other notices leave the counts out.
+    let revoked = notice(&key, &event(Reason::Revoked, "Key revoked for good"), "a1b2c3d4e5f6", now).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&revoked.body).unwrap();
+    assert!(body["data"].get("usage").is_none(), "{body}");
+}
+
+#[test]
+fn a_key_held_back_by_its_class_is_a_disabled_notice_naming_the_class() {
+    let note = "The key is not published: ApiKeyClass client (allowedScopes): not allowed: analytics:write";
+    let sent = notice(&stored_key("{}"), &event(Reason::ClassViolation, note), "k", Timestamp::UNIX_EPOCH).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(body["type"], "apikey.disabled");
+    assert_eq!(
+        (body["data"]["reason"].as_str(), body["data"]["message"].as_str()),
+        (Some("ClassViolation"), Some(note))
+    );
 }
 
 #[test]

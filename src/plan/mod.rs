@@ -19,6 +19,7 @@
 //! The Secret layout ([`DATA_TOKEN`], [`DATA_NEXT_TOKEN`], labels) and the
 //! state machine are documented in `docs/lifecycle.md`.
 
+pub mod anomaly;
 pub mod class;
 pub mod cluster;
 mod lifecycle;
@@ -73,6 +74,8 @@ pub struct Settings {
     pub publish_poll: SignedDuration,
     /// Advance notices before a key expires (`--expiry-notices`), longest first.
     pub expiry_notices: Vec<SignedDuration>,
+    /// When usage counts as an anomaly (`--usage-anomaly-*`); `None` turns the check off.
+    pub anomalies: Option<anomaly::Thresholds>,
 }
 
 impl Default for Settings {
@@ -82,6 +85,7 @@ impl Default for Settings {
             default_grace_period: SignedDuration::from_hours(1),
             publish_poll: SignedDuration::from_secs(5),
             expiry_notices: unused::DEFAULT_NOTICES.iter().map(|d| SignedDuration::from_hours(d * 24)).collect(),
+            anomalies: Some(anomaly::Thresholds::default()),
         }
     }
 }
@@ -305,6 +309,8 @@ pub struct Plan {
     pub status: Option<ApiKeyStatus>,
     /// Events to emit.
     pub events: Vec<PlannedEvent>,
+    /// The usage anomalies this plan notifies (one `UsageAnomaly` Event names them all).
+    pub anomalies: Vec<anomaly::AnomalyKind>,
     /// Delete the ApiKey itself (expired past `retainExpiredFor`).
     pub delete_apikey: bool,
     /// When to reconcile again; not after `now` means plan again right away,

@@ -96,6 +96,8 @@ reasons! {
     KeySetChanged,
     /// Event: tokens were removed from the Secret of a revoked or expired key.
     CleanedUp,
+    /// Warning Event: the key's usage looks unusual (a spike of requests or of refusals).
+    UsageAnomaly,
     /// Event: the ApiKey is being deleted and its hashes leave the key set.
     Unpublished,
     /// Event: an expired key was deleted after `retainExpiredFor`.

@@ -513,6 +513,21 @@ pub struct ApiKeyStatus {
     // Boxed: most keys have none, and every ApiKey held across an await counts against clippy's future size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_ledger: Option<Box<UsageLedger>>,
+
+    /// The usage anomalies last notified, one per kind: each kind is notified at most once per 24 hours.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["kind".into()]))]
+    pub usage_anomalies: Vec<UsageAnomalyNotice>,
+}
+
+/// A usage anomaly the operator notified (Warning Event `UsageAnomaly` and webhook notice).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageAnomalyNotice {
+    /// `AllowedSpike`, `DeniedSpike` or `DenialSurge`.
+    pub kind: String,
+    /// When it was notified.
+    pub notified_at: Time,
 }
 
 #[cfg(test)]

@@ -115,17 +115,20 @@ pub enum NoticeType {
     Disabled,
     /// The key works again after being disabled (`apikey.enabled`).
     Enabled,
+    /// The key's usage looks unusual: a spike of requests or of refusals (`apikey.usage_anomaly`).
+    UsageAnomaly,
 }
 
 impl NoticeType {
     /// Every notice type, in declaration order.
-    pub const ALL: [NoticeType; 6] = [
+    pub const ALL: [NoticeType; 7] = [
         NoticeType::Rotated,
         NoticeType::ExpiringSoon,
         NoticeType::Expired,
         NoticeType::Revoked,
         NoticeType::Disabled,
         NoticeType::Enabled,
+        NoticeType::UsageAnomaly,
     ];
 
     /// The payload's `type`: `apikey.` and the name in snake case.
@@ -138,6 +141,7 @@ impl NoticeType {
             NoticeType::Revoked => "apikey.revoked",
             NoticeType::Disabled => "apikey.disabled",
             NoticeType::Enabled => "apikey.enabled",
+            NoticeType::UsageAnomaly => "apikey.usage_anomaly",
         }
     }
 }

@@ -324,6 +324,22 @@ async fn a_full_queue_drops_the_notice_without_waiting() {
     assert!(metrics.encode().contains("keyward_webhook_notices_dropped_total 1\n"), "{}", metrics.encode());
 }
 
+/// Create ApiKey `partner` in [`NS`] with `spec` (inline YAML).
+async fn create_partner(client: &Client, spec: &str) -> Api<ApiKey> {
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), NS);
+    let yaml = format!(
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: partner, namespace: {NS}}}\nspec: {spec}\n"
+    );
+    let key: ApiKey = serde_yaml::from_str(&yaml).unwrap();
+    keys.create(&PostParams::default(), &key).await.unwrap();
+    keys
+}
+
+/// `Some` once ApiKey `partner` is in state `wanted`.
+async fn state_is(keys: &Api<ApiKey>, wanted: KeyState) -> Option<()> {
+    keys.get("partner").await.ok()?.status?.state.filter(|s| *s == wanted).map(|_| ())
+}
+
 #[tokio::test]
 async fn a_key_disabled_and_enabled_again_is_not_held_up_by_a_webhook_that_never_answers() {
     let client = cluster().await;
@@ -340,16 +356,8 @@ async fn a_key_disabled_and_enabled_again_is_not_held_up_by_a_webhook_that_never
     let operator = tokio::spawn(crate::controller::run(client.clone(), options, async move {
         let _ = stopped.await;
     }));
-    let keys: Api<ApiKey> = Api::namespaced(client.clone(), NS);
-    let key: ApiKey = serde_yaml::from_str(
-        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: partner, namespace: team-a}\nspec: {scopes: [orders:read]}\n",
-    )
-    .unwrap();
-    keys.create(&PostParams::default(), &key).await.unwrap();
-    let state = |wanted: KeyState| {
-        let keys = keys.clone();
-        async move { keys.get("partner").await.ok()?.status?.state.filter(|s| *s == wanted).map(|_| ()) }
-    };
+    let keys = create_partner(&client, "{scopes: [orders:read]}").await;
+    let state = |wanted: KeyState| state_is(&keys, wanted);
     let active = |on: bool| Patch::Merge(json!({"spec": {"active": on}}));
     eventually("the key Active", WAIT, || state(KeyState::Active)).await;
     keys.patch("partner", &PatchParams::default(), &active(false)).await.unwrap();
@@ -368,4 +376,158 @@ async fn a_key_disabled_and_enabled_again_is_not_held_up_by_a_webhook_that_never
     assert!(both.iter().all(signed), "both notices are signed");
     stop.send(()).unwrap();
     operator.await.unwrap();
+}
+
+/// Requests of `type_` (`apikey.usage_anomaly`) the receiver got so far.
+fn received_of(receiver: &Receiver, type_: &str) -> Vec<Value> {
+    receiver
+        .received()
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
+        .filter(|body| body["type"] == type_)
+        .collect()
+}
+
+/// The notes of the ApiKey's Events of `reason`.
+async fn key_events(client: &Client, reason: &str) -> Vec<(String, String)> {
+    let list = Api::<K8sEvent>::namespaced(client.clone(), NS).list(&ListParams::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ApiKey"))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| (e.type_.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// Run the operator on `client` with `clock` until the returned sender fires.
+fn operator(
+    client: &Client,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let settings = crate::plan::Settings {
+        propagation_delay: SignedDuration::from_millis(200),
+        publish_poll: SignedDuration::from_millis(100),
+        ..crate::plan::Settings::default()
+    };
+    // No usage aggregation: the test writes status.usage itself, as the usage writer would.
+    let options = Options {
+        settings,
+        clock,
+        metrics,
+        usage: None,
+        webhooks: Some(quick(3)),
+        coalesce: Duration::from_millis(50),
+        ..Options::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::controller::run(client.clone(), options, async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
+#[tokio::test]
+async fn a_usage_spike_is_one_event_and_one_signed_notice_and_a_restart_does_not_repeat_it() {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Status(204)]).await.unwrap();
+    webhook(&client, "hook", json!({"url": receiver.url, "events": ["UsageAnomaly", "Disabled"]})).await;
+    // The operator's clock runs eight days after the key's creation (the fake API stamps
+    // creationTimestamp with the wall clock): the key has six days of baseline.
+    let clock: Clock =
+        Arc::new(|| crate::runtime::clock::now().checked_add(SignedDuration::from_hours(8 * 24)).unwrap());
+    let metrics = Arc::new(Metrics::new());
+    let (stop, task) = operator(&client, clock.clone(), metrics.clone());
+    let keys = create_partner(&client, "{scopes: [orders:read]}").await;
+    let state = |wanted: KeyState| state_is(&keys, wanted);
+    eventually("the key Active", WAIT, || state(KeyState::Active)).await;
+
+    // The usage writer's status write: 20,000 allowed today against 500 a day before.
+    let usage = |allowed: u64| {
+        let week = allowed + 3_000;
+        Patch::Merge(json!({"status": {"usage": {
+            "last24h": {"allowed": allowed, "denied": 0}, "last7d": {"allowed": week, "denied": 0},
+            "last30d": {"allowed": week, "denied": 0}, "updatedAt": clock().to_string(),
+        }}}))
+    };
+    keys.patch_status("partner", &PatchParams::default(), &usage(20_000)).await.unwrap();
+    let notice =
+        eventually("the anomaly notice", WAIT, || async { received_of(&receiver, "apikey.usage_anomaly").pop() }).await;
+    assert_eq!(notice["data"]["reason"], "UsageAnomaly");
+    assert_eq!(notice["data"]["usage"]["last24h"]["allowed"], 20_000);
+    let message = notice["data"]["message"].as_str().unwrap();
+    assert!(message.contains("AllowedSpike: 20000 requests allowed in the last 24h, against 500 a day"), "{message}");
+    assert!(receiver.received().iter().all(signed), "signed like every notice");
+    let events = key_events(&client, "UsageAnomaly").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "Warning");
+    let record = keys.get("partner").await.unwrap().status.unwrap().usage_anomalies;
+    assert_eq!(record.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(), ["AllowedSpike"]);
+    assert!(
+        metrics.encode().contains(r#"keyward_usage_anomalies_total{namespace="team-a",kind="AllowedSpike"} 1"#),
+        "{}",
+        metrics.encode()
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    // A new operator process: it reconciles the key (still spiking) from the start, then
+    // sees another usage write; then the key is disabled, which is a notice of its own.
+    let metrics = Arc::new(Metrics::new());
+    let (stop, task) = operator(&client, clock.clone(), metrics.clone());
+    eventually("the new operator reconciled", WAIT, || async {
+        metrics.encode().lines().any(|l| l.starts_with("keyward_reconciles_total ") && !l.ends_with(" 0")).then_some(())
+    })
+    .await;
+    keys.patch_status("partner", &PatchParams::default(), &usage(25_000)).await.unwrap();
+    keys.patch("partner", &PatchParams::default(), &Patch::Merge(json!({"spec": {"active": false}}))).await.unwrap();
+    eventually("the Disabled notice", WAIT, || async { received_of(&receiver, "apikey.disabled").pop() }).await;
+    // Events are written before their notices are queued: a second anomaly would show here.
+    assert_eq!(key_events(&client, "UsageAnomaly").await.len(), 1, "no second UsageAnomaly Event after the restart");
+    assert_eq!(received_of(&receiver, "apikey.usage_anomaly").len(), 1, "no second notice");
+    assert!(!metrics.encode().contains("keyward_usage_anomalies_total{"), "{}", metrics.encode());
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_key_its_class_holds_back_is_a_disabled_notice_and_keeping_it_again_an_enabled_one() {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Status(204)]).await.unwrap();
+    webhook(&client, "hook", json!({"url": receiver.url})).await;
+    let classes: Api<crate::api::ApiKeyClass> = Api::all(client.clone());
+    let class: crate::api::ApiKeyClass = serde_yaml::from_str(
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyClass\nmetadata: {name: client}\nspec: {allowedScopes: [{resource: orders, actions: [read]}]}\n",
+    )
+    .unwrap();
+    classes.create(&PostParams::default(), &class).await.unwrap();
+    let (stop, task) = operator(&client, clock(), Arc::new(Metrics::new()));
+    let keys = create_partner(&client, "{className: client, scopes: [orders:read]}").await;
+    let ready_reason = |wanted: &'static str| {
+        let keys = keys.clone();
+        async move {
+            let ready = keys.get("partner").await.ok()?.status?.conditions.into_iter().next()?;
+            (ready.reason == wanted).then_some(())
+        }
+    };
+    eventually("the key Active", WAIT, || ready_reason("Active")).await;
+
+    // The key asks for more than its class allows: unpublished, and the team hears of it.
+    let scopes = |scopes: Value| Patch::Merge(json!({"spec": {"scopes": scopes}}));
+    keys.patch("partner", &PatchParams::default(), &scopes(json!(["orders:read", "orders:write"]))).await.unwrap();
+    let disabled =
+        eventually("the Disabled notice", WAIT, || async { received_of(&receiver, "apikey.disabled").pop() }).await;
+    assert_eq!(disabled["data"]["reason"], "ClassViolation");
+    assert_eq!(
+        disabled["data"]["message"],
+        "The key is not published: ApiKeyClass client (allowedScopes): not allowed: orders:write"
+    );
+    keys.patch("partner", &PatchParams::default(), &scopes(json!(["orders:read"]))).await.unwrap();
+    let enabled =
+        eventually("the Enabled notice", WAIT, || async { received_of(&receiver, "apikey.enabled").pop() }).await;
+    assert_eq!(enabled["data"]["reason"], "ClassSatisfied");
+    assert!(receiver.received().iter().all(signed), "signed like every notice");
+    assert_eq!(received_of(&receiver, "apikey.disabled").len(), 1, "one notice for one finding");
+    stop.send(()).unwrap();
+    task.await.unwrap();
 }

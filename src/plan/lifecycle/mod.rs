@@ -27,6 +27,7 @@ use super::{
     PlannedEvent, Publish, Reason, SecretView, Settings, Slot, Source, secret_name,
 };
 
+mod anomalies;
 mod live;
 mod notices;
 mod terminal;
@@ -122,6 +123,7 @@ pub(super) fn plan(key: &ApiKey, observed: &Observed, settings: &Settings, now: 
             draft.follow_moves();
             draft.class_kept();
             draft.live(&spec);
+            draft.usage_anomalies();
             draft.finish()
         }
     }
@@ -158,6 +160,8 @@ struct Decided {
     /// not written.
     hold: Option<Held>,
     delete_apikey: bool,
+    /// The usage anomalies notified in this pass.
+    anomalies: Vec<crate::plan::anomaly::AnomalyKind>,
     /// This pass changed something the next pass must see: plan again at once.
     again: bool,
     deadlines: Vec<Timestamp>,
@@ -326,6 +330,7 @@ impl<'a> Draft<'a> {
             hold: self.out.hold,
             status,
             events: self.out.events,
+            anomalies: self.out.anomalies,
             delete_apikey: self.out.delete_apikey,
             requeue_at,
         }

@@ -30,6 +30,7 @@ impl Draft<'_> {
                 reason: Reason::Unpublished,
                 note: "ApiKey is being deleted: its hashes leave the key set before it goes".to_owned(),
             }],
+            anomalies: Vec::new(),
             delete_apikey: false,
             requeue_at: None,
         }

@@ -1,5 +1,6 @@
 //! The lifecycle's specification: plans for every transition with a fixed clock, one topic per file.
 
+mod anomalies;
 mod create;
 mod deletion;
 mod disable;
