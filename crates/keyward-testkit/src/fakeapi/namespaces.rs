@@ -25,6 +25,15 @@ pub(super) fn is_namespaces(target: &Target) -> bool {
 }
 
 impl State {
+    /// Every namespace, as a `NamespaceList` at the current resource version (also the first
+    /// events of a watch of Namespaces).
+    pub(super) fn namespace_list(&self) -> Value {
+        let items: Vec<Value> =
+            self.namespaces.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+        json!({"apiVersion": "v1", "kind": "NamespaceList",
+            "metadata": {"resourceVersion": self.current().to_string()}, "items": items})
+    }
+
     pub(super) fn namespaces(
         &self,
         method: &Method,
@@ -39,10 +48,8 @@ impl State {
             |name: &str| status_failure(StatusCode::NOT_FOUND, "NotFound", &format!("namespaces \"{name}\" not found"));
         match (method, name) {
             (&Method::GET, None) => {
-                let items: Vec<Value> = namespaces.values().cloned().collect();
-                let list = json!({"apiVersion": "v1", "kind": "NamespaceList",
-                    "metadata": {"resourceVersion": self.current().to_string()}, "items": items});
-                respond(StatusCode::OK, Bytes::from(list.to_string()))
+                drop(namespaces);
+                respond(StatusCode::OK, Bytes::from(self.namespace_list().to_string()))
             }
             (&Method::GET, Some(name)) => match namespaces.get(name) {
                 Some(namespace) => respond(StatusCode::OK, Bytes::from(namespace.to_string())),
