@@ -507,7 +507,7 @@ impl WatchService {
     async fn list(&self, target: &Target, query: &str) -> Result<Result<Value, Response<ResponseBody>>, BoxError> {
         if namespaces::is_namespaces(target) {
             // Not kube-fake-client's: the watch's label selector filters these events as it does live ones.
-            return Ok(Ok(self.state.namespace_list()));
+            return Ok(Ok(self.state.namespace_list(None)));
         }
         let twin = events::twin(&target.prefix, &target.resource);
         // Events are filtered by field here, after both APIs' Events are in one list (their
@@ -740,8 +740,16 @@ impl tower::Service<Request<Body>> for WatchService {
                     && serde_json::from_slice::<Value>(&body)
                         .is_ok_and(|options| options["dryRun"].as_array().is_some_and(|d| d.contains(&json!("All")))));
             let watch = method == http::Method::GET && matches!(query_param(&query, "watch"), Some("true" | "1"));
+            let selector = query_param(&query, "labelSelector").map(decode);
             if namespaces::is_namespaces(&target) && !(watch && name.is_none()) {
-                return Ok(this.state.namespaces(&method, name.as_deref(), &body, dry_run, &writes::now()));
+                return Ok(this.state.namespaces(
+                    &method,
+                    name.as_deref(),
+                    &body,
+                    dry_run,
+                    &writes::now(),
+                    selector.as_deref(),
+                ));
             }
             if !serves(&target) && !namespaces::is_namespaces(&target) {
                 return Ok(not_found(&path));
