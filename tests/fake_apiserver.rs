@@ -230,7 +230,7 @@ async fn a_metadata_watch_of_namespaces_sees_existing_ones_then_label_changes() 
     namespaces.create(&PostParams::default(), &create("west", "other")).await.unwrap();
 
     let config = watcher::Config::default().labels("agency=acme");
-    let mut events = kube::runtime::metadata_watcher(namespaces.clone(), config).boxed();
+    let mut events = watcher(Api::<kube::core::PartialObjectMeta<Namespace>>::all(client.clone()), config).boxed();
     let mut initial = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await.unwrap().unwrap() {

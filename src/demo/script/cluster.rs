@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
@@ -38,7 +40,7 @@ pub(super) async fn cluster_key(demo: &Demo, number: usize, checks: &mut Checks)
     create_locations(demo).await?;
     let keys: Api<ClusterApiKey> = Api::all(demo.client.clone());
     anyhow::ensure!(
-        keys.get_opt(KEY).await?.is_none(),
+        keys.get_opt(KEY).await.context("reading ClusterApiKeys (is crds/clusterapikey.yaml installed?)")?.is_none(),
         "ClusterApiKey {KEY} already exists (an earlier run?): `kubectl delete clusterapikey {KEY}` first"
     );
     let key: ClusterApiKey = serde_json::from_value(json!({
