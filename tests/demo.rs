@@ -35,6 +35,19 @@ fn the_demo_passes_every_step_and_its_dump_holds_tokens_only_in_secrets() {
     assert!(paid.is_some() && lifted.is_some() && paid < lifted, "the demo shows 402 then 200:\n{gating}");
     assert!(gating.contains("-> 401 unknown"), "a stranger still gets 401 while the set is gated:\n{gating}");
 
+    // The agency key (ClusterApiKey): allowed by the verifiers of the two selected namespaces, unknown to the third's.
+    let agency = stdout
+        .split(". An agency key (ClusterApiKey)")
+        .nth(1)
+        .and_then(|s| s.split("\n== ").next())
+        .unwrap_or_default();
+    for (namespace, answer) in
+        [("location-north", "200 allowed"), ("location-south", "200 allowed"), ("location-west", "401 unknown")]
+    {
+        let line = format!("verifier of {namespace} -> {answer}");
+        assert!(agency.contains(&line), "the demo shows `{line}`:\n{agency}");
+    }
+
     let mut secrets_tokens = Vec::new();
     let mut other_text = String::new();
     let mut kinds = std::collections::BTreeSet::new();

@@ -215,3 +215,43 @@ fn kubectl_discovers_applies_gets_and_deletes_api_keys_on_the_fake_apiserver() {
     let (ok, gone) = served.kubectl(&["get", "apikey", "crm", "-n", "team-a"], "");
     assert!(!ok && gone.contains("NotFound"), "{gone}");
 }
+
+/// The ClusterApiKey controller's Namespace watch (metadata only, from a list): existing
+/// namespaces arrive at init, then a label change, filtered by the label selector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_watch_of_namespaces_sees_existing_ones_then_label_changes() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let (client, _writes, _stop) = start().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let create = |name: &str, agency: &str| {
+        serde_json::from_value::<Namespace>(json!({"metadata": {"name": name, "labels": {"agency": agency}}})).unwrap()
+    };
+    namespaces.create(&PostParams::default(), &create("north", "acme")).await.unwrap();
+    namespaces.create(&PostParams::default(), &create("west", "other")).await.unwrap();
+
+    let config = watcher::Config::default().labels("agency=acme");
+    let mut events = watcher(Api::<kube::core::PartialObjectMeta<Namespace>>::all(client.clone()), config).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await.unwrap().unwrap() {
+            Some(watcher::Event::InitApply(ns)) => initial.push(ns.metadata.name.unwrap()),
+            Some(watcher::Event::InitDone) => break,
+            Some(_) => {}
+            None => panic!("watch ended"),
+        }
+    }
+    assert_eq!(initial, ["north"]);
+
+    let relabel = json!({"metadata": {"labels": {"agency": "acme"}}});
+    namespaces.patch("west", &PatchParams::default(), &Patch::Merge(relabel)).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(watcher::Event::Apply(ns)) = events.try_next().await.unwrap() {
+                return ns.metadata.name.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the label change is watched within 10 s");
+    assert_eq!(seen, "west");
+}

@@ -59,7 +59,7 @@ pub struct DemoOptions {
     pub examples: PathBuf,
     /// Write every object of the cluster here at the end.
     pub dump: Option<PathBuf>,
-    /// Run on the cluster of this kubeconfig instead of the in-memory API. It needs the CRDs (ApiKey, KeySet)
+    /// Run on the cluster of this kubeconfig instead of the in-memory API. It needs the CRDs (ApiKey, KeySet, ClusterApiKey)
     /// installed and no other operator running; the namespace `demo` must hold no ApiKeys.
     pub kubeconfig: Option<PathBuf>,
 }
@@ -80,11 +80,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let workdir = tempfile::tempdir().context("creating a scratch directory")?;
 
     let (client, where_) = match &options.kubeconfig {
-        // The in-memory API, with the CRD installed the way `kubectl apply` would.
-        None => {
-            let client = FakeCluster::new().with_crd().client().await.context("starting the in-memory API")?;
-            (client, "an in-memory cluster".to_owned())
-        }
+        None => (in_memory_cluster().await?, "an in-memory cluster".to_owned()),
         Some(path) => (cluster_client(path).await?, format!("the cluster of {}", path.display())),
     };
     check_crd(&client).await?;
@@ -221,6 +217,13 @@ async fn usage_reporting(client: &Client) -> anyhow::Result<Reporting> {
         interval: Duration::from_millis(200),
         epoch: crate::usage::new_epoch(&mut crate::token::os_rng()),
     })
+}
+
+/// The in-memory API, with the CRDs the walkthrough uses (ApiKey, KeySet, ClusterApiKey)
+/// installed the way `kubectl apply` would.
+async fn in_memory_cluster() -> anyhow::Result<Client> {
+    let cluster = FakeCluster::new().with_crd().with_object(crate::api::cluster_crd());
+    cluster.client().await.context("starting the in-memory API")
 }
 
 /// A client for the cluster of the kubeconfig at `path`.

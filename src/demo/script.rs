@@ -19,6 +19,8 @@ use crate::plan::{DATA_TOKEN, secret_name};
 use crate::token::{Prefix, Token};
 use crate::verifier::Running;
 
+mod cluster;
+
 /// How long any one expectation may take to come true, in real time.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -143,6 +145,7 @@ pub(super) async fn walk(demo: &Demo, verifier: &Running) -> anyhow::Result<bool
     unused(demo, &mut checks).await?;
     expire(demo, &mut checks).await?;
     rotate(demo, &mut checks).await?;
+    cluster::cluster_key(demo, 10, &mut checks).await?;
     demo.print_table().await;
     println!("\n{} passed, {} failed", checks.passed, checks.failed.len());
     for failure in &checks.failed {

@@ -505,6 +505,10 @@ impl WatchService {
     /// A list of the collection as clients see it (Events from both APIs), unpaged; or the
     /// store's refusal.
     async fn list(&self, target: &Target, query: &str) -> Result<Result<Value, Response<ResponseBody>>, BoxError> {
+        if namespaces::is_namespaces(target) {
+            // Not kube-fake-client's: the watch's label selector filters these events as it does live ones.
+            return Ok(Ok(self.state.namespace_list(None)));
+        }
         let twin = events::twin(&target.prefix, &target.resource);
         // Events are filtered by field here, after both APIs' Events are in one list (their
         // field names differ, and kube-fake-client knows few of them).
@@ -735,13 +739,22 @@ impl tower::Service<Request<Body>> for WatchService {
                 || (method == http::Method::DELETE
                     && serde_json::from_slice::<Value>(&body)
                         .is_ok_and(|options| options["dryRun"].as_array().is_some_and(|d| d.contains(&json!("All")))));
-            if namespaces::is_namespaces(&target) {
-                return Ok(this.state.namespaces(&method, name.as_deref(), &body, dry_run, &writes::now()));
+            let watch = method == http::Method::GET && matches!(query_param(&query, "watch"), Some("true" | "1"));
+            let selector = query_param(&query, "labelSelector").map(decode);
+            if namespaces::is_namespaces(&target) && !(watch && name.is_none()) {
+                return Ok(this.state.namespaces(
+                    &method,
+                    name.as_deref(),
+                    &body,
+                    dry_run,
+                    &writes::now(),
+                    selector.as_deref(),
+                ));
             }
-            if !serves(&target) {
+            if !serves(&target) && !namespaces::is_namespaces(&target) {
                 return Ok(not_found(&path));
             }
-            if method == http::Method::GET && matches!(query_param(&query, "watch"), Some("true" | "1")) {
+            if watch {
                 return this.watch(target, &query, metadata).await;
             }
             if method == http::Method::GET {

@@ -25,6 +25,18 @@ pub(super) fn is_namespaces(target: &Target) -> bool {
 }
 
 impl State {
+    /// The namespaces `selector` (a `labelSelector` as sent) matches, as a `NamespaceList` at the
+    /// current resource version (also the first events of a watch of Namespaces).
+    pub(super) fn namespace_list(&self, selector: Option<&str>) -> Value {
+        let namespaces = self.namespaces.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let labels =
+            |ns: &Value| ns.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+        let items: Vec<Value> =
+            namespaces.values().filter(|ns| super::selector_matches(selector, &labels(ns))).cloned().collect();
+        json!({"apiVersion": "v1", "kind": "NamespaceList",
+            "metadata": {"resourceVersion": self.current().to_string()}, "items": items})
+    }
+
     pub(super) fn namespaces(
         &self,
         method: &Method,
@@ -32,6 +44,7 @@ impl State {
         body: &[u8],
         dry_run: bool,
         now: &str,
+        selector: Option<&str>,
     ) -> Response<ResponseBody> {
         let target = Target { prefix: "api/v1".to_owned(), resource: "namespaces".to_owned(), namespace: None };
         let mut namespaces = self.namespaces.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -39,10 +52,8 @@ impl State {
             |name: &str| status_failure(StatusCode::NOT_FOUND, "NotFound", &format!("namespaces \"{name}\" not found"));
         match (method, name) {
             (&Method::GET, None) => {
-                let items: Vec<Value> = namespaces.values().cloned().collect();
-                let list = json!({"apiVersion": "v1", "kind": "NamespaceList",
-                    "metadata": {"resourceVersion": self.current().to_string()}, "items": items});
-                respond(StatusCode::OK, Bytes::from(list.to_string()))
+                drop(namespaces);
+                respond(StatusCode::OK, Bytes::from(self.namespace_list(selector).to_string()))
             }
             (&Method::GET, Some(name)) => match namespaces.get(name) {
                 Some(namespace) => respond(StatusCode::OK, Bytes::from(namespace.to_string())),
