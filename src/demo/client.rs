@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::token::Token;
 
@@ -24,6 +24,10 @@ pub struct Answer {
     /// `Retry-After`, on 429.
     pub retry_after: Option<String>,
 }
+
+/// How long an idle pooled connection to the verifier is kept: well below the verifier's header
+/// read timeout, which also closes idle keep-alive connections.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An HTTP client pointed at one verifier.
 pub struct Caller {
@@ -43,9 +47,18 @@ pub enum Credential<'a> {
 
 impl Caller {
     /// A client for the verifier at `addr`.
+    ///
+    /// A pooled connection is reused only within [`POOL_IDLE`]: the verifier closes a keep-alive
+    /// connection idle for its header read timeout (5 s in the demo), and a request sent on a
+    /// connection the server is closing at that moment fails with "connection closed before
+    /// message completed". The demo waits between steps for longer than that.
     #[must_use]
     pub fn new(addr: SocketAddr) -> Caller {
-        Caller { client: Client::builder(TokioExecutor::new()).build_http(), base: format!("http://{addr}") }
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .build_http();
+        Caller { client, base: format!("http://{addr}") }
     }
 
     /// Send `method path` with `credential`.

@@ -143,7 +143,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             routes: None,
             poll_interval: Duration::from_millis(100),
             header_read_timeout: Duration::from_secs(5),
-            upstream_timeout: Duration::from_secs(5),
+            // Generous: on a loaded machine (tests in parallel) the in-process upstream can stall.
+            upstream_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(1),
             workers: 0,
             hardening: crate::verifier::Hardening::default(),
