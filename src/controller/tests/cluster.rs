@@ -24,9 +24,9 @@ use super::super::{Context, Publisher};
 use super::harness::{T0, hash_of};
 
 /// Where the token lives.
-const PLATFORM: &str = "platform";
+pub(super) const PLATFORM: &str = "platform";
 
-const AGENCY: &str = r#"
+pub(super) const AGENCY: &str = r#"
 apiVersion: keyward.dev/v1alpha1
 kind: ClusterApiKey
 metadata: {name: agency}
@@ -38,14 +38,14 @@ spec:
   rotation: {every: 30d, gracePeriod: 2h}
 "#;
 
-struct Cluster {
-    client: Client,
-    ctx: Arc<Context>,
-    clock: Arc<Mutex<Timestamp>>,
+pub(super) struct Cluster {
+    pub(super) client: Client,
+    pub(super) ctx: Arc<Context>,
+    pub(super) clock: Arc<Mutex<Timestamp>>,
     minted: Arc<Mutex<Vec<String>>>,
 }
 
-async fn cluster() -> Cluster {
+pub(super) async fn cluster() -> Cluster {
     let client = FakeCluster::new()
         .with_crd()
         .with_object(crate::api::cluster_crd())
@@ -77,13 +77,13 @@ async fn cluster() -> Cluster {
 }
 
 impl Cluster {
-    async fn create_namespace(&self, name: &str, agency: Option<&str>) {
+    pub(super) async fn create_namespace(&self, name: &str, agency: Option<&str>) {
         let labels = agency.map_or_else(|| json!({}), |a| json!({ "agency": a }));
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
         Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await.unwrap();
     }
 
-    async fn label(&self, namespace: &str, agency: Option<&str>) {
+    pub(super) async fn label(&self, namespace: &str, agency: Option<&str>) {
         let patch = json!({ "metadata": { "labels": { "agency": agency } } });
         Api::<Namespace>::all(self.client.clone())
             .patch(namespace, &PatchParams::default(), &Patch::Merge(patch))
@@ -91,21 +91,21 @@ impl Cluster {
             .unwrap();
     }
 
-    fn keys(&self) -> Api<ClusterApiKey> {
+    pub(super) fn keys(&self) -> Api<ClusterApiKey> {
         Api::all(self.client.clone())
     }
 
-    async fn create(&self, yaml: &str) {
+    pub(super) async fn create(&self, yaml: &str) {
         let key: ClusterApiKey = serde_yaml::from_str(yaml).unwrap();
         self.keys().create(&PostParams::default(), &key).await.unwrap();
     }
 
-    async fn status(&self, name: &str) -> ClusterApiKeyStatus {
+    pub(super) async fn status(&self, name: &str) -> ClusterApiKeyStatus {
         self.keys().get(name).await.unwrap().status.unwrap_or_default()
     }
 
     /// One reconcile (retried as the runtime would) and the publisher's flush.
-    async fn settle(&self, name: &str) {
+    pub(super) async fn settle(&self, name: &str) {
         for attempt in 0.. {
             let key = Arc::new(self.keys().get(name).await.unwrap());
             match reconcile(key, self.ctx.clone()).await {
@@ -118,7 +118,7 @@ impl Cluster {
     }
 
     /// Settle until Ready: published everywhere, seen on the next look, then the propagation delay.
-    async fn settle_ready(&self, name: &str) {
+    pub(super) async fn settle_ready(&self, name: &str) {
         self.settle(name).await;
         self.advance(self.ctx.settings.publish_poll);
         self.settle(name).await;
@@ -126,13 +126,13 @@ impl Cluster {
         self.settle(name).await;
     }
 
-    fn advance(&self, d: SignedDuration) {
+    pub(super) fn advance(&self, d: SignedDuration) {
         let mut now = self.clock.lock().unwrap();
         *now = now.checked_add(d).unwrap();
     }
 
     /// The records in `namespace`'s key set `default`, as stored.
-    async fn published(&self, namespace: &str) -> Vec<Record> {
+    pub(super) async fn published(&self, namespace: &str) -> Vec<Record> {
         let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         let list = cms.list(&ListParams::default().labels("keyward.dev/keyset=default")).await.unwrap();
         list.items
@@ -143,7 +143,7 @@ impl Cluster {
     }
 
     /// The hashes of `cluster/<name>` in `namespace`'s key set.
-    async fn cluster_hashes(&self, namespace: &str, name: &str) -> Vec<String> {
+    pub(super) async fn cluster_hashes(&self, namespace: &str, name: &str) -> Vec<String> {
         let mut hashes: Vec<String> = self
             .published(namespace)
             .await
@@ -155,13 +155,13 @@ impl Cluster {
         hashes
     }
 
-    async fn token(&self, name: &str) -> Option<String> {
+    pub(super) async fn token(&self, name: &str) -> Option<String> {
         let secret = Api::<Secret>::namespaced(self.client.clone(), PLATFORM).get_opt(name).await.unwrap()?;
         Some(String::from_utf8(secret.data?.get(DATA_TOKEN)?.0.clone()).unwrap())
     }
 
     /// Every Event about ClusterApiKeys, wherever it was written: `(reason, note)`.
-    async fn events(&self) -> Vec<(String, String)> {
+    pub(super) async fn events(&self) -> Vec<(String, String)> {
         let events = Api::<K8sEvent>::all(self.client.clone()).list(&ListParams::default()).await.unwrap();
         events
             .items
@@ -172,7 +172,7 @@ impl Cluster {
     }
 
     /// No minted token appears in any ConfigMap, Event or ClusterApiKey.
-    async fn assert_no_token_leaks(&self) {
+    pub(super) async fn assert_no_token_leaks(&self) {
         let mut seen = String::new();
         let cms = Api::<ConfigMap>::all(self.client.clone()).list(&ListParams::default()).await.unwrap();
         seen.push_str(&serde_json::to_string(&cms.items).unwrap());
@@ -186,7 +186,7 @@ impl Cluster {
     }
 }
 
-fn ready(status: &ClusterApiKeyStatus) -> (String, String) {
+pub(super) fn ready(status: &ClusterApiKeyStatus) -> (String, String) {
     let c = status.key.conditions.first().expect("a Ready condition");
     assert_eq!(c.type_, "Ready");
     (c.status.clone(), c.reason.clone())

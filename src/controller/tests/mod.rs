@@ -2,6 +2,7 @@
 
 mod classes;
 mod cluster;
+mod cluster_usage;
 mod controller_loop;
 mod create;
 mod deletion;

@@ -1,10 +1,11 @@
-//! Unused expiry and its notices for a ClusterApiKey: the shared lifecycle plan through
-//! [`crate::plan::cluster`], fed the usage the usage pass writes into the key's own status.
+//! Unused expiry, its notices and usage anomalies for a ClusterApiKey: the shared lifecycle plan
+//! through [`crate::plan::cluster`], fed the usage the usage pass writes into the key's own status.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{ClusterApiKey, ClusterApiKeyStatus, KeyState};
+use crate::api::{ClusterApiKey, ClusterApiKeyStatus, KeyState, RequestCounts, Usage};
+use crate::plan::anomaly::AnomalyKind;
 use crate::plan::cluster::{self, ClusterPlan};
 use crate::plan::{Observed, Settings};
 
@@ -13,7 +14,7 @@ use super::fixtures::{T0, World};
 const AGENCY: &str = r#"
 apiVersion: keyward.dev/v1alpha1
 kind: ClusterApiKey
-metadata: {name: agency, uid: uid-agency, generation: 1}
+metadata: {name: agency, uid: uid-agency, generation: 1, creationTimestamp: "2026-01-01T00:00:00Z"}
 spec:
   scopes: ["contacts:read"]
   secretNamespace: platform
@@ -130,4 +131,30 @@ fn a_cluster_key_used_after_a_notice_is_no_longer_expiring_and_does_not_expire()
     agency.reconcile();
     assert_eq!(agency.status().key.state, Some(KeyState::Active), "used before its deadline: not expired");
     assert_eq!(agency.notices(), 1, "no notice for the old deadline");
+}
+
+#[test]
+fn a_usage_spike_of_a_cluster_key_is_notified_once_and_recorded_in_its_status() {
+    let mut agency = Agency::converged();
+    agency.now += SignedDuration::from_hours(8 * 24);
+    agency.reconcile();
+    // The usage pass wrote the counts of both namespaces: 20,000 today against 500 a day before.
+    let counts = |allowed| RequestCounts { allowed, denied: 0 };
+    agency.key.status.as_mut().unwrap().key.usage = Some(Usage {
+        last24h: counts(20_000),
+        last7d: counts(23_000),
+        last30d: counts(23_000),
+        updated_at: Some(Time(agency.now)),
+    });
+    let plan = agency.reconcile();
+    assert_eq!(plan.plan.anomalies, [AnomalyKind::AllowedSpike]);
+    let note = plan.plan.events.iter().find(|e| e.reason.as_str() == "UsageAnomaly").map(|e| e.note.clone());
+    assert!(note.as_deref().is_some_and(|n| n.starts_with("Unusual usage: AllowedSpike: 20000")), "{note:?}");
+    let recorded = &agency.status().key.usage_anomalies;
+    assert_eq!(recorded.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(), ["AllowedSpike"]);
+
+    agency.now += SignedDuration::from_hours(1);
+    let again = agency.reconcile();
+    assert!(again.plan.anomalies.is_empty(), "not again within 24 hours: {:?}", again.plan.anomalies);
+    assert_eq!(agency.events.iter().filter(|r| **r == "UsageAnomaly").count(), 1);
 }
