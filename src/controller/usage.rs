@@ -203,7 +203,7 @@ async fn add_up(
         let folded = fold(stored.ledger, &of_set, &key_ids(key.status.as_ref()), &live, now);
         done.waiting += folded.waiting;
         let Some(write) = status_write(stored, folded, budget, now) else { continue };
-        let patch = usage_patch(stored, write, key.resource_version())?;
+        let patch = usage_patch(stored, &write, key.resource_version().as_deref())?;
         done.count(write_status(keys, &key.name_any(), patch).await?);
     }
     if done.waiting > 0 {
@@ -237,8 +237,8 @@ fn stored(status: Option<&ApiKeyStatus>) -> Stored<'_> {
 /// `lastUsedAt`, `usage` and the ledger (as a diff, so dropped watermarks and buckets go).
 fn usage_patch(
     stored: Stored<'_>,
-    write: StatusWrite,
-    resource_version: Option<String>,
+    write: &StatusWrite,
+    resource_version: Option<&str>,
 ) -> Result<serde_json::Value, Error> {
     let old = serde_json::to_value(stored.ledger.cloned().unwrap_or_default())?;
     let ledger = merge_diff(&old, &serde_json::to_value(&write.ledger)?);
@@ -249,6 +249,7 @@ fn usage_patch(
 }
 
 /// What became of a status write.
+#[derive(Clone, Copy)]
 enum Written {
     Yes,
     /// The key changed since it was read: nothing was written; the next pass folds again.

@@ -39,7 +39,7 @@ async fn foreign_report(client: &kube::Client, namespace: &str, key_id: &str, al
         pod: "api-0".into(),
         pod_uid: "uid-foreign".into(),
         epoch: "00000000000000ff".into(),
-        at: jiff::Timestamp::now().as_second(),
+        at: keyward::runtime::clock::now().as_second(),
         key_sets: vec![format!("{namespace}/default")],
         keys: BTreeMap::from([(key_id.parse().unwrap(), Counts { allowed, ..Counts::default() })]),
     };

@@ -61,7 +61,7 @@ pub(super) async fn add_up(
         let folded = fold(stored.ledger, &counted, &key_ids_of(key), &live, now);
         done.waiting += folded.waiting;
         let Some(write) = status_write(stored, folded, budget, now) else { continue };
-        let written = match usage_patch(stored, write, key.resource_version()) {
+        let written = match usage_patch(stored, &write, key.resource_version().as_deref()) {
             Ok(patch) => write_status(&api, &key.name_any(), patch).await,
             Err(err) => Err(err),
         };

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
+use crate::plan::usage::tests::report_of_set;
 use crate::plan::usage::usage;
-use crate::usage::Counts;
 
 fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -29,23 +29,6 @@ fn id(n: u8) -> KeyId {
 /// Pod `pod` of `namespace` serving key set `default` there, with cumulative `(allowed, expired)` per key id.
 fn report(namespace: &str, pod: &str, epoch: &str, keys: &[(KeyId, u64, u64)]) -> Report {
     report_of_set(&format!("{namespace}/default"), pod, epoch, keys)
-}
-
-fn report_of_set(key_set: &str, pod: &str, epoch: &str, keys: &[(KeyId, u64, u64)]) -> Report {
-    Report {
-        pod: pod.into(),
-        pod_uid: format!("uid-{pod}"),
-        epoch: epoch.into(),
-        at: t("2026-11-23T10:00:00Z").as_second(),
-        key_sets: vec![key_set.to_owned()],
-        keys: keys
-            .iter()
-            .map(|(id, allowed, expired)| {
-                let last = (*allowed > 0).then(|| t("2026-11-23T09:59:30Z").as_second());
-                (*id, Counts { allowed: *allowed, expired: *expired, last_allowed: last, ..Counts::default() })
-            })
-            .collect(),
-    }
 }
 
 /// What the pass read: each namespace with its reports.
