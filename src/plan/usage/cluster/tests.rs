@@ -189,3 +189,31 @@ fn only_keys_keeps_every_report_with_the_cluster_keys_counts_only() {
     assert_eq!(kept[0].keys.keys().copied().collect::<Vec<_>>(), [id(1)]);
     assert!(kept[1].keys.is_empty());
 }
+
+#[test]
+fn a_cluster_keys_ledger_at_its_watermark_bound_stays_small() {
+    // 16 namespaces × 16 verifier processes (MAX_SOURCES), 30 days of use: one cluster key's ledger.
+    let mut ledger = None;
+    let start = t("2026-11-01T00:00:00Z");
+    for day in 0..30_u64 {
+        let now = start + SignedDuration::from_hours(24 * i64::try_from(day).unwrap() + 23);
+        let mut reports = Vec::new();
+        for ns in 0..16 {
+            let namespace = format!("location-{ns:02}");
+            for pod in 0..16 {
+                let r =
+                    report(&namespace, &format!("api-{pod:03}"), "be0c00000000000a", &[(id(1), 1_000_000 + day, 10)]);
+                reports.push((namespace.clone(), r));
+            }
+        }
+        let seen = seen(reports.iter().map(|(ns, r)| (ns.as_str(), r.clone())).collect());
+        let namespaces: Vec<&str> = seen.keys().map(String::as_str).collect();
+        let folded = fold_agency(ledger.as_ref(), &seen, &namespaces, now);
+        assert_eq!(folded.waiting, 0);
+        ledger = Some(folded.ledger);
+    }
+    let ledger = ledger.unwrap();
+    assert_eq!(ledger.folded.len(), crate::plan::usage::MAX_SOURCES);
+    let text = serde_json::to_string(&ledger).unwrap();
+    assert!(text.len() < 32_000, "{} bytes", text.len());
+}
