@@ -23,10 +23,12 @@ use super::super::cluster::reconcile;
 use super::super::{Context, Publisher};
 use super::harness::{T0, hash_of};
 
-/// Where the token lives.
-pub(super) const PLATFORM: &str = "platform";
+mod usage;
 
-pub(super) const AGENCY: &str = r#"
+/// Where the token lives.
+const PLATFORM: &str = "platform";
+
+const AGENCY: &str = r#"
 apiVersion: keyward.dev/v1alpha1
 kind: ClusterApiKey
 metadata: {name: agency}
@@ -38,14 +40,14 @@ spec:
   rotation: {every: 30d, gracePeriod: 2h}
 "#;
 
-pub(super) struct Cluster {
-    pub(super) client: Client,
-    pub(super) ctx: Arc<Context>,
-    pub(super) clock: Arc<Mutex<Timestamp>>,
+struct Cluster {
+    client: Client,
+    ctx: Arc<Context>,
+    clock: Arc<Mutex<Timestamp>>,
     minted: Arc<Mutex<Vec<String>>>,
 }
 
-pub(super) async fn cluster() -> Cluster {
+async fn cluster() -> Cluster {
     let client = FakeCluster::new()
         .with_crd()
         .with_object(crate::api::cluster_crd())
@@ -77,13 +79,13 @@ pub(super) async fn cluster() -> Cluster {
 }
 
 impl Cluster {
-    pub(super) async fn create_namespace(&self, name: &str, agency: Option<&str>) {
+    async fn create_namespace(&self, name: &str, agency: Option<&str>) {
         let labels = agency.map_or_else(|| json!({}), |a| json!({ "agency": a }));
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
         Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await.unwrap();
     }
 
-    pub(super) async fn label(&self, namespace: &str, agency: Option<&str>) {
+    async fn label(&self, namespace: &str, agency: Option<&str>) {
         let patch = json!({ "metadata": { "labels": { "agency": agency } } });
         Api::<Namespace>::all(self.client.clone())
             .patch(namespace, &PatchParams::default(), &Patch::Merge(patch))
@@ -91,21 +93,21 @@ impl Cluster {
             .unwrap();
     }
 
-    pub(super) fn keys(&self) -> Api<ClusterApiKey> {
+    fn keys(&self) -> Api<ClusterApiKey> {
         Api::all(self.client.clone())
     }
 
-    pub(super) async fn create(&self, yaml: &str) {
+    async fn create(&self, yaml: &str) {
         let key: ClusterApiKey = serde_yaml::from_str(yaml).unwrap();
         self.keys().create(&PostParams::default(), &key).await.unwrap();
     }
 
-    pub(super) async fn status(&self, name: &str) -> ClusterApiKeyStatus {
+    async fn status(&self, name: &str) -> ClusterApiKeyStatus {
         self.keys().get(name).await.unwrap().status.unwrap_or_default()
     }
 
     /// One reconcile (retried as the runtime would) and the publisher's flush.
-    pub(super) async fn settle(&self, name: &str) {
+    async fn settle(&self, name: &str) {
         for attempt in 0.. {
             let key = Arc::new(self.keys().get(name).await.unwrap());
             match reconcile(key, self.ctx.clone()).await {
@@ -118,7 +120,7 @@ impl Cluster {
     }
 
     /// Settle until Ready: published everywhere, seen on the next look, then the propagation delay.
-    pub(super) async fn settle_ready(&self, name: &str) {
+    async fn settle_ready(&self, name: &str) {
         self.settle(name).await;
         self.advance(self.ctx.settings.publish_poll);
         self.settle(name).await;
@@ -126,13 +128,13 @@ impl Cluster {
         self.settle(name).await;
     }
 
-    pub(super) fn advance(&self, d: SignedDuration) {
+    fn advance(&self, d: SignedDuration) {
         let mut now = self.clock.lock().unwrap();
         *now = now.checked_add(d).unwrap();
     }
 
     /// The records in `namespace`'s key set `default`, as stored.
-    pub(super) async fn published(&self, namespace: &str) -> Vec<Record> {
+    async fn published(&self, namespace: &str) -> Vec<Record> {
         let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         let list = cms.list(&ListParams::default().labels("keyward.dev/keyset=default")).await.unwrap();
         list.items
@@ -143,7 +145,7 @@ impl Cluster {
     }
 
     /// The hashes of `cluster/<name>` in `namespace`'s key set.
-    pub(super) async fn cluster_hashes(&self, namespace: &str, name: &str) -> Vec<String> {
+    async fn cluster_hashes(&self, namespace: &str, name: &str) -> Vec<String> {
         let mut hashes: Vec<String> = self
             .published(namespace)
             .await
@@ -155,13 +157,13 @@ impl Cluster {
         hashes
     }
 
-    pub(super) async fn token(&self, name: &str) -> Option<String> {
+    async fn token(&self, name: &str) -> Option<String> {
         let secret = Api::<Secret>::namespaced(self.client.clone(), PLATFORM).get_opt(name).await.unwrap()?;
         Some(String::from_utf8(secret.data?.get(DATA_TOKEN)?.0.clone()).unwrap())
     }
 
     /// Every Event about ClusterApiKeys, wherever it was written: `(reason, note)`.
-    pub(super) async fn events(&self) -> Vec<(String, String)> {
+    async fn events(&self) -> Vec<(String, String)> {
         let events = Api::<K8sEvent>::all(self.client.clone()).list(&ListParams::default()).await.unwrap();
         events
             .items
@@ -172,7 +174,7 @@ impl Cluster {
     }
 
     /// No minted token appears in any ConfigMap, Event or ClusterApiKey.
-    pub(super) async fn assert_no_token_leaks(&self) {
+    async fn assert_no_token_leaks(&self) {
         let mut seen = String::new();
         let cms = Api::<ConfigMap>::all(self.client.clone()).list(&ListParams::default()).await.unwrap();
         seen.push_str(&serde_json::to_string(&cms.items).unwrap());
@@ -186,7 +188,7 @@ impl Cluster {
     }
 }
 
-pub(super) fn ready(status: &ClusterApiKeyStatus) -> (String, String) {
+fn ready(status: &ClusterApiKeyStatus) -> (String, String) {
     let c = status.key.conditions.first().expect("a Ready condition");
     assert_eq!(c.type_, "Ready");
     (c.status.clone(), c.reason.clone())

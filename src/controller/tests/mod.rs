@@ -2,7 +2,6 @@
 
 mod classes;
 mod cluster;
-mod cluster_usage;
 mod controller_loop;
 mod create;
 mod deletion;

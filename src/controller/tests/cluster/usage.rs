@@ -8,8 +8,8 @@ use crate::plan::usage::Budget;
 use crate::token::KeyId;
 use jiff::SignedDuration;
 
-use super::cluster::{AGENCY, Cluster, cluster, ready};
-use super::usage::{Counted, write_report};
+use super::super::usage::{Counted, write_report};
+use super::{AGENCY, Cluster, cluster, ready};
 
 const E1: &str = "00000000000000f1";
 
