@@ -82,7 +82,7 @@ fn kube_cel_gives_the_real_servers_verdicts_on_cluster_keys() {
             Some("namespaceSelector must not be empty"),
         ),
         ("a class", with(json!({"className": "partner"})), Some("className is for namespaced ApiKeys")),
-        ("usage expiry", with(json!({"expireAfterUnused": "30d"})), Some("expireAfterUnused is not supported")),
+        ("usage expiry (usage is counted)", with(json!({"expireAfterUnused": "30d"})), None),
         ("no secretNamespace", with(json!({"secretNamespace": null})), Some("/spec: required")),
         ("a bad scope", with(json!({"scopes": ["orders:delete"]})), Some("/spec/scopes/0: pattern")),
         (

@@ -9,6 +9,7 @@
 mod real_cluster {
     pub mod admission;
     pub mod cluster_keys;
+    pub mod cluster_usage;
     pub mod control_plane;
     #[path = "../fake_vs_real/fake.rs"]
     pub mod fake;

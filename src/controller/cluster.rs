@@ -41,8 +41,11 @@ use super::{Context, Error, FIELD_MANAGER, MAX_PASSES, until};
 pub async fn reconcile(key: Arc<ClusterApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     // The cached object may lag our own last status write; plan from the stored one.
     let Some(mut key) = api(&ctx).get_opt(&key.name_any()).await.map_err(Error::kube("get ClusterApiKey"))? else {
+        ctx.publisher.metrics().key_expiry(crate::api::CLUSTER_OWNER, &key.name_any(), None);
         return Ok(Action::await_change());
     };
+    // Its coming expiry (expiresAt or unused) under namespace `cluster`, as its key-set records.
+    super::gauge_expiry(&ctx, &cluster::view(&key));
     for _ in 0..MAX_PASSES {
         let now = (ctx.clock)();
         let seen = observe(&ctx, &key, now).await?;
@@ -206,6 +209,9 @@ async fn emit_events(ctx: &Context, key: &ClusterApiKey, plan: &ClusterPlan) {
     // Cluster-scoped: its Events live in `default`, where `kubectl describe` looks for them.
     reference.namespace = None;
     let view = cluster::view(key);
+    for kind in &plan.plan.anomalies {
+        ctx.publisher.metrics().usage_anomaly(crate::api::CLUSTER_OWNER, *kind);
+    }
     let key_id = event_key_id(&view, &plan.plan);
     for planned in &plan.plan.events {
         record_event(ctx, &reference, key_id, planned).await;

@@ -19,6 +19,9 @@
 //! of the key's own tokens count, so no verifier can change another
 //! namespace's usage. No object grows with the number of keys: each key's
 //! ledger holds its own buckets and at most [`MAX_SOURCES`] watermarks.
+//!
+//! ClusterApiKeys are added up in the same pass ([`cluster`]), from the reports of
+//! the namespaces they are published to, read once for both.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -32,14 +35,17 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::api::ApiKey;
+use crate::api::{ApiKey, ApiKeyStatus};
 use crate::keyset::KeySetId;
-use crate::plan::usage::{Budget, Live, MAX_SOURCES, Stored, fold, status_write};
+use crate::plan::usage::cluster::{ByNamespace, NamespaceReports, only_keys};
+use crate::plan::usage::{Budget, Live, MAX_SOURCES, StatusWrite, Stored, fold, status_write};
 use crate::token::KeyId;
 use crate::usage::{LABEL_USAGE_REPORT, REPORT_KEY, Report, report_name};
 
 use super::apply::merge_diff;
 use super::{Clock, Error, FIELD_MANAGER};
+
+pub mod cluster;
 
 /// Label of the per-key-set usage aggregate ConfigMaps (`keyward-usage.<keySet>`) that operators
 /// before the per-key ledger wrote. They are no longer read; [`run`] deletes them once.
@@ -60,10 +66,10 @@ impl Default for UsageOptions {
     }
 }
 
-/// What one pass over one key set did.
+/// What one pass over one key set (or over the cluster keys) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pass {
-    /// ApiKey status writes.
+    /// Status writes.
     pub status_writes: usize,
     /// Writes refused because the key changed since it was read (409): folded again next pass.
     pub conflicts: usize,
@@ -115,15 +121,13 @@ pub async fn delete_old_aggregates(client: &Client) -> Result<usize, Error> {
     Ok(deleted)
 }
 
-/// One pass over every namespace with reports: each namespace's ApiKeys and reports are read once.
+/// One pass over every namespace with reports, then over the ClusterApiKeys: each namespace's
+/// ApiKeys and reports are read once, and what the cluster keys need of the reports is kept.
 pub async fn pass_all(client: &Client, clock: &Clock, budget: Budget) -> Result<(), Error> {
-    let reports: Api<ConfigMap> = Api::all(client.clone());
-    let listed = reports
-        .list_metadata(&ListParams::default().labels(LABEL_USAGE_REPORT))
-        .await
-        .map_err(Error::kube("list usage reports"))?;
-    let namespaces: BTreeSet<String> = listed.items.iter().filter_map(ResourceExt::namespace).collect();
-    for namespace in namespaces {
+    let cluster_keys = cluster::list(client).await;
+    let cluster_ids = cluster::key_ids(&cluster_keys);
+    let mut for_cluster = ByNamespace::new();
+    for namespace in namespaces_with_reports(client).await? {
         let keys: Api<ApiKey> = Api::namespaced(client.clone(), &namespace);
         let members = keys.list(&any_version()).await.map_err(Error::kube("list ApiKeys"))?.items;
         let reports = read_reports(&Api::namespaced(client.clone(), &namespace)).await?;
@@ -135,8 +139,24 @@ pub async fn pass_all(client: &Client, clock: &Clock, budget: Budget) -> Result<
                 warn!(namespace = %id.namespace, key_set = %id.name, error = %err, "usage of key set not added up");
             }
         }
+        if !cluster_keys.is_empty() {
+            for_cluster.insert(namespace, only_keys(reports, &cluster_ids));
+        }
+    }
+    if !cluster_keys.is_empty() {
+        cluster::add_up(client, &cluster_keys, &for_cluster, (clock)(), budget).await;
     }
     Ok(())
+}
+
+/// The namespaces that have usage reports.
+async fn namespaces_with_reports(client: &Client) -> Result<BTreeSet<String>, Error> {
+    let reports: Api<ConfigMap> = Api::all(client.clone());
+    let listed = reports
+        .list_metadata(&ListParams::default().labels(LABEL_USAGE_REPORT))
+        .await
+        .map_err(Error::kube("list usage reports"))?;
+    Ok(listed.items.iter().filter_map(ResourceExt::namespace).collect())
 }
 
 /// A list served from the API server's watch cache (`resourceVersion=0`): it may be slightly
@@ -170,35 +190,21 @@ async fn add_up(
     keys: &Api<ApiKey>,
     id: &KeySetId,
     members: impl Iterator<Item = &ApiKey>,
-    reports: &Reports,
+    reports: &NamespaceReports,
     now: Timestamp,
     budget: Budget,
 ) -> Result<Pass, Error> {
-    let live = Live::of(&reports.reports, reports.unreadable.iter().cloned());
+    let live = Live::of(&reports.reports, reports.unreadable_pods.iter().cloned());
     let wanted = format!("{}/{}", id.namespace, id.name);
     let of_set: Vec<&Report> = reports.reports.iter().filter(|r| r.key_sets.contains(&wanted)).collect();
     let mut done = Pass::default();
     for key in members {
-        let status = key.status.as_ref();
-        let stored = Stored {
-            last_used: status.and_then(|s| s.last_used_at.as_ref()).map(|t| t.0),
-            usage: status.and_then(|s| s.usage.as_ref()),
-            ledger: status.and_then(|s| s.usage_ledger.as_deref()),
-        };
-        let folded = fold(stored.ledger, &of_set, &key_ids(key), &live, now);
+        let stored = stored(key.status.as_ref());
+        let folded = fold(stored.ledger, &of_set, &key_ids(key.status.as_ref()), &live, now);
         done.waiting += folded.waiting;
         let Some(write) = status_write(stored, folded, budget, now) else { continue };
-        let old = serde_json::to_value(stored.ledger.cloned().unwrap_or_default())?;
-        let ledger = merge_diff(&old, &serde_json::to_value(&write.ledger)?);
-        let patch = json!({
-            "metadata": { "resourceVersion": key.resource_version() },
-            "status": { "lastUsedAt": write.last_used.map(Time), "usage": write.usage, "usageLedger": ledger },
-        });
-        match write_status(keys, &key.name_any(), patch).await? {
-            Written::Yes => done.status_writes += 1,
-            Written::Conflict => done.conflicts += 1,
-            Written::Gone => {}
-        }
+        let patch = usage_patch(stored, &write, key.resource_version().as_deref())?;
+        done.count(write_status(keys, &key.name_any(), patch).await?);
     }
     if done.waiting > 0 {
         warn!(namespace = %id.namespace, key_set = %id.name, waiting = done.waiting, max = MAX_SOURCES,
@@ -208,7 +214,42 @@ async fn add_up(
     Ok(done)
 }
 
+impl Pass {
+    fn count(&mut self, written: Written) {
+        match written {
+            Written::Yes => self.status_writes += 1,
+            Written::Conflict => self.conflicts += 1,
+            Written::Gone => {}
+        }
+    }
+}
+
+/// A key's usage status as stored (an ApiKey's, or the one a ClusterApiKey's status flattens).
+fn stored(status: Option<&ApiKeyStatus>) -> Stored<'_> {
+    Stored {
+        last_used: status.and_then(|s| s.last_used_at.as_ref()).map(|t| t.0),
+        usage: status.and_then(|s| s.usage.as_ref()),
+        ledger: status.and_then(|s| s.usage_ledger.as_deref()),
+    }
+}
+
+/// The merge patch writing `write` over `stored` under `resource_version`, the one read: only
+/// `lastUsedAt`, `usage` and the ledger (as a diff, so dropped watermarks and buckets go).
+fn usage_patch(
+    stored: Stored<'_>,
+    write: &StatusWrite,
+    resource_version: Option<&str>,
+) -> Result<serde_json::Value, Error> {
+    let old = serde_json::to_value(stored.ledger.cloned().unwrap_or_default())?;
+    let ledger = merge_diff(&old, &serde_json::to_value(&write.ledger)?);
+    Ok(json!({
+        "metadata": { "resourceVersion": resource_version },
+        "status": { "lastUsedAt": write.last_used.map(Time), "usage": write.usage, "usageLedger": ledger },
+    }))
+}
+
 /// What became of a status write.
+#[derive(Clone, Copy)]
 enum Written {
     Yes,
     /// The key changed since it was read: nothing was written; the next pass folds again.
@@ -217,8 +258,11 @@ enum Written {
     Gone,
 }
 
-/// Merge-patch an ApiKey's status under the `resourceVersion` the patch carries.
-async fn write_status(keys: &Api<ApiKey>, name: &str, patch: serde_json::Value) -> Result<Written, Error> {
+/// Merge-patch a key's status under the `resourceVersion` the patch carries.
+async fn write_status<K>(keys: &Api<K>, name: &str, patch: serde_json::Value) -> Result<Written, Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
     match keys.patch_status(name, &params, &Patch::Merge(patch)).await {
         Ok(_) => Ok(Written::Yes),
@@ -228,9 +272,9 @@ async fn write_status(keys: &Api<ApiKey>, name: &str, patch: serde_json::Value) 
     }
 }
 
-/// The key ids of every token of `key` that a verifier may hold (current, next, previous).
-fn key_ids(key: &ApiKey) -> Vec<KeyId> {
-    let Some(status) = &key.status else { return Vec::new() };
+/// The key ids of every token of a key with `status` that a verifier may hold (current, next, previous).
+fn key_ids(status: Option<&ApiKeyStatus>) -> Vec<KeyId> {
+    let Some(status) = status else { return Vec::new() };
     [&status.current_key, &status.next_key, &status.previous_key]
         .into_iter()
         .flatten()
@@ -238,21 +282,13 @@ fn key_ids(key: &ApiKey) -> Vec<KeyId> {
         .collect()
 }
 
-/// A namespace's usage reports.
-struct Reports {
-    /// The readable ones stored under their own pod's name.
-    reports: Vec<Report>,
-    /// Pods whose report could not be read.
-    unreadable: Vec<String>,
-}
-
 /// The namespace's reports. One report object per pod: a report claiming another pod's name is not counted.
-async fn read_reports(configmaps: &Api<ConfigMap>) -> Result<Reports, Error> {
+async fn read_reports(configmaps: &Api<ConfigMap>) -> Result<NamespaceReports, Error> {
     let listed = configmaps
         .list(&ListParams::default().labels(LABEL_USAGE_REPORT))
         .await
         .map_err(Error::kube("list usage reports"))?;
-    let mut out = Reports { reports: Vec::new(), unreadable: Vec::new() };
+    let mut out = NamespaceReports::default();
     for cm in listed.items {
         let Some(text) = cm.data.as_ref().and_then(|d| d.get(REPORT_KEY)) else { continue };
         match Report::decode(text) {
@@ -261,7 +297,7 @@ async fn read_reports(configmaps: &Api<ConfigMap>) -> Result<Reports, Error> {
             Err(err) => {
                 warn!(name = %cm.name_any(), error = %err, "usage report refused");
                 if let Some(pod) = cm.name_any().strip_prefix("keyward-usage-") {
-                    out.unreadable.push(pod.to_owned());
+                    out.unreadable_pods.push(pod.to_owned());
                 }
             }
         }

@@ -84,11 +84,21 @@ pub struct Fold {
 /// dropped first.
 #[must_use]
 pub fn fold(stored: Option<&UsageLedger>, reports: &[&Report], ids: &[KeyId], live: &Live, now: Timestamp) -> Fold {
+    fold_sources(stored, reports.iter().map(|r| (source(r), *r)), ids, live, now)
+}
+
+/// [`fold`] of reports each with its watermark key given (a cluster key's are namespace-qualified).
+fn fold_sources<'a>(
+    stored: Option<&UsageLedger>,
+    reports: impl IntoIterator<Item = (String, &'a Report)>,
+    ids: &[KeyId],
+    live: &Live,
+    now: Timestamp,
+) -> Fold {
     let now_s = now.as_second();
     let mut out = Fold { ledger: stored.cloned().unwrap_or_default(), ..Fold::default() };
     prune(&mut out.ledger, live, now_s);
-    for report in reports {
-        let source = source(report);
+    for (source, report) in reports {
         for id in ids {
             let Some(counts) = report.keys.get(id) else { continue };
             let last = counts.last_allowed.and_then(|t| Timestamp::from_second(t).ok()).map(|t| t.min(now));
@@ -249,6 +259,8 @@ pub fn status_write(stored: Stored<'_>, fold: Fold, budget: Budget, now: Timesta
         ledger: fold.ledger,
     })
 }
+
+pub mod cluster;
 
 #[cfg(test)]
 mod tests;

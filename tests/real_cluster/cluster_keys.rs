@@ -56,7 +56,7 @@ async fn admission_refuses_cluster_keys_that_would_publish_everywhere_or_break_a
             Some("namespaceSelector must not be empty"),
         ),
         ("a class", with(json!({"className": "partner"})), Some("className is for namespaced ApiKeys")),
-        ("usage expiry", with(json!({"expireAfterUnused": "30d"})), Some("expireAfterUnused is not supported")),
+        ("usage expiry (usage is counted)", with(json!({"expireAfterUnused": "30d"})), None),
         ("no secretNamespace", with(json!({"secretNamespace": null})), Some("secretNamespace: Required value")),
         ("a bad scope", with(json!({"scopes": ["orders:delete"]})), Some("spec.scopes[0]")),
         (

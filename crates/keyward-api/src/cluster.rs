@@ -3,8 +3,8 @@
 //!
 //! Its spec is an ApiKey's spec (the same fields, the same admission rules, the same lifecycle)
 //! plus where its token Secret lives (`secretNamespace`) and which namespaces' key sets carry
-//! its hash (`namespaceSelector`). Its status is an ApiKey's status plus the namespaces it is
-//! published to.
+//! its hash (`namespaceSelector`). Its status is an ApiKey's status (usage included: the
+//! requests of every namespace it is published to) plus the namespaces it is published to.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -71,11 +71,23 @@ pub const CLUSTER_OWNER: &str = "cluster";
         json_path = ".status.nextRotationAt",
         description = "When the token is next rotated"
     ),
+    printcolumn(
+        name = "Last used",
+        type_ = "date",
+        json_path = ".status.lastUsedAt",
+        description = "Last request a verifier of any selected namespace allowed with this key, to the hour"
+    ),
+    printcolumn(
+        name = "Requests 24h",
+        type_ = "integer",
+        json_path = ".status.usage.last24h.allowed",
+        description = "Requests allowed in the last 24 hours, in every selected namespace",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.className)").message("className is for namespaced ApiKeys: ApiKeyClasses do not apply to a ClusterApiKey, which only cluster admins may write"))]
-#[x_kube(validation = Rule::new("!has(self.expireAfterUnused)").message("expireAfterUnused is not supported on a ClusterApiKey: usage of cluster keys is not counted yet"))]
 pub struct ClusterApiKeySpec {
     /// Every field of an ApiKey's spec (scopes, active, revoked, expiresAt, rotation, keySet,
     /// secretName, prefix, rateLimit, ...), with the same meaning.

@@ -395,8 +395,8 @@ pub struct UsageLedger {
     /// UTC day start (Unix seconds) → `[allowed, denied]`: the last 30 days.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub days: BTreeMap<String, [u64; 2]>,
-    /// Verifier process (`<pod>/<epoch>`) → key id → the cumulative `[allowed, denied]` of its
-    /// report already added to the buckets.
+    /// Verifier process (`<pod>/<epoch>`; a ClusterApiKey's, `<namespace>/<pod>/<epoch>`) → key
+    /// id → the cumulative `[allowed, denied]` of its report already added to the buckets.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub folded: BTreeMap<String, BTreeMap<String, [u64; 2]>>,
 }

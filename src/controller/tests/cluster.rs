@@ -23,6 +23,8 @@ use super::super::cluster::reconcile;
 use super::super::{Context, Publisher};
 use super::harness::{T0, hash_of};
 
+mod usage;
+
 /// Where the token lives.
 const PLATFORM: &str = "platform";
 

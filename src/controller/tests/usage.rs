@@ -35,16 +35,44 @@ async fn ready_key(h: &Harness) -> KeyId {
 
 /// Write (create or overwrite) pod `pod`'s report in `namespace`, as the verifier does.
 async fn report(h: &Harness, namespace: &str, pod: &str, epoch: &str, key: KeyId, allowed: u64, denied: u64) {
-    let now = (h.ctx.clock)().as_second();
+    let counts = Counted { key, allowed, denied, at: (h.ctx.clock)() };
+    write_report(&h.client, namespace, pod, epoch, &format!("{NS}/default"), counts).await;
+}
+
+/// What a verifier counted for one key id by `at`.
+pub(super) struct Counted {
+    pub key: KeyId,
+    pub allowed: u64,
+    /// Refused as rate limited.
+    pub denied: u64,
+    pub at: jiff::Timestamp,
+}
+
+/// Write (create or overwrite) pod `pod`'s report in `namespace` for a verifier serving `key_set`
+/// (`<namespace>/<name>`), as the verifier does.
+pub(super) async fn write_report(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    epoch: &str,
+    key_set: &str,
+    counted: Counted,
+) {
+    let now = counted.at.as_second();
     let report = Report {
         pod: pod.to_owned(),
         pod_uid: format!("uid-{pod}"),
         epoch: epoch.to_owned(),
         at: now,
-        key_sets: vec![format!("{NS}/default")],
+        key_sets: vec![key_set.to_owned()],
         keys: BTreeMap::from([(
-            key,
-            Counts { allowed, rate_limited: denied, last_allowed: (allowed > 0).then_some(now), ..Counts::default() },
+            counted.key,
+            Counts {
+                allowed: counted.allowed,
+                rate_limited: counted.denied,
+                last_allowed: (counted.allowed > 0).then_some(now),
+                ..Counts::default()
+            },
         )]),
     };
     let cm = ConfigMap {
@@ -57,7 +85,7 @@ async fn report(h: &Harness, namespace: &str, pod: &str, epoch: &str, key: KeyId
         data: Some(BTreeMap::from([(REPORT_KEY.to_owned(), report.encode())])),
         ..ConfigMap::default()
     };
-    let api: Api<ConfigMap> = Api::namespaced(h.client.clone(), namespace);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let body = serde_json::to_value(&cm).unwrap();
     api.patch(&report_name(pod), &PatchParams::apply("keyward-verifier").force(), &Patch::Apply(&body))
         .await

@@ -1,6 +1,7 @@
 //! The lifecycle's specification: plans for every transition with a fixed clock, one topic per file.
 
 mod anomalies;
+mod cluster_usage;
 mod create;
 mod deletion;
 mod disable;

@@ -16,12 +16,18 @@ fn id(n: u8) -> KeyId {
 }
 
 fn report(pod: &str, epoch: &str, keys: &[(KeyId, u64, u64)]) -> Report {
+    report_of_set("team/default", pod, epoch, keys)
+}
+
+/// Pod `pod`'s report for key set `key_set` (`<namespace>/<name>`), with cumulative
+/// `(allowed, expired)` per key id, the allowed ones last at 09:59:30.
+pub(super) fn report_of_set(key_set: &str, pod: &str, epoch: &str, keys: &[(KeyId, u64, u64)]) -> Report {
     Report {
         pod: pod.into(),
         pod_uid: format!("uid-{pod}"),
         epoch: epoch.into(),
         at: t("2026-11-23T10:00:00Z").as_second(),
-        key_sets: vec!["team/default".into()],
+        key_sets: vec![key_set.to_owned()],
         keys: keys
             .iter()
             .map(|(id, allowed, expired)| {

@@ -1,0 +1,94 @@
+//! ClusterApiKeys' usage: the reports of every namespace a key is published to, in its own ledger.
+//!
+//! Part of the usage pass ([`super::pass_all`]): after the namespaces' ApiKeys, with the reports
+//! each namespace's pass read (trimmed to the cluster keys' key ids), each ClusterApiKey is
+//! folded by [`plan::usage::cluster`](crate::plan::usage::cluster) (which namespaces and key set
+//! count, namespace-qualified watermarks) and written like an ApiKey: the same budget, one merge
+//! patch of `lastUsedAt`, `usage` and `usageLedger` on `clusterapikeys/status` carrying the
+//! `resourceVersion` read, so a conflict (409) is folded again at the next pass, never counted
+//! twice. Without the ClusterApiKey CRD there is nothing to do.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use kube::{Api, Client, ResourceExt};
+use tracing::{debug, warn};
+
+use crate::api::ClusterApiKey;
+use crate::plan::usage::cluster::{ByNamespace, counted, fold, live, only_keys};
+use crate::plan::usage::{Budget, MAX_SOURCES, status_write};
+use crate::token::KeyId;
+
+use super::{Error, Pass, any_version, namespaces_with_reports, read_reports, stored, usage_patch, write_status};
+
+/// Every ClusterApiKey (from the watch cache). None when the CRD is not installed, or when they
+/// cannot be listed (said in the log): ApiKeys are added up all the same.
+pub(super) async fn list(client: &Client) -> Vec<ClusterApiKey> {
+    match Api::<ClusterApiKey>::all(client.clone()).list(&any_version()).await {
+        Ok(listed) => listed.items,
+        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+        Err(err) => {
+            warn!(error = %err, "ClusterApiKeys not listed; their usage is added up at a later pass");
+            Vec::new()
+        }
+    }
+}
+
+/// The key ids of every token of every key in `keys`.
+pub(super) fn key_ids(keys: &[ClusterApiKey]) -> BTreeSet<KeyId> {
+    keys.iter().flat_map(key_ids_of).collect()
+}
+
+fn key_ids_of(key: &ClusterApiKey) -> Vec<KeyId> {
+    super::key_ids(key.status.as_ref().map(|s| &s.key))
+}
+
+/// Fold the reports `seen` (every namespace with reports) into each of `keys` and write those due.
+pub(super) async fn add_up(
+    client: &Client,
+    keys: &[ClusterApiKey],
+    seen: &ByNamespace,
+    now: Timestamp,
+    budget: Budget,
+) -> Pass {
+    let api: Api<ClusterApiKey> = Api::all(client.clone());
+    let live = live(seen);
+    let mut done = Pass::default();
+    for key in keys {
+        let Some(status) = &key.status else { continue };
+        let counted = counted(seen, &status.namespaces, &key.spec.key.key_set);
+        let stored = stored(Some(&status.key));
+        let folded = fold(stored.ledger, &counted, &key_ids_of(key), &live, now);
+        done.waiting += folded.waiting;
+        let Some(write) = status_write(stored, folded, budget, now) else { continue };
+        let written = match usage_patch(stored, &write, key.resource_version().as_deref()) {
+            Ok(patch) => write_status(&api, &key.name_any(), patch).await,
+            Err(err) => Err(err),
+        };
+        match written {
+            Ok(written) => done.count(written),
+            Err(err) => warn!(name = %key.name_any(), error = %err, "usage of ClusterApiKey not written"),
+        }
+    }
+    if done.waiting > 0 {
+        warn!(
+            waiting = done.waiting,
+            max = MAX_SOURCES,
+            "more verifier processes report a ClusterApiKey than its ledger keeps; they are added up once others are gone"
+        );
+    }
+    debug!(keys = keys.len(), namespaces = seen.len(), ?done, "usage of ClusterApiKeys added up");
+    done
+}
+
+/// The cluster keys' part of a pass on its own: read every namespace's reports and fold them into
+/// `keys` as read by the caller (possibly stale: such a write is refused).
+pub async fn pass_with(client: &Client, keys: &[ClusterApiKey], now: Timestamp, budget: Budget) -> Result<Pass, Error> {
+    let ids = key_ids(keys);
+    let mut seen = ByNamespace::new();
+    for namespace in namespaces_with_reports(client).await? {
+        let reports = read_reports(&Api::namespaced(client.clone(), &namespace)).await?;
+        seen.insert(namespace, only_keys(reports, &ids));
+    }
+    Ok(add_up(client, keys, &seen, now, budget).await)
+}
