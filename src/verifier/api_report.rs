@@ -8,7 +8,10 @@
 //! `POD_NAMESPACE`) so that garbage collection removes it with the Pod. A
 //! failed write is counted and retried at the next interval with the totals
 //! as they are then: the report is cumulative, so nothing is lost but the
-//! delay, and serving never waits for the API.
+//! delay, and serving never waits for the API. Between reports the counters
+//! of the index in force are folded into the ledger at least every
+//! [`FOLD_AT_LEAST_EVERY`] (their 32 bits hold a minute of any key's requests
+//! with room to spare, not a day's).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use super::clock::Clock;
 use super::index::KeyIndex;
 use super::loader::KeyStore;
 use super::metrics::Metrics;
-use super::usage::Tally;
+use super::usage::{FOLD_AT_LEAST_EVERY, Tally};
 use crate::configmap::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::usage::{LABEL_USAGE_REPORT, REPORT_KEY, Report, report_name};
 
@@ -144,7 +147,7 @@ pub async fn write(client: &kube::Client, configmap: &ConfigMap) -> Result<(), k
     api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await.map(|_| ())
 }
 
-/// Write a report every interval, and once more when `stop` turns true.
+/// Write a report every interval, and once more when `stop` turns true; fold the counters in between.
 pub async fn run(
     reporting: Reporting,
     store: Arc<KeyStore>,
@@ -154,11 +157,20 @@ pub async fn run(
 ) {
     let mut reporter = Reporter::new(reporting.pod.clone(), reporting.epoch.clone());
     tracing::info!(epoch = %reporting.epoch, interval = ?reporting.interval, "usage reports on");
+    let mut next_report = tokio::time::Instant::now() + reporting.interval;
     loop {
+        let wake = next_report.min(tokio::time::Instant::now() + FOLD_AT_LEAST_EVERY);
         let stopping = tokio::select! {
-            () = tokio::time::sleep(reporting.interval) => false,
+            () = tokio::time::sleep_until(wake) => false,
             _ = stop.wait_for(|stop| *stop) => true,
         };
+        if !stopping && tokio::time::Instant::now() < next_report {
+            if let Some(index) = store.current() {
+                index.fold_usage();
+            }
+            continue;
+        }
+        next_report = tokio::time::Instant::now() + reporting.interval;
         let report = reporter.report(store.current().as_deref(), clock.now().wall);
         match write(&reporting.client, &reporter.configmap(&report)).await {
             Ok(()) => {

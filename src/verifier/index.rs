@@ -6,13 +6,15 @@
 //!
 //! Kept small because there is one slot per key (up to millions): a slot is
 //! one 64-byte cache line holding the hash, the validity window in Unix
-//! seconds, the state, and the numbers of the key's grant (its scopes, shared
-//! by every key with the same scopes) and of its rate-limit bucket in side
-//! tables. The key id is not stored: it is the hash's first six bytes.
+//! seconds, the state and the key set's gate, the numbers of the key's grant
+//! (its scopes, shared by every key with the same scopes) and of its
+//! rate-limit bucket in side tables, and the key's allowed-request counters
+//! ([`super::usage`]). Its refusal counters are in an array numbered like the
+//! slots. The key id is not stored: it is the hash's first six bytes.
 //!
 //! The owning ApiKey's `namespace/name` is kept only when asked for (the
-//! audit log names it), in one string numbered like the usage counters, so
-//! a verifier without an audit log pays nothing for it.
+//! audit log names it), in one string with a number per slot, so a verifier
+//! without an audit log pays nothing for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +23,8 @@ use http::HeaderValue;
 use jiff::Timestamp;
 
 use super::ratelimit::Bucket;
-use super::table::{PAYLOAD, Table};
-use super::usage::KeyUsage;
+use super::table::{self, Table};
+use super::usage::{ColdCounters, KeyCounters, Ledger};
 use crate::keyset::{Access, KeySet, OwnerList, RateLimit, RecordState, ScannedSet, ScannedShard};
 use crate::scope::{Action, Scope};
 use crate::token::{KeyHash, KeyId};
@@ -52,8 +54,8 @@ pub struct Entry<'i> {
     pub grant: &'i Grant,
     /// The key's token bucket, if it has a rate limit.
     pub bucket: Option<&'i Bucket>,
-    /// The key's usage counters.
-    pub usage: &'i KeyUsage,
+    /// The key's usage counters in this index.
+    pub usage: KeyCounters<'i>,
     /// `namespace/name` of the ApiKey, when the index keeps owners.
     pub owner: Option<&'i str>,
 }
@@ -93,65 +95,50 @@ impl Entry<'_> {
     }
 }
 
-/// A slot's payload: not-before, not-after (LE i64), grant, bucket (LE u32, `NO_BUCKET` for none), state,
-/// usage counters (LE u32), the key set's gate.
+/// A slot's payload: not-before, not-after, bucket (`NO_BUCKET` for none), and one word holding the
+/// grant (low 28 bits), the state (1–3, never 0, so that the word marks the slot used) and the gate.
 struct Payload {
     not_before: i64,
     not_after: i64,
     grant: u32,
     bucket: u32,
     state: RecordState,
-    usage: u32,
     access: Access,
 }
 
 const NO_BUCKET: u32 = u32::MAX;
+/// Grants are numbered below this: the word's top four bits are the state and the gate.
+const GRANTS: u32 = 1 << 28;
 
 impl Payload {
-    fn encode(&self) -> [u8; PAYLOAD] {
-        let mut out = [0u8; PAYLOAD];
-        out[0..8].copy_from_slice(&self.not_before.to_le_bytes());
-        out[8..16].copy_from_slice(&self.not_after.to_le_bytes());
-        out[16..20].copy_from_slice(&self.grant.to_le_bytes());
-        out[20..24].copy_from_slice(&self.bucket.to_le_bytes());
-        out[24] = match self.state {
-            RecordState::Active => 0,
-            RecordState::Inactive => 1,
-            RecordState::Revoked => 2,
+    fn encode(&self) -> table::Payload {
+        let state: u32 = match self.state {
+            RecordState::Active => 1,
+            RecordState::Inactive => 2,
+            RecordState::Revoked => 3,
         };
-        out[25..29].copy_from_slice(&self.usage.to_le_bytes());
-        out[29] = match self.access {
+        let access: u32 = match self.access {
             Access::Enabled => 0,
             Access::PaymentRequired => 1,
             Access::Disabled => 2,
         };
-        out
+        let word = (self.grant & (GRANTS - 1)) | state << 28 | access << 30;
+        table::Payload { not_before: self.not_before, not_after: self.not_after, word, bucket: self.bucket }
     }
 
-    fn decode(bytes: &[u8; PAYLOAD]) -> Payload {
-        let word = |at: usize| {
-            let mut out = [0u8; 8];
-            out.copy_from_slice(&bytes[at..at + 8]);
-            out
-        };
-        let half = |at: usize| {
-            let mut out = [0u8; 4];
-            out.copy_from_slice(&bytes[at..at + 4]);
-            out
-        };
+    fn decode(payload: table::Payload) -> Payload {
         Payload {
-            not_before: i64::from_le_bytes(word(0)),
-            not_after: i64::from_le_bytes(word(8)),
-            grant: u32::from_le_bytes(half(16)),
-            bucket: u32::from_le_bytes(half(20)),
-            state: match bytes[24] {
-                0 => RecordState::Active,
-                1 => RecordState::Inactive,
-                // Only ever 2; anything else would refuse rather than allow.
+            not_before: payload.not_before,
+            not_after: payload.not_after,
+            grant: payload.word & (GRANTS - 1),
+            bucket: payload.bucket,
+            state: match (payload.word >> 28) & 3 {
+                1 => RecordState::Active,
+                2 => RecordState::Inactive,
+                // Only ever 3; anything else would refuse rather than allow.
                 _ => RecordState::Revoked,
             },
-            usage: u32::from_le_bytes(half(25)),
-            access: match bytes[29] {
+            access: match payload.word >> 30 {
                 0 => Access::Enabled,
                 1 => Access::PaymentRequired,
                 // Only ever 2; anything else would refuse rather than allow.
@@ -160,6 +147,16 @@ impl Payload {
         }
     }
 }
+
+/// Each key's owner, by slot number (only when the index keeps owners).
+#[derive(Debug, Default)]
+struct Owners {
+    list: OwnerList,
+    /// The owner's number in `list` for each slot; `NO_OWNER` for an empty slot.
+    by_slot: Vec<u32>,
+}
+
+const NO_OWNER: u32 = u32::MAX;
 
 /// Facts about one loaded key set, for metrics and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,13 +175,23 @@ pub struct SetInfo {
 #[derive(Debug, Default)]
 pub struct KeyIndex {
     table: Table,
+    /// Each slot's refusal counters, numbered like the table's slots.
+    cold: Box<[ColdCounters]>,
     grants: Vec<Grant>,
     buckets: Vec<Arc<Bucket>>,
-    /// One per key, in insertion order; carried over from the previous index by hash.
-    usage: Vec<Arc<KeyUsage>>,
-    /// Each key's owner, numbered like `usage`; only when asked for.
-    owners: Option<OwnerList>,
+    /// Each key's owner; only when asked for.
+    owners: Option<Owners>,
     sets: Vec<SetInfo>,
+    /// Where this index's counts go when it is folded or dropped; shared with the indexes before and after it.
+    ledger: Arc<Ledger>,
+}
+
+impl Drop for KeyIndex {
+    /// Whatever was counted here and not yet folded (requests that were still
+    /// deciding on this index after a reload replaced it) goes to the ledger.
+    fn drop(&mut self) {
+        self.fold_usage();
+    }
 }
 
 /// Why key sets could not be turned into an index.
@@ -210,11 +217,22 @@ pub struct IndexBuilder<'p> {
 }
 
 impl<'p> IndexBuilder<'p> {
-    /// A builder for up to `capacity` keys, carrying rate-limit buckets over from `previous`.
+    /// A builder for up to `capacity` keys, carrying rate-limit buckets (and the usage ledger) over from `previous`.
     #[must_use]
     pub fn new(capacity: usize, previous: Option<&'p KeyIndex>) -> IndexBuilder<'p> {
+        let table = Table::with_capacity(capacity);
+        let cold = std::iter::repeat_with(ColdCounters::default).take(table.slot_count()).collect();
+        let ledger = previous.map_or_else(Arc::default, |p| Arc::clone(&p.ledger));
         IndexBuilder {
-            index: KeyIndex { table: Table::with_capacity(capacity), ..KeyIndex::default() },
+            index: KeyIndex {
+                table,
+                cold,
+                grants: Vec::new(),
+                buckets: Vec::new(),
+                owners: None,
+                sets: Vec::new(),
+                ledger,
+            },
             capacity,
             grant_ids: HashMap::new(),
             previous,
@@ -224,7 +242,8 @@ impl<'p> IndexBuilder<'p> {
     /// Keep each key's `namespace/name` owner too (for the audit log).
     #[must_use]
     pub fn keeping_owners(mut self, keep: bool) -> IndexBuilder<'p> {
-        self.index.owners = keep.then(OwnerList::default);
+        let slots = self.index.table.slot_count();
+        self.index.owners = keep.then(|| Owners { list: OwnerList::default(), by_slot: vec![NO_OWNER; slots] });
         self
     }
 
@@ -271,7 +290,7 @@ impl<'p> IndexBuilder<'p> {
         if let Some(id) = self.grant_ids.get(scopes) {
             return Ok(*id);
         }
-        let id = u32::try_from(self.index.grants.len()).map_err(|_| IndexError::TooLarge)?;
+        let id = u32::try_from(self.index.grants.len()).ok().filter(|id| *id < GRANTS).ok_or(IndexError::TooLarge)?;
         let text = scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         self.index.grants.push(Grant { scopes: scopes.into(), header: header(&text) });
         self.grant_ids.insert(scopes.to_vec(), id);
@@ -305,19 +324,18 @@ impl<'p> IndexBuilder<'p> {
                 id
             }
         };
-        let usage = self
-            .previous
-            .and_then(|p| p.usage_of(hash))
-            .map_or_else(|| Arc::new(KeyUsage::new(hash.key_id())), Arc::clone);
-        let usage_id = u32::try_from(self.index.usage.len()).map_err(|_| IndexError::TooLarge)?;
-        self.index.usage.push(usage);
-        if let Some(owners) = &mut self.index.owners {
-            // An empty owner (a shard scanned without them) reads back as none.
-            owners.push(owner.unwrap_or_default()).ok_or(IndexError::TooLarge)?;
-        }
         let not_after = not_after.unwrap_or(i64::MAX);
-        let payload = Payload { not_before, not_after, grant, bucket, state, usage: usage_id, access };
-        self.index.table.insert(hash, &payload.encode()).map_err(|_| IndexError::DuplicateHash(hash.key_id()))
+        let payload = Payload { not_before, not_after, grant, bucket, state, access };
+        let slot =
+            self.index.table.insert(hash, payload.encode()).map_err(|_| IndexError::DuplicateHash(hash.key_id()))?;
+        if let Some(owners) = &mut self.index.owners {
+            let number =
+                u32::try_from(owners.list.len()).ok().filter(|n| *n != NO_OWNER).ok_or(IndexError::TooLarge)?;
+            // An empty owner (a shard scanned without them) reads back as none.
+            owners.list.push(owner.unwrap_or_default()).ok_or(IndexError::TooLarge)?;
+            owners.by_slot[slot] = number;
+        }
+        Ok(())
     }
 }
 
@@ -374,17 +392,19 @@ impl KeyIndex {
     /// The entry for a token hash.
     #[must_use]
     pub fn get(&self, hash: &KeyHash) -> Option<Entry<'_>> {
-        let payload = Payload::decode(self.table.get(hash)?);
+        let (at, slot) = self.table.get(hash)?;
+        let payload = Payload::decode(slot.payload());
         // Indexes come from this index's own builder, so they are in range; a miss would refuse the key.
         let grant = self.grants.get(payload.grant as usize)?;
         let bucket = match payload.bucket {
             NO_BUCKET => None,
             i => Some(&**self.buckets.get(i as usize)?),
         };
-        let usage = self.usage.get(payload.usage as usize)?;
+        // Only an address: the refusal counters' line is read when a refusal is counted.
+        let usage = KeyCounters { hot: slot.counters(), cold: self.cold.get(at)? };
         let owner = match &self.owners {
             None => None,
-            Some(owners) => owners.get(payload.usage as usize).filter(|o| !o.is_empty()),
+            Some(owners) => owners.list.get(*owners.by_slot.get(at)? as usize).filter(|o| !o.is_empty()),
         };
         Some(Entry {
             hash: *hash,
@@ -399,18 +419,22 @@ impl KeyIndex {
         })
     }
 
-    fn usage_of(&self, hash: &KeyHash) -> Option<&Arc<KeyUsage>> {
-        self.usage.get(Payload::decode(self.table.get(hash)?).usage as usize)
+    /// Move what this index has counted into its ledger (the usage report's source).
+    pub fn fold_usage(&self) {
+        let keys = self.table.iter().filter_map(|(at, slot)| {
+            Some((slot.hash().key_id(), KeyCounters { hot: slot.counters(), cold: self.cold.get(at)? }))
+        });
+        self.ledger.take(keys);
     }
 
-    /// Every loaded key's usage counters.
+    /// Where this index's counts go, shared with the indexes built before and after it.
     #[must_use]
-    pub fn usages(&self) -> &[Arc<KeyUsage>] {
-        &self.usage
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     fn bucket(&self, hash: &KeyHash) -> Option<&Arc<Bucket>> {
-        match Payload::decode(self.table.get(hash)?).bucket {
+        match Payload::decode(self.table.get(hash)?.1.payload()).bucket {
             NO_BUCKET => None,
             i => self.buckets.get(i as usize),
         }
@@ -428,16 +452,18 @@ impl KeyIndex {
         self.table.is_empty()
     }
 
-    /// Approximate heap bytes held by the index: the slot array, rate-limit buckets and shared grants.
+    /// Approximate heap bytes held by the index: the slot array (with the allowed-request counters),
+    /// the refusal counters, rate-limit buckets, owners and shared grants. Not the ledger, which the
+    /// indexes of a store share and which holds one row per key used since the process started.
     #[must_use]
     pub fn approx_heap_bytes(&self) -> usize {
         // Arc allocations add two counters to what they hold; each bucket also has its pointer in the side table.
         let arc = 2 * std::mem::size_of::<usize>();
         let buckets = self.buckets.len() * (std::mem::size_of::<Bucket>() + arc + std::mem::size_of::<usize>());
-        let usage = self.usage.len() * (std::mem::size_of::<KeyUsage>() + arc + std::mem::size_of::<usize>());
+        let cold = self.cold.len() * std::mem::size_of::<ColdCounters>();
+        let owners = self.owners.as_ref().map_or(0, |o| o.list.heap_bytes() + o.by_slot.len() * 4);
         // A grant's scope strings: a guess of 64 bytes each set.
-        let owners = self.owners.as_ref().map_or(0, OwnerList::heap_bytes);
-        self.table.slot_bytes() + buckets + usage + owners + self.grants.len() * (std::mem::size_of::<Grant>() + 64)
+        self.table.slot_bytes() + cold + buckets + owners + self.grants.len() * (std::mem::size_of::<Grant>() + 64)
     }
 
     /// Whether the index keeps each key's owner.
@@ -468,14 +494,16 @@ mod tests {
         let states = [RecordState::Active, RecordState::Inactive, RecordState::Revoked];
         let gates = [Access::Enabled, Access::PaymentRequired, Access::Disabled];
         for (state, access) in states.into_iter().flat_map(|s| gates.map(|a| (s, a))) {
-            let (grant, usage) = (7, 0x0102_0304);
-            let payload =
-                Payload { not_before: -5, not_after: i64::MAX, grant, bucket: NO_BUCKET, state, usage, access };
-            let back = Payload::decode(&payload.encode());
-            assert_eq!(
-                (back.not_before, back.not_after, back.grant, back.bucket, back.state, back.usage, back.access),
-                (-5, i64::MAX, 7, NO_BUCKET, state, 0x0102_0304, access)
-            );
+            for grant in [0, 7, GRANTS - 1] {
+                let payload = Payload { not_before: -5, not_after: i64::MAX, grant, bucket: NO_BUCKET, state, access };
+                let encoded = payload.encode();
+                assert_ne!(encoded.word, 0, "a used slot's word is never zero");
+                let back = Payload::decode(encoded);
+                assert_eq!(
+                    (back.not_before, back.not_after, back.grant, back.bucket, back.state, back.access),
+                    (-5, i64::MAX, grant, NO_BUCKET, state, access)
+                );
+            }
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct KeyStore {
     allow_rollback: bool,
     /// Build indexes that keep each key's owner (for the audit log).
     keep_owners: bool,
+    /// Nobody reads the usage counts (reports off): the ledger lets them go instead of keeping a row per key.
+    discard_usage: bool,
 }
 
 impl KeyStore {
@@ -58,6 +60,13 @@ impl KeyStore {
     #[must_use]
     pub fn keeping_owners(self, keep: bool) -> KeyStore {
         KeyStore { keep_owners: keep, ..self }
+    }
+
+    /// The same store, letting the usage counts go when `discard` (usage reports off), so that
+    /// nothing outlives the keys loaded.
+    #[must_use]
+    pub fn discarding_usage(self, discard: bool) -> KeyStore {
+        KeyStore { discard_usage: discard, ..self }
     }
 
     /// Whether indexes for this store keep each key's owner.
@@ -80,6 +89,7 @@ impl KeyStore {
 
     /// Put `index` in force and hand back the one it replaces; requests already holding that one finish with it.
     pub fn install(&self, index: KeyIndex) -> Option<Arc<KeyIndex>> {
+        index.ledger().set_discard(self.discard_usage);
         let old = self.index.swap(Some(Arc::new(index)));
         self.confirm();
         old

@@ -143,7 +143,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
     let (addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
 
-    let store = Arc::new(KeyStore::new(config.hardening.allow_keyset_rollback).keeping_owners(config.audit.is_some()));
+    let store = Arc::new(
+        KeyStore::new(config.hardening.allow_keyset_rollback)
+            .keeping_owners(config.audit.is_some())
+            .discarding_usage(config.usage.is_none()),
+    );
     let metrics = Arc::new(Metrics::new());
     let (audit_log, audit_writer) = match &config.audit {
         Some(settings) => {

@@ -1,81 +1,107 @@
 //! Per-key usage counters: what the verifier decided for each loaded key, and when it was last allowed.
 //!
-//! Each loaded key has one [`KeyUsage`] of atomics, made when the key first
-//! loads and carried over to every later index by hash (as rate-limit buckets
-//! are), so a reload neither resets nor loses counts, and a request still
-//! holding the replaced index counts into the same atomics. Counting is a
-//! relaxed `fetch_add` on the key's own counters: no lock shared between
-//! requests, no allocation. Outcomes that cannot be attributed to a key
-//! (missing, malformed, unknown token, revoked, invalid request) are counted
-//! only in the verifier's metrics by outcome: a token that is not loaded
-//! never creates state, so memory is bounded by the loaded keys. So are
-//! refusals by a key-set gate (`payment_required`, `access_disabled`): they
-//! are about the key set, not the key, have their own outcome label, and the
-//! usage report (format `keyward-usage v1`) has no column for them.
+//! The counters live in the index, next to what the lookup already reads:
+//! the count of allowed requests and the second of the last one are two
+//! 32-bit atomics inside the key's own 64-byte table slot ([`HotCounters`]),
+//! so an allowed request touches no cache line that the lookup did not; the
+//! refusals by reason are four more in an array beside the table, numbered
+//! like its slots ([`ColdCounters`]), touched only when a request is refused.
+//! Counting is a relaxed `fetch_add` on those: no lock shared between
+//! requests, no allocation.
 //!
-//! [`Tally`] turns the live counters into cumulative totals since the
-//! process started (its epoch), for the usage report; it runs off the hot path.
+//! Each index counts from zero, and every count is at any moment in exactly
+//! one place: the slot counters of some index, or the [`Ledger`] that all the
+//! indexes of one key store share (each index is built from the one before
+//! and takes its ledger). Counts move only by atomic swaps, so none is lost
+//! or counted twice:
+//! - the usage report folds the index in force into the ledger (each nonzero
+//!   counter swapped to zero and added), at least once a minute
+//!   ([`FOLD_AT_LEAST_EVERY`]), so a 32-bit counter never has to hold more
+//!   than a minute of one key's requests;
+//! - an index that is dropped (replaced by a reload, once the last request
+//!   holding it has let go) drains what is left into the ledger: a request
+//!   still deciding on a replaced index counts into that index's slots, and
+//!   those counts reach the report when it is dropped.
+//!
+//! So a reload neither resets nor loses counts. Outcomes that cannot be
+//! attributed to a key (missing, malformed, unknown token, revoked, invalid
+//! request) are counted only in the verifier's metrics by outcome: a token
+//! that is not loaded never creates state, so memory is bounded by the loaded
+//! keys (and, while reports are on, one ledger row per key used since the
+//! process started, as the report itself holds). So are refusals by a key-set
+//! gate (`payment_required`, `access_disabled`): they are about the key set,
+//! not the key, have their own outcome label, and the usage report (format
+//! `keyward-usage v1`) has no column for them.
+//!
+//! [`Tally`] folds and reads the ledger for the usage report; it runs off the hot path.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use super::decision::Outcome;
 use super::index::KeyIndex;
 use crate::token::KeyId;
 use crate::usage::Counts;
 
-/// The counters of one loaded key.
-#[derive(Debug)]
-pub struct KeyUsage {
-    key_id: KeyId,
-    allowed: AtomicU64,
-    inactive: AtomicU64,
-    expired: AtomicU64,
-    insufficient_scope: AtomicU64,
-    rate_limited: AtomicU64,
-    /// Unix second of the last allowed request; 0 for never.
-    last_allowed: AtomicI64,
+/// How often at most the index in force is folded into the ledger while reports are on.
+///
+/// A slot's allowed counter is 32 bits: between two folds one key would need
+/// 2³² requests to one verifier, over 71 million a second at this interval.
+pub const FOLD_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
+
+/// The counters read on every allowed request: inside the key's table slot.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct HotCounters {
+    /// Allowed requests since this index was built or last folded (wrapping).
+    allowed: AtomicU32,
+    /// Unix second of the last allowed request, 0 for none (32 bits: until 2106).
+    last_allowed: AtomicU32,
 }
 
-impl KeyUsage {
-    /// Fresh counters for a key.
-    #[must_use]
-    pub fn new(key_id: KeyId) -> KeyUsage {
-        KeyUsage {
-            key_id,
-            allowed: AtomicU64::new(0),
-            inactive: AtomicU64::new(0),
-            expired: AtomicU64::new(0),
-            insufficient_scope: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
-            last_allowed: AtomicI64::new(0),
-        }
-    }
+/// Refusals by reason, one set per table slot, beside the table.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct ColdCounters {
+    inactive: AtomicU32,
+    expired: AtomicU32,
+    insufficient_scope: AtomicU32,
+    rate_limited: AtomicU32,
+}
 
-    /// The key these counters belong to.
-    #[must_use]
-    pub fn key_id(&self) -> KeyId {
-        self.key_id
-    }
+/// One loaded key's counters in one index.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyCounters<'i> {
+    pub(super) hot: &'i HotCounters,
+    pub(super) cold: &'i ColdCounters,
+}
 
+/// A Unix second as the slot stores it: 0 (none) before 1970, the last second of 2106 after it.
+fn stored_second(second: i64) -> u32 {
+    u32::try_from(second.max(0)).unwrap_or(u32::MAX)
+}
+
+impl KeyCounters<'_> {
     /// Count one decision about this key at Unix second `second`.
     /// Outcomes that are not about the key's use are ignored.
     #[inline]
     pub fn count(&self, outcome: Outcome, second: i64) {
         let counter = match outcome {
             Outcome::Allowed => {
-                // A store only when the second changes: a busy key's cache line is
+                let second = stored_second(second);
+                // A store only when the second changes: a busy key's slot is
                 // written once a second for this, not once a request.
-                if self.last_allowed.load(Ordering::Relaxed) < second {
-                    self.last_allowed.fetch_max(second, Ordering::Relaxed);
+                if self.hot.last_allowed.load(Ordering::Relaxed) < second {
+                    self.hot.last_allowed.fetch_max(second, Ordering::Relaxed);
                 }
-                &self.allowed
+                &self.hot.allowed
             }
-            Outcome::Inactive => &self.inactive,
-            Outcome::Expired => &self.expired,
-            Outcome::InsufficientScope => &self.insufficient_scope,
-            Outcome::RateLimited => &self.rate_limited,
+            Outcome::Inactive => &self.cold.inactive,
+            Outcome::Expired => &self.cold.expired,
+            Outcome::InsufficientScope => &self.cold.insufficient_scope,
+            Outcome::RateLimited => &self.cold.rate_limited,
             Outcome::Missing
             | Outcome::Malformed
             | Outcome::Unknown
@@ -89,31 +115,85 @@ impl KeyUsage {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The counts so far.
+    /// What this index counted for the key and has not yet moved to the ledger.
     #[must_use]
     pub fn snapshot(&self) -> Counts {
-        let last = self.last_allowed.load(Ordering::Relaxed);
+        let read = |c: &AtomicU32| u64::from(c.load(Ordering::Relaxed));
         Counts {
-            allowed: self.allowed.load(Ordering::Relaxed),
-            inactive: self.inactive.load(Ordering::Relaxed),
-            expired: self.expired.load(Ordering::Relaxed),
-            insufficient_scope: self.insufficient_scope.load(Ordering::Relaxed),
-            rate_limited: self.rate_limited.load(Ordering::Relaxed),
-            last_allowed: (last > 0).then_some(last),
+            allowed: read(&self.hot.allowed),
+            inactive: read(&self.cold.inactive),
+            expired: read(&self.cold.expired),
+            insufficient_scope: read(&self.cold.insufficient_scope),
+            rate_limited: read(&self.cold.rate_limited),
+            last_allowed: last_allowed(&self.hot.last_allowed),
+        }
+    }
+
+    /// Move the counts to the caller: each nonzero counter swapped to zero. The last second stays (a maximum).
+    fn take(&self) -> Counts {
+        // Read first: most keys counted nothing since the last fold, and a swap would write their line.
+        let take =
+            |c: &AtomicU32| if c.load(Ordering::Relaxed) == 0 { 0 } else { u64::from(c.swap(0, Ordering::Relaxed)) };
+        Counts {
+            allowed: take(&self.hot.allowed),
+            inactive: take(&self.cold.inactive),
+            expired: take(&self.cold.expired),
+            insufficient_scope: take(&self.cold.insufficient_scope),
+            rate_limited: take(&self.cold.rate_limited),
+            last_allowed: last_allowed(&self.hot.last_allowed),
         }
     }
 }
 
-/// Cumulative counts per key id since this process started, built from the live counters.
+fn last_allowed(second: &AtomicU32) -> Option<i64> {
+    Some(i64::from(second.load(Ordering::Relaxed))).filter(|s| *s > 0)
+}
+
+/// The counts moved out of indexes: folded from the one in force, or drained from one dropped.
 ///
-/// Counters are read, never reset: the tally remembers what it last read from
-/// each key's counters and adds the difference. A key that leaves the key set
-/// is read one last time and forgotten by the tally (not by the totals); if it
-/// comes back it gets new counters, which the tally notices by identity. So
-/// the totals only grow, whatever the reloads do.
+/// Shared by every index of one key store (each takes its predecessor's).
+/// Locked only when counts move (a report, a dropped index), never by a request.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    totals: Mutex<HashMap<KeyId, Counts>>,
+    /// Nobody will read it (usage reports off): counts moved here are let go, so it holds nothing.
+    discard: AtomicBool,
+}
+
+impl Ledger {
+    /// Stop keeping what moves here (nobody reads it), or keep it again.
+    pub fn set_discard(&self, discard: bool) {
+        self.discard.store(discard, Ordering::Relaxed);
+    }
+
+    /// Take every nonzero counter of `keys` into the totals.
+    pub(super) fn take<'i>(&self, keys: impl Iterator<Item = (KeyId, KeyCounters<'i>)>) {
+        let moved = keys.map(|(id, counters)| (id, counters.take())).filter(|(_, counts)| !counts.is_zero());
+        if self.discard.load(Ordering::Relaxed) {
+            // Still swapped to zero, so that a later reader finds no stale counts.
+            moved.for_each(drop);
+            return;
+        }
+        let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, counts) in moved {
+            add(totals.entry(id).or_default(), &counts);
+        }
+    }
+
+    /// The totals so far, per key id, for keys counted at least once.
+    #[must_use]
+    pub fn totals(&self) -> HashMap<KeyId, Counts> {
+        self.totals.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Cumulative counts per key id since this process started, for the usage report.
+///
+/// Each update folds the index in force into the key store's [`Ledger`] and
+/// reads it: counts made on an index since replaced are there as soon as that
+/// index was dropped. The totals only grow, whatever the reloads do.
 #[derive(Debug, Default)]
 pub struct Tally {
-    seen: HashMap<KeyId, (Arc<KeyUsage>, Counts)>,
     totals: HashMap<KeyId, Counts>,
 }
 
@@ -126,35 +206,9 @@ impl Tally {
 
     /// Read every loaded key's counters into the totals.
     pub fn update(&mut self, index: Option<&KeyIndex>) {
-        let mut live: HashMap<KeyId, Arc<KeyUsage>> = HashMap::new();
-        for usage in index.map(KeyIndex::usages).into_iter().flatten() {
-            live.insert(usage.key_id(), Arc::clone(usage));
-        }
-        // Keys read before: add what changed, and let go of counters no longer loaded.
-        let mut retired = Vec::new();
-        for (id, (usage, last)) in &mut self.seen {
-            let now = usage.snapshot();
-            add(self.totals.entry(*id).or_default(), &now.minus(last));
-            *last = now;
-            match live.get(id) {
-                Some(current) if Arc::ptr_eq(current, usage) => {}
-                _ => retired.push(*id),
-            }
-        }
-        for id in retired {
-            self.seen.remove(&id);
-        }
-        // Keys not followed yet (new, or loaded again with new counters): follow once used.
-        for (id, usage) in live {
-            if self.seen.contains_key(&id) {
-                continue;
-            }
-            let now = usage.snapshot();
-            if now.is_zero() {
-                continue;
-            }
-            add(self.totals.entry(id).or_default(), &now);
-            self.seen.insert(id, (usage, now));
+        if let Some(index) = index {
+            index.fold_usage();
+            self.totals = index.ledger().totals();
         }
     }
 

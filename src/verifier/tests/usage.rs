@@ -5,6 +5,7 @@ use crate::keyset::RecordState;
 use crate::usage::Counts;
 use crate::verifier::decision::{Now, Outcome, Request, decide};
 use crate::verifier::index::KeyIndex;
+use crate::verifier::loader::KeyStore;
 use crate::verifier::routes::Routes;
 use crate::verifier::usage::Tally;
 
@@ -66,11 +67,14 @@ fn unknown_and_revoked_tokens_create_no_per_key_state() {
         None,
     )
     .unwrap();
+    let memory = idx.approx_heap_bytes();
     for seed in 100..200 {
         assert_eq!(ask(&idx, "GET", "/leads", &bearer(&token(seed)), now()), Outcome::Unknown);
     }
     assert_eq!(ask(&idx, "GET", "/leads", &bearer(&gone), now()), Outcome::Revoked);
-    assert_eq!(idx.usages().len(), 1, "one counter set per loaded key, none per token presented");
+    assert_eq!(idx.approx_heap_bytes(), memory, "no state per token presented");
+    idx.fold_usage();
+    assert!(idx.ledger().totals().is_empty(), "nothing moved for unknown or revoked tokens");
     assert!(counts(&idx, &gone).is_zero(), "revoked is counted apart, in the outcome metric");
     let mut tally = Tally::new();
     tally.update(Some(&idx));
@@ -86,7 +90,121 @@ fn counts_carry_over_a_reload_and_a_request_on_the_replaced_index_still_counts()
         KeyIndex::build(vec![key_set("default", 2, vec![record(&t, &["leads:admin"])])], Some(&first)).unwrap();
     ask(&first, "GET", "/leads", &bearer(&t), now());
     ask(&second, "GET", "/leads", &bearer(&t), now());
-    assert_eq!(counts(&second, &t).allowed, 3);
+    assert_eq!(counts(&second, &t).allowed, 1, "each index counts what was decided on it");
+    let mut tally = Tally::new();
+    tally.update(Some(&second));
+    assert_eq!(tally.totals()[&t.hash().key_id()].allowed, 1, "the replaced index still holds its two");
+    drop(first);
+    tally.update(Some(&second));
+    assert_eq!(tally.totals()[&t.hash().key_id()].allowed, 3, "dropped, it gave them to the ledger");
+}
+
+#[test]
+fn a_request_in_flight_on_the_replaced_index_is_counted_after_the_reload() {
+    let t = token(1);
+    let id = t.hash().key_id();
+    let store = KeyStore::default();
+    let first = KeyIndex::build(vec![key_set("default", 1, vec![record(&t, &["leads:read"])])], None).unwrap();
+    assert!(store.install(first).is_none());
+    let mut tally = Tally::new();
+    // Requests holding the index in force, as a serving thread does, while the key set reloads.
+    let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|scope| {
+        let in_flight = scope.spawn(|| {
+            let index = store.current().expect("loaded");
+            held.wait();
+            release.wait();
+            // Decided on the replaced index, after the reload and after a report.
+            for _ in 0..5 {
+                assert_eq!(ask(&index, "GET", "/leads", &bearer(&t), now()), Outcome::Allowed);
+            }
+        });
+        held.wait();
+        let current = store.current().unwrap();
+        let second =
+            KeyIndex::build(vec![key_set("default", 2, vec![record(&t, &["leads:read"])])], Some(&current)).unwrap();
+        drop(current);
+        let replaced = store.install(second).expect("the first index was in force");
+        ask(&store.current().unwrap(), "GET", "/leads", &bearer(&t), now());
+        tally.update(store.current().as_deref());
+        assert_eq!(tally.totals()[&id].allowed, 1, "the new index's request is reported at once");
+        release.wait();
+        in_flight.join().unwrap();
+        tally.update(store.current().as_deref());
+        assert_eq!(tally.totals()[&id].allowed, 1, "the in-flight requests wait in the replaced index");
+        drop(replaced);
+    });
+    tally.update(store.current().as_deref());
+    assert_eq!(tally.totals()[&id].allowed, 6, "none of the in-flight requests is lost");
+    tally.update(store.current().as_deref());
+    assert_eq!(tally.totals()[&id].allowed, 6, "nor counted twice");
+}
+
+#[test]
+fn counting_while_the_report_folds_loses_nothing_and_counts_nothing_twice() {
+    let keys: Vec<_> = (1..=4).map(token).collect();
+    let idx =
+        KeyIndex::build(vec![key_set("default", 1, keys.iter().map(|t| record(t, &["leads:read"])).collect())], None)
+            .unwrap();
+    let per_thread = 2_000;
+    let mut tally = Tally::new();
+    std::thread::scope(|scope| {
+        for t in &keys {
+            let idx = &idx;
+            scope.spawn(move || {
+                for _ in 0..per_thread {
+                    ask(idx, "GET", "/leads", &bearer(t), now());
+                    ask(idx, "POST", "/leads", &bearer(t), now());
+                }
+            });
+        }
+        for _ in 0..50 {
+            tally.update(Some(&idx));
+        }
+    });
+    tally.update(Some(&idx));
+    for t in &keys {
+        let total = tally.totals()[&t.hash().key_id()];
+        assert_eq!((total.allowed, total.insufficient_scope), (per_thread, per_thread));
+        let left = counts(&idx, t);
+        assert_eq!((left.allowed, left.insufficient_scope), (0, 0), "all moved to the ledger");
+    }
+}
+
+#[test]
+fn the_last_allowed_second_is_kept_in_32_bits_from_1970_to_2106() {
+    let t = token(1);
+    let idx = KeyIndex::build(
+        vec![key_set(
+            "default",
+            1,
+            vec![with_window(record(&t, &["leads:read"]), "1969-01-01T00:00:00Z", Some("2200-01-01T00:00:00Z"))],
+        )],
+        None,
+    )
+    .unwrap();
+    let at = |wall: &str| Now { wall: wall.parse().unwrap(), ..now() };
+    assert_eq!(ask(&idx, "GET", "/leads", &bearer(&t), at("1969-06-01T00:00:00Z")), Outcome::Allowed);
+    assert_eq!(counts(&idx, &t).last_allowed, None, "before 1970 reads as never");
+    assert_eq!(ask(&idx, "GET", "/leads", &bearer(&t), at("2199-06-01T00:00:00Z")), Outcome::Allowed);
+    assert_eq!(counts(&idx, &t).last_allowed, Some(i64::from(u32::MAX)), "after 2106, the last second of 2106");
+    assert_eq!(counts(&idx, &t).allowed, 2);
+}
+
+#[test]
+fn a_store_without_reports_keeps_no_counts_beyond_its_indexes() {
+    let t = token(1);
+    let store = KeyStore::default().discarding_usage(true);
+    let build = |previous: Option<&KeyIndex>| {
+        KeyIndex::build(vec![key_set("default", 1, vec![record(&t, &["leads:read"])])], previous).unwrap()
+    };
+    store.install(build(None));
+    ask(&store.current().unwrap(), "GET", "/leads", &bearer(&t), now());
+    let replaced = store.install(build(store.current().as_deref()));
+    drop(replaced);
+    let current = store.current().unwrap();
+    current.fold_usage();
+    assert!(current.ledger().totals().is_empty());
 }
 
 #[test]
@@ -104,13 +222,15 @@ fn the_tally_only_grows_when_a_key_leaves_the_set_and_comes_back() {
     ask(&first, "GET", "/leads", &bearer(&t), now());
     tally.update(Some(&first));
     ask(&first, "GET", "/leads", &bearer(&t), now());
-    // t leaves the key set; a request still on the old index counts before the tally reads it one last time.
+    // t leaves the key set; a request still on the old index counts, and reaches the tally once that index is dropped.
     let without =
         KeyIndex::build(vec![key_set("default", 2, vec![record(&other, &["leads:read"])])], Some(&first)).unwrap();
     ask(&first, "GET", "/leads", &bearer(&t), now());
     tally.update(Some(&without));
-    assert_eq!(tally.totals()[&t.hash().key_id()].allowed, 3);
+    assert_eq!(tally.totals()[&t.hash().key_id()].allowed, 1, "the last two are still in the replaced index");
     drop(first);
+    tally.update(Some(&without));
+    assert_eq!(tally.totals()[&t.hash().key_id()].allowed, 3);
     // Back, with fresh counters: the tally adds them to what it had.
     let again = with_t(Some(&without));
     ask(&again, "GET", "/leads", &bearer(&t), now());
