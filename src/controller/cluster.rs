@@ -207,8 +207,13 @@ async fn emit_events(ctx: &Context, key: &ClusterApiKey, plan: &ClusterPlan) {
     reference.namespace = None;
     let view = cluster::view(key);
     let key_id = event_key_id(&view, &plan.plan);
+    let now = (ctx.clock)();
     for planned in &plan.plan.events {
         record_event(ctx, &reference, key_id, planned).await;
+        // The same step, to the webhooks of the Secret's namespace: queued, never awaited.
+        if let Some(notice) = crate::notice::cluster_notice(key, planned, key_id, now) {
+            ctx.notifier.notify(notice);
+        }
     }
 }
 
