@@ -52,7 +52,8 @@ pub async fn reconcile(key: Arc<ClusterApiKey>, ctx: Arc<Context>) -> Result<Act
         if plan.plan.finalizer == Finalizer::Remove || plan.plan.delete_apikey {
             return Ok(Action::await_change());
         }
-        match plan.plan.requeue_at {
+        let restart_at = super::restarts::restart_for_cluster_key(&ctx, &key).await?;
+        match super::earliest(plan.plan.requeue_at, restart_at) {
             Some(at) if at <= now => {}
             Some(at) => return Ok(Action::requeue(until(now, at))),
             None => return Ok(Action::await_change()),

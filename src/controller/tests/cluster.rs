@@ -359,3 +359,64 @@ async fn verifiers_of_the_selected_namespaces_allow_the_token_and_a_third_does_n
     assert_eq!(verifier_answer(&c, "loc-b", &token).await, Outcome::PaymentRequired);
     assert_eq!(verifier_answer(&c, "loc-a", &token).await, Outcome::Allowed);
 }
+
+/// A Deployment in `namespace` that names `keys` in its restart annotation.
+fn deployment(namespace: &str, name: &str, keys: &str) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(json!({
+        "metadata": { "name": name, "namespace": namespace,
+                      "annotations": { crate::plan::restarts::RESTART_ANNOTATION: keys } },
+        "spec": {
+            "selector": { "matchLabels": { "app": name } },
+            "template": { "metadata": { "labels": { "app": name } },
+                          "spec": { "containers": [{ "name": "app", "image": "app" }] } },
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_rotation_restarts_the_workloads_of_the_secret_namespace_that_name_cluster_slash_key() {
+    use crate::plan::restarts::RESTARTED_AT_ANNOTATION;
+    use k8s_openapi::api::apps::v1::Deployment;
+    let c = cluster().await;
+    for (ns, name, keys) in [
+        (PLATFORM, "agent", "cluster/agency"),
+        (PLATFORM, "namesake", "agency"), // an ApiKey `agency` of the namespace, not the cluster key
+        ("loc-a", "elsewhere", "cluster/agency"), // carries the hash, holds no token
+    ] {
+        let api: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+        api.create(&PostParams::default(), &deployment(ns, name, keys)).await.unwrap();
+    }
+    let stamp = |ns: &'static str, name: &'static str| {
+        let api: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+        async move {
+            let d = api.get(name).await.unwrap();
+            d.spec?.template.metadata?.annotations?.get(RESTARTED_AT_ANNOTATION).cloned()
+        }
+    };
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    assert_eq!(stamp(PLATFORM, "agent").await, None, "creating a key restarts nothing");
+
+    // The 30-day rotation: published everywhere, then swapped.
+    c.advance(SignedDuration::from_hours(30 * 24));
+    c.settle("agency").await;
+    c.advance(c.ctx.settings.publish_poll);
+    c.settle("agency").await;
+    c.advance(c.ctx.settings.propagation_delay);
+    c.settle("agency").await;
+    assert!(c.status("agency").await.key.previous_key.is_some(), "swapped, in its grace period");
+    assert_eq!(stamp(PLATFORM, "agent").await, None, "not before the restart delay");
+    c.advance(c.ctx.restart_delay);
+    c.settle("agency").await;
+
+    let first = stamp(PLATFORM, "agent").await.expect("restarted after the delay");
+    assert_eq!(stamp(PLATFORM, "namesake").await, None);
+    assert_eq!(stamp("loc-a", "elsewhere").await, None);
+    let restarted: Vec<_> = c.events().await.into_iter().filter(|(r, _)| r == "WorkloadRestarted").collect();
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert!(restarted[0].1.contains("Deployment agent restarted"), "{restarted:?}");
+    c.advance(SignedDuration::from_mins(5));
+    c.settle("agency").await;
+    assert_eq!(stamp(PLATFORM, "agent").await, Some(first), "once per rotation");
+}
