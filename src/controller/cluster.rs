@@ -11,7 +11,11 @@
 //!   rebuilt at once, before anything else is written, so it loses the key without waiting.
 //!
 //! Namespaces are read with a LIST on each reconcile, and any change of a Namespace
-//! reconciles every ClusterApiKey (`run.rs`): namespaces and cluster keys are few.
+//! reconciles every ClusterApiKey ([`run`]): namespaces and cluster keys are few. The
+//! operator's Secrets are watched too (metadata only, selected by the managed-by label, as
+//! the ApiKey controller's are): a Secret owned by a ClusterApiKey that is deleted or edited
+//! reconciles that key at once. kube-runtime's `owns` cannot be used for that: it looks the
+//! owner up in the Secret's own namespace, and a ClusterApiKey is in none.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -221,8 +225,24 @@ async fn emit_events(ctx: &Context, key: &ClusterApiKey, plan: &ClusterPlan) {
 /// The ClusterApiKey CRD's name: the controller runs only where it is installed.
 pub const CLUSTER_CRD_NAME: &str = "clusterapikeys.keyward.dev";
 
-/// Reconcile ClusterApiKeys until `shutdown`: each on its own changes, and all of them when a
-/// Namespace appears, changes its labels or goes. Does nothing (and says so) without the CRD.
+/// The ClusterApiKey that owns a Secret, if one does (its owner reference, whatever its namespace).
+#[must_use]
+pub fn owning_key(
+    secret: &kube::core::PartialObjectMeta<Secret>,
+) -> Option<kube::runtime::reflector::ObjectRef<ClusterApiKey>> {
+    let group = ClusterApiKey::group(&());
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == ClusterApiKey::kind(&()) && o.api_version.split('/').next() == Some(group.as_ref()))
+        .map(|o| kube::runtime::reflector::ObjectRef::new(&o.name))
+}
+
+/// Reconcile ClusterApiKeys until `shutdown`: each on its own changes and its Secret's, and all
+/// of them when a Namespace appears, changes its labels or goes. Does nothing (and says so)
+/// without the CRD.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     use futures::StreamExt;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -245,10 +265,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let keys = controller.store();
     let namespaces = Api::<kube::core::PartialObjectMeta<Namespace>>::all(ctx.client.clone());
     let changes = watcher(namespaces, watcher::Config::default()).default_backoff();
+    let managed = format!("{}={}", crate::plan::LABEL_MANAGED_BY, crate::plan::MANAGED_BY);
+    let secrets = Api::<kube::core::PartialObjectMeta<Secret>>::all(ctx.client.clone());
+    let secrets = watcher(secrets, watcher::Config::default().labels(&managed)).default_backoff();
     controller
         .watches_stream(changes.touched_objects(), move |_namespace| {
             keys.state().iter().map(|k| ObjectRef::from_obj(k.as_ref())).collect::<Vec<_>>()
         })
+        .watches_stream(secrets.touched_objects(), |secret| owning_key(&secret))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

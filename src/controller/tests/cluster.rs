@@ -43,6 +43,19 @@ struct Cluster {
     ctx: Arc<Context>,
     clock: Arc<Mutex<Timestamp>>,
     minted: Arc<Mutex<Vec<String>>>,
+    /// Every request the operator's client made: (method, path and query).
+    requests: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+/// `client`, with every request it sends recorded in `requests` first.
+fn counting(client: Client, requests: Arc<Mutex<Vec<(String, String)>>>) -> Client {
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let target = request.uri().path_and_query().map(ToString::to_string).unwrap_or_default();
+        requests.lock().unwrap().push((request.method().to_string(), target));
+        let client = client.clone();
+        async move { client.send(request).await }
+    });
+    Client::new(service, "default")
 }
 
 async fn cluster() -> Cluster {
@@ -52,6 +65,9 @@ async fn cluster() -> Cluster {
         .client()
         .await
         .expect("the in-memory API starts");
+    let requests: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    // The operator's requests are counted; the test's own (through `c.client`) are not.
+    let operator_client = counting(client.clone(), requests.clone());
     let clock = Arc::new(Mutex::new(T0.parse::<Timestamp>().unwrap()));
     let minted: Arc<Mutex<Vec<String>>> = Arc::default();
     let clock_fn: super::super::Clock = {
@@ -67,9 +83,9 @@ async fn cluster() -> Cluster {
             token
         })
     };
-    let publisher = Arc::new(Publisher::new(client.clone(), clock_fn.clone(), Duration::from_millis(10)));
-    let ctx = Arc::new(Context::with(client.clone(), Settings::default(), publisher, clock_fn, mint_fn));
-    let c = Cluster { client, ctx, clock, minted };
+    let publisher = Arc::new(Publisher::new(operator_client.clone(), clock_fn.clone(), Duration::from_millis(10)));
+    let ctx = Arc::new(Context::with(operator_client, Settings::default(), publisher, clock_fn, mint_fn));
+    let c = Cluster { client, ctx, clock, minted, requests };
     for (name, agency) in [(PLATFORM, None), ("loc-a", Some("acme")), ("loc-b", Some("acme")), ("loc-c", None)] {
         c.create_namespace(name, agency).await;
     }
@@ -77,6 +93,16 @@ async fn cluster() -> Cluster {
 }
 
 impl Cluster {
+    /// How many requests the operator made so far.
+    fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    /// Requests made since `from` (a [`Cluster::request_count`]).
+    fn requests_since(&self, from: usize) -> Vec<(String, String)> {
+        self.requests.lock().unwrap()[from..].to_vec()
+    }
+
     async fn create_namespace(&self, name: &str, agency: Option<&str>) {
         let labels = agency.map_or_else(|| json!({}), |a| json!({ "agency": a }));
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
@@ -419,4 +445,66 @@ async fn a_rotation_restarts_the_workloads_of_the_secret_namespace_that_name_clu
     c.advance(SignedDuration::from_mins(5));
     c.settle("agency").await;
     assert_eq!(stamp(PLATFORM, "agent").await, Some(first), "once per rotation");
+}
+
+#[tokio::test]
+async fn a_deleted_secret_of_a_cluster_key_comes_back_at_once_through_the_secret_watch() {
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    let first = c.token("agency-apikey").await.expect("the token is in the Secret");
+
+    // The controller loop, as the operator runs it: the key is Active, its next look hours away.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(super::super::cluster::run(c.ctx.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), PLATFORM);
+    // The loop's start-up reconcile would repair the Secret by itself: delete it only once that
+    // reconcile has read the key and the operator has gone quiet (no request for half a second).
+    let wait = Duration::from_secs(30);
+    keyward_testkit::wait::eventually("the controller's start-up reconcile", wait, || async {
+        let before = c.request_count();
+        let read = c.requests_since(0).iter().any(|(m, p)| m == "GET" && p.ends_with("/clusterapikeys/agency"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (read && c.request_count() == before).then_some(())
+    })
+    .await;
+    let quiet = c.request_count();
+    secrets.delete("agency-apikey", &DeleteParams::default()).await.unwrap();
+    let back = keyward_testkit::wait::eventually("the Secret written again", wait, || async {
+        c.token("agency-apikey").await
+    })
+    .await;
+    let reread = c.requests_since(quiet);
+    assert!(
+        reread.iter().any(|(m, p)| m == "GET" && p.ends_with("/clusterapikeys/agency")),
+        "a reconcile of the owner ran after the deletion: {reread:?}"
+    );
+    assert!(Token::parse(&back).is_ok(), "a well-formed token");
+    let events = c.events().await;
+    assert!(
+        events.iter().any(|(reason, _)| reason == "SecretRepaired" || reason == "TokenReissued"),
+        "the repair is an Event: {events:?}"
+    );
+    let _ = first;
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    c.assert_no_token_leaks().await;
+}
+
+#[test]
+fn a_secret_is_mapped_to_the_cluster_key_that_owns_it_and_no_other() {
+    use kube::core::PartialObjectMeta;
+    let meta = |owners: serde_json::Value| -> PartialObjectMeta<Secret> {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "namespace": "platform", "ownerReferences": owners}}))
+        .unwrap()
+    };
+    let owner = |api_version: &str, kind: &str| json!([{"apiVersion": api_version, "kind": kind, "name": "agency", "uid": "u"}]);
+    let found = super::super::cluster::owning_key(&meta(owner("keyward.dev/v1alpha1", "ClusterApiKey")));
+    assert_eq!(found.map(|r| (r.name, r.namespace)), Some(("agency".to_owned(), None)), "cluster-scoped");
+    assert!(super::super::cluster::owning_key(&meta(owner("keyward.dev/v1alpha1", "ApiKey"))).is_none());
+    assert!(super::super::cluster::owning_key(&meta(owner("example.com/v1", "ClusterApiKey"))).is_none());
+    assert!(super::super::cluster::owning_key(&meta(json!(null))).is_none());
 }
