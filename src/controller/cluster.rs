@@ -254,6 +254,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         Ok(Some(_)) => {}
         Ok(None) => {
             warn!(crd = CLUSTER_CRD_NAME, "the ClusterApiKey CRD is not installed: no organisation-wide keys");
+            ctx.publisher.no_cluster_keys();
             return;
         }
         Err(e) => {
@@ -261,10 +262,25 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             return;
         }
     }
-    let controller = Controller::new(api(&ctx), watcher::Config::default());
+    // The controller's store, reflected here; with the Namespace metadata store, key-set
+    // rebuilds skip reading cluster keys where none could be (publisher/cluster.rs), once both are filled.
+    let (key_cache, key_writer) = kube::runtime::reflector::store();
+    let keys_filled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let own = watcher(api(&ctx), watcher::Config::default())
+        .default_backoff()
+        .inspect(filled(&keys_filled))
+        .reflect(key_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(own, key_cache.clone());
     let keys = controller.store();
     let namespaces = Api::<kube::core::PartialObjectMeta<Namespace>>::all(ctx.client.clone());
-    let changes = watcher(namespaces, watcher::Config::default()).default_backoff();
+    let (namespace_cache, namespace_writer) = kube::runtime::reflector::store();
+    let namespaces_filled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changes = watcher(namespaces, watcher::Config::default())
+        .default_backoff()
+        .inspect(filled(&namespaces_filled))
+        .reflect(namespace_writer);
+    ctx.publisher.use_cluster_caches(key_cache, namespace_cache, [keys_filled, namespaces_filled]);
     let managed = format!("{}={}", crate::plan::LABEL_MANAGED_BY, crate::plan::MANAGED_BY);
     let secrets = Api::<kube::core::PartialObjectMeta<Secret>>::all(ctx.client.clone());
     let secrets = watcher(secrets, watcher::Config::default().labels(&managed)).default_backoff();
@@ -281,4 +297,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         })
         .await;
+}
+
+/// Sets `flag` once a watch stream has listed everything (`InitDone`): its store is filled.
+fn filled<K>(
+    flag: &Arc<std::sync::atomic::AtomicBool>,
+) -> impl FnMut(&Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>) + use<K> {
+    let flag = flag.clone();
+    move |event| {
+        if matches!(event, Ok(kube::runtime::watcher::Event::InitDone)) {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
 }

@@ -508,3 +508,78 @@ fn a_secret_is_mapped_to_the_cluster_key_that_owns_it_and_no_other() {
     assert!(super::super::cluster::owning_key(&meta(owner("example.com/v1", "ClusterApiKey"))).is_none());
     assert!(super::super::cluster::owning_key(&meta(json!(null))).is_none());
 }
+
+/// One rebuild of `namespace`'s key set `default`: (requests made, of which reads of cluster
+/// keys: GETs of the Namespace and LISTs of ClusterApiKeys).
+async fn one_rebuild(c: &Cluster, namespace: &str) -> (usize, usize) {
+    let from = c.request_count();
+    c.ctx.publisher.publish_now(&KeySetId { namespace: namespace.into(), name: "default".into() }).await.unwrap();
+    let made = c.requests_since(from);
+    let own = format!("/api/v1/namespaces/{namespace}");
+    let cluster_reads = made.iter().filter(|(m, p)| m == "GET" && (*p == own || p.contains("/clusterapikeys"))).count();
+    (made.len(), cluster_reads)
+}
+
+#[tokio::test]
+async fn with_the_controllers_caches_a_rebuild_of_an_unselected_namespace_reads_no_cluster_keys() {
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    // Without caches (as before): each rebuild GETs the Namespace (twice: once for classes) and
+    // LISTs cluster keys. loc-c's first rebuild writes its (empty) key set; measure the next one.
+    one_rebuild(&c, "loc-c").await;
+    let (before_c, reads_c) = one_rebuild(&c, "loc-c").await;
+    let (before_a, reads_a) = one_rebuild(&c, "loc-a").await;
+    assert_eq!((reads_c, reads_a), (3, 3), "the classes' Namespace GET, then the cluster keys' GET and LIST");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(super::super::cluster::run(c.ctx.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let (after_c, reads) = keyward_testkit::wait::eventually("the caches in use", Duration::from_secs(30), || async {
+        Some(one_rebuild(&c, "loc-c").await).filter(|(_, reads)| *reads == 1)
+    })
+    .await;
+    assert_eq!((after_c, reads), (before_c - 2, 1), "loc-c: only the classes' Namespace GET is left");
+    let (after_a, reads) = one_rebuild(&c, "loc-a").await;
+    assert_eq!((after_a, reads), (before_a, 3), "a selected namespace is read afresh, as before");
+    let token = c.token("agency-apikey").await.unwrap();
+    assert_eq!(c.cluster_hashes("loc-a", "agency").await, [hash_of(&token).to_string()]);
+    eprintln!("requests per rebuild: unselected {before_c} -> {after_c}, selected {before_a} -> {after_a}");
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stale_cache_never_keeps_a_key_in_a_namespace_that_left_the_selector() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::{reflector, watcher};
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    assert_eq!(c.cluster_hashes("loc-b", "agency").await.len(), 1);
+
+    // Caches taken now, never updated again: they will say loc-b is still in the agency.
+    let (keys, mut key_writer) = reflector::store::<ClusterApiKey>();
+    let (namespaces, mut namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    for key in c.keys().list(&ListParams::default()).await.unwrap() {
+        key_writer.apply_watcher_event(&watcher::Event::Apply(key));
+    }
+    for ns in Api::<Namespace>::all(c.client.clone()).list_metadata(&ListParams::default()).await.unwrap() {
+        namespace_writer.apply_watcher_event(&watcher::Event::Apply(ns));
+    }
+    let filled = || Arc::new(std::sync::atomic::AtomicBool::new(true));
+    c.ctx.publisher.use_cluster_caches(keys, namespaces, [filled(), filled()]);
+
+    // loc-b leaves: the stale cache says "maybe", the fresh read says no.
+    c.label("loc-b", None).await;
+    one_rebuild(&c, "loc-b").await;
+    assert_eq!(c.cluster_hashes("loc-b", "agency").await, Vec::<String>::new(), "gone on the next rebuild");
+    // And the other way round: a namespace the stale cache does not know to be selected is
+    // left out (never widened), until the caches catch up or the key's reconcile adds it.
+    c.label("loc-c", Some("acme")).await;
+    one_rebuild(&c, "loc-c").await;
+    assert_eq!(c.cluster_hashes("loc-c", "agency").await, Vec::<String>::new(), "a stale cache only leaves out");
+    assert_eq!(c.cluster_hashes("loc-a", "agency").await.len(), 1, "loc-a keeps it");
+}
