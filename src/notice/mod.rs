@@ -142,6 +142,7 @@ pub fn cluster_notice(key: &ClusterApiKey, event: &PlannedEvent, key_id: &str, n
 }
 
 /// Whose notice it is: the kind and namespace the payload names, the namespace it is routed to.
+#[derive(Clone, Copy)]
 struct Subject<'a> {
     kind: &'static str,
     namespace: Option<&'a str>,
