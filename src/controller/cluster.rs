@@ -11,7 +11,11 @@
 //!   rebuilt at once, before anything else is written, so it loses the key without waiting.
 //!
 //! Namespaces are read with a LIST on each reconcile, and any change of a Namespace
-//! reconciles every ClusterApiKey (`run.rs`): namespaces and cluster keys are few.
+//! reconciles every ClusterApiKey ([`run`]): namespaces and cluster keys are few. The
+//! operator's Secrets are watched too (metadata only, selected by the managed-by label, as
+//! the ApiKey controller's are): a Secret owned by a ClusterApiKey that is deleted or edited
+//! reconciles that key at once. kube-runtime's `owns` cannot be used for that: it looks the
+//! owner up in the Secret's own namespace, and a ClusterApiKey is in none.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,7 +59,8 @@ pub async fn reconcile(key: Arc<ClusterApiKey>, ctx: Arc<Context>) -> Result<Act
         if plan.plan.finalizer == Finalizer::Remove || plan.plan.delete_apikey {
             return Ok(Action::await_change());
         }
-        match plan.plan.requeue_at {
+        let restart_at = super::restarts::restart_for_cluster_key(&ctx, &key).await?;
+        match super::earliest(plan.plan.requeue_at, restart_at) {
             Some(at) if at <= now => {}
             Some(at) => return Ok(Action::requeue(until(now, at))),
             None => return Ok(Action::await_change()),
@@ -213,16 +218,37 @@ async fn emit_events(ctx: &Context, key: &ClusterApiKey, plan: &ClusterPlan) {
         ctx.publisher.metrics().usage_anomaly(crate::api::CLUSTER_OWNER, *kind);
     }
     let key_id = event_key_id(&view, &plan.plan);
+    let now = (ctx.clock)();
     for planned in &plan.plan.events {
         record_event(ctx, &reference, key_id, planned).await;
+        // The same step, to the webhooks of the Secret's namespace: queued, never awaited.
+        if let Some(notice) = crate::notice::cluster_notice(key, planned, key_id, now) {
+            ctx.notifier.notify(notice);
+        }
     }
 }
 
 /// The ClusterApiKey CRD's name: the controller runs only where it is installed.
 pub const CLUSTER_CRD_NAME: &str = "clusterapikeys.keyward.dev";
 
-/// Reconcile ClusterApiKeys until `shutdown`: each on its own changes, and all of them when a
-/// Namespace appears, changes its labels or goes. Does nothing (and says so) without the CRD.
+/// The ClusterApiKey that owns a Secret, if one does (its owner reference, whatever its namespace).
+#[must_use]
+pub fn owning_key(
+    secret: &kube::core::PartialObjectMeta<Secret>,
+) -> Option<kube::runtime::reflector::ObjectRef<ClusterApiKey>> {
+    let group = ClusterApiKey::group(&());
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == ClusterApiKey::kind(&()) && o.api_version.split('/').next() == Some(group.as_ref()))
+        .map(|o| kube::runtime::reflector::ObjectRef::new(&o.name))
+}
+
+/// Reconcile ClusterApiKeys until `shutdown`: each on its own changes and its Secret's, and all
+/// of them when a Namespace appears, changes its labels or goes. Does nothing (and says so)
+/// without the CRD.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     use futures::StreamExt;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -234,6 +260,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         Ok(Some(_)) => {}
         Ok(None) => {
             warn!(crd = CLUSTER_CRD_NAME, "the ClusterApiKey CRD is not installed: no organisation-wide keys");
+            ctx.publisher.no_cluster_keys();
             return;
         }
         Err(e) => {
@@ -241,14 +268,33 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             return;
         }
     }
-    let controller = Controller::new(api(&ctx), watcher::Config::default());
+    // The controller's store, reflected here; with the Namespace metadata store, key-set
+    // rebuilds skip reading cluster keys where none could be (publisher/cluster.rs), once both are filled.
+    let (key_cache, key_writer) = kube::runtime::reflector::store();
+    let keys_filled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let own = watcher(api(&ctx), watcher::Config::default())
+        .default_backoff()
+        .inspect(filled(&keys_filled))
+        .reflect(key_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(own, key_cache.clone());
     let keys = controller.store();
     let namespaces = Api::<kube::core::PartialObjectMeta<Namespace>>::all(ctx.client.clone());
-    let changes = watcher(namespaces, watcher::Config::default()).default_backoff();
+    let (namespace_cache, namespace_writer) = kube::runtime::reflector::store();
+    let namespaces_filled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changes = watcher(namespaces, watcher::Config::default())
+        .default_backoff()
+        .inspect(filled(&namespaces_filled))
+        .reflect(namespace_writer);
+    ctx.publisher.use_cluster_caches(key_cache, namespace_cache, [keys_filled, namespaces_filled]);
+    let managed = format!("{}={}", crate::plan::LABEL_MANAGED_BY, crate::plan::MANAGED_BY);
+    let secrets = Api::<kube::core::PartialObjectMeta<Secret>>::all(ctx.client.clone());
+    let secrets = watcher(secrets, watcher::Config::default().labels(&managed)).default_backoff();
     controller
         .watches_stream(changes.touched_objects(), move |_namespace| {
             keys.state().iter().map(|k| ObjectRef::from_obj(k.as_ref())).collect::<Vec<_>>()
         })
+        .watches_stream(secrets.touched_objects(), |secret| owning_key(&secret))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -257,4 +303,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         })
         .await;
+}
+
+/// Sets `flag` once a watch stream has listed everything (`InitDone`): its store is filled.
+fn filled<K>(
+    flag: &Arc<std::sync::atomic::AtomicBool>,
+) -> impl FnMut(&Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>) + use<K> {
+    let flag = flag.clone();
+    move |event| {
+        if matches!(event, Ok(kube::runtime::watcher::Event::InitDone)) {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
 }

@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::{ApiKey, NoticeType};
+use crate::api::{ApiKey, ClusterApiKey, NoticeType};
 use crate::plan::{PlannedEvent, Reason};
 
 pub use retry::{Outcome, RetryPolicy};
@@ -82,9 +82,9 @@ pub struct Notice {
     pub kind: NoticeType,
     /// `msg_` and 32 hex digits, stable for the same step of the same key (see [`message_id`]).
     pub id: String,
-    /// The ApiKey's namespace: only webhooks there receive it.
+    /// The namespace whose webhooks receive it: the ApiKey's, or a ClusterApiKey's `spec.secretNamespace`.
     pub namespace: String,
-    /// The ApiKey's labels, matched against a webhook's `spec.selector`.
+    /// The key's labels, matched against a webhook's `spec.selector`.
     pub labels: BTreeMap<String, String>,
     /// The JSON body, the same bytes on every attempt.
     pub body: Vec<u8>,
@@ -102,7 +102,11 @@ struct Payload<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Data<'a> {
-    namespace: &'a str,
+    /// `ApiKey` or `ClusterApiKey`.
+    kind: &'static str,
+    /// The ApiKey's namespace; a ClusterApiKey has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
     name: &'a str,
     uid: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -122,8 +126,31 @@ struct Data<'a> {
 /// when the step is not a notice or the key has no namespace or uid (never stored).
 #[must_use]
 pub fn notice(key: &ApiKey, event: &PlannedEvent, key_id: &str, now: Timestamp) -> Option<Notice> {
-    let kind = notice_type(event.reason)?;
     let namespace = key.metadata.namespace.as_deref()?;
+    build(key, Subject { kind: "ApiKey", namespace: Some(namespace), route: namespace }, event, key_id, now)
+}
+
+/// The notice for `event` about the ClusterApiKey `key` (as written by this reconcile), at
+/// `now`: delivered to the webhooks of its `spec.secretNamespace` (the namespace of the team
+/// that holds its token), its payload naming it `kind: ClusterApiKey` with no namespace.
+#[must_use]
+pub fn cluster_notice(key: &ClusterApiKey, event: &PlannedEvent, key_id: &str, now: Timestamp) -> Option<Notice> {
+    let mut view = crate::plan::cluster::view(key);
+    view.metadata.labels.clone_from(&key.metadata.labels);
+    let subject = Subject { kind: "ClusterApiKey", namespace: None, route: &key.spec.secret_namespace };
+    build(&view, subject, event, key_id, now)
+}
+
+/// Whose notice it is: the kind and namespace the payload names, the namespace it is routed to.
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    kind: &'static str,
+    namespace: Option<&'a str>,
+    route: &'a str,
+}
+
+fn build(key: &ApiKey, subject: Subject<'_>, event: &PlannedEvent, key_id: &str, now: Timestamp) -> Option<Notice> {
+    let kind = notice_type(event.reason)?;
     let uid = key.metadata.uid.as_deref()?;
     let name = key.metadata.name.as_deref().unwrap_or_default();
     let status = key.status.as_ref();
@@ -136,7 +163,8 @@ pub fn notice(key: &ApiKey, event: &PlannedEvent, key_id: &str, now: Timestamp) 
         r#type: kind.event_type(),
         timestamp: now,
         data: Data {
-            namespace,
+            kind: subject.kind,
+            namespace: subject.namespace,
             name,
             uid,
             key_id,
@@ -151,7 +179,7 @@ pub fn notice(key: &ApiKey, event: &PlannedEvent, key_id: &str, now: Timestamp) 
     Some(Notice {
         kind,
         id: message_id(uid, key.metadata.generation.unwrap_or_default(), event, key_id),
-        namespace: namespace.to_owned(),
+        namespace: subject.route.to_owned(),
         labels: key.metadata.labels.clone().unwrap_or_default(),
         body,
     })

@@ -91,8 +91,8 @@ fn a_revocation_is_a_notice_with_the_keys_names_ids_and_times() {
             "type": "apikey.revoked",
             "timestamp": "2026-12-01T05:00:00Z",
             "data": {
-                "namespace": "team-a", "name": "partner", "uid": "0b5e-uid", "keyId": "a1b2c3d4e5f6",
-                "reason": "Revoked", "message": "Key revoked for good", "state": "Revoked",
+                "kind": "ApiKey", "namespace": "team-a", "name": "partner", "uid": "0b5e-uid",
+                "keyId": "a1b2c3d4e5f6", "reason": "Revoked", "message": "Key revoked for good", "state": "Revoked",
                 "expiresAt": "2027-01-01T00:00:00Z",
             }
         })
@@ -205,4 +205,33 @@ fn retries_double_up_to_the_cap_then_give_up() {
     assert_eq!(policy.after(3, true), Outcome::Delivered);
     let huge = RetryPolicy { attempts: 100, ..policy };
     assert_eq!(huge.after(90, false), Outcome::RetryAfter(secs(10)), "no overflow past the cap");
+}
+
+#[test]
+fn a_cluster_keys_notice_goes_to_its_secret_namespace_and_names_it_as_a_cluster_key() {
+    let now: Timestamp = "2026-12-01T05:00:00Z".parse().unwrap();
+    let key: crate::api::ClusterApiKey = serde_yaml::from_str(
+        "apiVersion: keyward.dev/v1alpha1\nkind: ClusterApiKey\n\
+         metadata: {name: agency, uid: cak-uid, generation: 2, labels: {team: platform}}\n\
+         spec: {scopes: [orders:read], secretNamespace: platform, namespaceSelector: {matchLabels: {a: b}}}\n\
+         status: {state: Rotating, namespaces: [loc-a]}\n",
+    )
+    .unwrap();
+    let step = event(Reason::Swapped, "Secret now holds token a1b2c3d4e5f6");
+    let notice = crate::notice::cluster_notice(&key, &step, "a1b2c3d4e5f6", now).unwrap();
+    assert_eq!((notice.kind, notice.namespace.as_str()), (NoticeType::Rotated, "platform"));
+    assert_eq!(notice.labels.get("team").map(String::as_str), Some("platform"), "matched by webhook selectors");
+    let body: serde_json::Value = serde_json::from_slice(&notice.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "type": "apikey.rotated",
+            "timestamp": "2026-12-01T05:00:00Z",
+            "data": {
+                "kind": "ClusterApiKey", "name": "agency", "uid": "cak-uid", "keyId": "a1b2c3d4e5f6",
+                "reason": "Swapped", "message": "Secret now holds token a1b2c3d4e5f6", "state": "Rotating",
+            }
+        })
+    );
+    assert_ne!(notice.id, crate::notice::notice(&stored_key("{}"), &step, "a1b2c3d4e5f6", now).unwrap().id);
 }

@@ -3,7 +3,9 @@
 //! A workload opts in on itself with the annotation [`RESTART_ANNOTATION`]
 //! naming the ApiKeys (of its namespace) whose rotation should restart it:
 //! the team that owns a workload knows how it reads its token, the team that
-//! owns a key may not know who uses it. A rotation restarts an opted-in
+//! owns a key may not know who uses it. A ClusterApiKey is named `cluster/<name>` (its
+//! owner text in key sets; an ApiKey's name cannot hold a `/`), by workloads of its
+//! `spec.secretNamespace`, where its token is. A rotation restarts an opted-in
 //! workload once, `delay` after the swap (so keys rotating together restart
 //! it once), by changing [`RESTARTED_AT_ANNOTATION`] in its pod template, the
 //! way `kubectl rollout restart` does; the same value on the workload's own
@@ -13,7 +15,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-/// Workload annotation listing the ApiKeys whose rotation restarts it (`crm, billing`).
+/// Workload annotation listing the keys whose rotation restarts it (`crm, billing, cluster/agency`).
 pub const RESTART_ANNOTATION: &str = "keyward.dev/restart-on-rotation";
 /// Pod-template (and workload) annotation keyward sets to restart a workload.
 pub const RESTARTED_AT_ANNOTATION: &str = "keyward.dev/restarted-at";
@@ -117,6 +119,13 @@ mod tests {
         let workloads = [workload("api", "crm", None)];
         assert_eq!(restarts("crm", None, true, &workloads, DELAY, at(100)), Restarts::default(), "never rotated");
         assert_eq!(restarts("crm", Some(at(0)), false, &workloads, DELAY, at(100)), Restarts::default(), "grace over");
+    }
+
+    #[test]
+    fn a_cluster_key_is_named_cluster_slash_name_and_not_by_its_bare_name() {
+        let workloads = [workload("api", "agency", None), workload("agent", "crm, cluster/agency", None)];
+        let due = restarts("cluster/agency", Some(at(0)), true, &workloads, DELAY, at(10));
+        assert_eq!(due.now, vec![("Deployment", "agent".to_owned())], "an ApiKey named agency is another key");
     }
 
     #[test]

@@ -15,18 +15,18 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-use super::{FIELD_MANAGER, PluginError, Session, print};
+use super::{FIELD_MANAGER, PluginError, Session, Target, print};
 use crate::api::{ApiKey, KeyState, ROTATE_ANNOTATION};
 
 /// `rotate NAME`: set the rotate annotation to a new value (the time), which the operator acts on once.
-pub async fn rotate(session: &Session, name: &str, now: Timestamp) -> Result<ExitCode, PluginError> {
-    let key = session.get_apikey(name).await?;
+pub async fn rotate(session: &Session, target: &Target, now: Timestamp) -> Result<ExitCode, PluginError> {
+    let key = session.get(target).await?.key;
+    let (noun, kind) = (target.noun(), target.kind());
     if let Some(state @ (KeyState::Revoked | KeyState::Expired)) = state(&key) {
         return Err(PluginError::Refused(format!(
-            "apikey.keyward.dev/{name} is {state:?}: it has no token to rotate; create a new ApiKey instead"
+            "{noun} is {state:?}: it has no token to rotate; create a new {kind} instead"
         )));
     }
     let value = now.to_string();
@@ -38,34 +38,36 @@ pub async fn rotate(session: &Session, name: &str, now: Timestamp) -> Result<Exi
             declared.join(", ")
         );
     }
-    patch(session, name, &json!({ "metadata": { "annotations": { ROTATE_ANNOTATION: value } } })).await?;
+    session.patch(target, &json!({ "metadata": { "annotations": { ROTATE_ANNOTATION: value } } })).await?;
     print(&format!(
-        "apikey.keyward.dev/{name} rotation requested ({ROTATE_ANNOTATION}={value})\n\
+        "{noun} rotation requested ({ROTATE_ANNOTATION}={value})\n\
          The operator publishes a new token, swaps it into the Secret after the propagation delay, and keeps the\n\
-         previous token working for the grace period. Follow it with: kubectl keyward status {name} -n {ns}\n",
-        ns = session.namespace,
+         previous token working for the grace period. Follow it with: kubectl keyward status {again}\n",
+        again = target.again(&session.namespace),
     ))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `disable NAME` / `enable NAME`: set `spec.active`.
-pub async fn set_active(session: &Session, name: &str, active: bool) -> Result<ExitCode, PluginError> {
-    let key = session.get_apikey(name).await?;
+pub async fn set_active(session: &Session, target: &Target, active: bool) -> Result<ExitCode, PluginError> {
+    let key = session.get(target).await?.key;
+    let noun = target.noun();
     let word = if active { "enabled" } else { "disabled" };
     if key.spec.active == active {
-        print(&format!("apikey.keyward.dev/{name} is already {word} (spec.active={active}); nothing changed\n"))?;
+        print(&format!("{noun} is already {word} (spec.active={active}); nothing changed\n"))?;
         return Ok(ExitCode::SUCCESS);
     }
     warn_declared(&key, "active");
-    patch(session, name, &json!({ "spec": { "active": active } })).await?;
+    session.patch(target, &json!({ "spec": { "active": active } })).await?;
     let what = if active {
         "its token works again (the same token) once the key set is republished".to_owned()
     } else {
-        format!(
-            "verifiers refuse its token once the key set is republished; `kubectl keyward enable {name}` restores it"
-        )
+        // An ApiKey is named as before (`enable crm`); a ClusterApiKey needs its type to be found.
+        let again = if target.is_cluster() { format!("cak/{}", target.name()) } else { target.name().to_owned() };
+        let sets = if target.is_cluster() { "the key sets are" } else { "the key set is" };
+        format!("verifiers refuse its token once {sets} republished; `kubectl keyward enable {again}` restores it")
     };
-    print(&format!("apikey.keyward.dev/{name} {word} (spec.active={active}): {what}\n"))?;
+    print(&format!("{noun} {word} (spec.active={active}): {what}\n"))?;
     if key.spec.revoked {
         eprintln!("note: the key is revoked; spec.active does not bring a revoked key back");
     }
@@ -73,30 +75,32 @@ pub async fn set_active(session: &Session, name: &str, active: bool) -> Result<E
 }
 
 /// `revoke NAME`: set `spec.revoked`, after a confirmation typed on a terminal or `--yes`.
-pub async fn revoke(session: &Session, name: &str, yes: bool) -> Result<ExitCode, PluginError> {
-    let key = session.get_apikey(name).await?;
+pub async fn revoke(session: &Session, target: &Target, yes: bool) -> Result<ExitCode, PluginError> {
+    let key = session.get(target).await?.key;
+    let (noun, kind) = (target.noun(), target.kind());
     if key.spec.revoked {
-        print(&format!("apikey.keyward.dev/{name} is already revoked; nothing changed\n"))?;
+        print(&format!("{noun} is already revoked; nothing changed\n"))?;
         return Ok(ExitCode::SUCCESS);
     }
     if !yes {
-        confirm(session, &key, name)?;
+        confirm(session, &key, target)?;
     }
     warn_declared(&key, "revoked");
-    patch(session, name, &json!({ "spec": { "revoked": true } })).await?;
+    session.patch(target, &json!({ "spec": { "revoked": true } })).await?;
+    let sets = if target.is_cluster() { "key sets of every selected namespace" } else { "key set" };
     print(&format!(
-        "apikey.keyward.dev/{name} revoked (spec.revoked=true). Its token stops working as soon as verifiers see the\n\
-         key set and is removed from the Secret; the ApiKey stays as an audit record. This cannot be undone.\n"
+        "{noun} revoked (spec.revoked=true). Its token stops working as soon as verifiers see the\n\
+         {sets} and is removed from the Secret; the {kind} stays as an audit record. This cannot be undone.\n"
     ))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Ask on the terminal; refuse when there is no terminal to ask on.
-fn confirm(session: &Session, key: &ApiKey, name: &str) -> Result<(), PluginError> {
-    let target = format!("{}/{name}", session.namespace);
+fn confirm(session: &Session, key: &ApiKey, target: &Target) -> Result<(), PluginError> {
+    let (who, kind, name) = (target.who(&session.namespace), target.kind(), target.name());
     if !std::io::stdin().is_terminal() {
         return Err(PluginError::Refused(format!(
-            "refusing to revoke {target} without --yes: standard input is not a terminal to confirm on. \
+            "refusing to revoke {who} without --yes: standard input is not a terminal to confirm on. \
              Revocation cannot be undone; pass --yes if you mean it"
         )));
     }
@@ -104,9 +108,9 @@ fn confirm(session: &Session, key: &ApiKey, name: &str) -> Result<(), PluginErro
     let mut err = std::io::stderr().lock();
     write!(
         err,
-        "Revoke ApiKey {target} (current key id {key_id})?\n\
+        "Revoke {kind} {who} (current key id {key_id})?\n\
          This cannot be undone: the token stops working everywhere, it is removed from the Secret, and the\n\
-         ApiKey can never be enabled again (create a new ApiKey instead).\n\
+         {kind} can never be enabled again (create a new {kind} instead).\n\
          Type the key's name ({name}) to confirm: "
     )?;
     err.flush()?;
@@ -116,15 +120,6 @@ fn confirm(session: &Session, key: &ApiKey, name: &str) -> Result<(), PluginErro
         return Err(PluginError::Refused(format!("not revoked: the answer did not match {name}")));
     }
     Ok(())
-}
-
-async fn patch(session: &Session, name: &str, body: &serde_json::Value) -> Result<ApiKey, PluginError> {
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
-    session
-        .apikeys()
-        .patch(name, &params, &Patch::Merge(body))
-        .await
-        .map_err(|e| session.apikey_access("patch", name).fail(e))
 }
 
 /// Warn when an apply (kubectl apply, a GitOps sync) declares `spec.<field>`: it may set it back.

@@ -142,9 +142,16 @@ pub async fn run(
             session.namespace.as_str(),
         )
     };
-    let access = Access { verb: "list", resource: "apikeys.keyward.dev", kind: "ApiKey", namespace, name: None };
+    let access = Access {
+        verb: "list",
+        resource: "apikeys.keyward.dev",
+        kind: "ApiKey",
+        namespace: Some(namespace),
+        name: None,
+    };
     let keys = keys_api.list(&ListParams::default()).await.map_err(|e| access.fail(e))?.items;
-    let maps_access = Access { verb: "list", resource: "configmaps", kind: "ConfigMap", namespace, name: None };
+    let maps_access =
+        Access { verb: "list", resource: "configmaps", kind: "ConfigMap", namespace: Some(namespace), name: None };
     let maps: Result<Vec<ConfigMap>, PluginError> = maps_api
         .list(&ListParams::default().labels(&any_keyset_selector()))
         .await

@@ -11,8 +11,8 @@ pub struct Access<'a> {
     pub resource: &'static str,
     /// The object's kind, for "not found" messages.
     pub kind: &'static str,
-    /// The namespace the request was made in.
-    pub namespace: &'a str,
+    /// The namespace the request was made in; `None` for a cluster-scoped object (a ClusterApiKey).
+    pub namespace: Option<&'a str>,
     /// The object's name, for requests about one object.
     pub name: Option<&'a str>,
 }
@@ -20,17 +20,15 @@ pub struct Access<'a> {
 impl Access<'_> {
     /// The error a failed request under this access becomes.
     pub fn fail(&self, error: kube::Error) -> PluginError {
-        let namespace = self.namespace.to_owned();
+        let scope = Scope(self.namespace.map(str::to_owned));
         match error {
             kube::Error::Api(status) if status.code == 403 => {
-                PluginError::Forbidden { verb: self.verb, resource: self.resource, namespace, server: status.message }
+                PluginError::Forbidden { verb: self.verb, resource: self.resource, scope, server: status.message }
             }
             kube::Error::Api(status) if status.code == 404 => {
-                PluginError::NotFound { kind: self.kind, name: self.name.unwrap_or_default().to_owned(), namespace }
+                PluginError::NotFound { kind: self.kind, name: self.name.unwrap_or_default().to_owned(), scope }
             }
-            other => {
-                PluginError::Api { verb: self.verb, resource: self.resource, namespace, message: other.to_string() }
-            }
+            other => PluginError::Api { verb: self.verb, resource: self.resource, scope, message: other.to_string() },
         }
     }
 }
@@ -40,17 +38,18 @@ impl Access<'_> {
 pub enum PluginError {
     /// RBAC refused a request: names the verb and resource to ask for.
     #[error(
-        "forbidden: you may not {verb} {resource} in namespace {namespace}. Ask your cluster admin for a Role \
-         granting verb \"{verb}\" on \"{resource}\" there (check with `kubectl auth can-i {verb} {resource} -n \
-         {namespace}`). The API server said: {server}"
+        "forbidden: you may not {verb} {resource} {where_}. Ask your cluster admin for a {role} granting verb \
+         \"{verb}\" on \"{resource}\"{there} (check with `kubectl auth can-i {verb} {resource}{flag}`). The API \
+         server said: {server}",
+        where_ = .scope.where_(), role = .scope.role(), there = .scope.there(), flag = .scope.flag()
     )]
-    Forbidden { verb: &'static str, resource: &'static str, namespace: String, server: String },
+    Forbidden { verb: &'static str, resource: &'static str, scope: Scope, server: String },
     /// The object does not exist.
-    #[error("{kind} {name} not found in namespace {namespace}")]
-    NotFound { kind: &'static str, name: String, namespace: String },
+    #[error("{kind} {name} not found{in_}", in_ = .scope.in_())]
+    NotFound { kind: &'static str, name: String, scope: Scope },
     /// Any other failed API request.
-    #[error("cannot {verb} {resource} in namespace {namespace}: {message}")]
-    Api { verb: &'static str, resource: &'static str, namespace: String, message: String },
+    #[error("cannot {verb} {resource} {where_}: {message}", where_ = .scope.where_())]
+    Api { verb: &'static str, resource: &'static str, scope: Scope, message: String },
     /// The command will not go ahead (revoke without confirmation, no token to print).
     #[error("{0}")]
     Refused(String),
@@ -61,4 +60,34 @@ pub enum PluginError {
     /// No cluster could be reached from the kubeconfig.
     #[error(transparent)]
     Config(#[from] ConfigError),
+}
+
+/// Where a request was made: a namespace, or cluster-wide (`None`), said the way RBAC needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope(pub Option<String>);
+
+impl Scope {
+    /// `in namespace team-a`, or `cluster-wide`.
+    fn where_(&self) -> String {
+        self.0.as_ref().map_or_else(|| "cluster-wide".to_owned(), |ns| format!("in namespace {ns}"))
+    }
+
+    /// ` in namespace team-a`, or nothing (a cluster-scoped object is not in a namespace).
+    fn in_(&self) -> String {
+        self.0.as_ref().map_or_else(String::new, |ns| format!(" in namespace {ns}"))
+    }
+
+    /// A namespace's rights come from a Role there; cluster-scoped ones only from a ClusterRole.
+    fn role(&self) -> &'static str {
+        if self.0.is_some() { "Role" } else { "ClusterRole (bound with a ClusterRoleBinding)" }
+    }
+
+    fn there(&self) -> &'static str {
+        if self.0.is_some() { " there" } else { "" }
+    }
+
+    /// The `-n` flag of the `kubectl auth can-i` line.
+    fn flag(&self) -> String {
+        self.0.as_ref().map_or_else(String::new, |ns| format!(" -n {ns}"))
+    }
 }

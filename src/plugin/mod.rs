@@ -16,6 +16,7 @@ mod change;
 mod check;
 mod error;
 mod status;
+mod target;
 mod token;
 
 #[cfg(test)]
@@ -26,7 +27,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use error::{Access, PluginError};
+pub use error::{Access, PluginError, Scope};
+pub use target::{Subject, Target};
 
 use crate::runtime::kubeconfig;
 
@@ -45,7 +47,8 @@ pub struct PluginCli {
     pub args: Args,
 }
 
-const ABOUT: &str = "Look at and act on keyward ApiKeys: status, rotate, disable, enable, revoke, token, check.";
+const ABOUT: &str = "Look at and act on keyward ApiKeys and ClusterApiKeys (cak/NAME): status, rotate, disable, enable, \
+                     revoke, token, check.";
 
 /// `kubectl keyward` (or `keyward kubectl`): the standard kubectl flags and one command.
 #[derive(Debug, clap::Args)]
@@ -74,27 +77,27 @@ struct Flags {
 enum Command {
     /// Show a key: state, conditions, key ids and their windows, rotation, usage, Events, why it is not Ready.
     Status {
-        /// The ApiKey's name.
+        /// The ApiKey's name (NAME or apikey/NAME), or a ClusterApiKey's (clusterapikey/NAME, cak/NAME).
         name: String,
     },
     /// Ask the operator to rotate the token now (sets the keyward.dev/rotate annotation).
     Rotate {
-        /// The ApiKey's name.
+        /// The ApiKey's name (NAME or apikey/NAME), or a ClusterApiKey's (clusterapikey/NAME, cak/NAME).
         name: String,
     },
     /// Stop the key working without deleting anything (spec.active=false); `enable` undoes it.
     Disable {
-        /// The ApiKey's name.
+        /// The ApiKey's name (NAME or apikey/NAME), or a ClusterApiKey's (clusterapikey/NAME, cak/NAME).
         name: String,
     },
     /// Make a disabled key work again with the same token (spec.active=true).
     Enable {
-        /// The ApiKey's name.
+        /// The ApiKey's name (NAME or apikey/NAME), or a ClusterApiKey's (clusterapikey/NAME, cak/NAME).
         name: String,
     },
     /// Revoke the key for good (spec.revoked=true). Cannot be undone.
     Revoke {
-        /// The ApiKey's name.
+        /// The ApiKey's name (NAME or apikey/NAME), or a ClusterApiKey's (clusterapikey/NAME, cak/NAME).
         name: String,
         /// Do not ask for confirmation. Required when standard input is not a terminal.
         #[arg(short = 'y', long)]
@@ -102,7 +105,7 @@ enum Command {
     },
     /// Print the key's token from its Secret, to hand to an external system.
     Token {
-        /// The ApiKey's name.
+        /// The ApiKey's name (NAME or apikey/NAME), or a ClusterApiKey's (clusterapikey/NAME, cak/NAME).
         name: String,
     },
     /// Read a token on standard input and say which ApiKey it belongs to (by its hash; never printed).
@@ -129,12 +132,12 @@ async fn run_async(args: Args) -> Result<ExitCode, PluginError> {
     let now = crate::runtime::clock::now();
     let Args { flags, command } = args;
     match command {
-        Command::Status { name } => status::run(&connect(flags).await?, &name, now).await,
-        Command::Rotate { name } => change::rotate(&connect(flags).await?, &name, now).await,
-        Command::Disable { name } => change::set_active(&connect(flags).await?, &name, false).await,
-        Command::Enable { name } => change::set_active(&connect(flags).await?, &name, true).await,
-        Command::Revoke { name, yes } => change::revoke(&connect(flags).await?, &name, yes).await,
-        Command::Token { name } => token::run(&connect(flags).await?, &name).await,
+        Command::Status { name } => status::run(&connect(flags).await?, &Target::parse(&name)?, now).await,
+        Command::Rotate { name } => change::rotate(&connect(flags).await?, &Target::parse(&name)?, now).await,
+        Command::Disable { name } => change::set_active(&connect(flags).await?, &Target::parse(&name)?, false).await,
+        Command::Enable { name } => change::set_active(&connect(flags).await?, &Target::parse(&name)?, true).await,
+        Command::Revoke { name, yes } => change::revoke(&connect(flags).await?, &Target::parse(&name)?, yes).await,
+        Command::Token { name } => token::run(&connect(flags).await?, &Target::parse(&name)?).await,
         Command::Check { all_namespaces } => {
             // The token first: input that is no token is refused without a cluster, and the
             // token itself is wiped once hashed, before any request is made.
@@ -152,19 +155,51 @@ async fn connect(flags: Flags) -> Result<Session, PluginError> {
 }
 
 impl Session {
+    /// A session on `client`, acting in `namespace` (tests build one on the in-memory API).
+    #[cfg(test)]
+    #[must_use]
+    pub fn new(client: kube::Client, namespace: &str) -> Session {
+        Session { client, namespace: namespace.to_owned() }
+    }
+
     /// The ApiKeys of the session's namespace.
     fn apikeys(&self) -> kube::Api<crate::api::ApiKey> {
         kube::Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// How a request about ApiKey `name` is described in errors.
-    fn apikey_access<'a>(&'a self, verb: &'static str, name: &'a str) -> Access<'a> {
-        Access { verb, resource: "apikeys.keyward.dev", kind: "ApiKey", namespace: &self.namespace, name: Some(name) }
+    fn cluster_keys(&self) -> kube::Api<crate::api::ClusterApiKey> {
+        kube::Api::all(self.client.clone())
     }
 
-    /// `get` one ApiKey, with Forbidden and NotFound said plainly.
-    async fn get_apikey(&self, name: &str) -> Result<crate::api::ApiKey, PluginError> {
-        self.apikeys().get(name).await.map_err(|e| self.apikey_access("get", name).fail(e))
+    /// How a request about `target` is described in errors.
+    fn access<'a>(&'a self, verb: &'static str, target: &'a Target) -> Access<'a> {
+        Access {
+            verb,
+            resource: target.resource(),
+            kind: target.kind(),
+            namespace: (!target.is_cluster()).then_some(self.namespace.as_str()),
+            name: Some(target.name()),
+        }
+    }
+
+    /// `get` the key `target` names, with Forbidden and NotFound said plainly.
+    async fn get(&self, target: &Target) -> Result<Subject, PluginError> {
+        let fail = |e| self.access("get", target).fail(e);
+        match target {
+            Target::ApiKey(name) => self.apikeys().get(name).await.map(Subject::apikey).map_err(fail),
+            Target::Cluster(name) => self.cluster_keys().get(name).await.map(Subject::cluster).map_err(fail),
+        }
+    }
+
+    /// A JSON merge patch of the key `target` names, as [`FIELD_MANAGER`].
+    async fn patch(&self, target: &Target, body: &serde_json::Value) -> Result<(), PluginError> {
+        let params = kube::api::PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+        let patch = kube::api::Patch::Merge(body);
+        let result = match target {
+            Target::ApiKey(name) => self.apikeys().patch(name, &params, &patch).await.map(drop),
+            Target::Cluster(name) => self.cluster_keys().patch(name, &params, &patch).await.map(drop),
+        };
+        result.map_err(|e| self.access("patch", target).fail(e))
     }
 }
 

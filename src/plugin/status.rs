@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::ListParams;
 
-use super::{Access, PluginError, Session, print};
-use crate::api::{ApiKey, CONDITION_READY, KeyState, KeyVersion};
+use super::{Access, PluginError, Session, Target, print};
+use crate::api::{ApiKey, CONDITION_READY, ClusterApiKey, KeyState, KeyVersion};
 
 /// How many of the most recent Events `status` shows.
 const EVENTS_SHOWN: usize = 10;
@@ -36,19 +36,25 @@ pub enum Events {
     Unavailable(String),
 }
 
-/// Print the status of ApiKey `name`.
-pub async fn run(session: &Session, name: &str, now: Timestamp) -> Result<ExitCode, PluginError> {
-    let key = session.get_apikey(name).await?;
-    let events = events(session, &key).await;
-    print(&render(&key, &events, now))?;
+/// The namespace the operator writes a ClusterApiKey's Events in (it has none of its own).
+pub const CLUSTER_EVENTS_NAMESPACE: &str = "default";
+
+/// Print the status of the key `target` names.
+pub async fn run(session: &Session, target: &Target, now: Timestamp) -> Result<ExitCode, PluginError> {
+    let subject = session.get(target).await?;
+    let text = match &subject.cluster {
+        None => render(&subject.key, &events(session, &subject.key, &session.namespace).await, now),
+        Some(cluster) => render_cluster(cluster, &events(session, &subject.key, CLUSTER_EVENTS_NAMESPACE).await, now),
+    };
+    print(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn events(session: &Session, key: &ApiKey) -> Events {
-    let api: kube::Api<Event> = kube::Api::namespaced(session.client.clone(), &session.namespace);
+async fn events(session: &Session, key: &ApiKey, namespace: &str) -> Events {
+    let api: kube::Api<Event> = kube::Api::namespaced(session.client.clone(), namespace);
     let uid = key.metadata.uid.clone().unwrap_or_default();
     let params = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
-    let access = Access { verb: "list", resource: "events", kind: "Event", namespace: &session.namespace, name: None };
+    let access = Access { verb: "list", resource: "events", kind: "Event", namespace: Some(namespace), name: None };
     match api.list(&params).await {
         Ok(list) => {
             let mut lines: Vec<EventLine> = list.items.iter().map(event_line).collect();
@@ -78,20 +84,44 @@ fn event_line(event: &Event) -> EventLine {
 /// The whole `status` text for `key` at `now`.
 #[must_use]
 pub fn render(key: &ApiKey, events: &Events, now: Timestamp) -> String {
+    render_with(key, None, events, now)
+}
+
+/// The whole `status` text for a ClusterApiKey at `now`: the ApiKey's, named as a cluster key,
+/// with its Secret's namespace and the namespaces whose key sets carry it.
+#[must_use]
+pub fn render_cluster(key: &ClusterApiKey, events: &Events, now: Timestamp) -> String {
+    render_with(&crate::plan::cluster::view(key), Some(key), events, now)
+}
+
+fn render_with(key: &ApiKey, cluster: Option<&ClusterApiKey>, events: &Events, now: Timestamp) -> String {
     let mut out = String::new();
     let status = key.status.clone().unwrap_or_default();
     let spec = &key.spec;
     let mut line = |label: &str, value: &str| {
         let _ = writeln!(out, "{:<15}{value}", format!("{label}:"));
     };
-    line("Name", &format!("{}/{}", key.namespace().unwrap_or_default(), key.name_any()));
+    let secret = status.secret_name.clone().unwrap_or_else(|| crate::plan::secret_name(key));
+    match cluster {
+        None => line("Name", &format!("{}/{}", key.namespace().unwrap_or_default(), key.name_any())),
+        Some(_) => line("Name", &format!("{} (ClusterApiKey)", key.name_any())),
+    }
     if let Some(display) = &spec.display_name {
         line("Display name", display);
     }
     line("State", status.state.map_or("(none yet)", state_word));
     line("Scopes", &spec.scopes.join(", "));
     line("Key set", status.key_set.as_deref().unwrap_or(&spec.key_set));
-    line("Secret", &status.secret_name.clone().unwrap_or_else(|| crate::plan::secret_name(key)));
+    match cluster {
+        None => line("Secret", &secret),
+        Some(c) => {
+            line("Secret", &format!("{}/{secret}", c.spec.secret_namespace));
+            let namespaces = c.status.as_ref().map(|s| s.namespaces.join(", ")).unwrap_or_default();
+            let shown =
+                if namespaces.is_empty() { "none (spec.namespaceSelector selects no namespace)" } else { &namespaces };
+            line("Namespaces", shown);
+        }
+    }
     if let Some(prefix) = &status.prefix {
         line("Prefix", &format!("{prefix}…"));
     }

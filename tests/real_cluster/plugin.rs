@@ -363,3 +363,82 @@ async fn forbidden_names_the_verb_and_resource_the_user_lacks() {
 fn managers(key: &ApiKey) -> Vec<String> {
     key.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect()
 }
+
+#[tokio::test]
+async fn a_cluster_key_is_named_cak_slash_name_for_status_disable_enable_and_token() {
+    use keyward::api::ClusterApiKey;
+    let platform = "plugin-cak-platform";
+    let plane = cluster_with_manifests();
+    operator();
+    super::support::install_crd(plane, "crds/clusterapikey.yaml", "clusterapikeys.keyward.dev");
+    for ns in [platform, "plugin-cak-a"] {
+        run_ok(plane.kubectl().args(["create", "namespace", ns]));
+    }
+    run_ok(plane.kubectl().args(["label", "namespace", "plugin-cak-a", "plugin-agency=yes"]));
+    let client = client_from(plane.kubeconfig()).await;
+    let keys: Api<ClusterApiKey> = Api::all(client.clone());
+    let key: ClusterApiKey = serde_json::from_value(serde_json::json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterApiKey", "metadata": {"name": "plugin-agency"},
+        "spec": {"scopes": ["orders:read"], "secretNamespace": platform,
+                 "namespaceSelector": {"matchLabels": {"plugin-agency": "yes"}}}}))
+    .unwrap();
+    keys.create(&kube::api::PostParams::default(), &key).await.unwrap();
+    let state = |wanted: &'static str| {
+        let keys = keys.clone();
+        async move {
+            eventually(&format!("plugin-agency {wanted}"), MINUTE, || async {
+                let key = keys.get("plugin-agency").await.unwrap();
+                let status = key.status.as_ref()?;
+                (status.key.state.map(|s| format!("{s:?}")).as_deref() == Some(wanted)
+                    && status.key.observed_generation == key.metadata.generation)
+                    .then_some(())
+            })
+            .await;
+        }
+    };
+    state("Active").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), platform);
+    let raw = secrets.get("plugin-agency-apikey").await.unwrap().data.unwrap().remove("token").unwrap().0;
+    let token = Token::parse(std::str::from_utf8(&raw).unwrap()).unwrap();
+
+    // -n names any namespace: a ClusterApiKey is in none.
+    let (out, err) = plugin_ok(plane, &["status", "cak/plugin-agency", "-n", "default"], None);
+    for wanted in [
+        "Name:          plugin-agency (ClusterApiKey)".to_owned(),
+        format!("Secret:        {platform}/plugin-agency-apikey"),
+        "Namespaces:    plugin-cak-a".to_owned(),
+        "State:         Active".to_owned(),
+        "Created".to_owned(),
+    ] {
+        assert!(out.contains(&wanted), "missing {wanted:?} in:\n{out}");
+    }
+    assert_no_token(&format!("{out}{err}"), &token);
+
+    let (out, err) = plugin_ok(plane, &["disable", "clusterapikey/plugin-agency"], None);
+    assert!(out.contains("clusterapikey.keyward.dev/plugin-agency disabled (spec.active=false)"), "{out}");
+    state("Inactive").await;
+    let (out, _) = plugin_ok(plane, &["enable", "cak/plugin-agency"], None);
+    assert!(out.contains("enabled (spec.active=true)"), "{out}");
+    state("Active").await;
+    let written = keys.get("plugin-agency").await.unwrap();
+    let managers: Vec<String> =
+        written.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
+    assert!(managers.contains(&"kubectl-keyward".to_owned()), "{managers:?}");
+    assert_no_token(&format!("{out}{err}"), &token);
+
+    let (out, err) = plugin_ok(plane, &["token", "cak/plugin-agency"], None);
+    assert_eq!(out.trim_end(), token.expose(), "the token of {platform}/plugin-agency-apikey, alone on stdout");
+    assert!(err.contains("live credential for clusterapikey plugin-agency"), "{err}");
+    assert_no_token(&err, &token);
+
+    // Someone without rights on ClusterApiKeys is told the cluster-wide verb and resource.
+    run_ok(plane.kubectl().args(["create", "serviceaccount", "nobody", "-n", platform]));
+    let nobody = plane.service_account_kubeconfig(platform, "nobody");
+    let refused = plugin(plane, &nobody, &["rotate", "cak/plugin-agency"], None);
+    assert!(!refused.status.success(), "{}", describe(&refused));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("forbidden: you may not get clusterapikeys.keyward.dev cluster-wide"), "{err}");
+    assert!(err.contains("`kubectl auth can-i get clusterapikeys.keyward.dev`"), "{err}");
+    let missing = plugin(plane, plane.kubeconfig(), &["status", "cak/nope"], None);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("kubectl keyward: ClusterApiKey nope not found"));
+}

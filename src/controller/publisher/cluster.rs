@@ -1,21 +1,38 @@
 //! Organisation-wide keys in a namespace's key set: every ClusterApiKey that selects the
 //! namespace and names the key set is rebuilt into it with the namespace's own ApiKeys.
 //!
-//! The namespace's labels and the ClusterApiKeys are read afresh on each rebuild (a GET and
-//! a LIST), like classes: a namespace whose labels stopped matching must never be rebuilt
-//! from a stale copy. A namespace that does not exist or is being deleted carries no
-//! cluster key. The ClusterApiKey CRD not being installed reads as no cluster keys.
+//! Whether a cluster key goes into a key set is decided only from the namespace's labels and
+//! the ClusterApiKeys read afresh for that rebuild (a GET and a LIST), like classes: a
+//! namespace whose labels stopped matching must never be rebuilt from a stale copy. A
+//! namespace that does not exist or is being deleted carries no cluster key. The
+//! ClusterApiKey CRD not being installed reads as no cluster keys.
+//!
+//! Most rebuilds are of namespaces no cluster key selects, and need neither read. Once the
+//! ClusterApiKey controller's caches are filled ([`Publisher::use_cluster_caches`]: its
+//! ClusterApiKey store and its Namespace metadata store), a rebuild first asks them whether
+//! any cluster key could be in the set; when none could, it reads nothing and carries none.
+//! The caches may lag the API by a watch event, and they only ever *skip* reads: a stale
+//! "none" leaves a key out (never in), which is the direction a namespace leaving the
+//! selector goes anyway, and a key or namespace that has just started matching is added by
+//! the key's reconcile, which the same watch event triggers after the cache has it
+//! (kube-runtime updates a controller's store before it reconciles). A stale "maybe" costs
+//! the two reads of before. So a stale cache never publishes a key into a namespace that
+//! left the selector: only the fresh reads can put a key in.
 //!
 //! A new cluster key's token is held in memory until its status names it, as an ApiKey's is
 //! (`holds.rs`); its publication time is set by the key's reconcile once *every* selected
 //! key set carries the hash ([`Publisher::note_cluster_published`]), not by one rebuild.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use tracing::debug;
 
@@ -25,9 +42,55 @@ use crate::controller::Error;
 use crate::keyset::{KeySetId, Record};
 use crate::plan::{Held, cluster, records_with};
 
+/// What the ClusterApiKey controller knows, for rebuilds to skip the reads of cluster keys.
+pub(super) enum Known {
+    /// The ClusterApiKey CRD is not installed: the controller does not run, no key set carries a cluster key.
+    NoClusterKeys,
+    /// The controller's caches, used once both `filled` flags are set (their first LIST done).
+    Caches { keys: Store<ClusterApiKey>, namespaces: Store<PartialObjectMeta<Namespace>>, filled: [Arc<AtomicBool>; 2] },
+}
+
+impl Known {
+    /// Whether a cluster key could be in `id`, by the caches: `false` only when the namespace is
+    /// known and no cached ClusterApiKey names the key set and selects the namespace's labels.
+    fn may_carry(&self, id: &KeySetId) -> bool {
+        let Known::Caches { keys, namespaces, filled } = self else { return false };
+        if !filled.iter().all(|f| f.load(Ordering::Acquire)) {
+            return true;
+        }
+        let Some(namespace) = namespaces.get(&ObjectRef::new(&id.namespace)) else { return true };
+        if namespace.metadata.deletion_timestamp.is_some() {
+            return false;
+        }
+        let labels = namespace.metadata.labels.clone().unwrap_or_default();
+        keys.state().iter().any(|k| k.spec.key.key_set == id.name && cluster::selects(k, &labels))
+    }
+}
+
 impl Publisher {
+    /// Skip the reads of cluster keys for key sets that, by `keys` (the ClusterApiKey
+    /// controller's store) and `namespaces` (its Namespace metadata store), no cluster key
+    /// could be in, from the moment both `filled` flags are set (each store's first LIST is
+    /// in). A later call changes nothing.
+    pub fn use_cluster_caches(
+        &self,
+        keys: Store<ClusterApiKey>,
+        namespaces: Store<PartialObjectMeta<Namespace>>,
+        filled: [Arc<AtomicBool>; 2],
+    ) {
+        let _ = self.cluster_known.set(Known::Caches { keys, namespaces, filled });
+    }
+
+    /// The ClusterApiKey CRD is not installed: rebuilds read no cluster keys.
+    pub fn no_cluster_keys(&self) {
+        let _ = self.cluster_known.set(Known::NoClusterKeys);
+    }
+
     /// The records of every ClusterApiKey published in `id` at `now`.
     pub(super) async fn cluster_records(&self, id: &KeySetId, now: Timestamp) -> Result<Vec<Record>, Error> {
+        if self.cluster_known.get().is_some_and(|known| !known.may_carry(id)) {
+            return Ok(Vec::new());
+        }
         let Some(labels) = live_namespace_labels(&self.client, &id.namespace).await? else { return Ok(Vec::new()) };
         let keys = list(&self.client).await?;
         let holds = self.cluster_holds();

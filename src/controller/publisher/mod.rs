@@ -116,6 +116,9 @@ pub struct Publisher {
     /// Held tokens of ClusterApiKeys by uid; `publishedAt` set by their reconcile once every
     /// selected key set carries the hash (`cluster.rs`).
     cluster_holds: Mutex<HashMap<String, crate::plan::Held>>,
+    /// What the ClusterApiKey controller's caches let a rebuild skip (`cluster.rs`); unset,
+    /// every rebuild reads the Namespace and the ClusterApiKeys.
+    cluster_known: std::sync::OnceLock<cluster::Known>,
     wake: Notify,
     metrics: Arc<Metrics>,
 }
@@ -134,6 +137,7 @@ impl Publisher {
             pending: Mutex::new(BTreeSet::new()),
             holds: Mutex::new(HashMap::new()),
             cluster_holds: Mutex::new(HashMap::new()),
+            cluster_known: std::sync::OnceLock::new(),
             wake: Notify::new(),
             metrics: Arc::new(Metrics::new()),
         }

@@ -45,6 +45,19 @@ struct Cluster {
     ctx: Arc<Context>,
     clock: Arc<Mutex<Timestamp>>,
     minted: Arc<Mutex<Vec<String>>>,
+    /// Every request the operator's client made: (method, path and query).
+    requests: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+/// `client`, with every request it sends recorded in `requests` first.
+fn counting(client: Client, requests: Arc<Mutex<Vec<(String, String)>>>) -> Client {
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let target = request.uri().path_and_query().map(ToString::to_string).unwrap_or_default();
+        requests.lock().unwrap().push((request.method().to_string(), target));
+        let client = client.clone();
+        async move { client.send(request).await }
+    });
+    Client::new(service, "default")
 }
 
 async fn cluster() -> Cluster {
@@ -54,6 +67,9 @@ async fn cluster() -> Cluster {
         .client()
         .await
         .expect("the in-memory API starts");
+    let requests: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    // The operator's requests are counted; the test's own (through `c.client`) are not.
+    let operator_client = counting(client.clone(), requests.clone());
     let clock = Arc::new(Mutex::new(T0.parse::<Timestamp>().unwrap()));
     let minted: Arc<Mutex<Vec<String>>> = Arc::default();
     let clock_fn: super::super::Clock = {
@@ -69,9 +85,9 @@ async fn cluster() -> Cluster {
             token
         })
     };
-    let publisher = Arc::new(Publisher::new(client.clone(), clock_fn.clone(), Duration::from_millis(10)));
-    let ctx = Arc::new(Context::with(client.clone(), Settings::default(), publisher, clock_fn, mint_fn));
-    let c = Cluster { client, ctx, clock, minted };
+    let publisher = Arc::new(Publisher::new(operator_client.clone(), clock_fn.clone(), Duration::from_millis(10)));
+    let ctx = Arc::new(Context::with(operator_client, Settings::default(), publisher, clock_fn, mint_fn));
+    let c = Cluster { client, ctx, clock, minted, requests };
     for (name, agency) in [(PLATFORM, None), ("loc-a", Some("acme")), ("loc-b", Some("acme")), ("loc-c", None)] {
         c.create_namespace(name, agency).await;
     }
@@ -79,6 +95,16 @@ async fn cluster() -> Cluster {
 }
 
 impl Cluster {
+    /// How many requests the operator made so far.
+    fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    /// Requests made since `from` (a [`Cluster::request_count`]).
+    fn requests_since(&self, from: usize) -> Vec<(String, String)> {
+        self.requests.lock().unwrap()[from..].to_vec()
+    }
+
     async fn create_namespace(&self, name: &str, agency: Option<&str>) {
         let labels = agency.map_or_else(|| json!({}), |a| json!({ "agency": a }));
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
@@ -360,4 +386,202 @@ async fn verifiers_of_the_selected_namespaces_allow_the_token_and_a_third_does_n
     c.ctx.publisher.publish_now(&KeySetId { namespace: "loc-b".into(), name: "default".into() }).await.unwrap();
     assert_eq!(verifier_answer(&c, "loc-b", &token).await, Outcome::PaymentRequired);
     assert_eq!(verifier_answer(&c, "loc-a", &token).await, Outcome::Allowed);
+}
+
+/// A Deployment in `namespace` that names `keys` in its restart annotation.
+fn deployment(namespace: &str, name: &str, keys: &str) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(json!({
+        "metadata": { "name": name, "namespace": namespace,
+                      "annotations": { crate::plan::restarts::RESTART_ANNOTATION: keys } },
+        "spec": {
+            "selector": { "matchLabels": { "app": name } },
+            "template": { "metadata": { "labels": { "app": name } },
+                          "spec": { "containers": [{ "name": "app", "image": "app" }] } },
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_rotation_restarts_the_workloads_of_the_secret_namespace_that_name_cluster_slash_key() {
+    use crate::plan::restarts::RESTARTED_AT_ANNOTATION;
+    use k8s_openapi::api::apps::v1::Deployment;
+    let c = cluster().await;
+    for (ns, name, keys) in [
+        (PLATFORM, "agent", "cluster/agency"),
+        (PLATFORM, "namesake", "agency"), // an ApiKey `agency` of the namespace, not the cluster key
+        ("loc-a", "elsewhere", "cluster/agency"), // carries the hash, holds no token
+    ] {
+        let api: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+        api.create(&PostParams::default(), &deployment(ns, name, keys)).await.unwrap();
+    }
+    let stamp = |ns: &'static str, name: &'static str| {
+        let api: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+        async move {
+            let d = api.get(name).await.unwrap();
+            d.spec?.template.metadata?.annotations?.get(RESTARTED_AT_ANNOTATION).cloned()
+        }
+    };
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    assert_eq!(stamp(PLATFORM, "agent").await, None, "creating a key restarts nothing");
+
+    // The 30-day rotation: published everywhere, then swapped.
+    c.advance(SignedDuration::from_hours(30 * 24));
+    c.settle("agency").await;
+    c.advance(c.ctx.settings.publish_poll);
+    c.settle("agency").await;
+    c.advance(c.ctx.settings.propagation_delay);
+    c.settle("agency").await;
+    assert!(c.status("agency").await.key.previous_key.is_some(), "swapped, in its grace period");
+    assert_eq!(stamp(PLATFORM, "agent").await, None, "not before the restart delay");
+    c.advance(c.ctx.restart_delay);
+    c.settle("agency").await;
+
+    let first = stamp(PLATFORM, "agent").await.expect("restarted after the delay");
+    assert_eq!(stamp(PLATFORM, "namesake").await, None);
+    assert_eq!(stamp("loc-a", "elsewhere").await, None);
+    let restarted: Vec<_> = c.events().await.into_iter().filter(|(r, _)| r == "WorkloadRestarted").collect();
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert!(restarted[0].1.contains("Deployment agent restarted"), "{restarted:?}");
+    c.advance(SignedDuration::from_mins(5));
+    c.settle("agency").await;
+    assert_eq!(stamp(PLATFORM, "agent").await, Some(first), "once per rotation");
+}
+
+#[tokio::test]
+async fn a_deleted_secret_of_a_cluster_key_comes_back_at_once_through_the_secret_watch() {
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    let first = c.token("agency-apikey").await.expect("the token is in the Secret");
+
+    // The controller loop, as the operator runs it: the key is Active, its next look hours away.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(super::super::cluster::run(c.ctx.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), PLATFORM);
+    // The loop's start-up reconcile would repair the Secret by itself: delete it only once that
+    // reconcile has read the key and the operator has gone quiet (no request for half a second).
+    let wait = Duration::from_secs(30);
+    keyward_testkit::wait::eventually("the controller's start-up reconcile", wait, || async {
+        let before = c.request_count();
+        let read = c.requests_since(0).iter().any(|(m, p)| m == "GET" && p.ends_with("/clusterapikeys/agency"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (read && c.request_count() == before).then_some(())
+    })
+    .await;
+    let quiet = c.request_count();
+    secrets.delete("agency-apikey", &DeleteParams::default()).await.unwrap();
+    let back = keyward_testkit::wait::eventually("the Secret written again", wait, || async {
+        c.token("agency-apikey").await
+    })
+    .await;
+    let reread = c.requests_since(quiet);
+    assert!(
+        reread.iter().any(|(m, p)| m == "GET" && p.ends_with("/clusterapikeys/agency")),
+        "a reconcile of the owner ran after the deletion: {reread:?}"
+    );
+    assert!(Token::parse(&back).is_ok(), "a well-formed token");
+    let events = c.events().await;
+    assert!(
+        events.iter().any(|(reason, _)| reason == "SecretRepaired" || reason == "TokenReissued"),
+        "the repair is an Event: {events:?}"
+    );
+    let _ = first;
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    c.assert_no_token_leaks().await;
+}
+
+#[test]
+fn a_secret_is_mapped_to_the_cluster_key_that_owns_it_and_no_other() {
+    use kube::core::PartialObjectMeta;
+    let meta = |owners: serde_json::Value| -> PartialObjectMeta<Secret> {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "namespace": "platform", "ownerReferences": owners}}))
+        .unwrap()
+    };
+    let owner = |api_version: &str, kind: &str| json!([{"apiVersion": api_version, "kind": kind, "name": "agency", "uid": "u"}]);
+    let found = super::super::cluster::owning_key(&meta(owner("keyward.dev/v1alpha1", "ClusterApiKey")));
+    assert_eq!(found.map(|r| (r.name, r.namespace)), Some(("agency".to_owned(), None)), "cluster-scoped");
+    assert!(super::super::cluster::owning_key(&meta(owner("keyward.dev/v1alpha1", "ApiKey"))).is_none());
+    assert!(super::super::cluster::owning_key(&meta(owner("example.com/v1", "ClusterApiKey"))).is_none());
+    assert!(super::super::cluster::owning_key(&meta(json!(null))).is_none());
+}
+
+/// One rebuild of `namespace`'s key set `default`: (requests made, of which reads of cluster
+/// keys: GETs of the Namespace and LISTs of ClusterApiKeys).
+async fn one_rebuild(c: &Cluster, namespace: &str) -> (usize, usize) {
+    let from = c.request_count();
+    c.ctx.publisher.publish_now(&KeySetId { namespace: namespace.into(), name: "default".into() }).await.unwrap();
+    let made = c.requests_since(from);
+    let own = format!("/api/v1/namespaces/{namespace}");
+    let cluster_reads = made.iter().filter(|(m, p)| m == "GET" && (*p == own || p.contains("/clusterapikeys"))).count();
+    (made.len(), cluster_reads)
+}
+
+#[tokio::test]
+async fn with_the_controllers_caches_a_rebuild_of_an_unselected_namespace_reads_no_cluster_keys() {
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    // Without caches (as before): each rebuild GETs the Namespace (twice: once for classes) and
+    // LISTs cluster keys. loc-c's first rebuild writes its (empty) key set; measure the next one.
+    one_rebuild(&c, "loc-c").await;
+    let (before_c, reads_c) = one_rebuild(&c, "loc-c").await;
+    let (before_a, reads_a) = one_rebuild(&c, "loc-a").await;
+    assert_eq!((reads_c, reads_a), (3, 3), "the classes' Namespace GET, then the cluster keys' GET and LIST");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(super::super::cluster::run(c.ctx.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let (after_c, reads) = keyward_testkit::wait::eventually("the caches in use", Duration::from_secs(30), || async {
+        Some(one_rebuild(&c, "loc-c").await).filter(|(_, reads)| *reads == 1)
+    })
+    .await;
+    assert_eq!((after_c, reads), (before_c - 2, 1), "loc-c: only the classes' Namespace GET is left");
+    let (after_a, reads) = one_rebuild(&c, "loc-a").await;
+    assert_eq!((after_a, reads), (before_a, 3), "a selected namespace is read afresh, as before");
+    let token = c.token("agency-apikey").await.unwrap();
+    assert_eq!(c.cluster_hashes("loc-a", "agency").await, [hash_of(&token).to_string()]);
+    eprintln!("requests per rebuild: unselected {before_c} -> {after_c}, selected {before_a} -> {after_a}");
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stale_cache_never_keeps_a_key_in_a_namespace_that_left_the_selector() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::{reflector, watcher};
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.settle_ready("agency").await;
+    assert_eq!(c.cluster_hashes("loc-b", "agency").await.len(), 1);
+
+    // Caches taken now, never updated again: they will say loc-b is still in the agency.
+    let (keys, mut key_writer) = reflector::store::<ClusterApiKey>();
+    let (namespaces, mut namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    for key in c.keys().list(&ListParams::default()).await.unwrap() {
+        key_writer.apply_watcher_event(&watcher::Event::Apply(key));
+    }
+    for ns in Api::<Namespace>::all(c.client.clone()).list_metadata(&ListParams::default()).await.unwrap() {
+        namespace_writer.apply_watcher_event(&watcher::Event::Apply(ns));
+    }
+    let filled = || Arc::new(std::sync::atomic::AtomicBool::new(true));
+    c.ctx.publisher.use_cluster_caches(keys, namespaces, [filled(), filled()]);
+
+    // loc-b leaves: the stale cache says "maybe", the fresh read says no.
+    c.label("loc-b", None).await;
+    one_rebuild(&c, "loc-b").await;
+    assert_eq!(c.cluster_hashes("loc-b", "agency").await, Vec::<String>::new(), "gone on the next rebuild");
+    // And the other way round: a namespace the stale cache does not know to be selected is
+    // left out (never widened), until the caches catch up or the key's reconcile adds it.
+    c.label("loc-c", Some("acme")).await;
+    one_rebuild(&c, "loc-c").await;
+    assert_eq!(c.cluster_hashes("loc-c", "agency").await, Vec::<String>::new(), "a stale cache only leaves out");
+    assert_eq!(c.cluster_hashes("loc-a", "agency").await.len(), 1, "loc-a keeps it");
 }

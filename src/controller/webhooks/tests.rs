@@ -531,3 +531,62 @@ async fn a_key_its_class_holds_back_is_a_disabled_notice_and_keeping_it_again_an
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+/// A ClusterApiKey's notices go to the webhooks of its `spec.secretNamespace` ([`NS`] here), named
+/// as a cluster key; a webhook of a namespace that merely carries the key gets none.
+#[tokio::test]
+async fn a_cluster_keys_disable_is_a_notice_to_the_webhooks_of_its_secret_namespace_only() {
+    use crate::api::ClusterApiKey;
+    use k8s_openapi::api::core::v1::Namespace;
+    let client =
+        FakeCluster::new().with_crd().with_webhook_crd().with_object(crate::api::cluster_crd()).client().await.unwrap();
+    for (name, labels) in [(NS, json!({})), ("loc-a", json!({"agency": "acme"}))] {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "hook-signing", "namespace": name}, "data": {"secret": base64_of(SECRET)}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), name).create(&PostParams::default(), &secret).await.unwrap();
+    }
+    let owners = Receiver::start(vec![]).await.unwrap();
+    webhook(&client, "owners", json!({"url": owners.url, "events": ["Disabled", "Enabled"]})).await;
+    let location = Receiver::start(vec![]).await.unwrap();
+    let hook: ApiKeyWebhook = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyWebhook",
+        "metadata": {"name": "location", "namespace": "loc-a"},
+        "spec": {"url": location.url, "secretRef": {"name": "hook-signing"}}
+    }))
+    .unwrap();
+    Api::<ApiKeyWebhook>::namespaced(client.clone(), "loc-a").create(&PostParams::default(), &hook).await.unwrap();
+
+    let (stop, operator) = operator(&client, clock(), Arc::new(Metrics::new()));
+    let keys: Api<ClusterApiKey> = Api::all(client.clone());
+    let key: ClusterApiKey = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ClusterApiKey", "metadata": {"name": "agency"},
+        "spec": {"scopes": ["orders:read"], "secretNamespace": NS, "namespaceSelector": {"matchLabels": {"agency": "acme"}}}
+    }))
+    .unwrap();
+    keys.create(&PostParams::default(), &key).await.unwrap();
+    let state = |wanted: KeyState| {
+        let keys = keys.clone();
+        async move { keys.get("agency").await.ok()?.status?.key.state.filter(|s| *s == wanted).map(|_| ()) }
+    };
+    eventually("the cluster key Active", WAIT, || state(KeyState::Active)).await;
+    keys.patch("agency", &PatchParams::default(), &Patch::Merge(json!({"spec": {"active": false}}))).await.unwrap();
+    eventually("the cluster key Inactive", WAIT, || state(KeyState::Inactive)).await;
+
+    let request = eventually("the Disabled notice", WAIT, || async { owners.received().pop() }).await;
+    assert!(signed(&request), "signed with the secret of {NS}");
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["type"], "apikey.disabled");
+    assert_eq!((body["data"]["kind"].as_str(), body["data"]["name"].as_str()), (Some("ClusterApiKey"), Some("agency")));
+    assert_eq!(body["data"].get("namespace"), None, "a cluster key is in no namespace: {body}");
+    assert_eq!(body["data"]["state"], "Inactive");
+
+    keys.patch("agency", &PatchParams::default(), &Patch::Merge(json!({"spec": {"active": true}}))).await.unwrap();
+    eventually("the Enabled notice too", WAIT, || async { Some(owners.received()).filter(|r| r.len() == 2) }).await;
+    assert!(location.received().is_empty(), "a namespace that only carries the key gets no notice");
+    stop.send(()).unwrap();
+    operator.await.unwrap();
+}

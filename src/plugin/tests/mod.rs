@@ -3,5 +3,6 @@
 
 mod change;
 mod check;
+mod cluster;
 mod fixtures;
 mod status;
