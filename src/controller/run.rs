@@ -298,7 +298,7 @@ fn class_members(keys: &reflector::Store<ApiKey>, class: &ApiKeyClass) -> Vec<Ob
 /// (`usage::due`), which then reads those. So the rest of spec and status (the usage
 /// ledger among them: kilobytes per busy key), labels, annotations (`kubectl apply`'s
 /// last-applied copy among them) and managed fields stay out of memory.
-fn slim(object: DynamicObject) -> ApiKey {
+pub(super) fn slim(object: DynamicObject) -> ApiKey {
     fn parsed<T: serde::de::DeserializeOwned>(value: Option<&serde_json::Value>) -> Option<T> {
         value.and_then(|value| T::deserialize(value).ok())
     }
