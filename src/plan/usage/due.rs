@@ -123,3 +123,98 @@ impl Quiet {
 fn hour(now: Timestamp) -> i64 {
     now.as_second().div_euclid(HOUR)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use jiff::SignedDuration;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::usage::Counts;
+
+    const T0: &str = "2026-01-01T10:00:00Z";
+
+    fn now() -> Timestamp {
+        T0.parse().unwrap()
+    }
+
+    fn id() -> KeyId {
+        "0000000000a1".parse().unwrap()
+    }
+
+    fn report(allowed: u64, last_allowed: Timestamp) -> Report {
+        Report {
+            pod: "api-0".to_owned(),
+            pod_uid: "uid".to_owned(),
+            epoch: "e1".to_owned(),
+            at: last_allowed.as_second(),
+            key_sets: vec!["team-a/default".to_owned()],
+            keys: BTreeMap::from([(
+                id(),
+                Counts { allowed, last_allowed: Some(last_allowed.as_second()), ..Counts::default() },
+            )]),
+        }
+    }
+
+    fn written_at(at: Timestamp) -> Usage {
+        Usage { updated_at: Some(Time(at)), ..Usage::default() }
+    }
+
+    #[test]
+    fn a_key_nobody_used_is_not_read() {
+        let ids = [id()];
+        let cached = Cached { ids: &ids, ..Cached::default() };
+        assert_eq!(may_write(cached, &[], Budget::default(), now()), None);
+    }
+
+    #[test]
+    fn a_key_counted_for_the_first_time_is_read() {
+        let ids = [id()];
+        let r = report(3, now());
+        let cached = Cached { ids: &ids, ..Cached::default() };
+        // Never used before: its lastUsedAt moves.
+        assert_eq!(may_write(cached, &[&r], Budget::default(), now()), Some(Due::LastUsed));
+    }
+
+    #[test]
+    fn a_key_written_within_the_status_interval_is_not_read_unless_last_used_moves() {
+        let ids = [id()];
+        let usage = written_at(now() - SignedDuration::from_mins(1));
+        let r = report(3, now());
+        let cached = Cached { last_used: Some(coarse_hour(now())), usage: Some(&usage), ids: &ids };
+        assert_eq!(may_write(cached, &[&r], Budget::default(), now()), None);
+        let an_hour_later = now() + SignedDuration::from_hours(1);
+        let r = report(4, an_hour_later);
+        assert_eq!(may_write(cached, &[&r], Budget::default(), an_hour_later), Some(Due::LastUsed));
+    }
+
+    #[test]
+    fn a_key_with_usage_is_read_once_its_counts_are_due() {
+        let ids = [id()];
+        let usage = written_at(now() - SignedDuration::from_mins(5));
+        let cached = Cached { last_used: Some(coarse_hour(now())), usage: Some(&usage), ids: &ids };
+        // Even with no report left: its buckets may have to leave a window.
+        assert_eq!(may_write(cached, &[], Budget::default(), now()), Some(Due::Counts));
+    }
+
+    #[test]
+    fn quiet_ends_with_a_new_version_new_counts_or_a_new_hour() {
+        let ids = [id()];
+        let (r, later) = (report(3, now()), report(4, now()));
+        let live = Live::of(&[r.clone()], []);
+        let print = fingerprint(&[&r], &ids, &live);
+        let quiet = Quiet::at("7".to_owned(), print, now());
+        assert!(quiet.still(Some("7"), print, now() + SignedDuration::from_mins(59)));
+        assert!(!quiet.still(Some("8"), print, now()));
+        assert!(!quiet.still(Some("7"), fingerprint(&[&later], &ids, &live), now()));
+        assert!(!quiet.still(Some("7"), print, now() + SignedDuration::from_mins(60)));
+        let restarted = Live::of(&[r.clone(), Report { epoch: "e2".to_owned(), ..r.clone() }], []);
+        assert!(!quiet.still(Some("7"), fingerprint(&[&r], &ids, &restarted), now()), "live sources count too");
+    }
+
+    fn coarse_hour(t: Timestamp) -> Timestamp {
+        super::super::coarse(t, SignedDuration::from_hours(1))
+    }
+}
