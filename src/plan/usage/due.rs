@@ -203,7 +203,7 @@ mod tests {
     fn quiet_ends_with_a_new_version_new_counts_or_a_new_hour() {
         let ids = [id()];
         let (r, later) = (report(3, now()), report(4, now()));
-        let live = Live::of(&[r.clone()], []);
+        let live = Live::of(std::slice::from_ref(&r), []);
         let print = fingerprint(&[&r], &ids, &live);
         let quiet = Quiet::at("7".to_owned(), print, now());
         assert!(quiet.still(Some("7"), print, now() + SignedDuration::from_mins(59)));
