@@ -5,7 +5,9 @@
 //! of that namespace:
 //!
 //! 1. reads the ApiKeys of the key set (their current, next and previous key
-//!    ids are the only ids that count) and the namespace's reports;
+//!    ids are the only ids that count) and the namespace's reports; with the
+//!    operator's ApiKey cache synced, only the keys whose status may be
+//!    written now ([`due`]), else all of them;
 //! 2. per ApiKey, folds the reports into the key's `status.usageLedger`
 //!    ([`fold`], pure) and decides within the write budget whether to write
 //!    ([`status_write`]): a fold not written now is done again later, since
