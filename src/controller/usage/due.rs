@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use kube::api::GetParams;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
+use tracing::warn;
 
 use super::cluster;
 use super::{Error, add_up, any_version, key_ids, namespaces_with_reports, read_reports, reports_of};
@@ -144,7 +145,13 @@ impl Cache {
         for set in sets {
             let id = KeySetId { namespace: namespace.to_owned(), name: set.clone() };
             let of_set = members.iter().filter(|k| &k.spec.key_set == set);
-            let (done, unwritten) = add_up(&api, &id, of_set, reports, now, budget).await?;
+            let (done, unwritten) = match add_up(&api, &id, of_set, reports, now, budget).await {
+                Ok(added) => added,
+                Err(err) => {
+                    warn!(namespace = %id.namespace, key_set = %id.name, error = %err, "usage of key set not added up");
+                    continue;
+                }
+            };
             reads.status_writes += done.status_writes;
             reads.conflicts += done.conflicts;
             let set_reports = reports_of(reports, &id);
