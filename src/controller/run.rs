@@ -7,7 +7,8 @@
 //! stored shards are already right and repairs them when they were edited.
 //!
 //! Memory: the only cache is the ApiKeys' (the Controller's store), and
-//! it keeps of each only identity, generation and state ([`slim`]). Secrets and shards are watched metadata
+//! it keeps of each only identity, generation, state and the usage pass's
+//! facts ([`slim`]). Secrets and shards are watched metadata
 //! only (kube-runtime's `owns` does so for Secrets): tokens and key-set data
 //! are read with a GET when needed, never kept.
 
@@ -132,11 +133,12 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let shards = tokio::spawn(watch_shards(client.clone(), publisher.clone(), options.resync, shutdown.clone()));
     let keysets = tokio::spawn(super::keysets::run(&ctx, shutdown.clone()));
     let cluster_keys = tokio::spawn(super::cluster::run(ctx.clone(), shutdown.clone()));
-    let usage = options
-        .usage
-        .map(|usage| tokio::spawn(super::usage::run(client.clone(), options.clock.clone(), usage, shutdown.clone())));
-
     let (store, writer) = reflector::store();
+    let usage = options.usage.map(|usage| {
+        let cache = Some(store.clone());
+        tokio::spawn(super::usage::run(client.clone(), options.clock.clone(), usage, cache, shutdown.clone()))
+    });
+
     let keys = watch_keys(&client).reflect(writer).applied_objects();
     let controller = Controller::for_stream(keys, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency));
@@ -287,13 +289,19 @@ fn class_members(keys: &reflector::Store<ApiKey>, class: &ApiKeyClass) -> Vec<Ob
         .collect()
 }
 
-/// What the cache keeps of an ApiKey: identity, generation, state and class names.
+/// What the cache keeps of an ApiKey: identity, generation, state, class names, and the
+/// usage pass's facts (key set, key ids, `lastUsedAt`, `status.usage`: a few hundred bytes).
 ///
 /// Reconcile reads the stored ApiKey with a GET before it plans (the cache may lag
-/// its own last write), and the cache only triggers reconciles and counts keys by
-/// state (`keyward_keys`). So spec, the rest of status, labels, annotations
-/// (`kubectl apply`'s last-applied copy among them) and managed fields stay out of memory.
-fn slim(object: DynamicObject) -> ApiKey {
+/// its own last write), and the cache only triggers reconciles, counts keys by
+/// state (`keyward_keys`) and tells the usage pass which keys it may write
+/// (`usage::due`), which then reads those. So the rest of spec and status (the usage
+/// ledger among them: kilobytes per busy key), labels, annotations (`kubectl apply`'s
+/// last-applied copy among them) and managed fields stay out of memory.
+pub(super) fn slim(object: DynamicObject) -> ApiKey {
+    fn parsed<T: serde::de::DeserializeOwned>(value: Option<&serde_json::Value>) -> Option<T> {
+        value.and_then(|value| T::deserialize(value).ok())
+    }
     let meta = object.metadata;
     let metadata = ObjectMeta {
         name: meta.name,
@@ -308,10 +316,19 @@ fn slim(object: DynamicObject) -> ApiKey {
     let status = object.data.get("status").map(|status| ApiKeyStatus {
         state: status.get("state").and_then(|state| serde_json::from_value(state.clone()).ok()),
         class_name: text(status.get("className")),
+        last_used_at: parsed(status.get("lastUsedAt")),
+        usage: parsed(status.get("usage")),
+        current_key: parsed(status.get("currentKey")),
+        next_key: parsed(status.get("nextKey")),
+        previous_key: parsed(status.get("previousKey")),
         ..ApiKeyStatus::default()
     });
     // The class names, so that a class change requeues the keys of the class ([`class_members`]).
-    let spec = ApiKeySpec { class_name: text(object.data.pointer("/spec/className")), ..ApiKeySpec::default() };
+    let spec = ApiKeySpec {
+        class_name: text(object.data.pointer("/spec/className")),
+        key_set: text(object.data.pointer("/spec/keySet")).unwrap_or_else(|| ApiKeySpec::default().key_set),
+        ..ApiKeySpec::default()
+    };
     ApiKey { metadata, spec, status }
 }
 

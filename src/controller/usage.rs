@@ -5,7 +5,9 @@
 //! of that namespace:
 //!
 //! 1. reads the ApiKeys of the key set (their current, next and previous key
-//!    ids are the only ids that count) and the namespace's reports;
+//!    ids are the only ids that count) and the namespace's reports; with the
+//!    operator's ApiKey cache synced, only the keys whose status may be
+//!    written now ([`due`]), else all of them;
 //! 2. per ApiKey, folds the reports into the key's `status.usageLedger`
 //!    ([`fold`], pure) and decides within the write budget whether to write
 //!    ([`status_write`]): a fold not written now is done again later, since
@@ -31,6 +33,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -46,6 +49,7 @@ use super::apply::merge_diff;
 use super::{Clock, Error, FIELD_MANAGER};
 
 pub mod cluster;
+pub mod due;
 
 /// Label of the per-key-set usage aggregate ConfigMaps (`keyward-usage.<keySet>`) that operators
 /// before the per-key ledger wrote. They are no longer read; [`run`] deletes them once.
@@ -78,7 +82,17 @@ pub struct Pass {
 }
 
 /// Add up the reports of every namespace that has any, every `options.interval`, until `shutdown`.
-pub async fn run(client: Client, clock: Clock, options: UsageOptions, shutdown: impl Future<Output = ()>) {
+///
+/// With `cache` (the operator's ApiKey store) synced, a pass reads only the keys it may write
+/// ([`due`]); before that, or without it, it lists every key.
+pub async fn run(
+    client: Client,
+    clock: Clock,
+    options: UsageOptions,
+    cache: Option<Store<ApiKey>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut cache = cache.map(due::Cache::new);
     if let Err(err) = delete_old_aggregates(&client).await {
         warn!(error = %err, "old usage aggregates not deleted; they are not read and can be deleted by hand");
     }
@@ -89,7 +103,13 @@ pub async fn run(client: Client, clock: Clock, options: UsageOptions, shutdown: 
         tokio::select! {
             () = &mut shutdown => return,
             _ = tick.tick() => {
-                if let Err(err) = pass_all(&client, &clock, options.budget).await {
+                let passed = match cache.as_mut().filter(|cache| cache.ready()) {
+                    Some(cache) => cache.pass_all(&client, &clock, options.budget).await.map(|reads| {
+                        debug!(?reads, "usage pass from the cache");
+                    }),
+                    None => pass_all(&client, &clock, options.budget).await,
+                };
+                if let Err(err) = passed {
                     warn!(error = %err, "usage pass failed; trying again at the next interval");
                 }
             }
@@ -182,27 +202,33 @@ pub(super) async fn pass_with(
 ) -> Result<Pass, Error> {
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), &id.namespace);
     let reports = read_reports(&Api::namespaced(client.clone(), &id.namespace)).await?;
-    add_up(&keys, id, members.iter().filter(|k| k.spec.key_set == id.name), &reports, now, budget).await
+    let of_set = members.iter().filter(|k| k.spec.key_set == id.name);
+    Ok(add_up(&keys, id, of_set, &reports, now, budget).await?.0)
 }
 
 /// Fold `reports` into each of `members` (the ApiKeys of key set `id`) and write those due.
-async fn add_up(
+///
+/// Also returns the keys folded with nothing to write.
+async fn add_up<'a>(
     keys: &Api<ApiKey>,
     id: &KeySetId,
-    members: impl Iterator<Item = &ApiKey>,
+    members: impl Iterator<Item = &'a ApiKey>,
     reports: &NamespaceReports,
     now: Timestamp,
     budget: Budget,
-) -> Result<Pass, Error> {
+) -> Result<(Pass, Vec<&'a ApiKey>), Error> {
     let live = Live::of(&reports.reports, reports.unreadable_pods.iter().cloned());
-    let wanted = format!("{}/{}", id.namespace, id.name);
-    let of_set: Vec<&Report> = reports.reports.iter().filter(|r| r.key_sets.contains(&wanted)).collect();
+    let of_set = reports_of(reports, id);
     let mut done = Pass::default();
+    let mut unwritten = Vec::new();
     for key in members {
         let stored = stored(key.status.as_ref());
         let folded = fold(stored.ledger, &of_set, &key_ids(key.status.as_ref()), &live, now);
         done.waiting += folded.waiting;
-        let Some(write) = status_write(stored, folded, budget, now) else { continue };
+        let Some(write) = status_write(stored, folded, budget, now) else {
+            unwritten.push(key);
+            continue;
+        };
         let patch = usage_patch(stored, &write, key.resource_version().as_deref())?;
         done.count(write_status(keys, &key.name_any(), patch).await?);
     }
@@ -211,7 +237,13 @@ async fn add_up(
             "more verifier processes report a key than its ledger keeps; they are added up once others are gone");
     }
     debug!(namespace = %id.namespace, key_set = %id.name, reports = reports.reports.len(), ?done, "usage added up");
-    Ok(done)
+    Ok((done, unwritten))
+}
+
+/// The reports of verifiers serving key set `id`.
+fn reports_of<'a>(reports: &'a NamespaceReports, id: &KeySetId) -> Vec<&'a Report> {
+    let wanted = format!("{}/{}", id.namespace, id.name);
+    reports.reports.iter().filter(|r| r.key_sets.contains(&wanted)).collect()
 }
 
 impl Pass {

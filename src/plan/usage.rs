@@ -245,10 +245,7 @@ pub fn status_write(stored: Stored<'_>, fold: Fold, budget: Budget, now: Timesta
     let counts_moved =
         stored.usage.is_some_and(|s| (s.last24h, s.last7d, s.last30d) != (usage.last24h, usage.last7d, usage.last30d));
     let ledger_moved = stored.ledger.map_or(fold.ledger != UsageLedger::default(), |l| *l != fold.ledger);
-    let due = stored
-        .usage
-        .and_then(|s| s.updated_at.as_ref())
-        .is_none_or(|at| now.duration_since(at.0) >= budget.status_interval);
+    let due = due::time_due(stored.usage, budget, now);
     if moved_to.is_none() && !((counts_moved || ledger_moved) && due) {
         return None;
     }
@@ -261,6 +258,7 @@ pub fn status_write(stored: Stored<'_>, fold: Fold, budget: Budget, now: Timesta
 }
 
 pub mod cluster;
+pub mod due;
 
 #[cfg(test)]
 mod tests;

@@ -21,5 +21,6 @@ mod rotation;
 mod tampering;
 mod undecodable;
 mod usage;
+mod usage_reads;
 mod validation;
 mod writes;

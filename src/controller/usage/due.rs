@@ -1,0 +1,196 @@
+//! The usage pass from the operator's watch cache: only the keys it may write are read.
+//!
+//! The operator's ApiKey store ([`run`](super::super::run)) keeps, besides identity and
+//! state, what [`plan::usage::due`](crate::plan::usage::due) needs to tell whether a key's
+//! status may be written now: its key set, key ids, `lastUsedAt` and `status.usage`, not its
+//! ledger. Each pass, per namespace with reports, reads the reports (as before), picks the
+//! keys that may be written, and reads only those, with their ledgers: one GET each, or one
+//! list of the namespace when most are due (the first pass after a start, or keys written
+//! in step). What is read is folded and written exactly as by [`super::pass_all`], under the
+//! `resourceVersion` read, so a stale cache can only delay a write (the reports are
+//! cumulative) or cost a read, never count twice. Keys read with nothing to write are
+//! remembered ([`Quiet`]) and not read again while nothing they depend on changed.
+//!
+//! ClusterApiKeys (few, cluster-scoped) are still listed and folded in full at every pass.
+
+use std::collections::{BTreeSet, HashMap};
+
+use futures::FutureExt;
+use jiff::Timestamp;
+use kube::api::GetParams;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
+use tracing::warn;
+
+use super::cluster;
+use super::{Error, add_up, any_version, key_ids, namespaces_with_reports, read_reports, reports_of};
+use crate::api::ApiKey;
+use crate::controller::Clock;
+use crate::keyset::KeySetId;
+use crate::plan::usage::cluster::{ByNamespace, NamespaceReports, only_keys};
+use crate::plan::usage::due::{Cached, Due, Quiet, fingerprint, may_write, time_due};
+use crate::plan::usage::{Budget, Live};
+
+/// The operator's ApiKey store and what the usage pass remembers between passes.
+pub struct Cache {
+    store: Store<ApiKey>,
+    /// Keys read with nothing to write, by namespace and name.
+    quiet: HashMap<(String, String), Quiet>,
+}
+
+/// What one pass read and wrote (requests to the API server for ApiKeys; reports are read as before).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// ApiKeys in the cache, in namespaces with reports.
+    pub cached: usize,
+    /// Keys that may be written, so read.
+    pub due: usize,
+    /// Keys due by time but not read: read before with nothing to write, and nothing changed.
+    pub quiet: usize,
+    /// GETs of one ApiKey.
+    pub gets: usize,
+    /// Lists of a namespace's ApiKeys.
+    pub lists: usize,
+    /// Status writes.
+    pub status_writes: usize,
+    /// Writes refused because the key changed since it was read.
+    pub conflicts: usize,
+}
+
+impl Cache {
+    /// Passes over `store`, which the operator's ApiKey watch fills.
+    #[must_use]
+    pub fn new(store: Store<ApiKey>) -> Cache {
+        Cache { store, quiet: HashMap::new() }
+    }
+
+    /// Whether the store holds every ApiKey (its first list is done).
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        self.store.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok())
+    }
+
+    /// [`super::pass_all`], reading only the ApiKeys that may be written.
+    pub async fn pass_all(&mut self, client: &Client, clock: &Clock, budget: Budget) -> Result<Reads, Error> {
+        let cluster_keys = cluster::list(client).await;
+        let cluster_ids = cluster::key_ids(&cluster_keys);
+        let mut for_cluster = ByNamespace::new();
+        let mut reads = Reads::default();
+        let mut quiet = HashMap::new();
+        for namespace in namespaces_with_reports(client).await? {
+            let reports = read_reports(&Api::namespaced(client.clone(), &namespace)).await?;
+            let now = (clock)();
+            self.namespace(client, &namespace, &reports, budget, now, &mut quiet, &mut reads).await?;
+            if !cluster_keys.is_empty() {
+                for_cluster.insert(namespace, only_keys(reports, &cluster_ids));
+            }
+        }
+        self.quiet = quiet;
+        if !cluster_keys.is_empty() {
+            cluster::add_up(client, &cluster_keys, &for_cluster, (clock)(), budget).await;
+        }
+        Ok(reads)
+    }
+
+    /// One namespace: pick, read, fold and write; remember into `quiet` the keys with nothing to write.
+    #[allow(clippy::too_many_arguments)]
+    async fn namespace(
+        &self,
+        client: &Client,
+        namespace: &str,
+        reports: &NamespaceReports,
+        budget: Budget,
+        now: Timestamp,
+        quiet: &mut HashMap<(String, String), Quiet>,
+        reads: &mut Reads,
+    ) -> Result<(), Error> {
+        let live = Live::of(&reports.reports, reports.unreadable_pods.iter().cloned());
+        let cached = self.store.state_filter(|key| key.namespace().as_deref() == Some(namespace));
+        reads.cached += cached.len();
+        let mut due = BTreeSet::new();
+        for key in &cached {
+            let id = KeySetId { namespace: namespace.to_owned(), name: key.spec.key_set.clone() };
+            let of_set = reports_of(reports, &id);
+            let ids = key_ids(key.status.as_ref());
+            let status = key.status.as_ref();
+            let facts = Cached {
+                last_used: status.and_then(|s| s.last_used_at.as_ref()).map(|t| t.0),
+                usage: status.and_then(|s| s.usage.as_ref()),
+                ids: &ids,
+            };
+            let name = (namespace.to_owned(), key.name_any());
+            match may_write(facts, &of_set, budget, now) {
+                None => {}
+                Some(Due::LastUsed) => {
+                    due.insert(key.name_any());
+                }
+                Some(Due::Counts) => match self.quiet.get(&name) {
+                    Some(q) if q.still(key.resource_version().as_deref(), fingerprint(&of_set, &ids, &live), now) => {
+                        reads.quiet += 1;
+                        quiet.insert(name, q.clone());
+                    }
+                    _ => {
+                        due.insert(key.name_any());
+                    }
+                },
+            }
+        }
+        reads.due += due.len();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
+        let members = read(&api, &due, cached.len(), reads).await?;
+        let sets: BTreeSet<&String> = members.iter().map(|k| &k.spec.key_set).collect();
+        for set in sets {
+            let id = KeySetId { namespace: namespace.to_owned(), name: set.clone() };
+            let of_set = members.iter().filter(|k| &k.spec.key_set == set);
+            let (done, unwritten) = match add_up(&api, &id, of_set, reports, now, budget).await {
+                Ok(added) => added,
+                Err(err) => {
+                    warn!(namespace = %id.namespace, key_set = %id.name, error = %err, "usage of key set not added up");
+                    continue;
+                }
+            };
+            reads.status_writes += done.status_writes;
+            reads.conflicts += done.conflicts;
+            let set_reports = reports_of(reports, &id);
+            for key in unwritten {
+                let status = key.status.as_ref();
+                let (Some(rv), true) =
+                    (key.resource_version(), time_due(status.and_then(|s| s.usage.as_ref()), budget, now))
+                else {
+                    continue;
+                };
+                let print = fingerprint(&set_reports, &key_ids(status), &live);
+                quiet.insert((namespace.to_owned(), key.name_any()), Quiet::at(rv, print, now));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read the keys named `due` of the namespace `api` (which has `cached` keys): a GET each, or
+/// one list when they are most of it. Keys gone meanwhile are left out.
+async fn read(
+    api: &Api<ApiKey>,
+    due: &BTreeSet<String>,
+    cached: usize,
+    reads: &mut Reads,
+) -> Result<Vec<ApiKey>, Error> {
+    if due.len() * 2 > cached {
+        reads.lists += 1;
+        let listed = api.list(&any_version()).await.map_err(Error::kube("list ApiKeys"))?;
+        return Ok(listed.items.into_iter().filter(|key| due.contains(&key.name_any())).collect());
+    }
+    let mut out = Vec::with_capacity(due.len());
+    for name in due {
+        reads.gets += 1;
+        match api.get_with(name, &GetParams::any()).await {
+            Ok(key) => out.push(key),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(Error::kube("get ApiKey")(err)),
+        }
+    }
+    Ok(out)
+}
