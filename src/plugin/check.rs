@@ -4,6 +4,10 @@
 //! previous and next key) say which key the token is; the key-set ConfigMaps
 //! say whether verifiers accept it now. Reading key sets is optional: without
 //! `list configmaps` the answer comes from status alone, with a note.
+//!
+//! A token no ApiKey names is looked up in the ClusterApiKeys' status too (they
+//! are cluster-wide, so also without `-A`). Reading them is optional as well:
+//! without `list clusterapikeys` (or without their CRD) the answer says so.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Read};
@@ -16,7 +20,7 @@ use kube::api::ListParams;
 
 use super::status::{relative, state_word};
 use super::{Access, PluginError, Session, print};
-use crate::api::{ApiKey, KeyVersion};
+use crate::api::{ApiKey, ClusterApiKey, KeyVersion};
 use crate::configmap::{LABEL_KEYSET, any_keyset_selector, stored_entries};
 use crate::keyset::{Record, decode_shard};
 use crate::token::{KeyHash, Token};
@@ -63,10 +67,19 @@ pub fn in_key_sets(maps: &[ConfigMap], hash: &KeyHash) -> Vec<(String, Record)> 
     found
 }
 
-/// What `check` says about a token with hash `hash`: (text, whether an ApiKey was found).
+/// Who may own a token: the ApiKeys in scope, and the ClusterApiKeys when they could be read.
+#[derive(Debug, Clone, Copy)]
+pub struct Owners<'a> {
+    /// The ApiKeys of the namespace (or of every namespace, with `-A`).
+    pub keys: &'a [ApiKey],
+    /// Every ClusterApiKey; `None` when they could not be read.
+    pub cluster_keys: Option<&'a [ClusterApiKey]>,
+}
+
+/// What `check` says about a token with hash `hash`: (text, whether a key was found).
 #[must_use]
 pub fn describe(
-    keys: &[ApiKey],
+    owners: Owners<'_>,
     published: Option<&[(String, Record)]>,
     hash: &KeyHash,
     scope: &str,
@@ -74,12 +87,31 @@ pub fn describe(
 ) -> (String, bool) {
     let key_id = hash.key_id();
     let mut out = String::new();
-    let Some((key, slot, version)) = in_status(keys, hash) else {
-        let _ = writeln!(out, "No ApiKey {scope} has this token (key id {key_id}).");
+    let views: Vec<ApiKey> = owners.cluster_keys.unwrap_or_default().iter().map(crate::plan::cluster::view).collect();
+    let found = match in_status(owners.keys, hash) {
+        Some((key, slot, version)) => {
+            let name = key.name_any();
+            let namespace = key.namespace().unwrap_or_default();
+            Some((format!("apikey.keyward.dev/{name} in namespace {namespace}"), key, slot, version))
+        }
+        None => in_status(&views, hash).map(|(view, slot, version)| {
+            let name = view.name_any();
+            let secret = owners
+                .cluster_keys
+                .unwrap_or_default()
+                .iter()
+                .find(|k| k.name_any() == name)
+                .map_or_else(String::new, |k| format!(", Secret in namespace {}", k.spec.secret_namespace));
+            (format!("clusterapikey.keyward.dev/{name} (cluster-wide{secret})"), view, slot, version)
+        }),
+    };
+    let Some((owner, key, slot, version)) = found else {
+        let cluster = if owners.cluster_keys.is_some() { " and no ClusterApiKey" } else { "" };
+        let _ = writeln!(out, "No ApiKey {scope}{cluster} has this token (key id {key_id}).");
         if let Some([(key_set, record), ..]) = published {
             let _ = writeln!(
                 out,
-                "It is published in key set {key_set} for {}/{} ({}), but no ApiKey's status names it.",
+                "It is published in key set {key_set} for {}/{} ({}), but no key's status names it.",
                 record.namespace,
                 record.name,
                 record.state.as_str()
@@ -92,12 +124,7 @@ pub fn describe(
         Slot::Previous => "its previous token, replaced by a rotation and still accepted for the grace period",
         Slot::Next => "its next token, being published by a rotation and not yet in the Secret",
     };
-    let _ = writeln!(
-        out,
-        "This token belongs to apikey.keyward.dev/{} in namespace {}: {which}.",
-        key.name_any(),
-        key.namespace().unwrap_or_default()
-    );
+    let _ = writeln!(out, "This token belongs to {owner}: {which}.");
     let _ = writeln!(out, "Key id:     {key_id}");
     let state = key.status.as_ref().and_then(|s| s.state).map_or("unknown", state_word);
     let _ = writeln!(out, "State:      {state}");
@@ -150,6 +177,7 @@ pub async fn run(
         name: None,
     };
     let keys = keys_api.list(&ListParams::default()).await.map_err(|e| access.fail(e))?.items;
+    let cluster_keys = if in_status(&keys, hash).is_some() { Some(Vec::new()) } else { cluster_keys(session).await };
     let maps_access =
         Access { verb: "list", resource: "configmaps", kind: "ConfigMap", namespace: Some(namespace), name: None };
     let maps: Result<Vec<ConfigMap>, PluginError> = maps_api
@@ -164,12 +192,32 @@ pub async fn run(
             None
         }
     };
-    let (text, found) = describe(&keys, published.as_deref(), hash, &scope, now);
+    let owners = Owners { keys: &keys, cluster_keys: cluster_keys.as_deref() };
+    let (text, found) = describe(owners, published.as_deref(), hash, &scope, now);
     print(&text)?;
     if !found && !all_namespaces {
         eprintln!("hint: -A looks in every namespace");
     }
     Ok(if found { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Every ClusterApiKey, or `None` (with a note) when they cannot be read: no `list` on them, or no CRD.
+async fn cluster_keys(session: &Session) -> Option<Vec<ClusterApiKey>> {
+    let access = Access {
+        verb: "list",
+        resource: "clusterapikeys.keyward.dev",
+        kind: "ClusterApiKey",
+        namespace: None,
+        name: None,
+    };
+    match session.cluster_keys().list(&ListParams::default()).await {
+        Ok(list) => Some(list.items),
+        Err(kube::Error::Api(status)) if status.code == 404 => None,
+        Err(e) => {
+            eprintln!("note: ClusterApiKeys not read, looking in ApiKeys only: {}", access.fail(e));
+            None
+        }
+    }
 }
 
 /// The hash of the token on stdin (one line, surrounding white space removed); the token is wiped.

@@ -287,10 +287,10 @@ async fn check_names_the_key_of_a_token_and_never_prints_it() {
     let unknown = plugin(plane, plane.kubeconfig(), &["check", "-n", ns], Some(stranger.expose()));
     assert!(!unknown.status.success(), "{}", describe(&unknown));
     let said = text(&unknown);
-    assert!(
-        said.contains(&format!("No ApiKey in namespace {ns} has this token (key id {})", stranger.hash().key_id())),
-        "{said}"
-    );
+    // "and no ClusterApiKey" too once their CRD is installed (the tests share one control plane).
+    let key_id = stranger.hash().key_id();
+    assert!(said.contains(&format!("No ApiKey in namespace {ns}")), "{said}");
+    assert!(said.contains(&format!("has this token (key id {key_id})")), "{said}");
     assert_no_token(&said, &stranger);
 
     // Not a token at all: refused without echoing the input.
@@ -430,6 +430,18 @@ async fn a_cluster_key_is_named_cak_slash_name_for_status_disable_enable_and_tok
     assert_eq!(out.trim_end(), token.expose(), "the token of {platform}/plugin-agency-apikey, alone on stdout");
     assert!(err.contains("live credential for clusterapikey plugin-agency"), "{err}");
     assert_no_token(&err, &token);
+
+    // `check` in a namespace the key is published to finds it among the ClusterApiKeys.
+    let line = format!("{}\n", token.expose());
+    let (out, err) = plugin_ok(plane, &["check", "-n", "plugin-cak-a"], Some(&line));
+    assert!(
+        out.starts_with(&format!(
+            "This token belongs to clusterapikey.keyward.dev/plugin-agency (cluster-wide, Secret in namespace {platform}): its current token"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Published:  key set default, active"), "{out}");
+    assert_no_token(&format!("{out}{err}"), &token);
 
     // Someone without rights on ClusterApiKeys is told the cluster-wide verb and resource.
     run_ok(plane.kubectl().args(["create", "serviceaccount", "nobody", "-n", platform]));

@@ -36,7 +36,7 @@ status:
   - {type: Published, status: 'True', reason: Published, message: In key set default of 2 namespace(s), lastTransitionTime: '2026-12-01T11:30:00Z', observedGeneration: 1}
 ";
 
-fn agency() -> ClusterApiKey {
+pub(super) fn agency() -> ClusterApiKey {
     serde_yaml::from_str(AGENCY).expect("fixture YAML is a ClusterApiKey")
 }
 
