@@ -33,9 +33,10 @@ deps-check:
 	  if [ "$$n" != 0 ]; then echo "the production build links the test kit ($$n lines in cargo tree)"; exit 1; fi
 
 # The README's test command; default-members makes it test every crate of the workspace.
+# --no-fail-fast: every test binary runs, so one failure does not hide the others.
 # tests/real_cluster.rs builds tools/kube-harness itself when needed.
 test:
-	cargo test --locked
+	cargo test --locked --no-fail-fast
 
 # The real control plane (etcd, kube-apiserver, kube-controller-manager from Kubernetes'
 # Go modules). The tests build it on demand; this target only makes the slow first build

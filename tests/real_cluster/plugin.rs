@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use keyward::api::ApiKey;
+use keyward::keyset::RecordState;
 use keyward::token::Token;
 use kube::{Api, Client};
 
 use super::control_plane::{ControlPlane, client_from};
 use super::lifecycle::operator;
-use super::support::{apply, cluster_with_manifests, describe, eventually, is_ready, run_ok};
+use super::support::{apply, cluster_with_manifests, describe, eventually, is_ready, records, run_ok};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -432,6 +433,16 @@ async fn a_cluster_key_is_named_cak_slash_name_for_status_disable_enable_and_tok
     assert_no_token(&err, &token);
 
     // `check` in a namespace the key is published to finds it among the ClusterApiKeys.
+    // The status says Active before the key set is rebuilt: wait for the set to say so too.
+    let hash = token.hash();
+    eventually("plugin-agency active in plugin-cak-a's key set", MINUTE, || async {
+        records(&client, "plugin-cak-a", "default")
+            .await
+            .iter()
+            .any(|r| r.hash == hash && r.state == RecordState::Active)
+            .then_some(())
+    })
+    .await;
     let line = format!("{}\n", token.expose());
     let (out, err) = plugin_ok(plane, &["check", "-n", "plugin-cak-a"], Some(&line));
     assert!(
