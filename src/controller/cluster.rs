@@ -274,8 +274,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let keys_filled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let own = watcher(api(&ctx), watcher::Config::default())
         .default_backoff()
-        .inspect(filled(&keys_filled))
         .reflect(key_writer)
+        .inspect(filled(&keys_filled))
         .applied_objects();
     let controller = Controller::for_stream(own, key_cache.clone());
     let keys = controller.store();
@@ -284,8 +284,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let namespaces_filled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let changes = watcher(namespaces, watcher::Config::default())
         .default_backoff()
-        .inspect(filled(&namespaces_filled))
-        .reflect(namespace_writer);
+        .reflect(namespace_writer)
+        .inspect(filled(&namespaces_filled));
     ctx.publisher.use_cluster_caches(key_cache, namespace_cache, [keys_filled, namespaces_filled]);
     let managed = format!("{}={}", crate::plan::LABEL_MANAGED_BY, crate::plan::MANAGED_BY);
     let secrets = Api::<kube::core::PartialObjectMeta<Secret>>::all(ctx.client.clone());
@@ -306,6 +306,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 }
 
 /// Sets `flag` once a watch stream has listed everything (`InitDone`): its store is filled.
+/// Placed after `reflect`, so the flag is never up before the store holds the list. Not
+/// `Store::wait_until_ready`: kube-runtime wakes only one of the tasks waiting on a store, and
+/// the Controller waits on this one (controller/tests/readiness.rs).
 fn filled<K>(
     flag: &Arc<std::sync::atomic::AtomicBool>,
 ) -> impl FnMut(&Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>) + use<K> {

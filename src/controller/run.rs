@@ -147,7 +147,8 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         let health = health.clone();
         tokio::spawn(async move {
             // Poll again now and then: kube-runtime's readiness signal keeps a single waker, and the
-            // Controller waits on the same store, so one waiter's wake-up can be lost.
+            // Controller waits on the same store, so one waiter's wake-up can be lost
+            // (shown in controller/tests/readiness.rs).
             loop {
                 match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
                     Ok(Ok(())) => return health.synced(),

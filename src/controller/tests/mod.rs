@@ -15,6 +15,7 @@ pub(super) mod harness;
 mod keyset;
 mod lease;
 mod moves;
+mod readiness;
 mod restarts;
 mod revoke;
 mod rotation;
