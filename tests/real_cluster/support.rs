@@ -1,7 +1,7 @@
 //! What the real-cluster tests share: the CRD installed once, the operator's
 //! manifests applied once, `kubectl` runs, polling, and reading key sets.
 
-// Shared by two test binaries (real_cluster, real_cluster_ha), each using a part.
+// Shared by several test binaries (real_cluster, real_cluster_ha, ...), each using a part.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -181,7 +181,13 @@ pub fn start_operator(plane: &ControlPlane, identity: &str, dir: &Path) -> Tethe
 
 /// [`start_operator`] with a kubeconfig of the caller's (for example through a proxy).
 pub fn start_operator_with(kubeconfig: &Path, identity: &str, dir: &Path) -> Tethered {
-    let args: Vec<String> = [
+    start_operator_flags(kubeconfig, identity, dir, &[])
+}
+
+/// [`start_operator_with`], each `(flag, value)` of `flags` replacing the test timing of that flag
+/// (or added when it has none).
+pub fn start_operator_flags(kubeconfig: &Path, identity: &str, dir: &Path, flags: &[(&str, &str)]) -> Tethered {
+    let mut args: Vec<String> = [
         "operator",
         "--admin-listen",
         &format!("127.0.0.1:{}", free_port()),
@@ -215,6 +221,12 @@ pub fn start_operator_with(kubeconfig: &Path, identity: &str, dir: &Path) -> Tet
     .iter()
     .map(ToString::to_string)
     .collect();
+    for (flag, value) in flags {
+        match args.iter().position(|a| a == flag) {
+            Some(at) => (*value).clone_into(&mut args[at + 1]),
+            None => args.extend([(*flag).to_owned(), (*value).to_owned()]),
+        }
+    }
     Tethered::spawn(
         Path::new(env!("CARGO_BIN_EXE_keyward")),
         &args,

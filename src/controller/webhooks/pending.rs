@@ -46,6 +46,12 @@ pub(super) fn entry(notice: &Notice, now: Timestamp) -> Option<PendingDelivery> 
     })
 }
 
+/// Whether a stored entry is one this operator could have written: its body is a JSON object
+/// whose `type` is the entry's kind. Anything else (edited, truncated) is not sent.
+pub(super) fn well_formed(entry: &PendingDelivery) -> bool {
+    serde_json::from_str::<serde_json::Value>(&entry.body).is_ok_and(|body| body["type"] == entry.type_.event_type())
+}
+
 /// The notice a stored entry sends to the webhook of `namespace` (labels matter no more: it is routed).
 pub(super) fn notice(entry: &PendingDelivery, namespace: &str) -> Notice {
     Notice {
@@ -198,6 +204,15 @@ mod tests {
             Start { attempt: 4, wait: cap },
             "a time further than any backoff (another clock) waits the cap at most"
         );
+    }
+
+    #[test]
+    fn a_stored_entry_is_resumed_only_when_its_body_is_a_notice_of_its_type() {
+        let with_body = |body: &str| PendingDelivery { body: body.to_owned(), ..pending("a") };
+        assert!(well_formed(&with_body(r#"{"type":"apikey.revoked","data":{}}"#)));
+        assert!(!well_formed(&with_body(r#"{"type":"apikey.enabled","data":{}}"#)), "another type");
+        assert!(!well_formed(&with_body(r#"{"type":"apikey.revoked""#)), "truncated");
+        assert!(!well_formed(&with_body("[]")), "not an object");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::api::{
 use super::super::events::Recorder;
 use super::super::{FIELD_MANAGER, Metrics};
 use super::deliver::Failure;
-use super::pending::Queue;
+use super::pending::{Queue, well_formed};
 
 /// One webhook's outcomes since the operator started leading.
 #[derive(Debug, Clone, Default)]
@@ -80,8 +80,12 @@ impl Tracker {
 
     /// The deliveries a previous leader left pending for `hook`, now this leader's to resume.
     pub(super) fn resume(&self, hook: &ApiKeyWebhook) -> Vec<PendingDelivery> {
-        let stored = hook.status.as_ref().map(|s| s.pending.clone()).unwrap_or_default();
-        if stored.is_empty() {
+        let (stored, refused): (Vec<PendingDelivery>, Vec<PendingDelivery>) =
+            hook.status.as_ref().map(|s| s.pending.clone()).unwrap_or_default().into_iter().partition(well_formed);
+        for entry in &refused {
+            warn!(namespace = hook.namespace().as_deref().unwrap_or(""), webhook = %hook.name_any(), message_id = %entry.id, "a pending notice whose body is not a notice of its type is dropped");
+        }
+        if stored.is_empty() && refused.is_empty() {
             return stored;
         }
         self.update(hook, |o| {
