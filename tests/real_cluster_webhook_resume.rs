@@ -17,7 +17,9 @@ use keyward::token::Token;
 use keyward_testkit::receiver::{Answer, Receiver};
 use kube::Api;
 
-use support::{apply, cluster_with_manifests, describe, eventually, is_ready, start_operator_flags};
+use support::{
+    apply, cluster_with_manifests, describe, eventually, is_ready, start_operator_flags, webhook_and_key_yaml,
+};
 
 const NS: &str = "webhook-resume";
 const MINUTE: Duration = Duration::from_secs(60);
@@ -35,16 +37,7 @@ async fn a_notice_failing_when_the_operator_stops_is_delivered_by_the_next_one_w
     let client = control_plane::client_from(plane.kubeconfig()).await;
     let kubeconfig = plane.service_account_kubeconfig("keyward-system", "keyward-operator");
     let receiver = Receiver::start(vec![Answer::Status(500), Answer::Status(204)]).await.unwrap();
-    create(
-        plane,
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: hook-signing}}\nstringData: {{secret: {SECRET}}}\n---\n\
-             apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyWebhook\nmetadata: {{name: alerts}}\n\
-             spec: {{url: '{}', secretRef: {{name: hook-signing}}, events: [Revoked]}}\n---\n\
-             apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: partner}}\nspec: {{scopes: [orders:read]}}\n",
-            receiver.url
-        ),
-    );
+    create(plane, &webhook_and_key_yaml(&receiver.url, SECRET));
 
     // The first operator retries a minute after a failure: the retry is pending when it stops.
     let slow = [("--webhook-retry-base", "60s"), ("--webhook-retry-cap", "60s")];

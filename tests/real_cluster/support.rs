@@ -235,6 +235,17 @@ pub fn start_operator_flags(kubeconfig: &Path, identity: &str, dir: &Path, flags
     )
 }
 
+/// A signing Secret `hook-signing` holding `secret`, an ApiKeyWebhook `alerts` for Revoked notices
+/// to `url`, and an ApiKey `partner`, as one YAML stream for `kubectl apply`.
+pub fn webhook_and_key_yaml(url: &str, secret: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: hook-signing}}\nstringData: {{secret: {secret}}}\n---\n\
+         apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyWebhook\nmetadata: {{name: alerts}}\n\
+         spec: {{url: '{url}', secretRef: {{name: hook-signing}}, events: [Revoked]}}\n---\n\
+         apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: partner}}\nspec: {{scopes: [orders:read]}}\n"
+    )
+}
+
 /// `keyward verifier --watch-keyset NAMESPACE/default` as the ServiceAccount and Role that
 /// examples/workloads/verifier-watch-rbac.yaml ships (applied here into `namespace`),
 /// and the address it serves forward-auth requests on.

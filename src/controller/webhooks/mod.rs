@@ -244,11 +244,9 @@ fn resume(shared: &Arc<Shared>, store: &Store<ApiKeyWebhook>, tasks: &mut JoinSe
 
 /// One task delivering `notice` to `hook` from `start`, known to the tracker so that dropping its entry stops it.
 fn spawn(shared: &Arc<Shared>, hook: Arc<ApiKeyWebhook>, notice: Arc<Notice>, start: Start, tasks: &mut JoinSet<()>) {
-    let task = {
-        let (shared, hook, notice) = (shared.clone(), hook.clone(), notice.clone());
-        tasks.spawn(async move { deliver::deliver(&shared, &hook, &notice, start).await })
-    };
-    shared.tracker.attach(&hook, &notice.id, task);
+    let (known, id, delivering) = (hook.clone(), notice.id.clone(), shared.clone());
+    let task = tasks.spawn(async move { deliver::deliver(&delivering, &hook, &notice, start).await });
+    shared.tracker.attach(&known, &id, task);
 }
 
 /// Whether `hook` receives `notice`: same namespace, a wanted kind, matching labels. A selector

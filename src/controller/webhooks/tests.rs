@@ -667,12 +667,18 @@ async fn a_notice_pending_when_the_operator_stops_is_delivered_by_the_next_one_w
     third.stop().await;
 }
 
+/// Webhook `hook` whose receiver always answers `status`, and delivery with [`slow_retries`].
+async fn failing_hook(status: u16, max_pending: usize) -> (Client, Receiver, Delivery) {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Status(status)]).await.unwrap();
+    webhook(&client, "hook", json!({"url": receiver.url})).await;
+    let delivery = Delivery::start(&client, slow_retries(max_pending));
+    (client, receiver, delivery)
+}
+
 #[tokio::test]
 async fn a_step_planned_again_while_its_notice_is_pending_is_not_sent_twice() {
-    let client = cluster().await;
-    let receiver = Receiver::start(vec![Answer::Status(500)]).await.unwrap();
-    webhook(&client, "hook", json!({"url": receiver.url})).await;
-    let delivery = Delivery::start(&client, slow_retries(10));
+    let (client, receiver, delivery) = failing_hook(500, 10).await;
     let sent = a_notice(Reason::Disabled, json!({}));
     delivery.notifier.notify(sent.clone());
     pending_is(&client, "hook", &[&sent.id], 1).await;
@@ -687,10 +693,7 @@ async fn a_step_planned_again_while_its_notice_is_pending_is_not_sent_twice() {
 
 #[tokio::test]
 async fn over_the_bound_the_oldest_pending_notice_is_dropped_with_an_event_and_a_metric() {
-    let client = cluster().await;
-    let receiver = Receiver::start(vec![Answer::Status(503)]).await.unwrap();
-    webhook(&client, "hook", json!({"url": receiver.url})).await;
-    let delivery = Delivery::start(&client, slow_retries(2));
+    let (client, _receiver, delivery) = failing_hook(503, 2).await;
     let notices: Vec<Notice> =
         [Reason::Disabled, Reason::Enabled, Reason::Revoked].into_iter().map(|r| a_notice(r, json!({}))).collect();
     for notice in &notices {

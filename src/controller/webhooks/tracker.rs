@@ -167,10 +167,10 @@ impl Tracker {
     pub(super) async fn flush(&self, client: &Client, store: &Store<ApiKeyWebhook>, now: Timestamp) {
         // Gone, or deleted and created again under its name: its pending notices go with it.
         let present = |r: &ObjectRef<ApiKeyWebhook>| store.get(r).is_some_and(|h| h.metadata.uid == r.extra.uid);
-        let (gone, dirty): (Vec<ObjectRef<ApiKeyWebhook>>, Vec<(ObjectRef<ApiKeyWebhook>, Outcomes)>) = {
+        let (gone, dirty) = {
             let mut outcomes = self.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
-            let gone = outcomes.keys().filter(|r| !present(r)).cloned().collect();
-            let dirty = outcomes
+            let gone: Vec<ObjectRef<ApiKeyWebhook>> = outcomes.keys().filter(|r| !present(r)).cloned().collect();
+            let dirty: Vec<(ObjectRef<ApiKeyWebhook>, Outcomes)> = outcomes
                 .iter_mut()
                 .filter(|(r, o)| o.dirty && present(r))
                 .map(|(r, o)| {
