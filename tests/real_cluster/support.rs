@@ -50,12 +50,13 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
-/// The control plane with the ApiKey, ApiKeyClass, KeySet and ClusterApiKey CRDs installed and Established (once per binary).
+/// The control plane with the ApiKey, ApiKeyWebhook, ApiKeyClass, KeySet and ClusterApiKey CRDs installed and Established (once per binary).
 pub fn cluster() -> &'static ControlPlane {
     static CRD: OnceLock<()> = OnceLock::new();
     let plane = control_plane::shared();
     CRD.get_or_init(|| {
         install_crd(plane, "crds/apikey.yaml", "apikeys.keyward.dev");
+        install_crd(plane, "crds/apikeywebhook.yaml", "apikeywebhooks.keyward.dev");
         install_crd(plane, "crds/apikeyclass.yaml", "apikeyclasses.keyward.dev");
         install_crd(plane, "crds/keyset.yaml", "keysets.keyward.dev");
         install_crd(plane, "crds/clusterapikey.yaml", "clusterapikeys.keyward.dev");
