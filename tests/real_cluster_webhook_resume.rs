@@ -1,7 +1,7 @@
 //! A webhook notice outlives the operator that was retrying it, on a real API server: the
-//! receiver answers 500, the operator (as its ServiceAccount, with the shipped RBAC) stops
-//! while the retry waits, and the next one resumes it from the webhook's `status.pending`
-//! with the same message id; the receiver then answers 204. A control plane of its own:
+//! receiver answers 500, the operator (as its ServiceAccount, with the shipped RBAC) is killed
+//! while the retry waits, and the next one, once it holds the Lease, resumes the notice from
+//! the webhook's `status.pending` with the same message id; the receiver then answers 204. A control plane of its own:
 //! the test stops and starts operators, so it shares its cluster with no other test.
 
 #[path = "real_cluster/control_plane.rs"]
@@ -61,12 +61,14 @@ async fn a_notice_failing_when_the_operator_stops_is_delivered_by_the_next_one_w
     assert_eq!(pending[0].id, receiver.received()[0].header(HEADER_ID));
     assert_eq!(pending[0].type_, NoticeType::Revoked);
     assert_eq!(pending[0].body.as_bytes(), receiver.received()[0].body, "the body as sent, kept byte for byte");
-    drop(first);
+    // Killed, as a lost node would be: no graceful stop, the Lease is not released.
+    first.kill_hard();
     let stored = hooks.get("alerts").await.unwrap().status.unwrap();
-    assert_eq!(stored.pending.len(), 1, "the stopped operator left the notice pending: {stored:?}");
+    assert_eq!(stored.pending.len(), 1, "the killed operator left the notice pending: {stored:?}");
     assert!(!serde_json::to_string(&stored).unwrap().contains(token.expose()), "no token in the status");
 
-    // The next operator waits at most its own retry cap for the backoff left, then sends it again.
+    // The next operator takes the Lease once it expires, waits at most its own retry cap for the
+    // backoff left, then sends the notice again.
     let second = start_operator_flags(&kubeconfig, "second", &plane.ready.dir, &[("--webhook-retry-cap", "1s")]);
     let attempts =
         eventually("the resumed attempt", MINUTE * 2, || async { Some(receiver.received()).filter(|r| r.len() == 2) })
