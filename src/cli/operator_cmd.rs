@@ -145,6 +145,11 @@ pub struct OperatorArgs {
     #[arg(long, env = "KEYWARD_WEBHOOK_STATUS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     webhook_status_interval: Duration,
 
+    /// Undelivered notices one webhook keeps (in its status.pending, resumed by the next leader) at
+    /// most; a new notice over it drops the oldest (Warning Event PendingDropped, a metric).
+    #[arg(long, env = "KEYWARD_WEBHOOK_MAX_PENDING", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=100))]
+    webhook_max_pending: u16,
+
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -203,6 +208,7 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
             },
             default_timeout: args.webhook_timeout,
             status_interval: args.webhook_status_interval,
+            max_pending: args.webhook_max_pending.into(),
             ..WebhookOptions::default()
         }),
         ..Options::default()

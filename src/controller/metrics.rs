@@ -100,6 +100,8 @@ pub struct Metrics {
     webhook_deliveries: Family<DeliveryLabels, Counter>,
     webhook_failing: Family<WebhookLabels, Gauge>,
     webhook_dropped: Counter,
+    webhook_pending: Family<WebhookLabels, Gauge>,
+    webhook_pending_dropped: Family<WebhookLabels, Counter>,
     usage_anomalies: Family<AnomalyLabels, Counter>,
     /// The controller's ApiKey cache while this replica leads; keys by state are counted from it at scrape time.
     keys_source: Mutex<Option<Store<ApiKey>>>,
@@ -158,6 +160,18 @@ impl Metrics {
             "Lifecycle notices dropped because the delivery queue was full",
             webhook_dropped.clone(),
         );
+        let webhook_pending = Family::<WebhookLabels, Gauge>::default();
+        registry.register(
+            "webhook_pending",
+            "Notices not yet delivered to a webhook and still retried (kept in its status.pending)",
+            webhook_pending.clone(),
+        );
+        let webhook_pending_dropped = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_pending_dropped",
+            "Undelivered notices dropped, oldest first, because a webhook had more than --webhook-max-pending waiting",
+            webhook_pending_dropped.clone(),
+        );
         let usage_anomalies = Family::<AnomalyLabels, Counter>::default();
         registry.register(
             "usage_anomalies",
@@ -171,6 +185,8 @@ impl Metrics {
             webhook_deliveries,
             webhook_failing,
             webhook_dropped,
+            webhook_pending,
+            webhook_pending_dropped,
             reconciles,
             failures,
             duration,
@@ -244,7 +260,10 @@ impl Metrics {
 
     /// Forget webhook `namespace/webhook` (deleted): its series go.
     pub fn webhook_removed(&self, namespace: &str, webhook: &str) {
-        self.webhook_failing.remove(&WebhookLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned() });
+        let labels = WebhookLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned() };
+        self.webhook_failing.remove(&labels);
+        self.webhook_pending.remove(&labels);
+        self.webhook_pending_dropped.remove(&labels);
         for result in ["delivered", "failed"] {
             let labels = DeliveryLabels {
                 namespace: namespace.to_owned(),
@@ -253,6 +272,18 @@ impl Metrics {
             };
             self.webhook_deliveries.remove(&labels);
         }
+    }
+
+    /// Set how many notices wait to be delivered to webhook `namespace/webhook`.
+    pub fn webhook_pending(&self, namespace: &str, webhook: &str, pending: usize) {
+        let labels = WebhookLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned() };
+        self.webhook_pending.get_or_create(&labels).set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// Count `dropped` undelivered notices of webhook `namespace/webhook` dropped over its bound.
+    pub fn webhook_pending_dropped(&self, namespace: &str, webhook: &str, dropped: usize) {
+        let labels = WebhookLabels { namespace: namespace.to_owned(), webhook: webhook.to_owned() };
+        self.webhook_pending_dropped.get_or_create(&labels).inc_by(u64::try_from(dropped).unwrap_or(u64::MAX));
     }
 
     /// Count one notice dropped because the delivery queue was full.

@@ -12,11 +12,12 @@ use keyward::plan::Settings;
 use keyward_testkit::fakeapi::FakeCluster;
 use kube::Client;
 
-/// An in-memory cluster with the ApiKey CRD installed; the operator runs on it until the
-/// returned sender is dropped.
+/// An in-memory cluster with the ApiKey, ApiKeyWebhook and ClusterApiKey CRDs installed; the
+/// operator runs on it until the returned sender is dropped.
 pub async fn cluster(operator: bool) -> (Client, tokio::sync::oneshot::Sender<()>) {
     let client = FakeCluster::new()
         .with_crd()
+        .with_webhook_crd()
         .with_object(keyward::api::cluster_crd())
         .client()
         .await

@@ -78,6 +78,14 @@ macro_rules! scenario_tests {
             .await;
         }
 
+        #[tokio::test]
+        async fn a_webhooks_pending_notices_are_replaced_and_removed_by_merge_patches() {
+            $run("pending", false, async |c, ns| {
+                scenarios::a_webhooks_pending_notices_are_replaced_and_removed_by_merge_patches(c, &ns).await
+            })
+            .await;
+        }
+
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn the_operator_carries_a_key_from_create_to_delete() {
             $run("operator", true, async |c, ns| {
@@ -167,6 +175,59 @@ pub fn api_keys(client: &Client, ns: &str) -> Api<DynamicObject> {
     let resource =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("keyward.dev", "v1alpha1", "ApiKey"), "apikeys");
     Api::namespaced_with(client.clone(), ns, &resource)
+}
+
+/// An ApiKeyWebhook's `status.pending` as the operator writes it (controller/webhooks/tracker.rs):
+/// a JSON merge patch on the status subresource replaces the whole list, a patch of other status
+/// fields leaves it as it is, `null` removes it, and none of it moves the generation.
+pub async fn a_webhooks_pending_notices_are_replaced_and_removed_by_merge_patches(
+    client: Client,
+    ns: &str,
+) -> Transcript {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("keyward.dev", "v1alpha1", "ApiKeyWebhook"),
+        "apikeywebhooks",
+    );
+    let hooks: Api<DynamicObject> = Api::namespaced_with(client, ns, &resource);
+    let hook: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyWebhook", "metadata": {"name": "alerts"},
+        "spec": {"url": "https://hooks.example.com/keyward", "secretRef": {"name": "hook-signing"}},
+    }))
+    .unwrap();
+    hooks.create(&PostParams::default(), &hook).await.unwrap();
+    let entry = |id: &str, attempts: u32| {
+        json!({"id": id, "type": "Revoked", "body": "{\"type\":\"apikey.revoked\"}", "attempts": attempts,
+               "nextAttemptAt": "2026-12-01T05:00:00Z"})
+    };
+    let steps = [
+        ("two pending", json!({"pending": [entry("msg_a", 1), entry("msg_b", 0)]})),
+        ("the first delivered, the second retried", json!({"pending": [entry("msg_b", 2)]})),
+        ("other fields only", json!({"consecutiveFailures": 1})),
+        ("none left", json!({"pending": null})),
+    ];
+    let mut t = Transcript::new();
+    for (step, status) in steps {
+        hooks.patch_status("alerts", &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await.unwrap();
+        let stored = hooks.get("alerts").await.unwrap();
+        let pending = stored.data["status"].get("pending").map(|p| {
+            p.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| format!("{}x{}", e["id"].as_str().unwrap(), e["attempts"]))
+                .collect::<Vec<_>>()
+        });
+        t.push(format!("{step}: pending {pending:?}, generation {:?}", stored.metadata.generation));
+    }
+    assert_eq!(
+        t,
+        [
+            r#"two pending: pending Some(["msg_ax1", "msg_bx0"]), generation Some(1)"#,
+            r#"the first delivered, the second retried: pending Some(["msg_bx2"]), generation Some(1)"#,
+            r#"other fields only: pending Some(["msg_bx2"]), generation Some(1)"#,
+            "none left: pending None, generation Some(1)",
+        ]
+    );
+    t
 }
 
 /// The HTTP status of a failed call, or `ok`.

@@ -1,7 +1,7 @@
 //! What the real-cluster tests share: the CRD installed once, the operator's
 //! manifests applied once, `kubectl` runs, polling, and reading key sets.
 
-// Shared by two test binaries (real_cluster, real_cluster_ha), each using a part.
+// Shared by several test binaries (real_cluster, real_cluster_ha, ...), each using a part.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -50,12 +50,13 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
-/// The control plane with the ApiKey, ApiKeyClass, KeySet and ClusterApiKey CRDs installed and Established (once per binary).
+/// The control plane with the ApiKey, ApiKeyWebhook, ApiKeyClass, KeySet and ClusterApiKey CRDs installed and Established (once per binary).
 pub fn cluster() -> &'static ControlPlane {
     static CRD: OnceLock<()> = OnceLock::new();
     let plane = control_plane::shared();
     CRD.get_or_init(|| {
         install_crd(plane, "crds/apikey.yaml", "apikeys.keyward.dev");
+        install_crd(plane, "crds/apikeywebhook.yaml", "apikeywebhooks.keyward.dev");
         install_crd(plane, "crds/apikeyclass.yaml", "apikeyclasses.keyward.dev");
         install_crd(plane, "crds/keyset.yaml", "keysets.keyward.dev");
         install_crd(plane, "crds/clusterapikey.yaml", "clusterapikeys.keyward.dev");
@@ -181,7 +182,13 @@ pub fn start_operator(plane: &ControlPlane, identity: &str, dir: &Path) -> Tethe
 
 /// [`start_operator`] with a kubeconfig of the caller's (for example through a proxy).
 pub fn start_operator_with(kubeconfig: &Path, identity: &str, dir: &Path) -> Tethered {
-    let args: Vec<String> = [
+    start_operator_flags(kubeconfig, identity, dir, &[])
+}
+
+/// [`start_operator_with`], each `(flag, value)` of `flags` replacing the test timing of that flag
+/// (or added when it has none).
+pub fn start_operator_flags(kubeconfig: &Path, identity: &str, dir: &Path, flags: &[(&str, &str)]) -> Tethered {
+    let mut args: Vec<String> = [
         "operator",
         "--admin-listen",
         &format!("127.0.0.1:{}", free_port()),
@@ -215,11 +222,28 @@ pub fn start_operator_with(kubeconfig: &Path, identity: &str, dir: &Path) -> Tet
     .iter()
     .map(ToString::to_string)
     .collect();
+    for (flag, value) in flags {
+        match args.iter().position(|a| a == flag) {
+            Some(at) => (*value).clone_into(&mut args[at + 1]),
+            None => args.extend([(*flag).to_owned(), (*value).to_owned()]),
+        }
+    }
     Tethered::spawn(
         Path::new(env!("CARGO_BIN_EXE_keyward")),
         &args,
         &[("KUBECONFIG", kubeconfig)],
         dir.join(format!("operator-{identity}.log")),
+    )
+}
+
+/// A signing Secret `hook-signing` holding `secret`, an ApiKeyWebhook `alerts` for Revoked notices
+/// to `url`, and an ApiKey `partner`, as one YAML stream for `kubectl apply`.
+pub fn webhook_and_key_yaml(url: &str, secret: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: hook-signing}}\nstringData: {{secret: {secret}}}\n---\n\
+         apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyWebhook\nmetadata: {{name: alerts}}\n\
+         spec: {{url: '{url}', secretRef: {{name: hook-signing}}, events: [Revoked]}}\n---\n\
+         apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: partner}}\nspec: {{scopes: [orders:read]}}\n"
     )
 }
 

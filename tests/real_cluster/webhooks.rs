@@ -11,7 +11,7 @@ use kube::Api;
 use serde_json::Value;
 
 use super::lifecycle::{assert_operator_log_clean, create, ready, secret_token, setup};
-use super::support::{apply, eventually};
+use super::support::{apply, eventually, webhook_and_key_yaml};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -21,17 +21,7 @@ async fn a_revocation_is_delivered_signed_to_the_teams_webhook_and_shown_in_its_
     let ns = "webhooks";
     let (plane, client) = setup(ns).await;
     let receiver = Receiver::start(vec![Answer::Status(500), Answer::Status(204)]).await.unwrap();
-    create(
-        plane,
-        ns,
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: hook-signing}}\nstringData: {{secret: {SECRET}}}\n---\n\
-             apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyWebhook\nmetadata: {{name: alerts}}\n\
-             spec: {{url: '{}', secretRef: {{name: hook-signing}}, events: [Revoked]}}\n---\n\
-             apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: partner}}\nspec: {{scopes: [orders:read]}}\n",
-            receiver.url
-        ),
-    );
+    create(plane, ns, &webhook_and_key_yaml(&receiver.url, SECRET));
     ready(&client, ns, "partner").await;
     let token = secret_token(&client, ns, "partner-apikey").await.unwrap();
     // The webhook cache may be filling still: a notice routed before it has the webhook is not sent.

@@ -29,7 +29,8 @@ pub use conditions::{CONDITION_READY, ConditionUpdate, set_condition};
 pub use crd::{crd, crd_yaml, keyset_crd, keyset_crd_yaml, webhook_crd, webhook_crd_yaml};
 pub use keyset::{KeySet, KeySetAccess, KeySetSpec, KeySetStatus};
 pub use webhook::{
-    ApiKeyWebhook, ApiKeyWebhookSpec, ApiKeyWebhookStatus, DEFAULT_SECRET_KEY, NoticeType, SecretKeyRef, URL_RULE,
+    ApiKeyWebhook, ApiKeyWebhookSpec, ApiKeyWebhookStatus, DEFAULT_SECRET_KEY, NoticeType, PENDING_BODY_MAX_BYTES,
+    PENDING_MAX_ITEMS, PendingDelivery, SecretKeyRef, URL_RULE,
 };
 
 use std::collections::BTreeMap;

@@ -310,6 +310,14 @@ mod webhook {
     }
 
     #[test]
+    fn pending_notices_are_bounded_in_the_schema_as_the_operator_bounds_them() {
+        let pending = &schema()["properties"]["status"]["properties"]["pending"];
+        assert_eq!(pending["maxItems"], json!(crate::PENDING_MAX_ITEMS), "{pending}");
+        assert_eq!(pending["items"]["properties"]["body"]["maxLength"], json!(crate::PENDING_BODY_MAX_BYTES));
+        assert_eq!(pending["x-kubernetes-list-map-keys"], json!(["id"]), "one entry per message id");
+    }
+
+    #[test]
     fn every_webhook_cel_rule_compiles() {
         let compiled = kube_cel::compile_schema(&schema());
         assert!(!compiled.has_errors(), "{:?}", compiled.compilation_errors());

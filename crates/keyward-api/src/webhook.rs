@@ -175,4 +175,40 @@ pub struct ApiKeyWebhookStatus {
     /// Notices given up in a row since the last delivered one.
     #[serde(default)]
     pub consecutive_failures: u32,
+
+    /// Notices not yet delivered to this webhook and still being retried, oldest
+    /// first, so that the next operator leader resumes them (with the same
+    /// `webhook-id`) after a restart or a leader change. At most
+    /// `--webhook-max-pending` entries; when more are waiting the oldest is dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["id".into()]))]
+    pub pending: Vec<PendingDelivery>,
+}
+
+/// The most entries `status.pending` may hold (the schema's `maxItems`).
+pub const PENDING_MAX_ITEMS: usize = 100;
+
+/// The longest notice body `status.pending` keeps (the schema's `maxLength`): with
+/// [`PENDING_MAX_ITEMS`] entries a status stays well under the API server's object limit.
+pub const PENDING_BODY_MAX_BYTES: usize = 8192;
+
+/// One notice still to be delivered to the webhook, as the operator resumes it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingDelivery {
+    /// The notice's message id (`webhook-id`), the same on every attempt.
+    #[schemars(length(min = 1, max = 64))]
+    pub id: String,
+    /// The kind of notice.
+    #[serde(rename = "type")]
+    pub type_: NoticeType,
+    /// The JSON body, byte for byte as every attempt sends it. Names, ids and
+    /// times of the key only: never a token, a hash or the signing secret.
+    #[schemars(length(max = 8192))]
+    pub body: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due.
+    pub next_attempt_at: Time,
 }

@@ -21,6 +21,7 @@ use crate::api::{ApiKeyWebhook, DEFAULT_SECRET_KEY};
 use crate::notice::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Notice, Outcome, SigningSecret, checked_url, sign};
 
 use super::Shared;
+use super::pending::Start;
 
 /// The HTTP(S) client for every webhook.
 pub(super) type Http = HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -100,10 +101,14 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Deliver `notice` to `hook`, retrying as the policy says, and report the outcome.
-pub(super) async fn deliver(shared: &Shared, hook: &ApiKeyWebhook, notice: &Notice) {
+/// Deliver `notice` to `hook` from `start` on, retrying as the policy says, and report the outcome.
+/// Each retry's attempt count and due time go to the tracker, which keeps them in `status.pending`.
+pub(super) async fn deliver(shared: &Shared, hook: &ApiKeyWebhook, notice: &Notice, start: Start) {
     let (namespace, name) = (hook.namespace().unwrap_or_default(), hook.name_any());
-    let mut attempt = 1;
+    let mut attempt = start.attempt.max(1);
+    if !start.wait.is_zero() {
+        tokio::time::sleep(start.wait).await;
+    }
     loop {
         let result = {
             let _slot = shared.in_flight.acquire().await.expect("the semaphore is never closed");
@@ -118,11 +123,13 @@ pub(super) async fn deliver(shared: &Shared, hook: &ApiKeyWebhook, notice: &Noti
         match (outcome, result) {
             (Outcome::Delivered, _) | (_, Ok(())) => {
                 debug!(%namespace, webhook = %name, message_id = %notice.id, attempt, "notice delivered");
-                shared.tracker.delivered(hook, (shared.clock)());
+                shared.tracker.delivered(hook, &notice.id, (shared.clock)());
                 return;
             }
             (Outcome::RetryAfter(wait), Err(failure)) => {
                 debug!(%namespace, webhook = %name, message_id = %notice.id, attempt, %failure, ?wait, "delivery failed; retrying");
+                let due = (shared.clock)().checked_add(wait).unwrap_or_else(|_| (shared.clock)());
+                shared.tracker.retrying(hook, &notice.id, attempt, due);
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }

@@ -17,11 +17,16 @@
 //! webhook's status at most once per `status_interval`, emits an Event when a
 //! webhook starts or stops failing, and keeps the metrics.
 //!
-//! Delivery is at least once within one leader's life: pending retries are
-//! kept in memory and end with it. A step the next leader plans again gets the
-//! same message id ([`crate::notice::message_id`]), so receivers can drop repeats.
+//! Delivery is at least once across restarts and leader changes: each
+//! (notice, webhook) pair not yet delivered is kept in the webhook's
+//! `status.pending` ([`pending`]; bounded, written with the rest of its
+//! status), and a new leader resumes those with the backoff left and the same
+//! message id ([`crate::notice::message_id`]), so receivers can drop repeats.
+//! A step the next leader plans again gets that id too, and is not queued
+//! twice while it is pending.
 
 mod deliver;
+mod pending;
 mod tracker;
 
 #[cfg(test)]
@@ -42,6 +47,7 @@ use tracing::{info, warn};
 
 use crate::api::{ApiKeyWebhook, NoticeType};
 use crate::notice::{Notice, RetryPolicy};
+use pending::Start;
 
 use super::events::Recorder;
 use super::{Clock, Metrics};
@@ -50,6 +56,9 @@ pub use tracker::Tracker;
 
 /// The ApiKeyWebhook CRD's name; without it the operator runs without webhooks.
 pub const WEBHOOK_CRD_NAME: &str = "apikeywebhooks.keyward.dev";
+
+/// Undelivered notices one webhook keeps unless configured.
+pub const DEFAULT_MAX_PENDING: usize = 50;
 
 /// How notices are delivered.
 #[derive(Debug, Clone)]
@@ -64,6 +73,8 @@ pub struct WebhookOptions {
     pub status_interval: Duration,
     /// HTTP requests in flight at once, over all webhooks.
     pub concurrency: usize,
+    /// Undelivered notices one webhook keeps (in `status.pending`) at most; more drop the oldest.
+    pub max_pending: usize,
 }
 
 impl Default for WebhookOptions {
@@ -74,6 +85,7 @@ impl Default for WebhookOptions {
             default_timeout: Duration::from_secs(10),
             status_interval: Duration::from_secs(10),
             concurrency: 16,
+            max_pending: DEFAULT_MAX_PENDING,
         }
     }
 }
@@ -134,7 +146,7 @@ pub fn start(
     let shared = Arc::new(Shared {
         http: deliver::client(),
         in_flight: Semaphore::new(options.concurrency.max(1)),
-        tracker: Tracker::new(metrics, recorder),
+        tracker: Tracker::new(metrics, recorder, options.max_pending.clamp(1, crate::api::PENDING_MAX_ITEMS)),
         client,
         options,
         clock,
@@ -161,6 +173,15 @@ async fn run(
     let mut flush = tokio::time::interval(shared.options.status_interval);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!("webhook delivery started");
+    // What a previous leader left pending is resumed first (the cache must be full to see it).
+    tokio::select! {
+        () = &mut shutdown => return watch.abort(),
+        ready = store.wait_until_ready() => {
+            if ready.is_ok() {
+                resume(&shared, &store, &mut tasks);
+            }
+        }
+    }
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -182,18 +203,50 @@ async fn run(
     shared.tracker.flush(&shared.client, &store, (shared.clock)()).await;
 }
 
-/// Start one delivery task per cached webhook that wants `notice`.
+/// Start one delivery task per cached webhook that wants `notice`, unless it is pending there already.
 async fn route(shared: &Arc<Shared>, store: &Store<ApiKeyWebhook>, notice: Notice, tasks: &mut JoinSet<()>) {
     // Right after start-up the cache may still be filling; a notice waits for it rather than find no webhook.
     if store.wait_until_ready().await.is_err() {
         return;
     }
     let notice = Arc::new(notice);
-    for hook in store.state().into_iter().filter(|hook| wants(hook, &notice)) {
-        let shared = shared.clone();
-        let notice = notice.clone();
-        tasks.spawn(async move { deliver::deliver(&shared, &hook, &notice).await });
+    let entry = pending::entry(&notice, (shared.clock)());
+    if entry.is_none() {
+        warn!(namespace = %notice.namespace, message_id = %notice.id, bytes = notice.body.len(), "notice too large to keep in status.pending: it is not resumed after a restart");
     }
+    for hook in store.state().into_iter().filter(|hook| wants(hook, &notice)) {
+        if let Some(entry) = entry.clone()
+            && !shared.tracker.queued(&hook, entry)
+        {
+            continue;
+        }
+        spawn(shared, hook, notice.clone(), Start::NOW, tasks);
+    }
+}
+
+/// Resume every delivery a previous leader left in the cached webhooks' `status.pending`. A webhook
+/// deleted meanwhile is not in the cache, and its pending notices went with it.
+fn resume(shared: &Arc<Shared>, store: &Store<ApiKeyWebhook>, tasks: &mut JoinSet<()>) {
+    let now = (shared.clock)();
+    let mut resumed = 0;
+    for hook in store.state() {
+        let namespace = hook.namespace().unwrap_or_default();
+        for entry in shared.tracker.resume(&hook) {
+            let start = pending::resume_at(&entry, now, shared.options.retry.cap);
+            spawn(shared, hook.clone(), Arc::new(pending::notice(&entry, &namespace)), start, tasks);
+            resumed += 1;
+        }
+    }
+    if resumed > 0 {
+        info!(resumed, "resumed the webhook deliveries a previous leader left pending");
+    }
+}
+
+/// One task delivering `notice` to `hook` from `start`, known to the tracker so that dropping its entry stops it.
+fn spawn(shared: &Arc<Shared>, hook: Arc<ApiKeyWebhook>, notice: Arc<Notice>, start: Start, tasks: &mut JoinSet<()>) {
+    let (known, id, delivering) = (hook.clone(), notice.id.clone(), shared.clone());
+    let task = tasks.spawn(async move { deliver::deliver(&delivering, &hook, &notice, start).await });
+    shared.tracker.attach(&known, &id, task);
 }
 
 /// Whether `hook` receives `notice`: same namespace, a wanted kind, matching labels. A selector

@@ -16,7 +16,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::{Notifier, WebhookOptions, start};
-use crate::api::{ApiKey, ApiKeyWebhook, KeyState};
+use crate::api::{ApiKey, ApiKeyWebhook, KeyState, PendingDelivery};
 use crate::controller::events::Recorder;
 use crate::controller::{Clock, Metrics, Options};
 use crate::notice::{
@@ -79,10 +79,15 @@ struct Delivery {
 
 impl Delivery {
     fn start(client: &Client, options: WebhookOptions) -> Delivery {
+        Delivery::start_with_clock(client, options, clock())
+    }
+
+    /// Delivery as one operator leader runs it, on `clock`.
+    fn start_with_clock(client: &Client, options: WebhookOptions, clock: Clock) -> Delivery {
         let metrics = Arc::new(Metrics::new());
         let recorder = Recorder::new(client.clone(), Reporter { controller: "keyward".into(), instance: None });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (notifier, task) = start(client.clone(), options, clock(), metrics.clone(), recorder, async move {
+        let (notifier, task) = start(client.clone(), options, clock, metrics.clone(), recorder, async move {
             let _ = stopped.await;
         });
         Delivery { notifier, metrics, stop: Some(stop), task }
@@ -589,4 +594,164 @@ async fn a_cluster_keys_disable_is_a_notice_to_the_webhooks_of_its_secret_namesp
     assert!(location.received().is_empty(), "a namespace that only carries the key gets no notice");
     stop.send(()).unwrap();
     operator.await.unwrap();
+}
+
+/// Options whose retries wait a minute: a failed notice stays pending while the test looks.
+fn slow_retries(max_pending: usize) -> WebhookOptions {
+    WebhookOptions {
+        retry: RetryPolicy { attempts: 5, base: Duration::from_secs(60), cap: Duration::from_secs(60) },
+        max_pending,
+        ..quick(5)
+    }
+}
+
+/// The webhook's `status.pending` once it holds the ids `wanted` (in order) with `attempts` each.
+async fn pending_is(client: &Client, name: &str, wanted: &[&str], attempts: u32) -> Vec<PendingDelivery> {
+    eventually(&format!("{name}'s status.pending holding {wanted:?}"), WAIT, || async {
+        let pending = webhook_status(client, name).await.map(|s| s.pending).unwrap_or_default();
+        let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
+        (ids == wanted && pending.iter().all(|p| p.attempts == attempts)).then_some(pending)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_notice_pending_when_the_operator_stops_is_delivered_by_the_next_one_with_the_same_id() {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Status(500), Answer::Status(204)]).await.unwrap();
+    webhook(&client, "hook", json!({"url": receiver.url})).await;
+    let first = Delivery::start(&client, slow_retries(10));
+    // A note holding a token, as a careless step might write one: the notice redacts it.
+    let token = crate::token::Token::generate(&crate::token::Prefix::default(), &mut rand::rng());
+    let event = PlannedEvent {
+        kind: EventKind::Normal,
+        reason: Reason::Revoked,
+        note: format!("Revoked, was {}", token.expose()),
+    };
+    let sent = notice(&key(json!({})), &event, "0123456789ab", crate::runtime::clock::now()).unwrap();
+    first.notifier.notify(sent.clone());
+
+    // The first attempt fails; the retry waits a minute, and the operator stops meanwhile.
+    let pending = pending_is(&client, "hook", &[&sent.id], 1).await;
+    first.stop().await;
+    assert_eq!(receiver.received().len(), 1);
+    let stored = webhook_status(&client, "hook").await.unwrap();
+    assert_eq!(stored.pending, pending, "stopping wrote the pending notice as it stood");
+    assert_eq!(stored.pending[0].body.as_bytes(), sent.body, "the body is kept byte for byte");
+    assert_eq!(stored.pending[0].type_, crate::api::NoticeType::Revoked);
+    assert!(stored.last_delivery_result.is_none(), "a pending notice is no delivery: {stored:?}");
+    assert!(!serde_json::to_string(&stored).unwrap().contains(token.expose()), "no token in status: {stored:?}");
+
+    // The next operator runs two minutes later: the minute's backoff is over, it sends at once.
+    let later: Clock = Arc::new(|| crate::runtime::clock::now().checked_add(SignedDuration::from_mins(2)).unwrap());
+    let second = Delivery::start_with_clock(&client, slow_retries(10), later);
+    let attempts =
+        eventually("the resumed attempt", WAIT, || async { Some(receiver.received()).filter(|r| r.len() == 2) }).await;
+    assert_eq!(attempts[1].header(HEADER_ID), sent.id, "the same message id, so the receiver can drop a repeat");
+    assert_eq!(attempts[1].body, sent.body);
+    assert!(signed(&attempts[1]), "signed like every attempt");
+    let status = eventually("status Delivered with nothing pending", WAIT, || async {
+        webhook_status(&client, "hook")
+            .await
+            .filter(|s| s.last_delivery_result.as_deref() == Some("Delivered") && s.pending.is_empty())
+    })
+    .await;
+    assert_eq!(ready(&status).map(|r| r.0), Some("True".to_owned()));
+    assert_eq!(second.metric(r#"keyward_webhook_pending{namespace="team-a",webhook="hook"}"#), Some("0".to_owned()));
+
+    // A third operator finds nothing to resume; a step planned again is queued and delivered anew.
+    second.stop().await;
+    let third = Delivery::start(&client, quick(3));
+    third.notifier.notify(sent.clone());
+    eventually("the replanned step", WAIT, || async { Some(receiver.received()).filter(|r| r.len() == 3) }).await;
+    third.stop().await;
+}
+
+/// Webhook `hook` whose receiver always answers `status`, and delivery with [`slow_retries`].
+async fn failing_hook(status: u16, max_pending: usize) -> (Client, Receiver, Delivery) {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Status(status)]).await.unwrap();
+    webhook(&client, "hook", json!({"url": receiver.url})).await;
+    let delivery = Delivery::start(&client, slow_retries(max_pending));
+    (client, receiver, delivery)
+}
+
+#[tokio::test]
+async fn a_step_planned_again_while_its_notice_is_pending_is_not_sent_twice() {
+    let (client, receiver, delivery) = failing_hook(500, 10).await;
+    let sent = a_notice(Reason::Disabled, json!({}));
+    delivery.notifier.notify(sent.clone());
+    pending_is(&client, "hook", &[&sent.id], 1).await;
+    let other = a_notice(Reason::Revoked, json!({}));
+    delivery.notifier.notify(sent.clone());
+    delivery.notifier.notify(other.clone());
+    // Routed in order: once the later notice is pending, the repeat was routed and not queued.
+    pending_is(&client, "hook", &[&sent.id, &other.id], 1).await;
+    assert_eq!(receiver.received().iter().filter(|r| r.header(HEADER_ID) == sent.id).count(), 1);
+    delivery.stop().await;
+}
+
+#[tokio::test]
+async fn over_the_bound_the_oldest_pending_notice_is_dropped_with_an_event_and_a_metric() {
+    let (client, _receiver, delivery) = failing_hook(503, 2).await;
+    let notices: Vec<Notice> =
+        [Reason::Disabled, Reason::Enabled, Reason::Revoked].into_iter().map(|r| a_notice(r, json!({}))).collect();
+    for notice in &notices {
+        delivery.notifier.notify(notice.clone());
+    }
+    pending_is(&client, "hook", &[&notices[1].id, &notices[2].id], 1).await;
+    event_seen(&client, "Warning", "PendingDropped").await;
+    assert_eq!(
+        delivery.metric(r#"keyward_webhook_pending_dropped_total{namespace="team-a",webhook="hook"}"#),
+        Some("1".to_owned())
+    );
+    assert_eq!(delivery.metric(r#"keyward_webhook_pending{namespace="team-a",webhook="hook"}"#), Some("2".to_owned()));
+    let status = webhook_status(&client, "hook").await.unwrap();
+    assert!(ready(&status).is_none(), "nothing was delivered or given up: no Ready condition yet: {status:?}");
+    delivery.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_webhook_drops_its_pending_notices_while_running_and_across_a_restart() {
+    let client = cluster().await;
+    let hooks: Api<ApiKeyWebhook> = Api::namespaced(client.clone(), NS);
+    let failing = Receiver::start(vec![Answer::Status(500)]).await.unwrap();
+    let kept = Receiver::start(vec![Answer::Status(500), Answer::Status(204)]).await.unwrap();
+    webhook(&client, "running", json!({"url": failing.url})).await;
+    webhook(&client, "restarted", json!({"url": failing.url})).await;
+    webhook(&client, "kept", json!({"url": kept.url})).await;
+    let first = Delivery::start(&client, slow_retries(10));
+    let sent = a_notice(Reason::Revoked, json!({}));
+    first.notifier.notify(sent.clone());
+    for name in ["running", "restarted", "kept"] {
+        pending_is(&client, name, &[&sent.id], 1).await;
+    }
+
+    // Deleted while its retry waits: the retry stops, its series go.
+    hooks.delete("running", &kube::api::DeleteParams::default()).await.unwrap();
+    eventually("the deleted webhook's series gone", WAIT, || async {
+        first.metric(r#"keyward_webhook_pending{namespace="team-a",webhook="running"}"#).is_none().then_some(())
+    })
+    .await;
+    first.stop().await;
+
+    // Deleted while no operator runs, and created again under its name: the new one owes nothing.
+    hooks.delete("restarted", &kube::api::DeleteParams::default()).await.unwrap();
+    webhook(&client, "restarted", json!({"url": failing.url})).await;
+    let later: Clock = Arc::new(|| crate::runtime::clock::now().checked_add(SignedDuration::from_mins(2)).unwrap());
+    let second = Delivery::start_with_clock(&client, slow_retries(10), later);
+    let resumed = eventually("the kept webhook's resumed notice", WAIT, || async {
+        Some(kept.received()).filter(|r| r.len() == 2)
+    })
+    .await;
+    assert_eq!(resumed[1].header(HEADER_ID), sent.id);
+    eventually("the kept webhook delivered", WAIT, || async {
+        webhook_status(&client, "kept").await.filter(|s| s.pending.is_empty() && s.last_delivery_result.is_some())
+    })
+    .await;
+    // Resumed together at start: had the deleted webhooks' notices been resumed, they would be sent by now.
+    assert_eq!(failing.received().len(), 2, "one attempt each before the deletions, none after");
+    assert!(webhook_status(&client, "restarted").await.is_none_or(|s| s.pending.is_empty()));
+    assert_eq!(second.metric(r#"keyward_webhook_pending{namespace="team-a",webhook="restarted"}"#), None);
+    second.stop().await;
 }
