@@ -65,6 +65,9 @@ async fn a_notice_failing_when_the_operator_stops_is_delivered_by_the_next_one_w
     first.kill_hard();
     let stored = hooks.get("alerts").await.unwrap().status.unwrap();
     assert_eq!(stored.pending.len(), 1, "the killed operator left the notice pending: {stored:?}");
+    let seal = stored.pending[0].seal.as_deref().expect("sealed by the attempt that read the signing Secret");
+    let signing = SigningSecret::parse(SECRET.as_bytes()).unwrap();
+    assert!(keyward::notice::verify_seal(&signing, &pending[0].id, "apikey.revoked", pending[0].body.as_bytes(), seal));
     assert!(!serde_json::to_string(&stored).unwrap().contains(token.expose()), "no token in the status");
 
     // The next operator takes the Lease once it expires, waits at most its own retry cap for the

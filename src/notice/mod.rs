@@ -25,7 +25,7 @@ use crate::api::{ApiKey, ClusterApiKey, NoticeType};
 use crate::plan::{PlannedEvent, Reason};
 
 pub use retry::{Outcome, RetryPolicy};
-pub use sign::{SecretError, SigningSecret, sign, verify};
+pub use sign::{SecretError, SigningSecret, seal, sign, verify, verify_seal};
 pub use url::{UrlError, checked_url};
 
 /// Header carrying the message id (the same on every attempt of one notice).

@@ -45,6 +45,25 @@ fn verification_accepts_the_signature_among_others_and_refuses_any_change() {
 }
 
 #[test]
+fn a_seal_checks_out_only_for_its_own_id_kind_body_and_secret_and_is_never_a_signature() {
+    let secret = spec_secret();
+    let sealed = seal(&secret, SPEC_ID, "apikey.revoked", SPEC_BODY);
+    assert!(verify_seal(&secret, SPEC_ID, "apikey.revoked", SPEC_BODY, &sealed));
+    assert!(!verify_seal(&secret, "msg_other", "apikey.revoked", SPEC_BODY, &sealed), "another id");
+    assert!(!verify_seal(&secret, SPEC_ID, "apikey.enabled", SPEC_BODY, &sealed), "another kind");
+    assert!(!verify_seal(&secret, SPEC_ID, "apikey.revoked", br#"{"test": 1}"#, &sealed), "another body");
+    assert!(!verify_seal(&secret, SPEC_ID, "apikey.revoked", SPEC_BODY, "not base64!"), "garbage");
+    assert!(!verify_seal(&secret, SPEC_ID, "apikey.revoked", SPEC_BODY, ""), "none");
+    let wrong = SigningSecret::parse(b"whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+    assert!(!verify_seal(&wrong, SPEC_ID, "apikey.revoked", SPEC_BODY, &sealed), "another secret");
+    // A seal shown in status signs no message: not this one, at any time.
+    for timestamp in [0, SPEC_TIMESTAMP] {
+        assert!(!verify(&secret, SPEC_ID, timestamp, SPEC_BODY, &format!("v1,{sealed}")));
+    }
+    assert!(!sealed.contains(SPEC_SECRET.trim_start_matches("whsec_")));
+}
+
+#[test]
 fn secrets_that_are_not_base64_or_of_the_wrong_length_are_refused_without_quoting_them() {
     let cases: [(&[u8], SecretError); 4] = [
         (b"whsec_not*base64*at*all", SecretError::NotBase64),

@@ -211,4 +211,11 @@ pub struct PendingDelivery {
     pub attempts: u32,
     /// When the next attempt is due.
     pub next_attempt_at: Time,
+    /// HMAC-SHA256 (base64) of the id, type and body under the webhook's signing
+    /// secret, set once an attempt has read the secret. The next leader sends an
+    /// entry only if its seal checks out, so whoever can write this status but
+    /// cannot read the signing Secret cannot have a message of theirs signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub seal: Option<String>,
 }

@@ -18,10 +18,12 @@ use kube::{Api, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::api::{ApiKeyWebhook, DEFAULT_SECRET_KEY};
-use crate::notice::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Notice, Outcome, SigningSecret, checked_url, sign};
+use crate::notice::{
+    HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Notice, Outcome, SigningSecret, checked_url, seal, sign, verify_seal,
+};
 
 use super::Shared;
-use super::pending::Start;
+use super::pending::{Origin, Start};
 
 /// The HTTP(S) client for every webhook.
 pub(super) type Http = HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -64,6 +66,9 @@ pub(crate) enum Failure {
     InvalidUrl(crate::notice::UrlError),
     /// `spec.selector` does not parse.
     InvalidSelector,
+    /// A notice read from `status.pending` whose seal does not check out under the signing
+    /// secret: written there by someone else, or sealed under a secret rotated since.
+    Unsealed,
 }
 
 impl Failure {
@@ -76,6 +81,7 @@ impl Failure {
             Failure::InvalidSecret(_) => "InvalidSecret",
             Failure::InvalidUrl(_) => "InvalidURL",
             Failure::InvalidSelector => "InvalidSelector",
+            Failure::Unsealed => "PendingUnsealed",
         }
     }
 
@@ -97,6 +103,10 @@ impl std::fmt::Display for Failure {
             Failure::InvalidSecret(e) => write!(f, "spec.secretRef: {e}"),
             Failure::InvalidUrl(e) => e.fmt(f),
             Failure::InvalidSelector => f.write_str("spec.selector is not a valid label selector"),
+            Failure::Unsealed => f.write_str(
+                "status.pending held it without a valid seal under the signing Secret (written by someone else, \
+                 or the secret was rotated while no operator ran): not sent",
+            ),
         }
     }
 }
@@ -109,10 +119,13 @@ pub(super) async fn deliver(shared: &Shared, hook: &ApiKeyWebhook, notice: &Noti
     if !start.wait.is_zero() {
         tokio::time::sleep(start.wait).await;
     }
+    // A stored entry's seal is checked at the first attempt that reads the secret; from then on
+    // it is this leader's, and each attempt seals it anew.
+    let mut origin = start.origin;
     loop {
         let result = {
             let _slot = shared.in_flight.acquire().await.expect("the semaphore is never closed");
-            attempt_once(shared, hook, notice).await
+            attempt_once(shared, hook, notice, &mut origin).await
         };
         let retryable = result.as_ref().err().is_none_or(Failure::retryable);
         let outcome = match &result {
@@ -142,12 +155,25 @@ pub(super) async fn deliver(shared: &Shared, hook: &ApiKeyWebhook, notice: &Noti
     }
 }
 
-async fn attempt_once(shared: &Shared, hook: &ApiKeyWebhook, notice: &Notice) -> Result<(), Failure> {
+async fn attempt_once(
+    shared: &Shared,
+    hook: &ApiKeyWebhook,
+    notice: &Notice,
+    origin: &mut Origin,
+) -> Result<(), Failure> {
     let uri = checked_url(&hook.spec.url).map_err(Failure::InvalidUrl)?;
     if let Some(selector) = hook.spec.selector.clone() {
         kube::core::Selector::try_from(selector).map_err(|_| Failure::InvalidSelector)?;
     }
     let secret = signing_secret(shared, hook).await?;
+    let kind = notice.kind.event_type();
+    if let Origin::Stored(stored) = origin {
+        if !stored.as_deref().is_some_and(|stored| verify_seal(&secret, &notice.id, kind, &notice.body, stored)) {
+            return Err(Failure::Unsealed);
+        }
+        *origin = Origin::Planned;
+    }
+    shared.tracker.sealed(hook, &notice.id, seal(&secret, &notice.id, kind, &notice.body));
     let timestamp = (shared.clock)().as_second();
     let request = Request::post(uri)
         .header(http::header::CONTENT_TYPE, "application/json")

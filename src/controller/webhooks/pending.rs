@@ -17,18 +17,31 @@ use tokio::task::AbortHandle;
 use crate::api::{PENDING_BODY_MAX_BYTES, PendingDelivery};
 use crate::notice::Notice;
 
-/// Where a delivery task starts: the number of its next attempt and how long to wait for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a delivery task starts: the number of its next attempt, how long to wait for it, and
+/// for a resumed entry the seal its first attempt checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Start {
     /// 1 for a new notice; one more than the attempts a previous leader made for a resumed one.
     pub attempt: u32,
     /// The backoff left before that attempt.
     pub wait: Duration,
+    /// Where the notice comes from.
+    pub origin: Origin,
+}
+
+/// Where a delivered notice comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Planned by this leader.
+    Planned,
+    /// Read from `status.pending`, with its seal (if it had one): sent only if the seal checks
+    /// out under the webhook's signing secret.
+    Stored(Option<String>),
 }
 
 impl Start {
     /// A new notice: the first attempt, at once.
-    pub const NOW: Start = Start { attempt: 1, wait: Duration::ZERO };
+    pub const NOW: Start = Start { attempt: 1, wait: Duration::ZERO, origin: Origin::Planned };
 }
 
 /// The pending entry of a new `notice`, due `now`; `None` when its body is over the bound
@@ -43,6 +56,7 @@ pub(super) fn entry(notice: &Notice, now: Timestamp) -> Option<PendingDelivery> 
         body: String::from_utf8(notice.body.clone()).ok()?,
         attempts: 0,
         next_attempt_at: Time(now),
+        seal: None,
     })
 }
 
@@ -68,7 +82,7 @@ pub(super) fn notice(entry: &PendingDelivery, namespace: &str) -> Notice {
 pub(super) fn resume_at(entry: &PendingDelivery, now: Timestamp, cap: Duration) -> Start {
     let left = entry.next_attempt_at.0.duration_since(now);
     let wait = Duration::try_from(left.max(SignedDuration::ZERO)).unwrap_or(Duration::ZERO).min(cap);
-    Start { attempt: entry.attempts.saturating_add(1), wait }
+    Start { attempt: entry.attempts.saturating_add(1), wait, origin: Origin::Stored(entry.seal.clone()) }
 }
 
 /// One webhook's pending deliveries, oldest first, with the task retrying each.
@@ -114,6 +128,14 @@ impl Queue {
         true
     }
 
+    /// Notice `id`'s seal under the webhook's current signing secret. Whether it is pending.
+    pub fn sealed(&mut self, id: &str, seal: String) -> bool {
+        let Some((entry, _)) = self.entries.iter_mut().find(|(e, _)| e.id == id) else { return false };
+        let changed = entry.seal.as_ref() != Some(&seal);
+        entry.seal = Some(seal);
+        changed
+    }
+
     /// Notice `id` is done (delivered or given up). Whether it was pending.
     pub fn remove(&mut self, id: &str) -> bool {
         let before = self.entries.len();
@@ -157,6 +179,7 @@ mod tests {
             body: "{}".to_owned(),
             attempts: 0,
             next_attempt_at: Time(at(0)),
+            seal: None,
         }
     }
 
@@ -197,13 +220,27 @@ mod tests {
         entry.attempts = 3;
         entry.next_attempt_at = Time(at(30));
         let cap = Duration::from_secs(300);
-        assert_eq!(resume_at(&entry, at(10), cap), Start { attempt: 4, wait: Duration::from_secs(20) });
-        assert_eq!(resume_at(&entry, at(90), cap), Start { attempt: 4, wait: Duration::ZERO }, "past due: at once");
+        entry.seal = Some("c2VhbA==".to_owned());
+        let stored = Origin::Stored(entry.seal.clone());
+        let start = |wait| Start { attempt: 4, wait, origin: stored.clone() };
+        assert_eq!(resume_at(&entry, at(10), cap), start(Duration::from_secs(20)));
+        assert_eq!(resume_at(&entry, at(90), cap), start(Duration::ZERO), "past due: at once");
         assert_eq!(
             resume_at(&entry, at(-3_600), cap),
-            Start { attempt: 4, wait: cap },
+            start(cap),
             "a time further than any backoff (another clock) waits the cap at most"
         );
+    }
+
+    #[test]
+    fn an_attempt_seals_the_entry_it_retries_and_only_that_one() {
+        let mut queue = Queue::stored(&[pending("a"), pending("b")]);
+        assert!(queue.sealed("a", "s1".to_owned()), "a new seal is news for status");
+        assert!(!queue.sealed("a", "s1".to_owned()), "the same seal again is not");
+        assert!(queue.sealed("a", "s2".to_owned()), "a rotated secret seals anew");
+        assert!(!queue.sealed("gone", "s1".to_owned()));
+        let seals: Vec<Option<String>> = queue.entries().into_iter().map(|e| e.seal).collect();
+        assert_eq!(seals, [Some("s2".to_owned()), None]);
     }
 
     #[test]

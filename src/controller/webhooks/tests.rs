@@ -639,6 +639,9 @@ async fn a_notice_pending_when_the_operator_stops_is_delivered_by_the_next_one_w
     assert_eq!(stored.pending, pending, "stopping wrote the pending notice as it stood");
     assert_eq!(stored.pending[0].body.as_bytes(), sent.body, "the body is kept byte for byte");
     assert_eq!(stored.pending[0].type_, crate::api::NoticeType::Revoked);
+    let secret = SigningSecret::parse(SECRET.as_bytes()).unwrap();
+    let seal = stored.pending[0].seal.as_deref().expect("the failed attempt sealed the entry");
+    assert!(crate::notice::verify_seal(&secret, &sent.id, "apikey.revoked", &sent.body, seal));
     assert!(stored.last_delivery_result.is_none(), "a pending notice is no delivery: {stored:?}");
     assert!(!serde_json::to_string(&stored).unwrap().contains(token.expose()), "no token in status: {stored:?}");
 
@@ -754,4 +757,54 @@ async fn a_deleted_webhook_drops_its_pending_notices_while_running_and_across_a_
     assert!(webhook_status(&client, "restarted").await.is_none_or(|s| s.pending.is_empty()));
     assert_eq!(second.metric(r#"keyward_webhook_pending{namespace="team-a",webhook="restarted"}"#), None);
     second.stop().await;
+}
+
+#[tokio::test]
+async fn a_pending_notice_without_the_operators_seal_is_never_sent() {
+    let client = cluster().await;
+    let receiver = Receiver::start(vec![Answer::Status(204)]).await.unwrap();
+    webhook(&client, "hook", json!({"url": receiver.url})).await;
+    // What someone who may write the webhook's status, but not read its signing Secret, could
+    // plant for the next leader to sign: no seal, and a seal made under another secret.
+    let body = r#"{"type":"apikey.revoked","data":{"kind":"ApiKey","namespace":"team-a","name":"ceo-key"}}"#;
+    let other = SigningSecret::parse(b"whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+    let planted = |id: &str, seal: Option<String>| PendingDelivery {
+        id: id.to_owned(),
+        type_: crate::api::NoticeType::Revoked,
+        body: body.to_owned(),
+        attempts: 1,
+        next_attempt_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::runtime::clock::now()),
+        seal,
+    };
+    let entries = [
+        planted("msg_planted_unsealed", None),
+        planted(
+            "msg_planted_other",
+            Some(crate::notice::seal(&other, "msg_planted_other", "apikey.revoked", body.as_bytes())),
+        ),
+    ];
+    Api::<ApiKeyWebhook>::namespaced(client.clone(), NS)
+        .patch_status("hook", &PatchParams::default(), &Patch::Merge(json!({"status": {"pending": entries}})))
+        .await
+        .unwrap();
+
+    let delivery = Delivery::start(&client, quick(3));
+    let status = eventually("both planted notices given up", WAIT, || async {
+        webhook_status(&client, "hook").await.filter(|s| s.pending.is_empty() && s.last_delivery_result.is_some())
+    })
+    .await;
+    let (ready_status, reason, message) = ready(&status).unwrap();
+    assert_eq!((ready_status.as_str(), reason.as_str()), ("False", "PendingUnsealed"), "{message}");
+    assert!(message.contains("without a valid seal under the signing Secret"), "{message}");
+    event_seen(&client, "Warning", "DeliveryFailing").await;
+    assert!(receiver.received().is_empty(), "nothing planted is sent: {:?}", receiver.received().len());
+
+    // The operator's own notices still go out, sealed while pending.
+    let sent = a_notice(Reason::Disabled, json!({}));
+    delivery.notifier.notify(sent.clone());
+    let attempts =
+        eventually("the operator's own notice", WAIT, || async { Some(receiver.received()).filter(|r| r.len() == 1) })
+            .await;
+    assert_eq!(attempts[0].header(HEADER_ID), sent.id);
+    delivery.stop().await;
 }

@@ -127,6 +127,17 @@ impl Tracker {
         }
     }
 
+    /// An attempt read `hook`'s signing secret and sealed notice `id` with it (written with the
+    /// next status write, so a later leader can check the entry is the operator's).
+    pub(super) fn sealed(&self, hook: &ApiKeyWebhook, id: &str, seal: String) {
+        let mut outcomes = self.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(o) = outcomes.get_mut(&ObjectRef::from_obj(hook))
+            && o.pending.sealed(id, seal)
+        {
+            o.dirty = true;
+        }
+    }
+
     /// Notice `id` reached `hook`.
     pub(super) fn delivered(&self, hook: &ApiKeyWebhook, id: &str, now: Timestamp) {
         self.metrics.webhook_delivery(&hook.namespace().unwrap_or_default(), &hook.name_any(), true);
