@@ -209,10 +209,14 @@ async fn the_example_classes_and_keys_are_published_by_the_operator_and_a_narrow
     })
     .await;
     assert_eq!(held.message, "ApiKeyClass partner (allowedScopes): not allowed: orders:write");
-    eventually("the partner key's hash leaves its key set", Duration::from_secs(30), || async {
+    eventually("the partner key's hash leaves its key set", Duration::from_secs(60), || async {
         records(&client, "acme-partners", "partners").await.is_empty().then_some(())
     })
     .await;
-    let events = run_ok(plane.kubectl().args(["get", "events", "-n", "acme-partners", "-o", "json"]));
-    assert!(events.contains("ClassViolation"), "a Warning Event for the key: {events}");
+    // The Event is written after the status that says ClassViolation: wait for it too.
+    eventually("a ClassViolation Warning Event for the key", Duration::from_secs(60), || async {
+        let events = run_ok(plane.kubectl().args(["get", "events", "-n", "acme-partners", "-o", "json"]));
+        events.contains("ClassViolation").then_some(())
+    })
+    .await;
 }

@@ -226,6 +226,65 @@ fn settled(key: &ApiKey, intent: &Intent) -> bool {
     is_ready(key) && rotated
 }
 
+/// Invariants 1 to 4 of the keys' end state (see the module docs), one line per failure.
+async fn end_state_failures(
+    admin: &Client,
+    ns: &str,
+    names: &[String],
+    intents: &[Intent],
+    history: &Mutex<SecretHistory>,
+) -> Vec<String> {
+    let api: Api<ApiKey> = Api::namespaced(admin.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    let mut failures = Vec::new();
+    let published = records(admin, ns, "default").await;
+    let history_now = history.lock().unwrap().tokens.clone();
+    for (name, intent) in names.iter().zip(intents) {
+        let secret_name = format!("{name}-apikey");
+        let held = history_now.get(&secret_name).cloned().unwrap_or_default();
+        let published_hashes: BTreeSet<String> =
+            published.iter().filter(|r| r.name == *name).map(|r| r.hash.to_string()).collect();
+        // 3: one token per rotation asked for, plus the first.
+        if held.len() > 1 + intent.rotations {
+            failures.push(format!("{name}: {} tokens for {} rotations", held.len(), intent.rotations));
+        }
+        if intent.revoked || intent.deleted {
+            // 2
+            if !published_hashes.is_empty() {
+                failures.push(format!("{name}: revoked or deleted yet published ({} records)", published_hashes.len()));
+            }
+            let token = secrets.get_opt(&secret_name).await.unwrap().and_then(|s| s.data?.remove("token"));
+            if token.is_some() {
+                failures.push(format!("{name}: revoked or deleted yet its Secret holds a token"));
+            }
+            continue;
+        }
+        // 1
+        let key = api.get(name).await.unwrap();
+        let current = key.status.as_ref().and_then(|s| s.current_key.as_ref()).map(|k| k.key_id.clone());
+        let token = secrets.get_opt(&secret_name).await.unwrap().and_then(|s| s.data?.remove("token"));
+        let token = token.and_then(|raw| Token::parse(std::str::from_utf8(&raw.0).ok()?).ok());
+        match (&token, &current) {
+            (Some(token), Some(current)) if token.hash().key_id().as_str() == current => {}
+            _ => failures.push(format!("{name}: the Secret's token is not status.currentKey {current:?}")),
+        }
+        let record = token.as_ref().and_then(|t| published.iter().find(|r| r.hash == t.hash())).map(|r| r.state);
+        if intent.active {
+            if record != Some(RecordState::Active) {
+                failures.push(format!("{name}: current token published as {record:?}, wanted Active"));
+            }
+            // 4: every token the Secret ever held is still valid (grace periods are an hour).
+            for lost in held.difference(&published_hashes) {
+                failures.push(format!("{name}: a token its Secret held is no longer published ({}…)", &lost[..12]));
+            }
+        } else if record.is_some_and(|state| state != RecordState::Inactive) {
+            // A disabled key's token is listed as inactive, or not at all: never as active.
+            failures.push(format!("{name}: disabled yet its token is published as {record:?}"));
+        }
+    }
+    failures
+}
+
 #[allow(clippy::too_many_lines)]
 async fn fault_run(plane: &ControlPlane, admin: &Client, seed: u64, keys: usize, rate: f64) -> RunReport {
     let ns = format!("faults-{seed}");
@@ -252,7 +311,7 @@ async fn fault_run(plane: &ControlPlane, admin: &Client, seed: u64, keys: usize,
         &[],
         dir.join("fault-proxy.log"),
     );
-    eventually("the fault proxy to listen", Duration::from_secs(30), || async {
+    eventually("the fault proxy to listen", Duration::from_secs(60), || async {
         tokio::net::TcpStream::connect(proxy_addr).await.ok().map(drop)
     })
     .await;
@@ -350,50 +409,17 @@ async fn fault_run(plane: &ControlPlane, admin: &Client, seed: u64, keys: usize,
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    let published = records(admin, &ns, "default").await;
-    let history_now = history.lock().unwrap().tokens.clone();
-    for (name, intent) in names.iter().zip(&intents) {
-        let secret_name = format!("{name}-apikey");
-        let held = history_now.get(&secret_name).cloned().unwrap_or_default();
-        let published_hashes: BTreeSet<String> =
-            published.iter().filter(|r| r.name == *name).map(|r| r.hash.to_string()).collect();
-        // 3: one token per rotation asked for, plus the first.
-        if held.len() > 1 + intent.rotations {
-            failures.push(format!("{name}: {} tokens for {} rotations", held.len(), intent.rotations));
+    // Status settles before the key set is rebuilt (an enabled key's record turns Active
+    // after its status does): the published invariants are awaited too, within the deadline.
+    let converged = failures.is_empty();
+    loop {
+        operator.keep_running();
+        let end_state = end_state_failures(admin, &ns, &names, &intents, &history).await;
+        if end_state.is_empty() || !converged || tokio::time::Instant::now() > deadline {
+            failures.extend(end_state);
+            break;
         }
-        if intent.revoked || intent.deleted {
-            // 2
-            if !published_hashes.is_empty() {
-                failures.push(format!("{name}: revoked or deleted yet published ({} records)", published_hashes.len()));
-            }
-            let token = secrets.get_opt(&secret_name).await.unwrap().and_then(|s| s.data?.remove("token"));
-            if token.is_some() {
-                failures.push(format!("{name}: revoked or deleted yet its Secret holds a token"));
-            }
-            continue;
-        }
-        // 1
-        let key = api.get(name).await.unwrap();
-        let current = key.status.as_ref().and_then(|s| s.current_key.as_ref()).map(|k| k.key_id.clone());
-        let token = secrets.get_opt(&secret_name).await.unwrap().and_then(|s| s.data?.remove("token"));
-        let token = token.and_then(|raw| Token::parse(std::str::from_utf8(&raw.0).ok()?).ok());
-        match (&token, &current) {
-            (Some(token), Some(current)) if token.hash().key_id().as_str() == current => {}
-            _ => failures.push(format!("{name}: the Secret's token is not status.currentKey {current:?}")),
-        }
-        let record = token.as_ref().and_then(|t| published.iter().find(|r| r.hash == t.hash())).map(|r| r.state);
-        if intent.active {
-            if record != Some(RecordState::Active) {
-                failures.push(format!("{name}: current token published as {record:?}, wanted Active"));
-            }
-            // 4: every token the Secret ever held is still valid (grace periods are an hour).
-            for lost in held.difference(&published_hashes) {
-                failures.push(format!("{name}: a token its Secret held is no longer published ({}…)", &lost[..12]));
-            }
-        } else if record.is_some_and(|state| state != RecordState::Inactive) {
-            // A disabled key's token is listed as inactive, or not at all: never as active.
-            failures.push(format!("{name}: disabled yet its token is published as {record:?}"));
-        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     // 5: converged keys write nothing (Lease renewals aside).
@@ -611,7 +637,7 @@ async fn a_key_stored_before_the_crd_tightened_gets_its_status_and_costs_only_it
     }))
     .unwrap();
     // The API server serves the loosened schema within a moment.
-    eventually("the loosened CRD to take an ApiKey without scopes", Duration::from_secs(30), || async {
+    eventually("the loosened CRD to take an ApiKey without scopes", Duration::from_secs(60), || async {
         raw.create(&PostParams::default(), &broken).await.ok()
     })
     .await;
@@ -621,7 +647,7 @@ async fn a_key_stored_before_the_crd_tightened_gets_its_status_and_costs_only_it
             .args(["apply", "--server-side", "--force-conflicts", "-f"])
             .arg(support::repo("crds/apikey.yaml")),
     );
-    eventually("the tightened CRD to refuse an ApiKey without scopes", Duration::from_secs(30), || async {
+    eventually("the tightened CRD to refuse an ApiKey without scopes", Duration::from_secs(60), || async {
         let mut again = broken.clone();
         again.metadata.name = Some("refused".to_owned());
         raw.create(&PostParams { dry_run: true, ..PostParams::default() }, &again).await.err()

@@ -20,13 +20,14 @@ fn config(keys: &KubeletDir, target: Target, query: bool, buffer: usize) -> keyw
 }
 
 async fn wait_ready(running: &keyward::verifier::Running) {
-    for _ in 0..1000 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
         if running.store.is_ready() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("no key set loaded within 10 s");
+    panic!("no key set loaded within a minute");
 }
 
 /// A forward-auth request for `method uri` with these extra headers; the status.

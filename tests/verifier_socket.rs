@@ -65,13 +65,14 @@ async fn get(client: &TestClient, url: String) -> Reply {
 }
 
 async fn wait_ready(client: &TestClient, running: &Running) {
-    for _ in 0..1000 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
         if get(client, format!("http://{}/readyz", running.admin_addr)).await.status == StatusCode::OK {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("verifier not ready within 10 s");
+    panic!("verifier not ready within a minute");
 }
 
 fn verify_request(addr: SocketAddr, method: &str, uri: &str, auth: Option<&str>) -> Request<Full<Bytes>> {
@@ -368,7 +369,8 @@ async fn swapping_data_under_load_loses_no_request_and_a_removed_key_stops_worki
 
     dir.publish_set("default", 41, &set(41, false));
     let mut revoked = false;
-    for _ in 0..1000 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
         let reply = call(&c, verify_request(addr, "GET", "/leads", Some(&bearer(&doomed)))).await;
         if reply.status == StatusCode::UNAUTHORIZED {
             assert_eq!(reply.json()["reason"], "unknown");
@@ -377,7 +379,7 @@ async fn swapping_data_under_load_loses_no_request_and_a_removed_key_stops_worki
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(revoked, "the removed key still worked after 10 s");
+    assert!(revoked, "the removed key still worked after a minute");
     assert_eq!(call(&c, verify_request(addr, "GET", "/leads", Some(&auth))).await.status, StatusCode::OK);
     running.shutdown().await;
 }
@@ -432,9 +434,10 @@ async fn a_malformed_body_from_the_client_is_a_client_error_not_an_upstream_fail
     running.shutdown().await;
 }
 
-/// Whether `/readyz` answers `status` within 5 s.
+/// Whether `/readyz` answers `status` within a minute.
 async fn readyz_turns(c: &TestClient, admin: SocketAddr, status: StatusCode) -> bool {
-    for _ in 0..500 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
         if get(c, format!("http://{admin}/readyz")).await.status == status {
             return true;
         }

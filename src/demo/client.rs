@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 
 use crate::token::Token;
 
@@ -24,10 +24,6 @@ pub struct Answer {
     /// `Retry-After`, on 429.
     pub retry_after: Option<String>,
 }
-
-/// How long an idle pooled connection to the verifier is kept: well below the verifier's header
-/// read timeout, which also closes idle keep-alive connections.
-const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An HTTP client pointed at one verifier.
 pub struct Caller {
@@ -48,16 +44,17 @@ pub enum Credential<'a> {
 impl Caller {
     /// A client for the verifier at `addr`.
     ///
-    /// A pooled connection is reused only within [`POOL_IDLE`]: the verifier closes a keep-alive
-    /// connection idle for its header read timeout (5 s in the demo), and a request sent on a
+    /// Every request gets a connection of its own (no idle connection is kept): the verifier
+    /// closes a keep-alive connection once it has waited its header read timeout (5 s in the
+    /// demo) for the next request, counted from the previous answer, and a request sent on a
     /// connection the server is closing at that moment fails with "connection closed before
-    /// message completed". The demo waits between steps for longer than that.
+    /// message completed". On a loaded machine the demo's own process can stall past that
+    /// timeout between an answer and its next request, so no reuse window is short enough.
+    /// On a new connection the request is on its way before the server starts waiting, and the
+    /// server reads what has arrived before it looks at its timer.
     #[must_use]
     pub fn new(addr: SocketAddr) -> Caller {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build_http();
+        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
         Caller { client, base: format!("http://{addr}") }
     }
 
@@ -92,5 +89,47 @@ impl Caller {
                 .unwrap_or(false),
             retry_after,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+
+    /// A keep-alive HTTP/1.1 server answering 200 to everything; how many connections it accepted.
+    async fn counting_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|_| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{}"))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, accepted)
+    }
+
+    // What keeps a request off a keep-alive connection the verifier is closing after its
+    // header read timeout, however long the demo's process stalls between two requests.
+    #[tokio::test]
+    async fn every_request_goes_on_a_connection_of_its_own() {
+        let (addr, accepted) = counting_server().await;
+        let caller = Caller::new(addr);
+        for _ in 0..3 {
+            assert_eq!(caller.send("GET", "/", &Credential::None).await.unwrap().status, 200);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "a server that keeps connections alive saw one per request");
     }
 }

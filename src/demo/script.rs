@@ -16,6 +16,7 @@ use super::client::{Answer, Credential};
 use super::{Demo, NAMESPACE, VERIFIER_POD, apikeys_table};
 use crate::api::{ApiKey, KeySet, KeyState, ROTATE_ANNOTATION};
 use crate::configmap::any_keyset_selector;
+use crate::keyset::RecordState;
 use crate::plan::{DATA_TOKEN, secret_name};
 use crate::token::{Prefix, Token};
 use crate::verifier::Running;
@@ -23,7 +24,7 @@ use crate::verifier::Running;
 mod cluster;
 
 /// How long any one expectation may take to come true, in real time.
-const PATIENCE: Duration = Duration::from_secs(30);
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Checks made so far.
 struct Checks {
@@ -188,8 +189,19 @@ async fn create(demo: &Demo, verifier: &Running, checks: &mut Checks) -> anyhow:
         checks
             .check(!leaked, &format!("{} holds hashes, none of the tokens", cm.metadata.name.as_deref().unwrap_or("")));
     }
-    let ready = eventually(|| async { verifier.store.is_ready().then_some(()) }).await.is_some();
-    checks.check(ready, "the verifier loaded the key sets and is ready");
+    // Active means published, not yet synced into the verifier's volumes: wait until the
+    // verifier holds every key, so that the requests of step 2 meet the key sets in force.
+    let mut tokens = Vec::new();
+    for name in &demo.names {
+        tokens.extend(demo.token(name).await);
+    }
+    let ready = eventually(|| async {
+        let index = verifier.store.current()?;
+        tokens.iter().all(|t| index.get(&t.hash()).is_some_and(|e| e.state == RecordState::Active)).then_some(())
+    })
+    .await
+    .is_some();
+    checks.check(ready, "the verifier loaded the key sets, with every key, and is ready");
     Ok(())
 }
 

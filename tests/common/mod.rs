@@ -132,9 +132,10 @@ impl Front {
         Ok((parts, body.collect().await?.to_bytes()))
     }
 
-    /// Waits (bounded: 1,000 tries 10 ms apart) until `GET path` with `headers` answers 200.
+    /// Waits (bounded: a minute, tries 10 ms apart) until `GET path` with `headers` answers 200.
     pub async fn wait_for_ok(&self, path: &str, headers: &[(&str, String)]) -> bool {
-        for _ in 0..1000 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
             if let Ok((parts, _)) = self.send("GET", path, headers.to_vec()).await
                 && parts.status == http::StatusCode::OK
             {

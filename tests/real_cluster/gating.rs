@@ -79,20 +79,21 @@ async fn the_operator_gates_a_set_the_verifier_answers_402_then_200_for_the_same
     .await;
     assert_eq!(secret_token(&client, ns, "partner-apikey").await.unwrap(), token, "the same token");
 
+    // The KeySet's Event follows the rebuild the verifier already answers from: wait for it.
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let reasons: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("KeySet"))
-        .filter_map(|e| e.reason)
-        .collect();
-    assert!(
-        reasons.contains(&"PaymentRequired".to_owned()) && reasons.contains(&"AccessEnabled".to_owned()),
-        "{reasons:?}"
-    );
+    eventually("the KeySet's PaymentRequired and AccessEnabled Events", MINUTE, || async {
+        let reasons: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("KeySet"))
+            .filter_map(|e| e.reason)
+            .collect();
+        (reasons.contains(&"PaymentRequired".to_owned()) && reasons.contains(&"AccessEnabled".to_owned())).then_some(())
+    })
+    .await;
     let log = verifier.log_text();
     assert!(!log.contains(token.expose()), "no token in the verifier's log");
     assert_operator_log_clean(&[&token]);

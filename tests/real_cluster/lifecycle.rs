@@ -302,17 +302,21 @@ async fn revocation_removes_hash_and_token_and_the_api_server_refuses_to_undo_it
 async fn an_expired_key_loses_its_token_and_is_deleted_after_its_retention() {
     let ns = "life-expire";
     let (plane, client) = setup(ns).await;
-    let expires = keyward::runtime::clock::now() + jiff::SignedDuration::from_secs(8);
-    let expires = expires.round(jiff::Unit::Second).unwrap();
-    create(
-        plane,
-        ns,
-        &format!(
-            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: short}}\nspec: {{scopes: [orders:read], expiresAt: '{expires}', retainExpiredFor: 5s}}\n"
-        ),
-    );
+    // Retention counts from expiresAt: long enough that the Expired state is seen before the
+    // deletion even when the operator is slow to act on the expiry.
+    let yaml = |expires_at: &str| {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: short}}\nspec: {{scopes: [orders:read], {expires_at}retainExpiredFor: 30s}}\n"
+        )
+    };
+    create(plane, ns, &yaml(""));
     ready(&client, ns, "short").await;
     let token = secret_token(&client, ns, "short-apikey").await.unwrap();
+    // The expiry is declared once the key is Ready: one declared at creation could pass before
+    // a loaded machine makes the key Ready, which then never happens.
+    let expires = keyward::runtime::clock::now() + jiff::SignedDuration::from_secs(2);
+    let expires = expires.round(jiff::Unit::Second).unwrap();
+    create(plane, ns, &yaml(&format!("expiresAt: '{expires}', ")));
     with_state(&client, ns, "short", "Expired").await;
     assert!(!published(&client, ns).await.contains(&token.hash().to_string()), "an expired key's hash is withdrawn");
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), ns);

@@ -464,7 +464,7 @@ async fn a_deleted_secret_of_a_cluster_key_comes_back_at_once_through_the_secret
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), PLATFORM);
     // The loop's start-up reconcile would repair the Secret by itself: delete it only once that
     // reconcile has read the key and the operator has gone quiet (no request for half a second).
-    let wait = Duration::from_secs(30);
+    let wait = Duration::from_secs(60);
     keyward_testkit::wait::eventually("the controller's start-up reconcile", wait, || async {
         let before = c.request_count();
         let read = c.requests_since(0).iter().any(|(m, p)| m == "GET" && p.ends_with("/clusterapikeys/agency"));
@@ -538,7 +538,7 @@ async fn with_the_controllers_caches_a_rebuild_of_an_unselected_namespace_reads_
     let running = tokio::spawn(super::super::cluster::run(c.ctx.clone(), async move {
         let _ = stopped.await;
     }));
-    let (after_c, reads) = keyward_testkit::wait::eventually("the caches in use", Duration::from_secs(30), || async {
+    let (after_c, reads) = keyward_testkit::wait::eventually("the caches in use", Duration::from_secs(60), || async {
         Some(one_rebuild(&c, "loc-c").await).filter(|(_, reads)| *reads == 1)
     })
     .await;

@@ -26,7 +26,7 @@ use crate::plan::{EventKind, PlannedEvent, Reason};
 
 const NS: &str = "team-a";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn quick(attempts: u32) -> WebhookOptions {
     WebhookOptions {
