@@ -19,7 +19,7 @@
 //!
 //! Delivery is at least once across restarts and leader changes: each
 //! (notice, webhook) pair not yet delivered is kept in the webhook's
-//! `status.pending` ([`pending`]; bounded, written with the rest of its
+//! `status.pending` (the `pending` module; bounded, written with the rest of its
 //! status), and a new leader resumes those with the backoff left and the same
 //! message id ([`crate::notice::message_id`]), so receivers can drop repeats.
 //! A step the next leader plans again gets that id too, and is not queued
