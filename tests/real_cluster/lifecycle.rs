@@ -60,7 +60,7 @@ fn state(key: &ApiKey) -> String {
         .unwrap_or_default()
 }
 
-async fn with_state(client: &Client, namespace: &str, name: &str, wanted: &str) -> ApiKey {
+pub(super) async fn with_state(client: &Client, namespace: &str, name: &str, wanted: &str) -> ApiKey {
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
     eventually(&format!("{namespace}/{name} in state {wanted}"), MINUTE, || async {
         keys.get_opt(name).await.unwrap().filter(|k| state(k) == wanted && is_settled(k))

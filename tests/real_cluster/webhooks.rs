@@ -4,14 +4,15 @@
 
 use std::time::Duration;
 
-use keyward::api::ApiKeyWebhook;
+use keyward::api::{ApiKey, ApiKeyWebhook};
 use keyward::notice::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SigningSecret, verify};
 use keyward_testkit::receiver::{Answer, Receiver};
 use kube::Api;
-use serde_json::Value;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
 
-use super::lifecycle::{assert_operator_log_clean, create, ready, secret_token, setup};
-use super::support::{apply, eventually, webhook_and_key_yaml};
+use super::lifecycle::{assert_operator_log_clean, create, ready, secret_token, setup, with_state};
+use super::support::{apply, eventually};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -21,11 +22,44 @@ async fn a_revocation_is_delivered_signed_to_the_teams_webhook_and_shown_in_its_
     let ns = "webhooks";
     let (plane, client) = setup(ns).await;
     let receiver = Receiver::start(vec![Answer::Status(500), Answer::Status(204)]).await.unwrap();
-    create(plane, ns, &webhook_and_key_yaml(&receiver.url, SECRET));
+    let probe = Receiver::start(vec![]).await.unwrap();
+    // `probe` is created after `alerts` and hears only the Disabled notices of key `canary`.
+    create(
+        plane,
+        ns,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: hook-signing}}\nstringData: {{secret: {SECRET}}}\n---\n\
+             apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyWebhook\nmetadata: {{name: alerts}}\n\
+             spec: {{url: '{}', secretRef: {{name: hook-signing}}, events: [Revoked]}}\n---\n\
+             apiVersion: keyward.dev/v1alpha1\nkind: ApiKeyWebhook\nmetadata: {{name: probe}}\n\
+             spec: {{url: '{}', secretRef: {{name: hook-signing}}, events: [Disabled], selector: {{matchLabels: {{probe: 'yes'}}}}}}\n---\n\
+             apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: canary, labels: {{probe: 'yes'}}}}\nspec: {{scopes: [orders:read]}}\n---\n\
+             apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: partner}}\nspec: {{scopes: [orders:read]}}\n",
+            receiver.url, probe.url
+        ),
+    );
     ready(&client, ns, "partner").await;
+    ready(&client, ns, "canary").await;
     let token = secret_token(&client, ns, "partner-apikey").await.unwrap();
-    // The webhook cache may be filling still: a notice routed before it has the webhook is not sent.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The operator routes a notice to the webhooks in its watch-fed cache: one routed before the
+    // cache holds `alerts` is not sent. The watch delivers webhooks in the order they were
+    // created, so once `probe` hears of a disabled canary, `alerts` is in the cache too.
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + MINUTE;
+    let toggle = |active: bool| Patch::Merge(json!({"spec": {"active": active}}));
+    while probe.received().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the probe webhook heard of no disabled canary");
+        keys.patch("canary", &PatchParams::default(), &toggle(false)).await.unwrap();
+        with_state(&client, ns, "canary", "Inactive").await;
+        // Delivery follows the reconcile; a notice routed before the cache held `probe` never
+        // comes, and the canary is disabled again.
+        let heard = tokio::time::Instant::now() + Duration::from_secs(5);
+        while probe.received().is_empty() && tokio::time::Instant::now() < heard {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        keys.patch("canary", &PatchParams::default(), &toggle(true)).await.unwrap();
+        with_state(&client, ns, "canary", "Active").await;
+    }
     create(
         plane,
         ns,

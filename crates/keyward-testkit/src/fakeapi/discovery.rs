@@ -3,8 +3,11 @@
 //! discovery first and falls back to these when the answer is plain JSON). The resources are
 //! kube-fake-client's built-in ones and keyward's CRDs' (ApiKey, ApiKeyWebhook, ApiKeyClass, KeySet, ClusterApiKey), with short names and category.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube_fake_client::discovery as builtin;
 use serde_json::{Value, json};
 
@@ -56,18 +59,25 @@ pub fn resource(prefix: &str, plural: &str) -> Option<Resource> {
 }
 
 /// keyward's CRDs: ApiKey, ApiKeyWebhook, ApiKeyClass, KeySet and ClusterApiKey.
-fn crds() -> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 5] {
-    [
-        keyward_api::crd(),
-        keyward_api::webhook_crd(),
-        keyward_api::class_crd(),
-        keyward_api::keyset_crd(),
-        keyward_api::cluster_crd(),
-    ]
+///
+/// Generated once per process: every request asks [`resource`] about its path, and generating
+/// the five schemas is far more work than serving the request (in a debug build, enough to
+/// keep both cores of a loaded CI machine busy while the demo or a test waits for answers).
+pub(super) fn crds() -> &'static [CustomResourceDefinition; 5] {
+    static CRDS: LazyLock<[CustomResourceDefinition; 5]> = LazyLock::new(|| {
+        [
+            keyward_api::crd(),
+            keyward_api::webhook_crd(),
+            keyward_api::class_crd(),
+            keyward_api::keyset_crd(),
+            keyward_api::cluster_crd(),
+        ]
+    });
+    &CRDS
 }
 
 fn crd_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {
-    crds().into_iter().find_map(|crd| {
+    crds().iter().find_map(|crd| {
         let names = &crd.spec.names;
         let served = group == crd.spec.group && crd.spec.versions.iter().any(|v| v.name == version);
         (served && plural == names.plural).then(|| Resource {
@@ -186,6 +196,13 @@ fn resources(group: &str, version: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keywards_crds_are_generated_once_per_process_and_are_the_shipped_ones() {
+        assert!(std::ptr::eq(crds(), crds()), "generated once, not once per request");
+        assert_eq!(crds()[0], keyward_api::crd());
+        assert_eq!(crds()[4], keyward_api::cluster_crd());
+    }
 
     #[test]
     fn the_api_key_resource_is_discovered_with_its_short_name_and_category() {

@@ -11,7 +11,7 @@ pub(super) fn wanted(headers: &http::HeaderMap) -> bool {
 
 /// A list, or one object, of ApiKeys as a Table.
 pub(super) fn api_keys(answer: &Value, now: jiff::Timestamp) -> Value {
-    let crd = keyward_api::crd();
+    let crd = &super::discovery::crds()[0];
     let columns = crd.spec.versions[0].additional_printer_columns.clone().unwrap_or_default();
     let mut definitions = vec![json!({
         "name": "Name", "type": "string", "format": "name", "priority": 0,
