@@ -136,7 +136,8 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let (store, writer) = reflector::store();
     let usage = options.usage.map(|usage| {
         let cache = Some(store.clone());
-        tokio::spawn(super::usage::run(client.clone(), options.clock.clone(), usage, cache, shutdown.clone()))
+        let (clock, metrics) = (options.clock.clone(), metrics.clone());
+        tokio::spawn(super::usage::run(client.clone(), clock, usage, cache, metrics, shutdown.clone()))
     });
 
     let keys = watch_keys(&client).reflect(writer).applied_objects();

@@ -259,6 +259,7 @@ pub fn status_write(stored: Stored<'_>, fold: Fold, budget: Budget, now: Timesta
 
 pub mod cluster;
 pub mod due;
+pub mod pace;
 
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,7 @@ mod rotation;
 mod tampering;
 mod undecodable;
 mod usage;
+mod usage_pace;
 mod usage_reads;
 mod validation;
 mod writes;

@@ -17,6 +17,7 @@ use crate::api::{ApiKey, RequestCounts};
 use crate::controller::decode;
 use crate::controller::run::slim;
 use crate::controller::usage::due::{Cache, Reads};
+use crate::controller::usage::pace::Pace;
 use crate::controller::usage::pass_all;
 use crate::plan::Settings;
 use crate::plan::usage::Budget;
@@ -25,47 +26,67 @@ use crate::usage::{Counts, LABEL_USAGE_REPORT, REPORT_KEY, Report, report_name};
 
 use super::harness::{Harness, NS, harness};
 
-/// Every response the client received: method, path and body bytes.
+/// Every response the client received: method, path, body bytes, and when (tokio's clock).
 #[derive(Default)]
-struct Counter {
-    seen: Mutex<Vec<(String, String, usize)>>,
+pub(super) struct Counter {
+    seen: Mutex<Vec<(String, String, usize, tokio::time::Instant)>>,
 }
 
 impl Counter {
     /// (requests, bytes) for ApiKeys since the last call.
-    fn take_apikeys(&self) -> (usize, usize) {
+    pub(super) fn take_apikeys(&self) -> (usize, usize) {
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
-        let of_keys = seen.iter().filter(|(method, path, _)| method == "GET" && path.contains("/apikeys"));
-        of_keys.fold((0, 0), |(n, bytes), (_, _, b)| (n + 1, bytes + b))
+        let of_keys = seen.iter().filter(|(method, path, _, _)| method == "GET" && path.contains("/apikeys"));
+        of_keys.fold((0, 0), |(n, bytes), (_, _, b, _)| (n + 1, bytes + b))
+    }
+
+    /// When each status write (`PATCH .../apikeys/<name>/status` or `clusterapikeys`) was sent since
+    /// the last call, with the path.
+    pub(super) fn take_status_writes(&self) -> Vec<(tokio::time::Instant, String)> {
+        self.take_writes_and_reads().0
+    }
+
+    /// [`Counter::take_status_writes`], and the (requests, bytes) of ApiKeys read meanwhile.
+    pub(super) fn take_writes_and_reads(&self) -> (Vec<(tokio::time::Instant, String)>, (usize, usize)) {
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        let of_keys = seen.iter().filter(|(method, path, _, _)| method == "GET" && path.contains("/apikeys"));
+        let reads = of_keys.fold((0, 0), |(n, bytes), (_, _, b, _)| (n + 1, bytes + b));
+        let writes = seen
+            .into_iter()
+            .filter(|(method, path, _, _)| method == "PATCH" && path.contains("apikeys/") && path.ends_with("/status"))
+            .map(|(_, path, _, at)| (at, path))
+            .collect();
+        (writes, reads)
     }
 }
 
 /// `client`, counting what it reads.
-fn counting(client: Client, counter: Arc<Counter>) -> Client {
+pub(super) fn counting(client: Client, counter: Arc<Counter>) -> Client {
     let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
         let (client, counter) = (client.clone(), counter.clone());
         async move {
             let (method, path) = (request.method().to_string(), request.uri().path().to_owned());
+            let at = tokio::time::Instant::now();
             let response = client.send(request).await?;
             let (parts, body) = response.into_parts();
             let bytes = http_body_util::BodyExt::collect(body).await?.to_bytes();
-            counter.seen.lock().unwrap().push((method, path, bytes.len()));
+            counter.seen.lock().unwrap().push((method, path, bytes.len(), at));
             Ok::<_, tower::BoxError>(http::Response::from_parts(parts, http_body_util::Full::new(bytes)))
         }
     });
     Client::new(service, NS)
 }
 
-fn key_id(i: usize) -> KeyId {
+pub(super) fn key_id(i: usize) -> KeyId {
     format!("{:012x}", 0xa000_0000_u64 + i as u64).parse().unwrap()
 }
 
-fn name(i: usize) -> String {
+pub(super) fn name(i: usize) -> String {
     format!("k{i}")
 }
 
 /// `n` ApiKeys with a current key id each, created as the operator leaves them (no reconcile: fast).
-async fn keys(h: &Harness, n: usize) {
+pub(super) async fn keys(h: &Harness, n: usize) {
     let api = h.keys();
     for i in 0..n {
         let key: ApiKey = serde_json::from_value(json!({
@@ -82,7 +103,7 @@ async fn keys(h: &Harness, n: usize) {
 }
 
 /// Pod `api-<r>`'s report: keys `used` with `allowed` each, last used now.
-async fn reports(h: &Harness, replicas: usize, used: &[usize], allowed: u64) {
+pub(super) async fn reports(h: &Harness, replicas: usize, used: &[usize], allowed: u64) {
     let now = (h.ctx.clock)().as_second();
     let api: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
     for r in 0..replicas {
@@ -116,19 +137,19 @@ async fn reports(h: &Harness, replicas: usize, used: &[usize], allowed: u64) {
 }
 
 /// The operator's ApiKey cache as its watch fills it: every key, slimmed.
-struct Watch {
-    store: Store<ApiKey>,
+pub(super) struct Watch {
+    pub(super) store: Store<ApiKey>,
     writer: Writer<ApiKey>,
 }
 
 impl Watch {
-    fn new() -> Watch {
+    pub(super) fn new() -> Watch {
         let (store, writer) = reflector::store();
         Watch { store, writer }
     }
 
     /// Catch up with the API (a re-list, as after a watch restart).
-    async fn sync(&mut self, client: &Client) {
+    pub(super) async fn sync(&mut self, client: &Client) {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &decode::api_resource());
         let listed = api.list(&ListParams::default()).await.expect("list");
         self.writer.apply_watcher_event(&Event::Init);
@@ -143,19 +164,21 @@ fn allowed_24h(key: &ApiKey) -> u64 {
     key.status.as_ref().and_then(|s| s.usage.as_ref()).map(|u| u.last24h.allowed).unwrap_or_default()
 }
 
-async fn counts(h: &Harness, i: usize) -> RequestCounts {
+pub(super) async fn counts(h: &Harness, i: usize) -> RequestCounts {
     h.get(&name(i)).await.status.unwrap().usage.map(|u| u.last24h).unwrap_or_default()
 }
 
-struct Setup {
-    h: Harness,
-    counter: Arc<Counter>,
-    client: Client,
-    watch: Watch,
-    cache: Cache,
+pub(super) struct Setup {
+    pub(super) h: Harness,
+    pub(super) counter: Arc<Counter>,
+    pub(super) client: Client,
+    pub(super) watch: Watch,
+    pub(super) cache: Cache,
+    /// Unpaced unless a test sets one.
+    pub(super) pace: Pace,
 }
 
-async fn setup(n: usize) -> Setup {
+pub(super) async fn setup(n: usize) -> Setup {
     let h = harness(Settings::default()).await;
     keys(&h, n).await;
     let counter = Arc::new(Counter::default());
@@ -163,13 +186,17 @@ async fn setup(n: usize) -> Setup {
     let mut watch = Watch::new();
     watch.sync(&h.client).await;
     let cache = Cache::new(watch.store.clone());
-    Setup { h, counter, client, watch, cache }
+    Setup { h, counter, client, watch, cache, pace: Pace::unpaced() }
 }
 
 impl Setup {
-    async fn pass(&mut self) -> (Reads, (usize, usize)) {
+    pub(super) async fn pass(&mut self) -> (Reads, (usize, usize)) {
         self.counter.take_apikeys();
-        let reads = self.cache.pass_all(&self.client, &self.h.ctx.clock, Budget::default()).await.expect("pass");
+        let reads = self
+            .cache
+            .pass_all(&self.client, &self.h.ctx.clock, Budget::default(), &mut self.pace)
+            .await
+            .expect("pass");
         (reads, self.counter.take_apikeys())
     }
 }
@@ -293,7 +320,7 @@ async fn figures() {
     } else {
         // Every key written once (ledgers full), as after the first pass of an operator.
         reports(&s.h, replicas, &all, 1).await;
-        pass_all(&s.client, &s.h.ctx.clock, Budget::default()).await.expect("first pass");
+        pass_all(&s.client, &s.h.ctx.clock, Budget::default(), &mut Pace::unpaced()).await.expect("first pass");
     }
     s.counter.take_apikeys();
     let mut before = (0, 0);

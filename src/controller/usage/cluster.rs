@@ -6,9 +6,10 @@
 //! count, namespace-qualified watermarks) and written like an ApiKey: the same budget, one merge
 //! patch of `lastUsedAt`, `usage` and `usageLedger` on `clusterapikeys/status` carrying the
 //! `resourceVersion` read, so a conflict (409) is folded again at the next pass, never counted
-//! twice. Without the ClusterApiKey CRD there is nothing to do.
+//! twice. Their writes take turns by the same pace as the ApiKeys', after them. Without the
+//! ClusterApiKey CRD there is nothing to do.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use kube::{Api, Client, ResourceExt};
@@ -19,6 +20,7 @@ use crate::plan::usage::cluster::{ByNamespace, counted, fold, live, only_keys};
 use crate::plan::usage::{Budget, MAX_SOURCES, status_write};
 use crate::token::KeyId;
 
+use super::pace::Pace;
 use super::{Error, Pass, any_version, namespaces_with_reports, read_reports, stored, usage_patch, write_status};
 
 /// Every ClusterApiKey (from the watch cache). None when the CRD is not installed, or when they
@@ -43,24 +45,33 @@ fn key_ids_of(key: &ClusterApiKey) -> Vec<KeyId> {
     super::key_ids(key.status.as_ref().map(|s| &s.key))
 }
 
-/// Fold the reports `seen` (every namespace with reports) into each of `keys` and write those due.
+/// Fold the reports `seen` (every namespace with reports) into each of `keys` and write those
+/// due, each in its turn by `pace` (from the key the last pass stopped at).
 pub(super) async fn add_up(
     client: &Client,
     keys: &[ClusterApiKey],
     seen: &ByNamespace,
     now: Timestamp,
     budget: Budget,
+    pace: &mut Pace,
 ) -> Pass {
     let api: Api<ClusterApiKey> = Api::all(client.clone());
     let live = live(seen);
     let mut done = Pass::default();
-    for key in keys {
+    let by_name: BTreeMap<String, &ClusterApiKey> = keys.iter().map(|key| (key.name_any(), key)).collect();
+    let order = pace.names("", by_name.keys().cloned());
+    for key in order.iter().filter_map(|name| by_name.get(name)) {
         let Some(status) = &key.status else { continue };
         let counted = counted(seen, &status.namespaces, &key.spec.key.key_set);
         let stored = stored(Some(&status.key));
         let folded = fold(stored.ledger, &counted, &key_ids_of(key), &live, now);
         done.waiting += folded.waiting;
         let Some(write) = status_write(stored, folded, budget, now) else { continue };
+        if !pace.turn().await {
+            pace.defer("", &key.name_any());
+            done.deferred += 1;
+            continue;
+        }
         let written = match usage_patch(stored, &write, key.resource_version().as_deref()) {
             Ok(patch) => write_status(&api, &key.name_any(), patch).await,
             Err(err) => Err(err),
@@ -81,8 +92,8 @@ pub(super) async fn add_up(
     done
 }
 
-/// The cluster keys' part of a pass on its own: read every namespace's reports and fold them into
-/// `keys` as read by the caller (possibly stale: such a write is refused).
+/// The cluster keys' part of a pass on its own (unpaced): read every namespace's reports and fold
+/// them into `keys` as read by the caller (possibly stale: such a write is refused).
 pub async fn pass_with(client: &Client, keys: &[ClusterApiKey], now: Timestamp, budget: Budget) -> Result<Pass, Error> {
     let ids = key_ids(keys);
     let mut seen = ByNamespace::new();
@@ -90,5 +101,5 @@ pub async fn pass_with(client: &Client, keys: &[ClusterApiKey], now: Timestamp, 
         let reports = read_reports(&Api::namespaced(client.clone(), &namespace)).await?;
         seen.insert(namespace, only_keys(reports, &ids));
     }
-    Ok(add_up(client, keys, &seen, now, budget).await)
+    Ok(add_up(client, keys, &seen, now, budget, &mut Pace::unpaced()).await)
 }

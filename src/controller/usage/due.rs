@@ -12,6 +12,10 @@
 //! remembered ([`Quiet`]) and not read again while nothing they depend on changed.
 //!
 //! ClusterApiKeys (few, cluster-scoped) are still listed and folded in full at every pass.
+//!
+//! The pace ([`Pace`]) bounds what is read too: a namespace's due keys beyond the turns left in
+//! the pass are not read but left for a later pass (which starts with them), like a write
+//! without a turn.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -23,6 +27,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::warn;
 
 use super::cluster;
+use super::pace::Pace;
 use super::{Error, add_up, any_version, key_ids, namespaces_with_reports, read_reports, reports_of};
 use crate::api::ApiKey;
 use crate::controller::Clock;
@@ -55,6 +60,8 @@ pub struct Reads {
     pub status_writes: usize,
     /// Writes refused because the key changed since it was read.
     pub conflicts: usize,
+    /// Due keys left for a later pass by the pace: not read, or read and not written.
+    pub deferred: usize,
 }
 
 impl Cache {
@@ -70,30 +77,39 @@ impl Cache {
         self.store.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok())
     }
 
-    /// [`super::pass_all`], reading only the ApiKeys that may be written.
-    pub async fn pass_all(&mut self, client: &Client, clock: &Clock, budget: Budget) -> Result<Reads, Error> {
+    /// [`super::pass_all`], reading only the ApiKeys that may be written (and have a turn by `pace`).
+    pub async fn pass_all(
+        &mut self,
+        client: &Client,
+        clock: &Clock,
+        budget: Budget,
+        pace: &mut Pace,
+    ) -> Result<Reads, Error> {
         let cluster_keys = cluster::list(client).await;
+        pace.start(cluster_keys.len());
         let cluster_ids = cluster::key_ids(&cluster_keys);
         let mut for_cluster = ByNamespace::new();
         let mut reads = Reads::default();
         let mut quiet = HashMap::new();
-        for namespace in namespaces_with_reports(client).await? {
+        let mut passed = Passed { quiet: &mut quiet, reads: &mut reads, pace };
+        for namespace in passed.pace.namespaces(namespaces_with_reports(client).await?) {
             let reports = read_reports(&Api::namespaced(client.clone(), &namespace)).await?;
             let now = (clock)();
-            self.namespace(client, &namespace, &reports, budget, now, &mut quiet, &mut reads).await?;
+            self.namespace(client, &namespace, &reports, budget, now, &mut passed).await?;
             if !cluster_keys.is_empty() {
                 for_cluster.insert(namespace, only_keys(reports, &cluster_ids));
             }
         }
         self.quiet = quiet;
         if !cluster_keys.is_empty() {
-            cluster::add_up(client, &cluster_keys, &for_cluster, (clock)(), budget).await;
+            pace.release();
+            reads.deferred +=
+                cluster::add_up(client, &cluster_keys, &for_cluster, (clock)(), budget, pace).await.deferred;
         }
         Ok(reads)
     }
 
     /// One namespace: pick, read, fold and write; remember into `quiet` the keys with nothing to write.
-    #[allow(clippy::too_many_arguments)]
     async fn namespace(
         &self,
         client: &Client,
@@ -101,9 +117,9 @@ impl Cache {
         reports: &NamespaceReports,
         budget: Budget,
         now: Timestamp,
-        quiet: &mut HashMap<(String, String), Quiet>,
-        reads: &mut Reads,
+        passed: &mut Passed<'_>,
     ) -> Result<(), Error> {
+        let Passed { quiet, reads, pace } = passed;
         let live = Live::of(&reports.reports, reports.unreadable_pods.iter().cloned());
         let cached = self.store.state_filter(|key| key.namespace().as_deref() == Some(namespace));
         reads.cached += cached.len();
@@ -135,53 +151,59 @@ impl Cache {
                 },
             }
         }
-        reads.due += due.len();
-        if due.is_empty() {
+        // In turn, and no more than the pass has turns for: the rest waits for a later pass.
+        let mut in_turn = pace.names(namespace, due);
+        for name in in_turn.split_off(pace.room().min(in_turn.len())) {
+            pace.defer(namespace, &name);
+            reads.deferred += 1;
+        }
+        reads.due += in_turn.len();
+        if in_turn.is_empty() {
             return Ok(());
         }
         let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
-        let members = read(&api, &due, cached.len(), reads).await?;
-        let sets: BTreeSet<&String> = members.iter().map(|k| &k.spec.key_set).collect();
-        for set in sets {
-            let id = KeySetId { namespace: namespace.to_owned(), name: set.clone() };
-            let of_set = members.iter().filter(|k| &k.spec.key_set == set);
-            let (done, unwritten) = match add_up(&api, &id, of_set, reports, now, budget).await {
-                Ok(added) => added,
-                Err(err) => {
-                    warn!(namespace = %id.namespace, key_set = %id.name, error = %err, "usage of key set not added up");
-                    continue;
-                }
-            };
-            reads.status_writes += done.status_writes;
-            reads.conflicts += done.conflicts;
-            let set_reports = reports_of(reports, &id);
-            for key in unwritten {
-                let status = key.status.as_ref();
-                let (Some(rv), true) =
-                    (key.resource_version(), time_due(status.and_then(|s| s.usage.as_ref()), budget, now))
-                else {
-                    continue;
-                };
-                let print = fingerprint(&set_reports, &key_ids(status), &live);
-                quiet.insert((namespace.to_owned(), key.name_any()), Quiet::at(rv, print, now));
+        let members = read(&api, &in_turn, cached.len(), reads).await?;
+        let (done, unwritten) = match add_up(&api, namespace, members.iter(), reports, now, budget, pace).await {
+            Ok(added) => added,
+            Err(err) => {
+                warn!(namespace = %namespace, error = %err, "usage of namespace not added up");
+                return Ok(());
             }
+        };
+        reads.status_writes += done.status_writes;
+        reads.conflicts += done.conflicts;
+        reads.deferred += done.deferred;
+        for key in unwritten {
+            let status = key.status.as_ref();
+            let (Some(rv), true) =
+                (key.resource_version(), time_due(status.and_then(|s| s.usage.as_ref()), budget, now))
+            else {
+                continue;
+            };
+            let id = KeySetId { namespace: namespace.to_owned(), name: key.spec.key_set.clone() };
+            let print = fingerprint(&reports_of(reports, &id), &key_ids(status), &live);
+            quiet.insert((namespace.to_owned(), key.name_any()), Quiet::at(rv, print, now));
         }
         Ok(())
     }
 }
 
-/// Read the keys named `due` of the namespace `api` (which has `cached` keys): a GET each, or
-/// one list when they are most of it. Keys gone meanwhile are left out.
-async fn read(
-    api: &Api<ApiKey>,
-    due: &BTreeSet<String>,
-    cached: usize,
-    reads: &mut Reads,
-) -> Result<Vec<ApiKey>, Error> {
+/// What a pass carries from namespace to namespace.
+struct Passed<'a> {
+    /// Keys read with nothing to write.
+    quiet: &'a mut HashMap<(String, String), Quiet>,
+    reads: &'a mut Reads,
+    pace: &'a mut Pace,
+}
+
+/// Read the keys named `due` of the namespace `api` (which has `cached` keys), in that order: a
+/// GET each, or one list when they are most of it. Keys gone meanwhile are left out.
+async fn read(api: &Api<ApiKey>, due: &[String], cached: usize, reads: &mut Reads) -> Result<Vec<ApiKey>, Error> {
     if due.len() * 2 > cached {
         reads.lists += 1;
         let listed = api.list(&any_version()).await.map_err(Error::kube("list ApiKeys"))?;
-        return Ok(listed.items.into_iter().filter(|key| due.contains(&key.name_any())).collect());
+        let mut by_name: HashMap<String, ApiKey> = listed.items.into_iter().map(|key| (key.name_any(), key)).collect();
+        return Ok(due.iter().filter_map(|name| by_name.remove(name)).collect());
     }
     let mut out = Vec::with_capacity(due.len());
     for name in due {

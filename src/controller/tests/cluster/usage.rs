@@ -3,6 +3,7 @@
 //! refused; a namespace that leaves stops counting; an unused cluster key expires, a used one not.
 
 use crate::api::{ClusterApiKey, RequestCounts};
+use crate::controller::usage::pace::Pace;
 use crate::controller::usage::{cluster::pass_with, pass_all};
 use crate::plan::usage::Budget;
 use crate::token::KeyId;
@@ -25,7 +26,7 @@ impl Cluster {
     }
 
     async fn add_up(&self) {
-        pass_all(&self.client, &self.ctx.clock, Budget::default()).await.expect("usage pass");
+        pass_all(&self.client, &self.ctx.clock, Budget::default(), &mut Pace::unpaced()).await.expect("usage pass");
     }
 
     async fn last24h(&self, name: &str) -> RequestCounts {
