@@ -291,7 +291,8 @@ fn class_members(keys: &reflector::Store<ApiKey>, class: &ApiKeyClass) -> Vec<Ob
 }
 
 /// What the cache keeps of an ApiKey: identity, generation, state, class names, and the
-/// usage pass's facts (key set, key ids, `lastUsedAt`, `status.usage`: a few hundred bytes).
+/// usage pass's facts (key set, key ids, `lastUsedAt`, `status.usage`, whether it has a
+/// ledger: a few hundred bytes).
 ///
 /// Reconcile reads the stored ApiKey with a GET before it plans (the cache may lag
 /// its own last write), and the cache only triggers reconciles, counts keys by
@@ -322,6 +323,13 @@ pub(super) fn slim(object: DynamicObject) -> ApiKey {
         current_key: parsed(status.get("currentKey")),
         next_key: parsed(status.get("nextKey")),
         previous_key: parsed(status.get("previousKey")),
+        // Of the ledger only whether it holds anything (an empty one stands for it): a ledger
+        // without `usage` is then read and written again by the usage pass (`plan::usage::due`).
+        usage_ledger: status
+            .get("usageLedger")
+            .and_then(serde_json::Value::as_object)
+            .is_some_and(|ledger| !ledger.is_empty())
+            .then(Box::default),
         ..ApiKeyStatus::default()
     });
     // The class names, so that a class change requeues the keys of the class ([`class_members`]).

@@ -23,5 +23,6 @@ mod undecodable;
 mod usage;
 mod usage_pace;
 mod usage_reads;
+mod usage_repair;
 mod validation;
 mod writes;

@@ -2,9 +2,9 @@
 //!
 //! The operator's ApiKey store ([`run`](super::super::run)) keeps, besides identity and
 //! state, what [`plan::usage::due`](crate::plan::usage::due) needs to tell whether a key's
-//! status may be written now: its key set, key ids, `lastUsedAt` and `status.usage`, not its
-//! ledger. Each pass, per namespace with reports, reads the reports (as before), picks the
-//! keys that may be written, and reads only those, with their ledgers: one GET each, or one
+//! status may be written now: its key set, key ids, `lastUsedAt` and `status.usage`, and of its
+//! ledger only whether it has one. Each pass, per namespace with reports, reads the reports (as
+//! before), picks the keys that may be written, and reads only those, with their ledgers: one GET each, or one
 //! list of the namespace when most are due (the first pass after a start, or keys written
 //! in step). What is read is folded and written exactly as by [`super::pass_all`], under the
 //! `resourceVersion` read, so a stale cache can only delay a write (the reports are
@@ -33,7 +33,7 @@ use crate::api::ApiKey;
 use crate::controller::Clock;
 use crate::keyset::KeySetId;
 use crate::plan::usage::cluster::{ByNamespace, NamespaceReports, only_keys};
-use crate::plan::usage::due::{Cached, Due, Quiet, fingerprint, may_write, time_due};
+use crate::plan::usage::due::{Cached, Due, Quiet, fingerprint, has_counts, may_write, time_due};
 use crate::plan::usage::{Budget, Live};
 
 /// The operator's ApiKey store and what the usage pass remembers between passes.
@@ -92,7 +92,16 @@ impl Cache {
         let mut reads = Reads::default();
         let mut quiet = HashMap::new();
         let mut passed = Passed { quiet: &mut quiet, reads: &mut reads, pace };
-        for namespace in passed.pace.namespaces(namespaces_with_reports(client).await?) {
+        let with_reports = namespaces_with_reports(client).await?;
+        let mut namespaces = self.namespaces_with_usage();
+        namespaces.extend(with_reports.iter().cloned());
+        for namespace in passed.pace.namespaces(namespaces) {
+            if !with_reports.contains(&namespace) {
+                // No report any more: counts still leave their windows, ledgers are still pruned.
+                let none = NamespaceReports::default();
+                self.namespace(client, &namespace, &none, budget, (clock)(), &mut passed).await?;
+                continue;
+            }
             let reports = read_reports(&Api::namespaced(client.clone(), &namespace)).await?;
             let now = (clock)();
             self.namespace(client, &namespace, &reports, budget, now, &mut passed).await?;
@@ -107,6 +116,16 @@ impl Cache {
                 cluster::add_up(client, &cluster_keys, &for_cluster, (clock)(), budget, pace).await.deferred;
         }
         Ok(reads)
+    }
+
+    /// The namespaces of keys with usage status (counts or a ledger) in the cache: visited by a
+    /// pass even when they have no report (any more), so that their counts leave the windows and
+    /// their ledgers are pruned like any other (what may be written is still [`may_write`]'s).
+    fn namespaces_with_usage(&self) -> BTreeSet<String> {
+        let with_usage = |key: &ApiKey| {
+            key.status.as_ref().is_some_and(|s| s.usage_ledger.is_some() || has_counts(s.usage.as_ref()))
+        };
+        self.store.state().iter().filter(|key| with_usage(key)).filter_map(|key| key.namespace()).collect()
     }
 
     /// One namespace: pick, read, fold and write; remember into `quiet` the keys with nothing to write.
@@ -133,6 +152,7 @@ impl Cache {
                 last_used: status.and_then(|s| s.last_used_at.as_ref()).map(|t| t.0),
                 usage: status.and_then(|s| s.usage.as_ref()),
                 ids: &ids,
+                ledger: status.is_some_and(|s| s.usage_ledger.is_some()),
             };
             let name = (namespace.to_owned(), key.name_any());
             match may_write(facts, &of_set, budget, now) {
