@@ -99,6 +99,13 @@ pub enum StartError {
     Api(#[from] kube::Error),
 }
 
+/// What the usage pass decides from: the ApiKey `store`, and the ClusterApiKey controller's
+/// store once the `publisher` has it (filled).
+fn usage_cache(store: reflector::Store<ApiKey>, publisher: Arc<Publisher>) -> super::usage::due::Cache {
+    let cluster: super::usage::cluster::Source = Arc::new(move || publisher.cluster_keys_cache());
+    super::usage::due::Cache::new(store).with_cluster(cluster)
+}
+
 /// Fail early and clearly when the CRD is missing.
 pub async fn check_crd(client: &Client) -> Result<(), StartError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -135,9 +142,9 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let cluster_keys = tokio::spawn(super::cluster::run(ctx.clone(), shutdown.clone()));
     let (store, writer) = reflector::store();
     let usage = options.usage.map(|usage| {
-        let cache = Some(store.clone());
+        let cache = usage_cache(store.clone(), publisher.clone());
         let (clock, metrics) = (options.clock.clone(), metrics.clone());
-        tokio::spawn(super::usage::run(client.clone(), clock, usage, cache, metrics, shutdown.clone()))
+        tokio::spawn(super::usage::run(client.clone(), clock, usage, Some(cache), metrics, shutdown.clone()))
     });
 
     let keys = watch_keys(&client).reflect(writer).applied_objects();

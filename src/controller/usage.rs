@@ -37,7 +37,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -104,18 +103,17 @@ pub struct Pass {
 
 /// Add up the reports of every namespace that has any, every `options.interval`, until `shutdown`.
 ///
-/// With `cache` (the operator's ApiKey store) synced, a pass reads only the keys it may write
+/// With `cache` (the operator's ApiKey store, and the ClusterApiKey controller's) synced, a pass reads only the keys it may write
 /// ([`due`]); before that, or without it, it lists every key. Writes left by the pace are
 /// counted in `metrics`.
 pub async fn run(
     client: Client,
     clock: Clock,
     options: UsageOptions,
-    cache: Option<Store<ApiKey>>,
+    mut cache: Option<due::Cache>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut cache = cache.map(due::Cache::new);
     let mut pace = Pace::new(options.max_writes_per_second, options.interval);
     if let Err(err) = delete_old_aggregates(&client).await {
         warn!(error = %err, "old usage aggregates not deleted; they are not read and can be deleted by hand");

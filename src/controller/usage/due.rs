@@ -11,7 +11,9 @@
 //! cumulative) or cost a read, never count twice. Keys read with nothing to write are
 //! remembered ([`Quiet`]) and not read again while nothing they depend on changed.
 //!
-//! ClusterApiKeys (few, cluster-scoped) are still listed and folded in full at every pass.
+//! ClusterApiKeys get the same treatment from the ClusterApiKey controller's store, which keeps
+//! every key without its ledger ([`cluster::Source`]): only those that may be written are read,
+//! a GET each ([`cluster::add_up_due`]); until that store is filled they are listed in full.
 //!
 //! The pace ([`Pace`]) bounds what is read too: a namespace's due keys beyond the turns left in
 //! the pass are not read but left for a later pass (which starts with them), like a write
@@ -39,6 +41,8 @@ use crate::plan::usage::{Budget, Live};
 /// The operator's ApiKey store and what the usage pass remembers between passes.
 pub struct Cache {
     store: Store<ApiKey>,
+    /// The ClusterApiKey controller's store, once filled; without it cluster keys are listed.
+    cluster: Option<cluster::Source>,
     /// Keys read with nothing to write, by namespace and name.
     quiet: HashMap<(String, String), Quiet>,
 }
@@ -56,6 +60,8 @@ pub struct Reads {
     pub gets: usize,
     /// Lists of a namespace's ApiKeys.
     pub lists: usize,
+    /// GETs of one ClusterApiKey (0 when they were listed, without the controller's store).
+    pub cluster_gets: usize,
     /// Status writes.
     pub status_writes: usize,
     /// Writes refused because the key changed since it was read.
@@ -68,7 +74,14 @@ impl Cache {
     /// Passes over `store`, which the operator's ApiKey watch fills.
     #[must_use]
     pub fn new(store: Store<ApiKey>) -> Cache {
-        Cache { store, quiet: HashMap::new() }
+        Cache { store, cluster: None, quiet: HashMap::new() }
+    }
+
+    /// Cluster keys from `source` (the ClusterApiKey controller's store, without ledgers) once it
+    /// is filled: only those that may be written are read.
+    #[must_use]
+    pub fn with_cluster(self, source: cluster::Source) -> Cache {
+        Cache { cluster: Some(source), ..self }
     }
 
     /// Whether the store holds every ApiKey (its first list is done).
@@ -85,7 +98,11 @@ impl Cache {
         budget: Budget,
         pace: &mut Pace,
     ) -> Result<Reads, Error> {
-        let cluster_keys = cluster::list(client).await;
+        let cluster_store = self.cluster.as_ref().and_then(|source| source());
+        let cluster_keys = match &cluster_store {
+            Some(store) => cluster::cached(store),
+            None => cluster::list(client).await,
+        };
         pace.start(cluster_keys.len());
         let cluster_ids = cluster::key_ids(&cluster_keys);
         let mut for_cluster = ByNamespace::new();
@@ -112,8 +129,15 @@ impl Cache {
         self.quiet = quiet;
         if !cluster_keys.is_empty() {
             pace.release();
-            reads.deferred +=
-                cluster::add_up(client, &cluster_keys, &for_cluster, (clock)(), budget, pace).await.deferred;
+            let done = if cluster_store.is_some() {
+                let (done, gets) =
+                    cluster::add_up_due(client, &cluster_keys, &for_cluster, (clock)(), budget, pace).await;
+                reads.cluster_gets += gets;
+                done
+            } else {
+                cluster::add_up(client, &cluster_keys, &for_cluster, (clock)(), budget, pace).await
+            };
+            reads.deferred += done.deferred;
         }
         Ok(reads)
     }

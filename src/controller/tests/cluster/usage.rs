@@ -2,7 +2,15 @@
 //! a key is published to add up in its own status, and nothing from elsewhere; a stale write is
 //! refused; a namespace that leaves stops counting; an unused cluster key expires, a used one not.
 
-use crate::api::{ClusterApiKey, RequestCounts};
+use std::sync::Arc;
+
+use kube::api::ListParams;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::Event;
+
+use crate::api::{ApiKey, ClusterApiKey, RequestCounts, UsageLedger};
+use crate::controller::cluster::without_ledger;
+use crate::controller::usage::due::{Cache, Reads};
 use crate::controller::usage::pace::Pace;
 use crate::controller::usage::{cluster::pass_with, pass_all};
 use crate::plan::usage::Budget;
@@ -112,4 +120,78 @@ async fn an_unused_cluster_key_expires_unused_and_one_used_in_a_selected_namespa
     let used = c.status("busy").await.key.last_used_at.unwrap().0;
     assert_eq!(at, used.as_second() + 30 * 86_400);
     c.assert_no_token_leaks().await;
+}
+
+/// The ClusterApiKey controller's store as its watch fills it (every key, without its ledger),
+/// from what the API holds now, as the usage pass finds it.
+async fn controller_store(c: &Cluster) -> Store<ClusterApiKey> {
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&Event::Init);
+    for key in c.keys().list(&ListParams::default()).await.unwrap().items {
+        writer.apply_watcher_event(&Event::InitApply(key).modify(without_ledger));
+    }
+    writer.apply_watcher_event(&Event::InitDone);
+    assert!(store.state().iter().all(|k| {
+        k.status.as_ref().is_none_or(|s| s.key.usage_ledger.as_deref().is_none_or(|l| *l == UsageLedger::default()))
+    }));
+    store
+}
+
+/// A usage pass from the caches (no ApiKey, cluster keys from `store`): what it did, and the
+/// ClusterApiKey requests it made (GETs of one key, lists).
+async fn pass_from(c: &Cluster, store: Store<ClusterApiKey>) -> (Reads, usize, usize) {
+    let (apikeys, mut writer) = reflector::store::<ApiKey>();
+    writer.apply_watcher_event(&Event::Init);
+    writer.apply_watcher_event(&Event::InitDone);
+    let mut cache = Cache::new(apikeys).with_cluster(Arc::new(move || Some(store.clone())));
+    let from = c.request_count();
+    let reads =
+        cache.pass_all(&c.ctx.client, &c.ctx.clock, Budget::default(), &mut Pace::unpaced()).await.expect("pass");
+    let of_cluster_keys: Vec<String> = c
+        .requests_since(from)
+        .into_iter()
+        .filter(|(method, path)| method == "GET" && path.contains("/clusterapikeys"))
+        .map(|(_, path)| path)
+        .collect();
+    let gets = of_cluster_keys.iter().filter(|path| path.split('?').next().unwrap().ends_with("/agency")).count();
+    (reads, gets, of_cluster_keys.len() - gets)
+}
+
+#[tokio::test]
+async fn from_the_controllers_store_a_pass_reads_only_the_cluster_keys_it_may_write() {
+    let c = cluster().await;
+    c.create(AGENCY).await;
+    c.create(&AGENCY.replace("name: agency", "name: idle")).await;
+    c.settle_ready("agency").await;
+    c.settle_ready("idle").await;
+    let id = c.key_id("agency").await;
+    c.report("loc-a", "api-0", "default", id, 3, 0).await;
+    let (reads, gets, others) = pass_from(&c, controller_store(&c).await).await;
+    assert_eq!((reads.cluster_gets, gets, others), (1, 1, 0), "agency read alone, nothing listed: {reads:?}");
+    assert_eq!(c.last24h("agency").await, RequestCounts { allowed: 3, denied: 0 });
+    assert!(c.status("idle").await.key.usage.is_none(), "idle: not read, not written");
+
+    // A store that lags (it still shows agency unwritten): agency looks due, is read, and the
+    // fold of what is stored finds nothing new; nothing is counted twice.
+    let fresh = controller_store(&c).await;
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&Event::Init);
+    let mut old = c.keys().get("agency").await.unwrap();
+    if let Some(status) = old.status.as_mut() {
+        (status.key.usage, status.key.last_used_at, status.key.usage_ledger) = (None, None, None);
+    }
+    writer.apply_watcher_event(&Event::InitApply(old));
+    writer.apply_watcher_event(&Event::InitDone);
+    let (reads, gets, _) = pass_from(&c, store).await;
+    assert_eq!((reads.cluster_gets, gets, reads.status_writes), (1, 1, 0), "{reads:?}");
+    assert_eq!(c.last24h("agency").await, RequestCounts { allowed: 3, denied: 0 });
+
+    // Up to date again, within the status interval and the hour: nothing is read.
+    let (reads, gets, others) = pass_from(&c, fresh).await;
+    assert_eq!((reads.cluster_gets, gets, others), (0, 0, 0), "{reads:?}");
+    c.advance(SignedDuration::from_mins(5));
+    c.report("loc-a", "api-0", "default", id, 5, 0).await;
+    let (reads, gets, _) = pass_from(&c, controller_store(&c).await).await;
+    assert_eq!((reads.cluster_gets, gets), (1, 1), "{reads:?}");
+    assert_eq!(c.last24h("agency").await, RequestCounts { allowed: 5, denied: 0 });
 }
