@@ -127,3 +127,54 @@ impl Pace {
         from(names, at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn turns_are_spaced_and_end_with_the_pass() {
+        let mut pace = Pace::new(2, Duration::from_secs(2));
+        pace.start(0);
+        assert_eq!(pace.room(), 4);
+        let start = Instant::now();
+        let mut at = Vec::new();
+        while pace.turn().await {
+            at.push(Instant::now() - start);
+        }
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(at, [ms(0), ms(500), ms(1000), ms(1500)]);
+        // The next pass begins where the spacing left off, not with a burst.
+        pace.start(0);
+        assert!(pace.turn().await);
+        assert_eq!(Instant::now() - start, ms(2000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_after_one_that_left_a_cluster_key_keeps_turns_for_the_cluster_keys() {
+        let mut pace = Pace::new(1, Duration::from_secs(5));
+        pace.start(3);
+        assert_eq!(pace.room(), 5, "nothing was left: no turns kept");
+        pace.defer("", "agency");
+        assert_eq!(pace.deferred(), 1);
+        pace.start(3);
+        assert_eq!(pace.room(), 2, "three of five kept for the three cluster keys");
+        assert!(pace.turn().await && pace.turn().await);
+        assert!(!pace.turn().await, "the namespaces' turns are used up");
+        pace.release();
+        assert_eq!(pace.room(), 3, "the cluster keys' turns");
+        assert_eq!(pace.deferred(), 0, "counted per pass");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unpaced_every_write_has_a_turn_at_once() {
+        let mut pace = Pace::unpaced();
+        pace.start(0);
+        let start = Instant::now();
+        for _ in 0..1000 {
+            assert!(pace.turn().await);
+        }
+        assert_eq!(Instant::now(), start);
+        assert_eq!(pace.namespaces(["b".to_owned(), "a".to_owned()]), ["b", "a"], "given order when nothing was left");
+    }
+}
