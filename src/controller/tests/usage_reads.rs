@@ -35,8 +35,13 @@ pub(super) struct Counter {
 impl Counter {
     /// (requests, bytes) for ApiKeys since the last call.
     pub(super) fn take_apikeys(&self) -> (usize, usize) {
+        self.take_reads_of("/apikeys")
+    }
+
+    /// (requests, bytes) of reads of paths with `resource` in them (`/clusterapikeys`) since the last call.
+    pub(super) fn take_reads_of(&self, resource: &str) -> (usize, usize) {
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
-        let of_keys = seen.iter().filter(|(method, path, _, _)| method == "GET" && path.contains("/apikeys"));
+        let of_keys = seen.iter().filter(|(method, path, _, _)| method == "GET" && path.contains(resource));
         of_keys.fold((0, 0), |(n, bytes), (_, _, b, _)| (n + 1, bytes + b))
     }
 
@@ -104,8 +109,21 @@ pub(super) async fn keys(h: &Harness, n: usize) {
 
 /// Pod `api-<r>`'s report: keys `used` with `allowed` each, last used now.
 pub(super) async fn reports(h: &Harness, replicas: usize, used: &[usize], allowed: u64) {
-    let now = (h.ctx.clock)().as_second();
-    let api: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let ids: Vec<KeyId> = used.iter().map(|&i| key_id(i)).collect();
+    reports_in(&h.client, NS, (h.ctx.clock)().as_second(), replicas, &ids, allowed).await;
+}
+
+/// In `namespace`, pod `api-<r>`'s report for key set `<namespace>/default`: key ids `ids` with
+/// `allowed` each, last used at `now` (Unix seconds).
+pub(super) async fn reports_in(
+    client: &Client,
+    namespace: &str,
+    now: i64,
+    replicas: usize,
+    ids: &[KeyId],
+    allowed: u64,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for r in 0..replicas {
         let pod = format!("api-{r}");
         let report = Report {
@@ -113,16 +131,16 @@ pub(super) async fn reports(h: &Harness, replicas: usize, used: &[usize], allowe
             pod_uid: format!("uid-{pod}"),
             epoch: "00000000000000e1".to_owned(),
             at: now,
-            key_sets: vec![format!("{NS}/default")],
-            keys: used
+            key_sets: vec![format!("{namespace}/default")],
+            keys: ids
                 .iter()
-                .map(|&i| (key_id(i), Counts { allowed, last_allowed: Some(now), ..Counts::default() }))
+                .map(|id| (*id, Counts { allowed, last_allowed: Some(now), ..Counts::default() }))
                 .collect(),
         };
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(report_name(&pod)),
-                namespace: Some(NS.to_owned()),
+                namespace: Some(namespace.to_owned()),
                 labels: Some(BTreeMap::from([(LABEL_USAGE_REPORT.to_owned(), "true".to_owned())])),
                 ..ObjectMeta::default()
             },
@@ -299,7 +317,6 @@ async fn a_key_with_nothing_new_is_read_once_per_hour() {
 /// `cargo test --lib usage_reads::figures -- --ignored --nocapture`
 #[tokio::test]
 #[ignore = "a measurement: prints figures, run by hand"]
-#[allow(clippy::cast_precision_loss)]
 async fn figures() {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (n, replicas) = (env("KEYWARD_READS_KEYS", 1_000), env("KEYWARD_READS_REPLICAS", 100));
@@ -344,13 +361,19 @@ async fn figures() {
     let written = s.h.keys().list(&ListParams::default()).await.unwrap();
     let expected = if spread { 2..=6 * replicas as u64 } else { 6 * replicas as u64..=6 * replicas as u64 };
     assert!(written.items.iter().all(|k| expected.contains(&allowed_24h(k))), "every key written in the interval");
-    println!(
-        "N={n} R={replicas} spread={spread}: listing every key: {:.1} requests, {} bytes per pass; from the cache: {:.1} requests, {} bytes per pass on average over 5 passes (peak {} requests, {} bytes)",
+    println!("N={n} R={replicas} spread={spread}: {}", per_pass(before, after, peak));
+}
+
+/// The figures of five passes: (requests, bytes) listing every key, from the cache, and the largest pass.
+#[allow(clippy::cast_precision_loss)]
+pub(super) fn per_pass(before: (usize, usize), after: (usize, usize), peak: (usize, usize)) -> String {
+    format!(
+        "listing every key: {:.1} requests, {} bytes per pass; from the cache: {:.1} requests, {} bytes per pass on average over 5 passes (peak {} requests, {} bytes)",
         before.0 as f64 / 5.0,
         before.1 / 5,
         after.0 as f64 / 5.0,
         after.1 / 5,
         peak.0,
         peak.1
-    );
+    )
 }

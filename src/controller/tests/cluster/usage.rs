@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use kube::Api;
 use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::Event;
@@ -194,4 +195,60 @@ async fn from_the_controllers_store_a_pass_reads_only_the_cluster_keys_it_may_wr
     let (reads, gets, _) = pass_from(&c, controller_store(&c).await).await;
     assert_eq!((reads.cluster_gets, gets), (1, 1), "{reads:?}");
     assert_eq!(c.last24h("agency").await, RequestCounts { allowed: 5, denied: 0 });
+}
+
+/// ClusterApiKey requests and bytes read per usage pass, listing every cluster key (before)
+/// against reading from the ClusterApiKey controller's store (after), for
+/// `KEYWARD_CLUSTER_KEYS` cluster keys (default 100) published to one namespace and all busy, with
+/// `KEYWARD_CLUSTER_REPLICAS` reporting verifiers there (default 100), over one status interval
+/// (5 passes a minute apart, every key used at each; all first written in one pass). Prints them.
+/// `cargo test --locked --lib cluster::usage::figures -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement: prints figures, run by hand"]
+async fn figures() {
+    use super::super::usage_reads::{Counter, counting, per_pass, reports_in};
+    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (n, replicas) = (env("KEYWARD_CLUSTER_KEYS", 100), env("KEYWARD_CLUSTER_REPLICAS", 100));
+    let c = cluster().await;
+    let ids: Vec<KeyId> = (0..n).map(|i| format!("{:012x}", 0xc000_0000_u64 + i as u64).parse().unwrap()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        // As the controller leaves them (no reconcile: fast): a token, published to loc-a.
+        let name = format!("k{i}");
+        c.create(&AGENCY.replace("name: agency", &format!("name: {name}"))).await;
+        let status = serde_json::json!({"status": {"namespaces": ["loc-a"],
+            "currentKey": {"keyId": id.to_string(), "notBefore": "2026-01-01T00:00:00Z"}}});
+        c.keys()
+            .patch_status(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(status))
+            .await
+            .unwrap();
+    }
+    let now = || (c.ctx.clock)().as_second();
+    reports_in(&c.client, "loc-a", now(), replicas, &ids, 1).await;
+    pass_all(&c.client, &c.ctx.clock, Budget::default(), &mut Pace::unpaced()).await.expect("first pass");
+    let counter = Arc::new(Counter::default());
+    let client = counting(c.client.clone(), counter.clone());
+    let (apikeys, mut writer) = reflector::store::<ApiKey>();
+    writer.apply_watcher_event(&Event::Init);
+    writer.apply_watcher_event(&Event::InitDone);
+    let (mut before, mut after, mut peak) = ((0, 0), (0, 0), (0, 0));
+    for minute in 1..=5_u64 {
+        c.advance(SignedDuration::from_mins(1));
+        reports_in(&c.client, "loc-a", now(), replicas, &ids, 1 + minute).await;
+        let listed = Api::<ClusterApiKey>::all(client.clone()).list(&ListParams::default().match_any()).await.unwrap();
+        assert_eq!(listed.items.len(), n);
+        let (r, b) = counter.take_reads_of("/clusterapikeys");
+        before = (before.0 + r, before.1 + b);
+        let store = controller_store(&c).await;
+        let mut cache = Cache::new(apikeys.clone()).with_cluster(Arc::new(move || Some(store.clone())));
+        let reads = cache.pass_all(&client, &c.ctx.clock, Budget::default(), &mut Pace::unpaced()).await.expect("pass");
+        let (r, b) = counter.take_reads_of("/clusterapikeys");
+        after = (after.0 + r, after.1 + b);
+        peak = peak.max((r, b));
+        println!("minute {minute}: {} cluster keys read, {r} requests, {b} bytes", reads.cluster_gets);
+    }
+    for i in [0, n - 1] {
+        let usage = c.status(&format!("k{i}")).await.key.usage.expect("written");
+        assert_eq!(usage.last24h.allowed, 6 * replicas as u64, "k{i} written in the interval, each count once");
+    }
+    println!("N={n} R={replicas} (cluster keys): {}", per_pass(before, after, peak));
 }
