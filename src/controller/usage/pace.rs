@@ -38,6 +38,10 @@ pub struct Pace {
     stopped: Option<Stop>,
     /// Turns of the current pass kept for the ClusterApiKeys, written last.
     reserved: usize,
+    /// Turns every pass has, however late its writes start: one second's worth.
+    floor: usize,
+    /// Turns taken in the current pass.
+    taken: usize,
 }
 
 impl Pace {
@@ -53,6 +57,8 @@ impl Pace {
             resume: None,
             stopped: None,
             reserved: 0,
+            floor: usize::try_from(max_per_second).unwrap_or(usize::MAX),
+            taken: 0,
         }
     }
 
@@ -62,12 +68,15 @@ impl Pace {
         Pace::new(0, Duration::ZERO)
     }
 
-    /// Begin a pass now: its writes start before `interval` from now. When the last pass left a
+    /// Begin a pass now: its writes start before `interval` from now, except one second's worth,
+    /// which every pass has (a pass whose reads took the whole interval, on a loaded operator,
+    /// still writes at the pace instead of nothing at all). When the last pass left a
     /// ClusterApiKey (they are written last, after every namespace), `cluster_keys` turns are kept
     /// for them until [`release`](Pace::release), so that they are not left behind pass after pass.
     pub fn start(&mut self, cluster_keys: usize) {
         self.deadline = Some(Instant::now() + self.interval);
         self.deferred = 0;
+        self.taken = 0;
         self.resume = self.stopped.take();
         let cluster = self.resume.as_ref().is_some_and(|(namespace, _)| namespace.is_empty());
         self.reserved = if cluster { cluster_keys } else { 0 };
@@ -84,7 +93,7 @@ impl Pace {
         let (Some(period), Some(deadline)) = (self.period, self.deadline) else { return usize::MAX };
         let now = Instant::now();
         let room = room(deadline.saturating_duration_since(now), self.next.saturating_duration_since(now), period);
-        room.saturating_sub(self.reserved)
+        room.max(self.floor.saturating_sub(self.taken)).saturating_sub(self.reserved)
     }
 
     /// Wait for the next write's turn: false (at once) when the pass has none left.
@@ -96,6 +105,7 @@ impl Pace {
         let at = self.next.max(Instant::now());
         tokio::time::sleep_until(at).await;
         self.next = at + period;
+        self.taken += 1;
         true
     }
 
@@ -148,6 +158,17 @@ mod tests {
         pace.start(0);
         assert!(pace.turn().await);
         assert_eq!(Instant::now() - start, ms(2000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_whose_reads_took_its_whole_interval_still_has_a_second_of_turns() {
+        let mut pace = Pace::new(2, Duration::from_secs(2));
+        pace.start(0);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(pace.room(), 2);
+        assert!(pace.turn().await && pace.turn().await);
+        assert!(!pace.turn().await);
+        assert_eq!(pace.room(), 0);
     }
 
     #[tokio::test(start_paused = true)]
