@@ -29,6 +29,7 @@
 //! 100), `KEYWARD_BENCH_MINUTES` (per budget, default 5), `KEYWARD_KUBE_HARNESS` (the harness
 //! binary; default `target/kube-harness/kube-harness`, which `make harness` builds);
 //! `KEYWARD_BENCH_MODEL_ONLY=1` prints the ledger sizes of step 4 and starts no cluster.
+//! `KEYWARD_BENCH_PACE=N` runs the operator with `--usage-max-writes-per-second N` (default: its own, 40).
 
 // Figures printed for people, and counters parsed from Prometheus text (floats, in the shared
 // side.rs): a few ulps, or a fraction cut off a count that is whole anyway, do not matter.
@@ -81,6 +82,8 @@ struct Settings {
     replicas: usize,
     minutes: usize,
     harness: PathBuf,
+    /// `--usage-max-writes-per-second` for every budget (`KEYWARD_BENCH_PACE`); the operator's default without.
+    pace: Option<String>,
 }
 
 fn main() {
@@ -91,6 +94,7 @@ fn main() {
         minutes: procs::env_count("KEYWARD_BENCH_MINUTES", 5, 60),
         harness: std::env::var_os("KEYWARD_KUBE_HARNESS")
             .map_or_else(|| root.join("target/kube-harness/kube-harness"), PathBuf::from),
+        pace: std::env::var("KEYWARD_BENCH_PACE").ok(),
     };
     let settings = &settings;
     if std::env::var_os("KEYWARD_BENCH_MODEL_ONLY").is_some() {
@@ -127,7 +131,11 @@ async fn run(settings: &Settings, dir: &Path) -> Result<(), String> {
         let phase_dir = dir.join(format!("budget-{i}"));
         std::fs::create_dir_all(&phase_dir).map_err(|e| e.to_string())?;
         let operator_kc = plane.service_account_kubeconfig("keyward-system", "keyward-operator")?;
-        let (operator, _admin) = side::start_operator(binary, &operator_kc, &phase_dir, budget.flags).await?;
+        let mut flags: Vec<&str> = budget.flags.to_vec();
+        if let Some(pace) = &settings.pace {
+            flags.extend(["--usage-max-writes-per-second", pace.as_str()]);
+        }
+        let (operator, _admin) = side::start_operator(binary, &operator_kc, &phase_dir, &flags).await?;
         let minutes = measure(&plane, &mut fleet, settings.minutes).await?;
         drop(operator);
         let warnings = std::fs::read_to_string(phase_dir.join("operator.log")).unwrap_or_default();

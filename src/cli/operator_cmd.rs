@@ -99,6 +99,11 @@ pub struct OperatorArgs {
     #[arg(long, env = "KEYWARD_USAGE_LAST_USED_STEP", default_value = "1h", value_parser = humantime::parse_duration)]
     usage_last_used_step: Duration,
 
+    /// At most this many usage status writes a second, spread over each pass; keys left are written
+    /// at a later pass (nothing is lost). 0: no limit.
+    #[arg(long, env = "KEYWARD_USAGE_MAX_WRITES_PER_SECOND", default_value_t = crate::controller::usage::MAX_WRITES_PER_SECOND)]
+    usage_max_writes_per_second: u32,
+
     /// Usage anomaly: the last 24 hours' allowed (or denied) requests above this many times the
     /// daily average of the days before; 0 turns spikes off.
     #[arg(long, env = "KEYWARD_USAGE_ANOMALY_FACTOR", default_value_t = 10)]
@@ -197,6 +202,7 @@ pub fn run_operator(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
                         status_interval: jiff::SignedDuration::try_from(args.usage_status_interval)?,
                         last_used_step: jiff::SignedDuration::try_from(args.usage_last_used_step)?,
                     },
+                    max_writes_per_second: args.usage_max_writes_per_second,
                 })
             })
             .transpose()?,

@@ -29,7 +29,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{instrument, warn};
 
-use crate::api::ClusterApiKey;
+use crate::api::{ClusterApiKey, UsageLedger};
 use crate::keyset::{KeySetId, Record};
 use crate::plan::cluster::{self, ClusterPlan};
 use crate::plan::{Finalizer, Observed, Publish, SecretView, secret_name};
@@ -250,7 +250,7 @@ pub fn owning_key(
 /// of them when a Namespace appears, changes its labels or goes. Does nothing (and says so)
 /// without the CRD.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    use futures::StreamExt;
+    use futures::{StreamExt, TryStreamExt};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::runtime::reflector::ObjectRef;
     use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -274,6 +274,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let keys_filled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let own = watcher(api(&ctx), watcher::Config::default())
         .default_backoff()
+        .map_ok(|event| event.modify(without_ledger))
         .reflect(key_writer)
         .inspect(filled(&keys_filled))
         .applied_objects();
@@ -303,6 +304,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         })
         .await;
+}
+
+/// What the controller's store keeps of a ClusterApiKey: all but its usage ledger (kilobytes
+/// per busy key; reconcile reads the stored key, the publisher needs spec and namespaces),
+/// of which it keeps only whether there is one (an empty one stands for it), for the usage
+/// pass to tell which keys it may write (`usage::cluster`).
+pub fn without_ledger(key: &mut ClusterApiKey) {
+    if let Some(status) = key.status.as_mut() {
+        let any = status.key.usage_ledger.as_deref().is_some_and(|ledger| *ledger != UsageLedger::default());
+        status.key.usage_ledger = any.then(Box::default);
+    }
 }
 
 /// Sets `flag` once a watch stream has listed everything (`InitDone`): its store is filled.

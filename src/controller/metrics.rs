@@ -103,6 +103,7 @@ pub struct Metrics {
     webhook_pending: Family<WebhookLabels, Gauge>,
     webhook_pending_dropped: Family<WebhookLabels, Counter>,
     usage_anomalies: Family<AnomalyLabels, Counter>,
+    usage_deferred: Counter,
     /// The controller's ApiKey cache while this replica leads; keys by state are counted from it at scrape time.
     keys_source: Mutex<Option<Store<ApiKey>>>,
 }
@@ -178,9 +179,16 @@ impl Metrics {
             "Usage anomalies notified (Warning Event UsageAnomaly), by namespace and kind",
             usage_anomalies.clone(),
         );
+        let usage_deferred = Counter::default();
+        registry.register(
+            "usage_writes_deferred",
+            "Usage status writes (and due keys not read) left for a later pass by --usage-max-writes-per-second",
+            usage_deferred.clone(),
+        );
         Metrics {
             registry: root,
             usage_anomalies,
+            usage_deferred,
             expiry,
             webhook_deliveries,
             webhook_failing,
@@ -295,6 +303,11 @@ impl Metrics {
     pub fn usage_anomaly(&self, namespace: &str, kind: crate::plan::anomaly::AnomalyKind) {
         let labels = AnomalyLabels { namespace: namespace.to_owned(), kind: kind.as_str().to_owned() };
         self.usage_anomalies.get_or_create(&labels).inc();
+    }
+
+    /// Count usage status writes left for a later pass by the write pace.
+    pub fn usage_writes_deferred(&self, deferred: usize) {
+        self.usage_deferred.inc_by(u64::try_from(deferred).unwrap_or(u64::MAX));
     }
 
     /// Whether this replica leads.

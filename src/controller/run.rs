@@ -99,6 +99,13 @@ pub enum StartError {
     Api(#[from] kube::Error),
 }
 
+/// What the usage pass decides from: the ApiKey `store`, and the ClusterApiKey controller's
+/// store once the `publisher` has it (filled).
+fn usage_cache(store: reflector::Store<ApiKey>, publisher: Arc<Publisher>) -> super::usage::due::Cache {
+    let cluster: super::usage::cluster::Source = Arc::new(move || publisher.cluster_keys_cache());
+    super::usage::due::Cache::new(store).with_cluster(cluster)
+}
+
 /// Fail early and clearly when the CRD is missing.
 pub async fn check_crd(client: &Client) -> Result<(), StartError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -135,8 +142,9 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let cluster_keys = tokio::spawn(super::cluster::run(ctx.clone(), shutdown.clone()));
     let (store, writer) = reflector::store();
     let usage = options.usage.map(|usage| {
-        let cache = Some(store.clone());
-        tokio::spawn(super::usage::run(client.clone(), options.clock.clone(), usage, cache, shutdown.clone()))
+        let cache = usage_cache(store.clone(), publisher.clone());
+        let (clock, metrics) = (options.clock.clone(), metrics.clone());
+        tokio::spawn(super::usage::run(client.clone(), clock, usage, Some(cache), metrics, shutdown.clone()))
     });
 
     let keys = watch_keys(&client).reflect(writer).applied_objects();
@@ -291,7 +299,8 @@ fn class_members(keys: &reflector::Store<ApiKey>, class: &ApiKeyClass) -> Vec<Ob
 }
 
 /// What the cache keeps of an ApiKey: identity, generation, state, class names, and the
-/// usage pass's facts (key set, key ids, `lastUsedAt`, `status.usage`: a few hundred bytes).
+/// usage pass's facts (key set, key ids, `lastUsedAt`, `status.usage`, whether it has a
+/// ledger: a few hundred bytes).
 ///
 /// Reconcile reads the stored ApiKey with a GET before it plans (the cache may lag
 /// its own last write), and the cache only triggers reconciles, counts keys by
@@ -322,6 +331,13 @@ pub(super) fn slim(object: DynamicObject) -> ApiKey {
         current_key: parsed(status.get("currentKey")),
         next_key: parsed(status.get("nextKey")),
         previous_key: parsed(status.get("previousKey")),
+        // Of the ledger only whether it holds anything (an empty one stands for it): a ledger
+        // without `usage` is then read and written again by the usage pass (`plan::usage::due`).
+        usage_ledger: status
+            .get("usageLedger")
+            .and_then(serde_json::Value::as_object)
+            .is_some_and(|ledger| !ledger.is_empty())
+            .then(Box::default),
         ..ApiKeyStatus::default()
     });
     // The class names, so that a class change requeues the keys of the class ([`class_members`]).

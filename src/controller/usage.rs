@@ -15,7 +15,10 @@
 //! 3. writes `lastUsedAt`, `usage` and the ledger in one merge patch carrying
 //!    the `resourceVersion` read: buckets and watermarks change in one atomic
 //!    write, so a retried or re-read report, a second operator or an
-//!    operator restart never counts twice (a conflict waits for the next pass).
+//!    operator restart never counts twice (a conflict waits for the next pass);
+//! 4. paces those writes ([`pace`]): at most `--usage-max-writes-per-second`,
+//!    all started within the pass; a key left without a turn is folded again at
+//!    a later pass (the next one starts with it).
 //!
 //! Reports are read only from the key set's own namespace, and only key ids
 //! of the key's own tokens count, so no verifier can change another
@@ -25,15 +28,15 @@
 //! ClusterApiKeys are added up in the same pass ([`cluster`]), from the reports of
 //! the namespaces they are published to, read once for both.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -46,10 +49,14 @@ use crate::token::KeyId;
 use crate::usage::{LABEL_USAGE_REPORT, REPORT_KEY, Report, report_name};
 
 use super::apply::merge_diff;
+use super::metrics::Metrics;
 use super::{Clock, Error, FIELD_MANAGER};
 
 pub mod cluster;
 pub mod due;
+pub mod pace;
+
+use pace::Pace;
 
 /// Label of the per-key-set usage aggregate ConfigMaps (`keyward-usage.<keySet>`) that operators
 /// before the per-key ledger wrote. They are no longer read; [`run`] deletes them once.
@@ -62,11 +69,22 @@ pub struct UsageOptions {
     pub interval: Duration,
     /// The status write budget.
     pub budget: Budget,
+    /// At most this many status writes a second (`--usage-max-writes-per-second`); 0: no limit.
+    pub max_writes_per_second: u32,
 }
+
+/// The default of `--usage-max-writes-per-second`: 10,000 busy keys written once per default
+/// `--usage-status-interval` (5 minutes) take 33.3 a second; 40 leaves a sixth for the hourly
+/// `lastUsedAt` moves and keys written late (docs/lifecycle.md, Usage, write pace).
+pub const MAX_WRITES_PER_SECOND: u32 = 40;
 
 impl Default for UsageOptions {
     fn default() -> Self {
-        UsageOptions { interval: Duration::from_secs(60), budget: Budget::default() }
+        UsageOptions {
+            interval: Duration::from_secs(60),
+            budget: Budget::default(),
+            max_writes_per_second: MAX_WRITES_PER_SECOND,
+        }
     }
 }
 
@@ -79,20 +97,24 @@ pub struct Pass {
     pub conflicts: usize,
     /// Reporting processes not added up for some key because its ledger is full ([`MAX_SOURCES`]).
     pub waiting: usize,
+    /// Writes left for a later pass by the pace (`--usage-max-writes-per-second`).
+    pub deferred: usize,
 }
 
 /// Add up the reports of every namespace that has any, every `options.interval`, until `shutdown`.
 ///
-/// With `cache` (the operator's ApiKey store) synced, a pass reads only the keys it may write
-/// ([`due`]); before that, or without it, it lists every key.
+/// With `cache` (the operator's ApiKey store, and the ClusterApiKey controller's) synced, a pass reads only the keys it may write
+/// ([`due`]); before that, or without it, it lists every key. Writes left by the pace are
+/// counted in `metrics`.
 pub async fn run(
     client: Client,
     clock: Clock,
     options: UsageOptions,
-    cache: Option<Store<ApiKey>>,
+    mut cache: Option<due::Cache>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut cache = cache.map(due::Cache::new);
+    let mut pace = Pace::new(options.max_writes_per_second, options.interval);
     if let Err(err) = delete_old_aggregates(&client).await {
         warn!(error = %err, "old usage aggregates not deleted; they are not read and can be deleted by hand");
     }
@@ -104,11 +126,15 @@ pub async fn run(
             () = &mut shutdown => return,
             _ = tick.tick() => {
                 let passed = match cache.as_mut().filter(|cache| cache.ready()) {
-                    Some(cache) => cache.pass_all(&client, &clock, options.budget).await.map(|reads| {
+                    Some(cache) => cache.pass_all(&client, &clock, options.budget, &mut pace).await.map(|reads| {
                         debug!(?reads, "usage pass from the cache");
                     }),
-                    None => pass_all(&client, &clock, options.budget).await,
+                    None => pass_all(&client, &clock, options.budget, &mut pace).await,
                 };
+                metrics.usage_writes_deferred(pace.deferred());
+                if pace.deferred() > 0 {
+                    debug!(deferred = pace.deferred(), "usage writes left for the next pass by --usage-max-writes-per-second");
+                }
                 if let Err(err) = passed {
                     warn!(error = %err, "usage pass failed; trying again at the next interval");
                 }
@@ -143,30 +169,37 @@ pub async fn delete_old_aggregates(client: &Client) -> Result<usize, Error> {
 
 /// One pass over every namespace with reports, then over the ClusterApiKeys: each namespace's
 /// ApiKeys and reports are read once, and what the cluster keys need of the reports is kept.
-pub async fn pass_all(client: &Client, clock: &Clock, budget: Budget) -> Result<(), Error> {
+/// Writes take turns by `pace`; the pass starts where the last one stopped.
+pub async fn pass_all(client: &Client, clock: &Clock, budget: Budget, pace: &mut Pace) -> Result<(), Error> {
     let cluster_keys = cluster::list(client).await;
+    pace.start(cluster_keys.len());
     let cluster_ids = cluster::key_ids(&cluster_keys);
     let mut for_cluster = ByNamespace::new();
-    for namespace in namespaces_with_reports(client).await? {
+    for namespace in pace.namespaces(namespaces_with_reports(client).await?) {
         let keys: Api<ApiKey> = Api::namespaced(client.clone(), &namespace);
-        let members = keys.list(&any_version()).await.map_err(Error::kube("list ApiKeys"))?.items;
+        let listed = keys.list(&any_version()).await.map_err(Error::kube("list ApiKeys"))?.items;
+        let members = in_turn(pace, &namespace, listed);
         let reports = read_reports(&Api::namespaced(client.clone(), &namespace)).await?;
-        let sets: BTreeSet<&String> = members.iter().map(|k| &k.spec.key_set).collect();
-        for name in sets {
-            let id = KeySetId { namespace: namespace.clone(), name: name.clone() };
-            let of_set = members.iter().filter(|k| &k.spec.key_set == name);
-            if let Err(err) = add_up(&keys, &id, of_set, &reports, (clock)(), budget).await {
-                warn!(namespace = %id.namespace, key_set = %id.name, error = %err, "usage of key set not added up");
-            }
+        if let Err(err) = add_up(&keys, &namespace, members.iter(), &reports, (clock)(), budget, pace).await {
+            warn!(namespace = %namespace, error = %err, "usage of namespace not added up");
         }
         if !cluster_keys.is_empty() {
             for_cluster.insert(namespace, only_keys(reports, &cluster_ids));
         }
     }
     if !cluster_keys.is_empty() {
-        cluster::add_up(client, &cluster_keys, &for_cluster, (clock)(), budget).await;
+        pace.release();
+        cluster::add_up(client, &cluster_keys, &for_cluster, (clock)(), budget, pace).await;
     }
     Ok(())
+}
+
+/// `keys` of `namespace` in the order `pace` gives them turns.
+fn in_turn(pace: &Pace, namespace: &str, keys: Vec<ApiKey>) -> Vec<ApiKey> {
+    let mut by_name: HashMap<String, ApiKey> = keys.into_iter().map(|key| (key.name_any(), key)).collect();
+    let mut names: Vec<String> = by_name.keys().cloned().collect();
+    names.sort_unstable();
+    pace.names(namespace, names).into_iter().filter_map(|name| by_name.remove(&name)).collect()
 }
 
 /// The namespaces that have usage reports.
@@ -185,7 +218,8 @@ fn any_version() -> ListParams {
     ListParams::default().match_any()
 }
 
-/// Fold the reports of `id`'s namespace into the ledgers of its ApiKeys that are due, and write them.
+/// Fold the reports of `id`'s namespace into the ledgers of its ApiKeys that are due, and write
+/// them (unpaced: a pass run by hand).
 pub async fn pass(client: &Client, id: &KeySetId, now: Timestamp, budget: Budget) -> Result<Pass, Error> {
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), &id.namespace);
     let members = keys.list(&any_version()).await.map_err(Error::kube("list ApiKeys"))?.items;
@@ -203,40 +237,50 @@ pub(super) async fn pass_with(
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), &id.namespace);
     let reports = read_reports(&Api::namespaced(client.clone(), &id.namespace)).await?;
     let of_set = members.iter().filter(|k| k.spec.key_set == id.name);
-    Ok(add_up(&keys, id, of_set, &reports, now, budget).await?.0)
+    Ok(add_up(&keys, &id.namespace, of_set, &reports, now, budget, &mut Pace::unpaced()).await?.0)
 }
 
-/// Fold `reports` into each of `members` (the ApiKeys of key set `id`) and write those due.
+/// Fold `reports` (of `namespace`) into each of `members` (ApiKeys of `namespace`, of any key
+/// set, in the order they get their turns) and write those due, each in its turn by `pace`.
 ///
-/// Also returns the keys folded with nothing to write.
+/// Also returns the keys folded with nothing to write (not those left without a turn).
 async fn add_up<'a>(
     keys: &Api<ApiKey>,
-    id: &KeySetId,
+    namespace: &str,
     members: impl Iterator<Item = &'a ApiKey>,
     reports: &NamespaceReports,
     now: Timestamp,
     budget: Budget,
+    pace: &mut Pace,
 ) -> Result<(Pass, Vec<&'a ApiKey>), Error> {
     let live = Live::of(&reports.reports, reports.unreadable_pods.iter().cloned());
-    let of_set = reports_of(reports, id);
+    let mut of_sets: HashMap<String, Vec<&Report>> = HashMap::new();
     let mut done = Pass::default();
     let mut unwritten = Vec::new();
     for key in members {
+        let of_set = of_sets.entry(key.spec.key_set.clone()).or_insert_with(|| {
+            reports_of(reports, &KeySetId { namespace: namespace.to_owned(), name: key.spec.key_set.clone() })
+        });
         let stored = stored(key.status.as_ref());
-        let folded = fold(stored.ledger, &of_set, &key_ids(key.status.as_ref()), &live, now);
+        let folded = fold(stored.ledger, of_set, &key_ids(key.status.as_ref()), &live, now);
         done.waiting += folded.waiting;
         let Some(write) = status_write(stored, folded, budget, now) else {
             unwritten.push(key);
             continue;
         };
+        if !pace.turn().await {
+            pace.defer(namespace, &key.name_any());
+            done.deferred += 1;
+            continue;
+        }
         let patch = usage_patch(stored, &write, key.resource_version().as_deref())?;
         done.count(write_status(keys, &key.name_any(), patch).await?);
     }
     if done.waiting > 0 {
-        warn!(namespace = %id.namespace, key_set = %id.name, waiting = done.waiting, max = MAX_SOURCES,
+        warn!(namespace = %namespace, waiting = done.waiting, max = MAX_SOURCES,
             "more verifier processes report a key than its ledger keeps; they are added up once others are gone");
     }
-    debug!(namespace = %id.namespace, key_set = %id.name, reports = reports.reports.len(), ?done, "usage added up");
+    debug!(namespace = %namespace, reports = reports.reports.len(), ?done, "usage added up");
     Ok((done, unwritten))
 }
 

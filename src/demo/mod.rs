@@ -106,6 +106,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         usage: Some(UsageOptions {
             interval: Duration::from_millis(300),
             budget: Budget { status_interval: SignedDuration::from_secs(2), ..Budget::default() },
+            ..UsageOptions::default()
         }),
         // The demo's examples configure no ApiKeyWebhook (and its in-memory API has no such CRD).
         webhooks: None,

@@ -132,9 +132,10 @@ fn minus(now: [u64; 2], mark: [u64; 2]) -> [u64; 2] {
     [now[0].saturating_sub(mark[0]), now[1].saturating_sub(mark[1])]
 }
 
+/// Saturating: a bucket edited by hand to a huge count stays huge, and never wraps to a small one.
 fn add(total: &mut [u64; 2], delta: [u64; 2]) {
-    total[0] += delta[0];
-    total[1] += delta[1];
+    total[0] = total[0].saturating_add(delta[0]);
+    total[1] = total[1].saturating_add(delta[1]);
 }
 
 /// The bucket key of the `width`-second bucket holding `t`.
@@ -161,10 +162,11 @@ fn in_window(start: &str, width: i64, span: i64, now: i64) -> bool {
 pub fn usage(ledger: &UsageLedger, now: Timestamp) -> Usage {
     let now = now.as_second();
     let window = |buckets: &std::collections::BTreeMap<String, [u64; 2]>, width: i64, span: i64| {
-        let [allowed, denied] = buckets
-            .iter()
-            .filter(|(start, _)| in_window(start, width, span, now))
-            .fold([0, 0], |acc, (_, b)| [acc[0] + b[0], acc[1] + b[1]]);
+        let [allowed, denied] =
+            buckets.iter().filter(|(start, _)| in_window(start, width, span, now)).fold([0, 0], |mut acc, (_, b)| {
+                add(&mut acc, *b);
+                acc
+            });
         RequestCounts { allowed, denied }
     };
     Usage {
@@ -238,12 +240,21 @@ pub struct StatusWrite {
 /// key is in use); the fold (ledger and counts) when it changed anything and the last one was
 /// written at least `status_interval` ago, or together with a `lastUsedAt` move, which costs
 /// that write anyway. A fold not written is simply done again later: the reports still hold it.
+///
+/// The stored status is only ever an input to the fold, never trusted beyond it: a ledger
+/// stored without `usage` (removed or edited by hand) is written with its counts again, and one
+/// holding buckets outside the windows or not numbers, or watermarks of reports that are gone,
+/// is written pruned (by [`fold`]), whether or not any report moved. `usage` is always computed
+/// from the ledger, never added to, so a wrong stored `usage` is replaced, not built upon.
 #[must_use]
 pub fn status_write(stored: Stored<'_>, fold: Fold, budget: Budget, now: Timestamp) -> Option<StatusWrite> {
     let moved_to = last_used_write(stored.last_used, fold.last_used, budget.last_used_step);
     let usage = usage(&fold.ledger, now);
-    let counts_moved =
-        stored.usage.is_some_and(|s| (s.last24h, s.last7d, s.last30d) != (usage.last24h, usage.last7d, usage.last30d));
+    let counts_moved = match stored.usage {
+        Some(s) => (s.last24h, s.last7d, s.last30d) != (usage.last24h, usage.last7d, usage.last30d),
+        // Counts missing beside a ledger: they are written again.
+        None => fold.ledger != UsageLedger::default(),
+    };
     let ledger_moved = stored.ledger.map_or(fold.ledger != UsageLedger::default(), |l| *l != fold.ledger);
     let due = due::time_due(stored.usage, budget, now);
     if moved_to.is_none() && !((counts_moved || ledger_moved) && due) {
@@ -259,6 +270,7 @@ pub fn status_write(stored: Stored<'_>, fold: Fold, budget: Budget, now: Timesta
 
 pub mod cluster;
 pub mod due;
+pub mod pace;
 
 #[cfg(test)]
 mod tests;

@@ -81,6 +81,17 @@ impl Publisher {
         let _ = self.cluster_known.set(Known::Caches { keys, namespaces, filled });
     }
 
+    /// The ClusterApiKey controller's store of keys (without their ledgers), once its first LIST
+    /// is in: what the usage pass decides from which cluster keys to read. None before, or
+    /// without the CRD.
+    #[must_use]
+    pub fn cluster_keys_cache(&self) -> Option<Store<ClusterApiKey>> {
+        match self.cluster_known.get()? {
+            Known::Caches { keys, filled, .. } if filled[0].load(Ordering::Acquire) => Some(keys.clone()),
+            _ => None,
+        }
+    }
+
     /// The ClusterApiKey CRD is not installed: rebuilds read no cluster keys.
     pub fn no_cluster_keys(&self) {
         let _ = self.cluster_known.set(Known::NoClusterKeys);

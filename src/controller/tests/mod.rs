@@ -22,6 +22,8 @@ mod rotation;
 mod tampering;
 mod undecodable;
 mod usage;
+mod usage_pace;
 mod usage_reads;
+mod usage_repair;
 mod validation;
 mod writes;

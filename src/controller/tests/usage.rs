@@ -10,6 +10,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::api::RequestCounts;
+use crate::controller::usage::pace::Pace;
 use crate::controller::usage::{LABEL_OLD_USAGE_AGGREGATE, Pass, delete_old_aggregates, pass, pass_with};
 use crate::keyset::KeySetId;
 use crate::plan::Settings;
@@ -253,7 +254,9 @@ async fn the_periodic_pass_finds_the_namespaces_and_key_sets_that_have_reports()
     let h = harness(Settings::default()).await;
     let id = ready_key(&h).await;
     report(&h, NS, "api-0", E1, id, 2, 0).await;
-    crate::controller::usage::pass_all(&h.client, &h.ctx.clock, Budget::default()).await.expect("pass over all");
+    crate::controller::usage::pass_all(&h.client, &h.ctx.clock, Budget::default(), &mut Pace::unpaced())
+        .await
+        .expect("pass over all");
     assert_eq!(last24h(&h).await, RequestCounts { allowed: 2, denied: 0 });
 }
 

@@ -17,6 +17,7 @@ use crate::api::{ApiKey, RequestCounts};
 use crate::controller::decode;
 use crate::controller::run::slim;
 use crate::controller::usage::due::{Cache, Reads};
+use crate::controller::usage::pace::Pace;
 use crate::controller::usage::pass_all;
 use crate::plan::Settings;
 use crate::plan::usage::Budget;
@@ -25,47 +26,72 @@ use crate::usage::{Counts, LABEL_USAGE_REPORT, REPORT_KEY, Report, report_name};
 
 use super::harness::{Harness, NS, harness};
 
-/// Every response the client received: method, path and body bytes.
+/// Every response the client received: method, path, body bytes, and when (tokio's clock).
 #[derive(Default)]
-struct Counter {
-    seen: Mutex<Vec<(String, String, usize)>>,
+pub(super) struct Counter {
+    seen: Mutex<Vec<(String, String, usize, tokio::time::Instant)>>,
 }
 
 impl Counter {
     /// (requests, bytes) for ApiKeys since the last call.
-    fn take_apikeys(&self) -> (usize, usize) {
+    pub(super) fn take_apikeys(&self) -> (usize, usize) {
+        self.take_reads_of("/apikeys")
+    }
+
+    /// (requests, bytes) of reads of paths with `resource` in them (`/clusterapikeys`) since the last call.
+    pub(super) fn take_reads_of(&self, resource: &str) -> (usize, usize) {
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
-        let of_keys = seen.iter().filter(|(method, path, _)| method == "GET" && path.contains("/apikeys"));
-        of_keys.fold((0, 0), |(n, bytes), (_, _, b)| (n + 1, bytes + b))
+        let of_keys = seen.iter().filter(|(method, path, _, _)| method == "GET" && path.contains(resource));
+        of_keys.fold((0, 0), |(n, bytes), (_, _, b, _)| (n + 1, bytes + b))
+    }
+
+    /// When each status write (`PATCH .../apikeys/<name>/status` or `clusterapikeys`) was sent since
+    /// the last call, with the path.
+    pub(super) fn take_status_writes(&self) -> Vec<(tokio::time::Instant, String)> {
+        self.take_writes_and_reads().0
+    }
+
+    /// [`Counter::take_status_writes`], and the (requests, bytes) of ApiKeys read meanwhile.
+    pub(super) fn take_writes_and_reads(&self) -> (Vec<(tokio::time::Instant, String)>, (usize, usize)) {
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        let of_keys = seen.iter().filter(|(method, path, _, _)| method == "GET" && path.contains("/apikeys"));
+        let reads = of_keys.fold((0, 0), |(n, bytes), (_, _, b, _)| (n + 1, bytes + b));
+        let writes = seen
+            .into_iter()
+            .filter(|(method, path, _, _)| method == "PATCH" && path.contains("apikeys/") && path.ends_with("/status"))
+            .map(|(_, path, _, at)| (at, path))
+            .collect();
+        (writes, reads)
     }
 }
 
 /// `client`, counting what it reads.
-fn counting(client: Client, counter: Arc<Counter>) -> Client {
+pub(super) fn counting(client: Client, counter: Arc<Counter>) -> Client {
     let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
         let (client, counter) = (client.clone(), counter.clone());
         async move {
             let (method, path) = (request.method().to_string(), request.uri().path().to_owned());
+            let at = tokio::time::Instant::now();
             let response = client.send(request).await?;
             let (parts, body) = response.into_parts();
             let bytes = http_body_util::BodyExt::collect(body).await?.to_bytes();
-            counter.seen.lock().unwrap().push((method, path, bytes.len()));
+            counter.seen.lock().unwrap().push((method, path, bytes.len(), at));
             Ok::<_, tower::BoxError>(http::Response::from_parts(parts, http_body_util::Full::new(bytes)))
         }
     });
     Client::new(service, NS)
 }
 
-fn key_id(i: usize) -> KeyId {
+pub(super) fn key_id(i: usize) -> KeyId {
     format!("{:012x}", 0xa000_0000_u64 + i as u64).parse().unwrap()
 }
 
-fn name(i: usize) -> String {
+pub(super) fn name(i: usize) -> String {
     format!("k{i}")
 }
 
 /// `n` ApiKeys with a current key id each, created as the operator leaves them (no reconcile: fast).
-async fn keys(h: &Harness, n: usize) {
+pub(super) async fn keys(h: &Harness, n: usize) {
     let api = h.keys();
     for i in 0..n {
         let key: ApiKey = serde_json::from_value(json!({
@@ -82,9 +108,22 @@ async fn keys(h: &Harness, n: usize) {
 }
 
 /// Pod `api-<r>`'s report: keys `used` with `allowed` each, last used now.
-async fn reports(h: &Harness, replicas: usize, used: &[usize], allowed: u64) {
-    let now = (h.ctx.clock)().as_second();
-    let api: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+pub(super) async fn reports(h: &Harness, replicas: usize, used: &[usize], allowed: u64) {
+    let ids: Vec<KeyId> = used.iter().map(|&i| key_id(i)).collect();
+    reports_in(&h.client, NS, (h.ctx.clock)().as_second(), replicas, &ids, allowed).await;
+}
+
+/// In `namespace`, pod `api-<r>`'s report for key set `<namespace>/default`: key ids `ids` with
+/// `allowed` each, last used at `now` (Unix seconds).
+pub(super) async fn reports_in(
+    client: &Client,
+    namespace: &str,
+    now: i64,
+    replicas: usize,
+    ids: &[KeyId],
+    allowed: u64,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for r in 0..replicas {
         let pod = format!("api-{r}");
         let report = Report {
@@ -92,16 +131,16 @@ async fn reports(h: &Harness, replicas: usize, used: &[usize], allowed: u64) {
             pod_uid: format!("uid-{pod}"),
             epoch: "00000000000000e1".to_owned(),
             at: now,
-            key_sets: vec![format!("{NS}/default")],
-            keys: used
+            key_sets: vec![format!("{namespace}/default")],
+            keys: ids
                 .iter()
-                .map(|&i| (key_id(i), Counts { allowed, last_allowed: Some(now), ..Counts::default() }))
+                .map(|id| (*id, Counts { allowed, last_allowed: Some(now), ..Counts::default() }))
                 .collect(),
         };
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(report_name(&pod)),
-                namespace: Some(NS.to_owned()),
+                namespace: Some(namespace.to_owned()),
                 labels: Some(BTreeMap::from([(LABEL_USAGE_REPORT.to_owned(), "true".to_owned())])),
                 ..ObjectMeta::default()
             },
@@ -116,19 +155,19 @@ async fn reports(h: &Harness, replicas: usize, used: &[usize], allowed: u64) {
 }
 
 /// The operator's ApiKey cache as its watch fills it: every key, slimmed.
-struct Watch {
-    store: Store<ApiKey>,
+pub(super) struct Watch {
+    pub(super) store: Store<ApiKey>,
     writer: Writer<ApiKey>,
 }
 
 impl Watch {
-    fn new() -> Watch {
+    pub(super) fn new() -> Watch {
         let (store, writer) = reflector::store();
         Watch { store, writer }
     }
 
     /// Catch up with the API (a re-list, as after a watch restart).
-    async fn sync(&mut self, client: &Client) {
+    pub(super) async fn sync(&mut self, client: &Client) {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &decode::api_resource());
         let listed = api.list(&ListParams::default()).await.expect("list");
         self.writer.apply_watcher_event(&Event::Init);
@@ -143,19 +182,21 @@ fn allowed_24h(key: &ApiKey) -> u64 {
     key.status.as_ref().and_then(|s| s.usage.as_ref()).map(|u| u.last24h.allowed).unwrap_or_default()
 }
 
-async fn counts(h: &Harness, i: usize) -> RequestCounts {
+pub(super) async fn counts(h: &Harness, i: usize) -> RequestCounts {
     h.get(&name(i)).await.status.unwrap().usage.map(|u| u.last24h).unwrap_or_default()
 }
 
-struct Setup {
-    h: Harness,
-    counter: Arc<Counter>,
-    client: Client,
-    watch: Watch,
-    cache: Cache,
+pub(super) struct Setup {
+    pub(super) h: Harness,
+    pub(super) counter: Arc<Counter>,
+    pub(super) client: Client,
+    pub(super) watch: Watch,
+    pub(super) cache: Cache,
+    /// Unpaced unless a test sets one.
+    pub(super) pace: Pace,
 }
 
-async fn setup(n: usize) -> Setup {
+pub(super) async fn setup(n: usize) -> Setup {
     let h = harness(Settings::default()).await;
     keys(&h, n).await;
     let counter = Arc::new(Counter::default());
@@ -163,13 +204,17 @@ async fn setup(n: usize) -> Setup {
     let mut watch = Watch::new();
     watch.sync(&h.client).await;
     let cache = Cache::new(watch.store.clone());
-    Setup { h, counter, client, watch, cache }
+    Setup { h, counter, client, watch, cache, pace: Pace::unpaced() }
 }
 
 impl Setup {
-    async fn pass(&mut self) -> (Reads, (usize, usize)) {
+    pub(super) async fn pass(&mut self) -> (Reads, (usize, usize)) {
         self.counter.take_apikeys();
-        let reads = self.cache.pass_all(&self.client, &self.h.ctx.clock, Budget::default()).await.expect("pass");
+        let reads = self
+            .cache
+            .pass_all(&self.client, &self.h.ctx.clock, Budget::default(), &mut self.pace)
+            .await
+            .expect("pass");
         (reads, self.counter.take_apikeys())
     }
 }
@@ -272,7 +317,6 @@ async fn a_key_with_nothing_new_is_read_once_per_hour() {
 /// `cargo test --lib usage_reads::figures -- --ignored --nocapture`
 #[tokio::test]
 #[ignore = "a measurement: prints figures, run by hand"]
-#[allow(clippy::cast_precision_loss)]
 async fn figures() {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (n, replicas) = (env("KEYWARD_READS_KEYS", 1_000), env("KEYWARD_READS_REPLICAS", 100));
@@ -293,7 +337,7 @@ async fn figures() {
     } else {
         // Every key written once (ledgers full), as after the first pass of an operator.
         reports(&s.h, replicas, &all, 1).await;
-        pass_all(&s.client, &s.h.ctx.clock, Budget::default()).await.expect("first pass");
+        pass_all(&s.client, &s.h.ctx.clock, Budget::default(), &mut Pace::unpaced()).await.expect("first pass");
     }
     s.counter.take_apikeys();
     let mut before = (0, 0);
@@ -317,13 +361,19 @@ async fn figures() {
     let written = s.h.keys().list(&ListParams::default()).await.unwrap();
     let expected = if spread { 2..=6 * replicas as u64 } else { 6 * replicas as u64..=6 * replicas as u64 };
     assert!(written.items.iter().all(|k| expected.contains(&allowed_24h(k))), "every key written in the interval");
-    println!(
-        "N={n} R={replicas} spread={spread}: listing every key: {:.1} requests, {} bytes per pass; from the cache: {:.1} requests, {} bytes per pass on average over 5 passes (peak {} requests, {} bytes)",
+    println!("N={n} R={replicas} spread={spread}: {}", per_pass(before, after, peak));
+}
+
+/// The figures of five passes: (requests, bytes) listing every key, from the cache, and the largest pass.
+#[allow(clippy::cast_precision_loss)]
+pub(super) fn per_pass(before: (usize, usize), after: (usize, usize), peak: (usize, usize)) -> String {
+    format!(
+        "listing every key: {:.1} requests, {} bytes per pass; from the cache: {:.1} requests, {} bytes per pass on average over 5 passes (peak {} requests, {} bytes)",
         before.0 as f64 / 5.0,
         before.1 / 5,
         after.0 as f64 / 5.0,
         after.1 / 5,
         peak.0,
         peak.1
-    );
+    )
 }

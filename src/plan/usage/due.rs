@@ -10,6 +10,11 @@
 //! read in a pass loses nothing, and every write still carries the `resourceVersion` it was
 //! folded from, so a stale fact can never count anything twice.
 //!
+//! A ledger stored without `usage` (edited by hand, or `usage` removed) is read once due by
+//! time even when no report counts the key, so that it is pruned and its counts written again
+//! ([`Cached::ledger`]); an `updatedAt` later than `now` by more than the status interval (no
+//! operator wrote it) does not hold a key's counts back ([`time_due`]).
+//!
 //! A key read and found due by time but with nothing to write (for example one used days ago
 //! whose counts only change when a bucket leaves a window) would be read again at every pass.
 //! [`Quiet`] remembers such a read: while the key's `resourceVersion`, what the reports hold
@@ -34,6 +39,8 @@ pub struct Cached<'a> {
     pub usage: Option<&'a Usage>,
     /// The key ids of the key's tokens (current, next, previous).
     pub ids: &'a [KeyId],
+    /// Whether `status.usageLedger` holds anything (the cache keeps only that of the ledger).
+    pub ledger: bool,
 }
 
 /// Why a key may be written.
@@ -47,8 +54,9 @@ pub enum Due {
 
 /// Whether [`super::status_write`] may write a key with `cached` status, given `reports` (of its
 /// namespace and key set), at `now`, and why: when its coarse `lastUsedAt` would move, or when
-/// its counts are due (`status_interval` since `updatedAt`) and it has usage or the reports
-/// count it. None: it is not read.
+/// its counts are due (`status_interval` since `updatedAt`) and it has counts (which may have
+/// to leave a window), a ledger (which may need pruning, or its counts written again) or the
+/// reports count it. None: it is not read.
 #[must_use]
 pub fn may_write(cached: Cached<'_>, reports: &[&Report], budget: Budget, now: Timestamp) -> Option<Due> {
     let mut counted = false;
@@ -64,14 +72,27 @@ pub fn may_write(cached: Cached<'_>, reports: &[&Report], budget: Budget, now: T
     if last_used_write(cached.last_used, last_used, budget.last_used_step).is_some() {
         return Some(Due::LastUsed);
     }
-    (time_due(cached.usage, budget, now) && (cached.usage.is_some() || counted)).then_some(Due::Counts)
+    (time_due(cached.usage, budget, now) && (counted || cached.ledger || has_counts(cached.usage)))
+        .then_some(Due::Counts)
 }
 
-/// Whether the counts of a key with `usage` may be written at `now` (never written, or written
-/// at least `status_interval` ago).
+/// Whether `usage` counts anything: usage all zero with no ledger and no report stays so (a fold
+/// of nothing is nothing), so such a key is not read.
+#[must_use]
+pub fn has_counts(usage: Option<&Usage>) -> bool {
+    usage.is_some_and(|u| [u.last24h, u.last7d, u.last30d].iter().any(|c| c.allowed > 0 || c.denied > 0))
+}
+
+/// Whether the counts of a key with `usage` may be written at `now`: never written, written at
+/// least `status_interval` ago, or stamped later than `now` by more than `status_interval` (no
+/// operator wrote that: a hand edit, which must not hold the key's counts back for ever; a
+/// leader whose clock is a little ahead does not make the next one write early).
 #[must_use]
 pub fn time_due(usage: Option<&Usage>, budget: Budget, now: Timestamp) -> bool {
-    usage.and_then(|u| u.updated_at.as_ref()).is_none_or(|at| now.duration_since(at.0) >= budget.status_interval)
+    usage.and_then(|u| u.updated_at.as_ref()).is_none_or(|at| {
+        let since = now.duration_since(at.0);
+        since >= budget.status_interval || -since > budget.status_interval
+    })
 }
 
 /// A digest of everything a fold of a key with key ids `ids` takes from the reports: each
@@ -132,6 +153,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
+    use crate::api::RequestCounts;
     use crate::usage::Counts;
 
     const T0: &str = "2026-01-01T10:00:00Z";
@@ -183,7 +205,7 @@ mod tests {
         let ids = [id()];
         let usage = written_at(now() - SignedDuration::from_mins(1));
         let r = report(3, now());
-        let cached = Cached { last_used: Some(coarse_hour(now())), usage: Some(&usage), ids: &ids };
+        let cached = Cached { last_used: Some(coarse_hour(now())), usage: Some(&usage), ids: &ids, ledger: true };
         assert_eq!(may_write(cached, &[&r], Budget::default(), now()), None);
         let an_hour_later = now() + SignedDuration::from_hours(1);
         let r = report(4, an_hour_later);
@@ -194,7 +216,7 @@ mod tests {
     fn a_key_with_usage_is_read_once_its_counts_are_due() {
         let ids = [id()];
         let usage = written_at(now() - SignedDuration::from_mins(5));
-        let cached = Cached { last_used: Some(coarse_hour(now())), usage: Some(&usage), ids: &ids };
+        let cached = Cached { last_used: Some(coarse_hour(now())), usage: Some(&usage), ids: &ids, ledger: true };
         // Even with no report left: its buckets may have to leave a window.
         assert_eq!(may_write(cached, &[], Budget::default(), now()), Some(Due::Counts));
     }
@@ -212,6 +234,38 @@ mod tests {
         assert!(!quiet.still(Some("7"), print, now() + SignedDuration::from_mins(60)));
         let restarted = Live::of(&[r.clone(), Report { epoch: "e2".to_owned(), ..r.clone() }], []);
         assert!(!quiet.still(Some("7"), fingerprint(&[&r], &ids, &restarted), now()), "live sources count too");
+    }
+
+    #[test]
+    fn a_key_whose_counts_are_all_zero_with_no_ledger_and_no_report_is_not_read() {
+        let ids = [id()];
+        let zero = written_at(now() - SignedDuration::from_hours(2));
+        let cached = Cached { usage: Some(&zero), ids: &ids, ..Cached::default() };
+        assert_eq!(may_write(cached, &[], Budget::default(), now()), None);
+        let counted = Usage { last7d: RequestCounts { allowed: 0, denied: 1 }, ..zero.clone() };
+        let cached = Cached { usage: Some(&counted), ids: &ids, ..Cached::default() };
+        assert_eq!(may_write(cached, &[], Budget::default(), now()), Some(Due::Counts), "a count may leave a window");
+    }
+
+    #[test]
+    fn a_ledger_without_usage_is_read_once_due_even_with_no_report() {
+        let ids = [id()];
+        let cached = Cached { ids: &ids, ledger: true, ..Cached::default() };
+        assert_eq!(may_write(cached, &[], Budget::default(), now()), Some(Due::Counts));
+        let cached = Cached { ids: &ids, ..Cached::default() };
+        assert_eq!(may_write(cached, &[], Budget::default(), now()), None, "nothing stored, nothing counted");
+    }
+
+    #[test]
+    fn an_update_time_far_in_the_future_does_not_hold_counts_back() {
+        let budget = Budget::default();
+        let ahead = |d| written_at(now() + d);
+        assert!(
+            !time_due(Some(&ahead(SignedDuration::from_secs(30))), budget, now()),
+            "a leader's clock a little ahead"
+        );
+        assert!(!time_due(Some(&ahead(budget.status_interval)), budget, now()));
+        assert!(time_due(Some(&ahead(SignedDuration::from_hours(24 * 365))), budget, now()), "written by hand");
     }
 
     fn coarse_hour(t: Timestamp) -> Timestamp {

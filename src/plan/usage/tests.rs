@@ -231,3 +231,65 @@ fn last_used_moves_only_forward_by_whole_steps() {
     assert_eq!(last_used_write(stored, Some(t("2026-11-23T11:00:01Z")), step), Some(t("2026-11-23T11:00:00Z")));
     assert_eq!(last_used_write(stored, None, step), None, "never used: nothing");
 }
+
+/// A ledger as someone might leave it by hand: buckets long gone, in the future, not numbers,
+/// huge; a watermark of a process whose report is gone; and one of a live process.
+fn hand_edited(now: Timestamp) -> UsageLedger {
+    let s = now.as_second();
+    let day = |d: i64| (s - s.rem_euclid(DAY) + d * DAY).to_string();
+    let hour = |h: i64| (s - s.rem_euclid(HOUR) + h * HOUR).to_string();
+    UsageLedger {
+        hours: [(hour(0), [4, 0]), (hour(-30), [50, 0]), (hour(3), [7, 7]), ("soon".to_owned(), [1, 1])].into(),
+        days: [(day(0), [4, 0]), (day(-40), [500, 5]), (day(2), [u64::MAX, 0]), ("x".to_owned(), [9, 9])].into(),
+        folded: [
+            (format!("api-0/{E1}"), [(id(1).to_string(), [4, 0])].into()),
+            (format!("api-9/{E1}"), [(id(1).to_string(), [77, 0])].into()),
+        ]
+        .into(),
+    }
+}
+
+#[test]
+fn a_ledger_edited_by_hand_without_usage_is_pruned_and_counted_again_with_no_report_moved() {
+    let now = t("2026-11-23T10:20:00Z");
+    let ledger = hand_edited(now);
+    // api-0's report is what it was when its 4 requests were folded; api-9's is gone.
+    let r = report("api-0", E1, &[(id(1), 4, 0)]);
+    let folded = fold_all(Some(&ledger), &[&r], now);
+    assert_eq!(folded.added, [0, 0], "nothing new: the live watermark holds");
+    let stored = Stored { last_used: Some(t("2026-11-23T09:00:00Z")), usage: None, ledger: Some(&ledger) };
+    let written = status_write(stored, folded, Budget::default(), now).expect("rewritten at once");
+    let s = now.as_second();
+    let (this_hour, today) = ((s - s.rem_euclid(HOUR)).to_string(), (s - s.rem_euclid(DAY)).to_string());
+    assert_eq!(written.ledger.hours, [(this_hour, [4, 0])].into(), "old, future and garbage hours pruned");
+    assert_eq!(written.ledger.days, [(today, [4, 0])].into(), "old, future and garbage days pruned");
+    assert_eq!(written.ledger.folded.keys().collect::<Vec<_>>(), [&format!("api-0/{E1}")]);
+    let four = RequestCounts { allowed: 4, denied: 0 };
+    assert_eq!((written.usage.last24h, written.usage.last7d, written.usage.last30d), (four, four, four));
+    assert_eq!(written.last_used, stored.last_used, "the ledger never moves lastUsedAt");
+}
+
+#[test]
+fn a_ledger_without_usage_and_nothing_to_prune_still_gets_its_counts_written() {
+    let now = t("2026-11-23T10:20:00Z");
+    let r = report("api-0", E1, &[(id(1), 4, 0)]);
+    let ledger = fold_all(None, &[&r], now).ledger;
+    let stored = Stored { last_used: Some(t("2026-11-23T09:00:00Z")), usage: None, ledger: Some(&ledger) };
+    let later = now + SignedDuration::from_mins(1);
+    let written =
+        status_write(stored, fold_all(Some(&ledger), &[&r], later), Budget::default(), later).expect("written");
+    assert_eq!((written.ledger, written.usage.last24h.allowed), (ledger, 4), "the same ledger, counted once");
+}
+
+#[test]
+fn huge_counts_edited_into_a_ledger_saturate_and_never_wrap() {
+    let now = t("2026-11-23T10:20:00Z");
+    let s = now.as_second();
+    let hour = |h: i64| (s - s.rem_euclid(HOUR) + h * HOUR).to_string();
+    let ledger =
+        UsageLedger { hours: [(hour(0), [u64::MAX, 0]), (hour(-1), [u64::MAX, 1])].into(), ..UsageLedger::default() };
+    assert_eq!(last24h(&ledger, now), (u64::MAX, 1));
+    let r = report("api-0", E1, &[(id(1), 4, 0)]);
+    let folded = fold_all(Some(&ledger), &[&r], now);
+    assert_eq!(folded.ledger.hours[&hour(0)], [u64::MAX, 0]);
+}
