@@ -8,8 +8,8 @@
 //! `resourceVersion` read, so a conflict (409) is folded again at the next pass, never counted
 //! twice. Their writes take turns by the same pace as the ApiKeys', after them. From the
 //! ClusterApiKey controller's store (every key without its ledger, [`Source`]), only the keys
-//! that may be written are read, a GET each ([`add_up_due`]); until it is filled, every key is
-//! listed ([`list`]). Without the ClusterApiKey CRD there is nothing to do.
+//! that may be written are read, a GET each (`add_up_due`); until it is filled, every key is
+//! listed (`list`). Without the ClusterApiKey CRD there is nothing to do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

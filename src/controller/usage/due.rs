@@ -13,7 +13,7 @@
 //!
 //! ClusterApiKeys get the same treatment from the ClusterApiKey controller's store, which keeps
 //! every key without its ledger ([`cluster::Source`]): only those that may be written are read,
-//! a GET each ([`cluster::add_up_due`]); until that store is filled they are listed in full.
+//! a GET each (`cluster::add_up_due`); until that store is filled they are listed in full.
 //!
 //! The pace ([`Pace`]) bounds what is read too: a namespace's due keys beyond the turns left in
 //! the pass are not read but left for a later pass (which starts with them), like a write
